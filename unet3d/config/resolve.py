@@ -1,0 +1,129 @@
+"""Turn ``{"name": X, **kwargs}`` from a config into an object.
+
+Each kind of component is looked up in a fixed list of namespaces, and only classes of
+the kind's base type are accepted, so a config can never reach an arbitrary importable
+function (``os.system``, ``builtins.eval``, ...). A new model, loss or transform is
+added by defining it in the matching unet3d module and naming it in a config.
+"""
+
+import copy
+import difflib
+import importlib
+import inspect
+
+from unet3d.errors import UserError
+
+NAMESPACES = {
+    "model": ("unet3d.models", "monai.networks.nets"),
+    "loss": ("unet3d.losses", "monai.losses", "torch.nn"),
+    "optimizer": ("torch.optim",),
+    "scheduler": ("torch.optim.lr_scheduler",),
+    "dataset": ("unet3d.data",),
+    "transform": ("unet3d.data", "monai.transforms"),
+}
+
+
+def _base_types(kind):
+    # Imported lazily: MONAI's transforms take seconds to import.
+    import torch
+
+    if kind in ("model", "loss"):
+        return (torch.nn.Module,)
+    if kind == "optimizer":
+        return (torch.optim.Optimizer,)
+    if kind == "scheduler":
+        return (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if kind == "dataset":
+        return (torch.utils.data.Dataset,)
+    if kind == "transform":
+        from monai.transforms import Transform
+
+        return (Transform,)
+    raise ValueError(f"unknown component kind {kind!r}")
+
+
+def _accepts(obj, kind):
+    return inspect.isclass(obj) and issubclass(obj, _base_types(kind))
+
+
+def list_names(kind):
+    """All names a config may use for ``kind``, sorted."""
+    names = set()
+    for module_name in NAMESPACES[kind]:
+        module = importlib.import_module(module_name)
+        for name in dir(module):
+            if not name.startswith("_") and _accepts(getattr(module, name), kind):
+                names.add(name)
+    return sorted(names)
+
+
+def lookup(kind, name, key):
+    """The class called ``name`` for ``kind``; ``key`` is the config key, for error messages."""
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise UserError(
+            f"config key '{key}': {name!r} is not a valid {kind} name "
+            f"(expected a class name from {', '.join(NAMESPACES[kind])})"
+        )
+    for module_name in NAMESPACES[kind]:
+        obj = getattr(importlib.import_module(module_name), name, None)
+        if obj is not None and _accepts(obj, kind):
+            return obj
+    known = list_names(kind)
+    by_lower = {n.lower(): n for n in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
+    hint = f"; closest matches: {', '.join(by_lower[c] for c in close)}" if close else ""
+    raise UserError(
+        f"config key '{key}': unknown {kind} {name!r}; searched {', '.join(NAMESPACES[kind])}{hint}"
+    )
+
+
+def resolve(kind, spec, key, *args, name_key=None, **fixed):
+    """Build the object ``spec`` names.
+
+    Args:
+        kind: one of ``NAMESPACES``' keys.
+        spec: ``{"name": ..., **kwargs}`` from the config; it is never modified.
+        key: the config key ``spec`` came from, named in errors.
+        name_key: the config key of the name, when not ``<key>.name``.
+        args, fixed: arguments supplied by unet3d rather than the config
+            (the parameters of an optimizer, the optimizer of a scheduler, ...).
+    """
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise UserError(f"config key '{key}' must be an object with a 'name'")
+    cls = lookup(kind, spec["name"], name_key or f"{key}.name")
+    kwargs = copy.deepcopy({k: v for k, v in spec.items() if k != "name"})
+    clash = sorted(set(kwargs) & set(fixed))
+    if clash:
+        raise UserError(f"config key '{key}': {', '.join(clash)} is set by unet3d and cannot be given in the config")
+    check_keywords(cls, kwargs, key, n_positional=len(args), fixed=fixed)
+    try:
+        return cls(*args, **kwargs, **fixed)
+    except (TypeError, ValueError, AssertionError, KeyError, NotImplementedError) as error:
+        raise UserError(f"config key '{key}': {cls.__name__} could not be built from its settings: {error}") from error
+
+
+def check_keywords(cls, kwargs, key, n_positional=0, fixed=()):
+    """Raise a UserError naming ``key`` when ``kwargs`` do not fit ``cls``'s signature."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return
+    params = signature.parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = [n for n in named[n_positional:] if n not in fixed]
+    for keyword in kwargs:
+        if keyword not in named:
+            close = difflib.get_close_matches(keyword, accepted, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(
+                f"config key '{key}': {cls.__name__} has no parameter '{keyword}'{hint}; "
+                f"accepted: {', '.join(accepted)}"
+            )
+    missing = [
+        n for n in accepted
+        if params[n].default is params[n].empty and n not in kwargs
+    ]
+    if missing:
+        raise UserError(f"config key '{key}': {cls.__name__} needs {', '.join(repr(m) for m in missing)}")

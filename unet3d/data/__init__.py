@@ -1,0 +1,10 @@
+"""Data: case lists, preprocessing, datasets and loaders.
+
+Names defined here are what a config's ``dataset.name`` and transform names can refer to
+(besides MONAI's transforms).
+"""
+
+from unet3d.data.dataset import SegmentationDataset
+from unet3d.data.labels import LabelsToRegionsd
+
+__all__ = ["SegmentationDataset", "LabelsToRegionsd"]

@@ -1,0 +1,74 @@
+"""Filename lists from BraTS folders (one sub-folder per case, ``<id>_<modality>.nii[.gz]``)."""
+
+import json
+import os
+from pathlib import Path
+
+from unet3d.config.load import write_json
+from unet3d.errors import UserError
+
+MODALITIES = ("flair", "t1", "t1ce", "t2")
+
+
+def _find(case_dir, stem):
+    for suffix in (".nii.gz", ".nii"):
+        path = case_dir / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def brats_cases(folder, with_label=True, modalities=MODALITIES):
+    """``[{"image": [...], "label": ...}, ...]`` for every case folder under ``folder``, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder of BraTS cases")
+    result = []
+    for case_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        images = [_find(case_dir, f"{case_dir.name}_{m}") for m in modalities]
+        if not any(images):
+            continue  # not a case folder
+        missing = [m for m, p in zip(modalities, images) if p is None]
+        if missing:
+            raise UserError(f"{case_dir}: no {', '.join(missing)} image (expected {case_dir.name}_<modality>.nii[.gz])")
+        case = {"image": [str(p) for p in images]}
+        if with_label:
+            label = _find(case_dir, f"{case_dir.name}_seg")
+            if label is None:
+                raise UserError(f"{case_dir}: no label file {case_dir.name}_seg.nii[.gz]")
+            case["label"] = str(label)
+        result.append(case)
+    if not result:
+        raise UserError(f"{folder}: no BraTS case folders found (expected <id>/<id>_flair.nii[.gz], ...)")
+    return result
+
+
+def write_brats_config(template_filename, output_filename, training_dir, groups=()):
+    """Write a config: the template's settings with filename lists from BraTS folders.
+
+    Args:
+        template_filename: a config whose sections (model, loss, dataset, ...) are kept;
+            its ``*_filenames`` lists are replaced.
+        output_filename: the new config; its paths are written relative to its folder.
+        training_dir: folder of labelled cases for ``training_filenames``.
+        groups: ``(name, folder)`` pairs of unlabelled cases, written as ``<name>_filenames``.
+    """
+    try:
+        template = json.loads(Path(template_filename).read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"{template_filename}: cannot read template config ({error})") from None
+    base = Path(output_filename).resolve().parent
+    config = {k: v for k, v in template.items() if not k.endswith("_filenames")}
+
+    def relative(cases):
+        for case in cases:
+            case["image"] = [os.path.relpath(p, base) for p in case["image"]]
+            if "label" in case:
+                case["label"] = os.path.relpath(case["label"], base)
+        return cases
+
+    config["training_filenames"] = relative(brats_cases(training_dir))
+    for name, folder in groups:
+        config[f"{name}_filenames"] = relative(brats_cases(folder, with_label=False))
+    write_json(config, output_filename)
+    return config

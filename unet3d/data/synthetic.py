@@ -1,0 +1,100 @@
+"""Synthetic BraTS-style cases: four MRI modalities and a nested tumour label map.
+
+Each case is written in the BraTS layout, ``<root>/<id>/<id>_{flair,t1,t1ce,t2,seg}.nii.gz``,
+with labels 1 (necrosis), 2 (edema) and 4 (enhancing tumour) on a zero background, so
+that WT ⊇ TC ⊇ ET. Tumours are irregular blobs whose core is off the whole tumour's
+centre; some cases have no enhancing tumour. Modalities overlap in intensity between
+regions and carry a smooth bias field and noise, so a model has to combine them.
+"""
+
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import torch
+
+MODALITIES = ("flair", "t1", "t1ce", "t2")
+
+# Mean intensity of (background brain, edema, necrosis, enhancing) per modality.
+CONTRAST = {
+    "flair": (0.45, 0.95, 0.70, 0.80),
+    "t1": (0.55, 0.45, 0.20, 0.50),
+    "t1ce": (0.50, 0.50, 0.25, 1.10),
+    "t2": (0.40, 0.90, 1.05, 0.75),
+}
+
+
+def smooth_noise(rng, shape, cells=4):
+    """Smooth random field in [-1, 1]: random values on a coarse grid, upsampled trilinearly."""
+    coarse = torch.from_numpy(rng.uniform(-1, 1, size=(1, 1, cells, cells, cells)).astype(np.float32))
+    field = torch.nn.functional.interpolate(coarse, size=tuple(shape), mode="trilinear", align_corners=True)
+    return field[0, 0].numpy()
+
+
+def blob(rng, grid, centre, radii, roughness=0.25):
+    """A boolean ellipsoid around ``centre`` whose surface is perturbed by smooth noise."""
+    distance = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii))
+    return distance < 1 + roughness * smooth_noise(rng, distance.shape, cells=5)
+
+
+def synthetic_case(shape, rng, enhancing=True):
+    """Return ``(images, label)``: a dict of four float32 volumes and a uint8 label map."""
+    grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
+    size = np.array(shape, dtype=np.float32)
+    brain = blob(rng, grid, size / 2, size * 0.42, roughness=0.1)
+    tumour_centre = size / 2 + rng.uniform(-0.12, 0.12, 3) * size
+    whole = blob(rng, grid, tumour_centre, size * rng.uniform(0.13, 0.22, 3)) & brain
+    core_centre = tumour_centre + rng.uniform(-0.05, 0.05, 3) * size
+    core = blob(rng, grid, core_centre, size * rng.uniform(0.07, 0.12, 3)) & whole
+    label = np.zeros(shape, dtype=np.uint8)
+    label[whole] = 2
+    label[core] = 1
+    if enhancing:
+        inner = blob(rng, grid, core_centre, size * rng.uniform(0.035, 0.06, 3)) & core
+        label[core & ~inner] = 4
+
+    bias = 1 + 0.2 * smooth_noise(rng, shape, cells=3)
+    images = {}
+    for modality in MODALITIES:
+        background, edema, necrosis, enhancing_value = CONTRAST[modality]
+        volume = np.full(shape, background, dtype=np.float32)
+        volume[label == 2] = edema
+        volume[label == 1] = necrosis
+        volume[label == 4] = enhancing_value
+        volume += 0.08 * smooth_noise(rng, shape, cells=8)  # tissue texture
+        volume = volume * bias + rng.normal(0, 0.06, shape).astype(np.float32)
+        volume[~brain] = 0
+        images[modality] = np.clip(volume, 0, None) * 1000
+    return images, label
+
+
+def write_synthetic_brats(root, n_cases, shape=(48, 48, 48), seed=0, prefix="BraTS20_Training",
+                          with_label=True, spacing=(1.0, 1.0, 1.0), dtype="float32", no_enhancing_every=4):
+    """Write ``n_cases`` synthetic cases under ``root``; returns their folders.
+
+    Args:
+        root: output folder (created).
+        n_cases: number of cases, named ``<prefix>_001`` onwards.
+        shape: volume shape in voxels.
+        seed: cases are a pure function of the seed and their index.
+        with_label: also write ``<id>_seg.nii.gz``.
+        spacing: voxel size in millimetres.
+        dtype: on-disk type of the images, e.g. ``float32`` or ``int16``.
+        no_enhancing_every: every n-th case has no enhancing tumour (0: never).
+    """
+    root = Path(root)
+    affine = np.diag(list(spacing) + [1.0])
+    folders = []
+    for index in range(1, n_cases + 1):
+        rng = np.random.default_rng([seed, index])
+        enhancing = not (no_enhancing_every and index % no_enhancing_every == 0)
+        images, label = synthetic_case(tuple(shape), rng, enhancing=enhancing)
+        case_id = f"{prefix}_{index:03d}"
+        folder = root / case_id
+        folder.mkdir(parents=True, exist_ok=True)
+        for modality, volume in images.items():
+            nibabel.save(nibabel.Nifti1Image(volume.astype(dtype), affine), folder / f"{case_id}_{modality}.nii.gz")
+        if with_label:
+            nibabel.save(nibabel.Nifti1Image(label, affine), folder / f"{case_id}_seg.nii.gz")
+        folders.append(folder)
+    return folders

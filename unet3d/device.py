@@ -1,0 +1,18 @@
+"""Choosing the torch device from ``--device``."""
+
+import torch
+
+from unet3d.errors import UserError
+
+
+def choose_device(name="auto"):
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device, checked."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return device

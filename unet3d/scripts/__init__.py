@@ -1,0 +1,1 @@
+"""Command-line front ends; each parses arguments and calls the library."""

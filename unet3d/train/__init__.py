@@ -1,0 +1,1 @@
+"""Train: the loop, checkpoints, the CSV log and cross-validation folds."""

@@ -1,0 +1,34 @@
+"""The per-epoch training log, ``training_log.csv``."""
+
+import csv
+import io
+
+from unet3d.atomic import write_text
+
+
+class TrainingLog:
+    """Rows of per-epoch figures, rewritten atomically as a CSV after every epoch.
+
+    The rows also live in the training checkpoint, so after a crash the CSV is rebuilt
+    from the checkpoint and the two always agree.
+    """
+
+    def __init__(self, path, rows=()):
+        self.path = path
+        self.rows = [dict(row) for row in rows]
+
+    def append(self, row):
+        """Add one epoch's row and rewrite the CSV."""
+        self.rows.append(dict(row))
+        self.write()
+
+    def write(self):
+        """Rewrite the CSV from the rows held in memory."""
+        columns = []
+        for row in self.rows:
+            columns.extend(c for c in row if c not in columns)
+        stream = io.StringIO()
+        writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text(self.path, stream.getvalue())
