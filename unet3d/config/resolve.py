@@ -46,19 +46,25 @@ def _accepts(obj, kind):
     return inspect.isclass(obj) and issubclass(obj, _base_types(kind))
 
 
-def list_names(kind):
-    """All names a config may use for ``kind``, sorted."""
-    names = set()
+def _candidates(kind):
+    """``{name: class}`` of everything a config may name for ``kind``."""
+    found = {}
     for module_name in NAMESPACES[kind]:
         module = importlib.import_module(module_name)
         for name in dir(module):
-            if not name.startswith("_") and _accepts(getattr(module, name), kind):
-                names.add(name)
-    return sorted(names)
+            obj = getattr(module, name)
+            if not name.startswith("_") and name not in found and _accepts(obj, kind):
+                found[name] = obj
+    return found
+
+
+def list_names(kind):
+    """All names a config may use for ``kind``, sorted."""
+    return sorted(_candidates(kind))
 
 
 def lookup(kind, name, key):
-    """The class called ``name`` for ``kind``; ``key`` is the config key, for error messages."""
+    """The class called ``name`` for ``kind``; ``key`` is the config key of the name, for errors."""
     if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
         raise UserError(
             f"config key '{key}': {name!r} is not a valid {kind} name "
@@ -68,10 +74,15 @@ def lookup(kind, name, key):
         obj = getattr(importlib.import_module(module_name), name, None)
         if obj is not None and _accepts(obj, kind):
             return obj
-    known = list_names(kind)
-    by_lower = {n.lower(): n for n in known}
-    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
-    hint = f"; closest matches: {', '.join(by_lower[c] for c in close)}" if close else ""
+    # Suggest each class once, by its own name rather than an alias (MONAI's Dynunet, DynUnet).
+    by_lower = {}
+    for candidate, cls in sorted(_candidates(kind).items(), key=lambda item: item[0] != item[1].__name__):
+        by_lower.setdefault(candidate.lower(), candidate)
+    close = []
+    for match in difflib.get_close_matches(name.lower(), list(by_lower), n=10, cutoff=0.6):
+        if by_lower[match] not in close and len(close) < 3:
+            close.append(by_lower[match])
+    hint = f"; closest matches: {', '.join(close)}" if close else ""
     raise UserError(
         f"config key '{key}': unknown {kind} {name!r}; searched {', '.join(NAMESPACES[kind])}{hint}"
     )

@@ -31,7 +31,7 @@ def run(prog, arg_parser, main, argv=None):
     except UserError as error:
         if args.debug:
             raise
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
     except OSError as error:
         if args.debug or not error.filename:

@@ -21,7 +21,8 @@ def load(path, map_location="cpu"):
     except FileNotFoundError:
         raise UserError(f"{path}: model file not found") from None
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise UserError(f"{path}: cannot read as a unet3d checkpoint ({error.__class__.__name__}: {error})") from None
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise UserError(f"{path}: cannot read as a unet3d checkpoint ({error.__class__.__name__}: {reason})") from None
 
 
 def model_weights(model):

@@ -4,11 +4,12 @@ import logging
 from pathlib import Path
 
 from unet3d.config.load import filename_groups, group_name, load_config
+from unet3d.config.resolve import resolve
 from unet3d.data.files import cases, preflight
 from unet3d.errors import UserError
 from unet3d.predict.inference import build_model, predict_cases
-from unet3d.train.folds import write_fold_configs
-from unet3d.train.loop import fit
+from unet3d.train.folds import fold_configs, write_fold_configs
+from unet3d.train.loop import fit, training_settings
 
 log = logging.getLogger("unet3d")
 
@@ -20,10 +21,24 @@ def work_dir_for(config_filename, output_dir=None):
     return base / config_filename.stem
 
 
+def check_config(config):
+    """Build every component the config names once, so mistakes surface before any work is done."""
+    training_settings(config)
+    model = resolve("model", config["model"], "model")
+    optimizer = resolve("optimizer", config["optimizer"], "optimizer", model.parameters())
+    if config.get("scheduler"):
+        resolve("scheduler", config["scheduler"], "scheduler", optimizer)
+    resolve("loss", config["loss"], "loss")
+    resolve("dataset", config["dataset"], "dataset", data=[])
+    if "cross_validation" in config:
+        fold_configs(config)
+
+
 def run_experiment(config_filename, output_dir=None, device=None, setup_crossval_only=False, num_workers=0):
     """Train (every fold of) ``config_filename`` and predict its other groups; returns the work folder."""
     config = load_config(config_filename)
     work_dir = work_dir_for(config_filename, output_dir)
+    check_config(config)
     preflight(config)
     if "cross_validation" not in config:
         if setup_crossval_only:

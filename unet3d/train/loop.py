@@ -65,6 +65,7 @@ def fit(config, work_dir, device, num_workers=0):
     training_data = resolve("dataset", dataset_spec, "dataset", data=training_cases)
     validation_data = resolve("dataset", dataset_spec, "dataset", data=validation_cases) if validation_cases else None
 
+    seed_everything(settings["seed"], epoch=0)  # the initial weights
     model = resolve("model", config["model"], "model").to(device)
     loss_function = resolve("loss", config["loss"], "loss")
     optimizer = resolve("optimizer", config["optimizer"], "optimizer", model.parameters())

@@ -1,0 +1,80 @@
+"""Loading configs: the original BraTS config, relative paths, no mutation."""
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from unet3d.config import load_config, resolve
+from unet3d.config.load import validate_config
+from unet3d.errors import UserError
+
+from conftest import REPO, TINY_SETTINGS, run
+
+REFERENCE = REPO.parent / "shared" / "reference" / "upstream_brats2020_config.json"
+EXAMPLE = REPO / "examples" / "brats2020" / "brats2020_config.json"
+
+
+def test_original_brats_config_loads_unchanged_and_reports_missing_data(tmp_path):
+    if REFERENCE.exists():
+        assert json.loads(EXAMPLE.read_text()) == json.loads(REFERENCE.read_text())
+    config = load_config(EXAMPLE)
+    assert config["model"]["name"] == "DynUNet" and len(config["training_filenames"]) == 369
+    first = config["training_filenames"][0]
+    assert first["image"][0] == str(EXAMPLE.parent / "BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData"
+                                    "/BraTS20_Training_001/BraTS20_Training_001_flair.nii")
+    for section, kind in (("model", "model"), ("loss", "loss")):
+        resolve(kind, config[section], section)
+
+    result = run("unet3d-train", "--config_filename", EXAMPLE, "--output_dir", tmp_path, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("unet3d-train: error: ")
+    assert "2345 data file(s) named in the config do not exist" in lines[0]
+    assert "BraTS20_Training_001_flair.nii" in lines[0] and "(and 2340 more)" in lines[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch):
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    settings = dict(TINY_SETTINGS, training_filenames=[{"image": ["data/a_t1.nii", "data/a_t2.nii"], "label": "../seg.nii"}])
+    (config_dir / "c.json").write_text(json.dumps(settings))
+    monkeypatch.chdir(tmp_path)
+    config = load_config("configs/c.json")
+    case = config["training_filenames"][0]
+    assert case["image"] == [str(config_dir / "data/a_t1.nii"), str(config_dir / "data/a_t2.nii")]
+    assert case["label"] == str(tmp_path / "seg.nii")
+
+
+def test_building_components_never_changes_the_config(tiny_config):
+    config = load_config(tiny_config)
+    frozen = copy.deepcopy(config)
+    import torch
+
+    model = resolve("model", config["model"], "model")
+    optimizer = resolve("optimizer", config["optimizer"], "optimizer", model.parameters())
+    resolve("scheduler", config["scheduler"], "scheduler", optimizer)
+    resolve("loss", config["loss"], "loss")
+    resolve("dataset", config["dataset"], "dataset", data=[])
+    assert config == frozen
+    assert isinstance(optimizer, torch.optim.Adam)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.pop("model"), "config key 'model' is missing"),
+        (lambda c: c.update(loss="DiceLoss"), "config key 'loss' must be an object with a string 'name'"),
+        (lambda c: c.update(training_filenames=[]), "config key 'training_filenames' must be a non-empty list"),
+        (lambda c: c.update(training_filenames=[{"label": "x.nii"}]), "config key 'training_filenames'[0] must be an object with an 'image'"),
+        (lambda c: c.update(test_filenames=[{"image": []}]), "config key 'test_filenames'[0].image must be a path"),
+    ],
+)
+def test_malformed_sections_are_named(change, message):
+    config = dict(copy.deepcopy(TINY_SETTINGS), training_filenames=[{"image": "a.nii", "label": "b.nii"}])
+    change(config)
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate_config(config)

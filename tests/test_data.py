@@ -1,0 +1,60 @@
+"""Case ids, label channels, preprocessing and fold splits."""
+
+import numpy as np
+import pytest
+import torch
+
+from unet3d.data.brats import brats_cases
+from unet3d.data.files import case_id
+from unet3d.data.labels import LabelsToRegionsd, decode_regions, region_masks, region_names
+from unet3d.data.transforms import preprocessing
+from unet3d.train.folds import split_folds
+
+
+def test_case_ids_come_from_the_shared_modality_prefix():
+    assert case_id(["/d/BraTS20_Training_001/BraTS20_Training_001_flair.nii",
+                    "/d/BraTS20_Training_001/BraTS20_Training_001_t1ce.nii"]) == "BraTS20_Training_001"
+    assert case_id(["/d/imagesTr/liver_7_0000.nii.gz"]) == "liver_7_0000"
+
+
+def test_brats_hierarchy_round_trips():
+    label = np.array([0, 2, 1, 4, 2, 0])
+    masks = region_masks(label, [2, 1, 4], hierarchy=True)
+    assert masks.astype(int).tolist() == [[0, 1, 1, 1, 1, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 0, 0]]
+    assert decode_regions(masks.astype(float), [2, 1, 4], hierarchy=True).tolist() == label.tolist()
+    assert region_names([2, 1, 4], True) == ["WT", "TC", "ET"]
+    assert region_names([1, 3], False) == ["label1", "label3"]
+
+
+def test_plain_labels_decode_to_the_most_probable_label_above_threshold():
+    probabilities = np.array([[0.9, 0.2, 0.3], [0.6, 0.7, 0.1]])
+    assert decode_regions(probabilities, [1, 3], hierarchy=False).tolist() == [1, 3, 0]
+
+
+def test_labels_stay_binary_after_crop_and_resize(brats_data):
+    case = brats_cases(brats_data / "train")[0]
+    transform = preprocessing(labels=[2, 1, 4], setup_label_hierarchy=True, normalization="NormalizeIntensityD",
+                              crop_foreground=True, resample=True, desired_shape=[19, 13, 17])
+    item = transform(case)
+    assert item["image"].shape == (4, 19, 13, 17) and item["label"].shape == (3, 19, 13, 17)
+    assert set(torch.unique(item["label"]).tolist()) == {0.0, 1.0}
+    wt, tc, et = item["label"]
+    assert torch.all(tc <= wt) and torch.all(et <= tc)
+
+
+def test_labels_to_regions_keeps_the_affine():
+    from monai.data import MetaTensor
+
+    label = MetaTensor(torch.tensor([[[[0.0, 2.0], [1.0, 4.0]]]]), affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
+    out = LabelsToRegionsd("label", [2, 1, 4], hierarchy=True)({"label": label})["label"]
+    assert out.shape == (3, 1, 2, 2) and torch.equal(out.affine, label.affine)
+
+
+@pytest.mark.parametrize("n_cases, n_folds", [(10, 2), (11, 3), (5, 5)])
+def test_folds_cover_every_case_once_with_even_sizes(n_cases, n_folds):
+    entries = [{"image": [f"/d/case{i:02d}_t1.nii"]} for i in range(n_cases)]
+    folds = split_folds(entries, n_folds, seed=25)
+    flat = sorted(i for fold in folds for i in fold)
+    assert flat == list(range(n_cases))
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    assert split_folds(entries, n_folds, seed=25) == folds

@@ -1,0 +1,102 @@
+"""unet3d-train and unet3d-predict end to end on tiny synthetic BraTS cases."""
+
+import csv
+import json
+
+import nibabel
+import numpy as np
+
+from conftest import edit_config, run
+
+
+def read_log(path):
+    with open(path) as stream:
+        return list(csv.DictReader(stream))
+
+
+def assert_on_input_grid(prediction, reference):
+    predicted, source = nibabel.load(prediction), nibabel.load(reference)
+    assert predicted.shape == source.shape
+    np.testing.assert_allclose(predicted.affine, source.affine, atol=1e-5)
+    assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2, 4}
+
+
+def test_cross_validation_trains_predicts_and_resumes(tiny_config, brats_data):
+    run("unet3d-train", "--config_filename", tiny_config, "--device", "cpu")
+    work = tiny_config.parent / "tiny"
+
+    for fold in ("fold1", "fold2"):
+        fold_config = json.loads((work / f"{fold}.json").read_text())
+        assert "cross_validation" not in fold_config
+        assert len(fold_config["training_filenames"]) == 3 and len(fold_config["validation_filenames"]) == 3
+        for name in ("model.pth", "model_best.pth", "checkpoint.pth", "training_log.csv"):
+            assert (work / fold / name).is_file(), name
+        rows = read_log(work / fold / "training_log.csv")
+        assert [row["epoch"] for row in rows] == ["1", "2"]
+        assert {"epoch", "loss", "lr", "val_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET"} <= set(rows[0])
+        for case in fold_config["validation_filenames"]:
+            case_id = case["image"][0].split("/")[-2]
+            assert_on_input_grid(work / fold / "predictions" / "validation" / f"{case_id}.nii.gz", case["image"][0])
+        for case_id in ("BraTS20_Validation_001", "BraTS20_Validation_002"):
+            reference = brats_data / "test" / case_id / f"{case_id}_flair.nii.gz"
+            assert_on_input_grid(work / fold / "predictions" / "test" / f"{case_id}.nii.gz", reference)
+    validation_sets = [
+        {c["label"] for c in json.loads((work / f).read_text())["validation_filenames"]} for f in ("fold1.json", "fold2.json")
+    ]
+    assert not validation_sets[0] & validation_sets[1]
+
+    # A finished run trains nothing more; raising n_epochs continues each fold at epoch 3.
+    before = (work / "fold1" / "training_log.csv").read_text()
+    rerun = run("unet3d-train", "--config_filename", tiny_config, "--device", "cpu")
+    assert "epoch=" not in rerun.stderr
+    assert (work / "fold1" / "training_log.csv").read_text() == before
+    edit_config(tiny_config, lambda c: c["training"].update(n_epochs=3))
+    resumed = run("unet3d-train", "--config_filename", tiny_config, "--device", "cpu")
+    assert "resuming" in resumed.stderr and "epoch=1 " not in resumed.stderr
+    rows = read_log(work / "fold1" / "training_log.csv")
+    assert [row["epoch"] for row in rows] == ["1", "2", "3"]
+    assert (work / "fold1" / "training_log.csv").read_text().startswith(before)
+
+
+def test_resumed_run_matches_uninterrupted_run(tiny_config, tmp_path):
+    edit_config(tiny_config, lambda c: (c.pop("cross_validation"), c.update(validation_filenames=c["training_filenames"][:2])))
+    run("unet3d-train", "--config_filename", tiny_config, "--device", "cpu", "--output_dir", tmp_path / "straight")
+    edit_config(tiny_config, lambda c: c["training"].update(n_epochs=1))
+    run("unet3d-train", "--config_filename", tiny_config, "--device", "cpu", "--output_dir", tmp_path / "stepwise")
+    edit_config(tiny_config, lambda c: c["training"].update(n_epochs=2))
+    run("unet3d-train", "--config_filename", tiny_config, "--device", "cpu", "--output_dir", tmp_path / "stepwise")
+    straight = read_log(tmp_path / "straight" / "tiny" / "training_log.csv")
+    stepwise = read_log(tmp_path / "stepwise" / "tiny" / "training_log.csv")
+    for a, b in zip(straight, stepwise):
+        for column in ("loss", "val_loss", "val_dice_WT"):
+            assert float(a[column]) == float(b[column]), column
+
+
+def test_setup_crossval_only_writes_fold_configs_and_stops(tiny_config):
+    result = run("unet3d-train", "--config_filename", tiny_config, "--setup_crossval_only")
+    work = tiny_config.parent / "tiny"
+    assert sorted(p.name for p in work.iterdir()) == ["fold1.json", "fold2.json"]
+    assert "unet3d-train --config_filename" in result.stderr
+    fold = json.loads((work / "fold1.json").read_text())
+    assert all(path.startswith("/") for case in fold["training_filenames"] for path in case["image"])
+
+
+def test_predict_writes_labels_on_input_grid_and_refuses_to_overwrite(tiny_config, brats_data, tmp_path):
+    edit_config(tiny_config, lambda c: (c.pop("cross_validation"), c["training"].update(n_epochs=1)))
+    run("unet3d-train", "--config_filename", tiny_config, "--device", "cpu")
+    model = tiny_config.parent / "tiny" / "model_best.pth"
+    output = tmp_path / "predicted"
+    args = ["--config_filename", tiny_config, "--model_filename", model, "--group", "test",
+            "--output_directory", output, "--device", "cpu"]
+    run("unet3d-predict", *args)
+    for case_id in ("BraTS20_Validation_001", "BraTS20_Validation_002"):
+        assert_on_input_grid(output / f"{case_id}.nii.gz", brats_data / "test" / case_id / f"{case_id}_t1.nii.gz")
+    before = (output / "BraTS20_Validation_001.nii.gz").read_bytes()
+    refused = run("unet3d-predict", *args, check=False)
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    assert (output / "BraTS20_Validation_001.nii.gz").read_bytes() == before
+    run("unet3d-predict", *args, "--overwrite", "--save_probabilities")
+    probabilities = nibabel.load(output / "BraTS20_Validation_001.nii.gz")
+    assert probabilities.shape == (26, 22, 20, 3)
+    data = np.asarray(probabilities.dataobj)
+    assert data.min() >= 0 and data.max() <= 1
