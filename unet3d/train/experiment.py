@@ -8,7 +8,9 @@ from unet3d.config.resolve import resolve
 from unet3d.data.files import cases, preflight
 from unet3d.errors import UserError
 from unet3d.predict.inference import build_model, predict_cases
-from unet3d.train.folds import fold_configs, write_fold_configs
+from unet3d.train.folds import cross_validation_settings, fold_configs, write_fold_configs
+from unet3d.train.slurm import write_slurm_script
+from unet3d.train.summary import format_summary, summarize_folds, write_summary
 from unet3d.train.loop import fit, training_settings
 
 log = logging.getLogger("unet3d")
@@ -34,26 +36,59 @@ def check_config(config):
         fold_configs(config)
 
 
-def run_experiment(config_filename, output_dir=None, device=None, setup_crossval_only=False, num_workers=0):
-    """Train (every fold of) ``config_filename`` and predict its other groups; returns the work folder."""
+def run_experiment(config_filename, output_dir=None, device=None, setup_crossval_only=False, num_workers=0,
+                   fold=None, summarize_only=False, slurm=None):
+    """Train (every fold of) ``config_filename`` and predict its other groups; returns the work folder.
+
+    Args:
+        setup_crossval_only: write ``fold<k>.json`` and ``submit_folds.sh`` and stop.
+        fold: train only this fold (1-based).
+        summarize_only: write and print the cross-validation summary of what is trained.
+        slurm: ``#SBATCH`` settings for ``submit_folds.sh`` (see ``unet3d.train.slurm``).
+    """
     config = load_config(config_filename)
     work_dir = work_dir_for(config_filename, output_dir)
+    cross_validation = "cross_validation" in config
+    for flag, value in (("--setup_crossval_only", setup_crossval_only), ("--fold", fold), ("--summarize", summarize_only)):
+        if value and not cross_validation:
+            raise UserError(f"{config_filename}: {flag} needs a 'cross_validation' section")
+    if summarize_only:
+        summarize(config, work_dir, require_all=False)
+        return work_dir
     check_config(config)
     preflight(config)
-    if "cross_validation" not in config:
-        if setup_crossval_only:
-            raise UserError(f"{config_filename}: --setup_crossval_only needs a 'cross_validation' section")
+    if not cross_validation:
         train_and_predict(config, work_dir, device, num_workers)
         return work_dir
     fold_filenames = write_fold_configs(config, work_dir)
+    if fold is not None and not 1 <= fold <= len(fold_filenames):
+        raise UserError(f"--fold {fold}: the config has folds 1 to {len(fold_filenames)}")
     if setup_crossval_only:
-        log.info("wrote %d fold configs to %s; train one with: unet3d-train --config_filename %s",
-                 len(fold_filenames), work_dir, fold_filenames[0])
+        script = write_slurm_script(work_dir, len(fold_filenames), work_dir.name, **(slurm or {}))
+        log.info("wrote %d fold configs and %s; train one fold with: unet3d-train --config_filename %s",
+                 len(fold_filenames), script.name, fold_filenames[0])
+        print(f"sbatch {script}")
         return work_dir
-    for fold_filename in fold_filenames:
+    for fold_filename in [fold_filenames[fold - 1]] if fold else fold_filenames:
         log.info("fold %s", fold_filename.stem)
         train_and_predict(load_config(fold_filename), work_dir / fold_filename.stem, device, num_workers)
+    summarize(config, work_dir, require_all=True)
     return work_dir
+
+
+def summarize(config, work_dir, require_all):
+    """Write ``cv_summary.csv`` and print it; with ``require_all``, only once every fold has a log."""
+    n_folds = cross_validation_settings(config)["n_folds"]
+    fold_dirs = [work_dir / f"fold{k}" for k in range(1, n_folds + 1)]
+    trained = [d for d in fold_dirs if (d / "training_log.csv").is_file()]
+    if require_all and len(trained) < n_folds:
+        log.info("%d of %d folds trained; the summary is written once all are", len(trained), n_folds)
+        return
+    table = summarize_folds(fold_dirs, config.get("training", {}))
+    if table is None:
+        raise UserError(f"{work_dir}: no fold has a training_log.csv yet")
+    write_summary(table, work_dir / "cv_summary.csv")
+    print(format_summary(table))
 
 
 def train_and_predict(config, work_dir, device, num_workers=0):
