@@ -12,6 +12,8 @@ def build_parser():
                         help="write the fold<k>.json configs and stop, to train each fold as its own job")
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes (default 0: load in the main process)")
+    parser.add_argument("--cache_dir", help="folder for preprocessed cases, shared by folds and reruns "
+                        "(default: <output_dir>/<config name>/cache for a cross-validation config, else <output_dir>/cache)")
     parser.add_argument("--ngpus", type=int, default=1, help="accepted for compatibility with 3DUnetCNN; one GPU is used")
     return parser
 
@@ -29,7 +31,8 @@ def _train(args):
     if args.nthreads < 0:
         raise UserError(f"--nthreads must be 0 or more, got {args.nthreads}")
     device = choose_device(args.device)
-    run_experiment(args.config_filename, args.output_dir, device, args.setup_crossval_only, args.nthreads)
+    run_experiment(args.config_filename, args.output_dir, device, args.setup_crossval_only, args.nthreads,
+                   args.cache_dir)
 
 
 if __name__ == "__main__":
