@@ -51,7 +51,7 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
     work_dir = work_dir_for(config_filename, output_dir)
     check_config(config)
     cache_dir = cache_dir or default_cache_dir(config, work_dir)
-    preflight(config, cache_dir=cache_dir)
+    preflight(config, cache_dir=None if setup_crossval_only else cache_dir)
     if "cross_validation" not in config:
         if setup_crossval_only:
             raise UserError(f"{config_filename}: --setup_crossval_only needs a 'cross_validation' section")
