@@ -202,3 +202,12 @@ def test_train_and_predict_real_world_inputs(scans, tmp_path, mode):
             assert prediction.shape == source.shape
             np.testing.assert_allclose(prediction.affine, source.affine, atol=1e-5)
             assert set(np.unique(np.asarray(prediction.dataobj)).tolist()) <= {0, 1, 2, 4}
+
+
+def test_a_misspelled_augmentation_is_reported_when_the_config_is_checked():
+    from unet3d.errors import UserError
+
+    with pytest.raises(UserError, match=r"'dataset.spatial_augmentations\[0\].name'.*closest matches: RandAffined"):
+        SegmentationDataset([], spatial_augmentations=[{"name": "RandAfined"}], labels=[1])
+    with pytest.raises(UserError, match=r"config key 'dataset.validation': unknown setting 'patch_sise'"):
+        SegmentationDataset([], validation={"patch_sise": 8}, labels=[1])

@@ -56,7 +56,7 @@ class SegmentationDataset(monai.data.Dataset):
         cache_dir=None,
         with_label=True,
     ):
-        settings = {
+        given = {
             "labels": labels, "setup_label_hierarchy": setup_label_hierarchy, "normalization": normalization,
             "normalization_kwargs": normalization_kwargs, "crop_foreground": crop_foreground, "resample": resample,
             "desired_shape": desired_shape, "spacing": spacing, "patch_size": patch_size,
@@ -64,11 +64,17 @@ class SegmentationDataset(monai.data.Dataset):
             "patches_per_case": patches_per_case, "spatial_augmentations": spatial_augmentations,
             "intensity_augmentations": intensity_augmentations,
         }
-        settings = split_settings(settings, split, {"training": training, "validation": validation})
+        overrides = {"training": training, "validation": validation}
+        settings = split_settings(given, split, overrides)
         deterministic = {k: v for k, v in settings.items() if k not in RANDOM_SETTINGS}
         self.preprocess = preprocessing(**deterministic, with_label=with_label)
         random = {k: settings[k] for k in RANDOM_SETTINGS}
         self.random = sampling(patch_size=settings["patch_size"] if split == "training" else None, **random)
+        if split != "training":
+            # Built for its errors only: a mistake in the training augmentation then surfaces
+            # wherever the dataset is first built (the pre-training config check, prediction).
+            training_settings = split_settings(given, "training", overrides)
+            sampling(**{k: training_settings[k] for k in RANDOM_SETTINGS + ("patch_size",)})
         self.cache = None
         if cache_dir is not None:
             self.cache = PreprocessingCache(cache_dir, self.preprocess, {**deterministic, "with_label": with_label})

@@ -87,8 +87,9 @@ def batches(loader):
     """
     iterator = iter(loader)
     keep = loader.persistent_workers and loader.num_workers > 0
-    if keep and not hasattr(loader, "_unet3d_finalizer"):
-        loader._unet3d_finalizer = weakref.finalize(loader, _shutdown, iterator)
+    finalizer = getattr(loader, "_workers_finalizer", None)
+    if keep and (finalizer is None or finalizer.peek()[2][0] is not iterator):
+        loader._workers_finalizer = weakref.finalize(loader, _shutdown, iterator)
     try:
         yield iterator
     except BaseException:
@@ -97,7 +98,7 @@ def batches(loader):
     finally:
         if not keep:
             _shutdown(iterator)
-            loader._iterator = None
+            loader._iterator = None  # a persistent loader starts new workers next time
         del iterator
 
 
