@@ -4,7 +4,7 @@ import weakref
 from contextlib import contextmanager
 
 import torch
-from monai.data import DataLoader
+from monai.data import DataLoader, pad_list_data_collate
 from torch.utils.data import Sampler
 
 SEED_RANGE = 2**31
@@ -46,6 +46,9 @@ def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=No
                 persistent_workers=None, prefetch_factor=None):
     """A MONAI DataLoader (MetaTensor-aware collation) with seeded order, workers and augmentation.
 
+    Items of different sizes in one batch (whole volumes at native resolution) are padded
+    with zeros to the largest.
+
     Args:
         dataset: a dataset; one that accepts ``(index, seed)`` pairs (``SegmentationDataset``)
             gets a ``SeededSampler``, so a rerun gives the same batches.
@@ -71,6 +74,7 @@ def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=No
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         generator=generator,
+        collate_fn=pad_list_data_collate,
         persistent_workers=workers and seeded if persistent_workers is None else persistent_workers,
         **options,
     )
