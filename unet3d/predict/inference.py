@@ -13,6 +13,7 @@ from unet3d.config.resolve import resolve
 from unet3d.data.files import cases, preflight
 from unet3d.data.labels import decode_regions
 from unet3d.data.loaders import batches, make_loader
+from unet3d.data.transforms import inference_window
 from unet3d.errors import UserError
 from unet3d.predict.write import write_prediction
 from unet3d.train.checkpoint import load_model_weights
@@ -70,7 +71,7 @@ def predict_cases(config, model, case_list, output_dir, device, activation="sigm
 
     data = resolve("dataset", dataset_spec, "dataset", data=case_list, with_label=False)
     invert = Invertd("pred", transform=data.transform, orig_keys="image", nearest_interp=False)
-    roi_size = dataset_spec.get("desired_shape")
+    roi_size = inference_window(dataset_spec)
     to_probabilities = ACTIVATIONS[activation]
     loader = make_loader(data, batch_size=1, shuffle=False, num_workers=num_workers)
     model.eval()

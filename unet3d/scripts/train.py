@@ -22,6 +22,8 @@ def build_parser():
     slurm.add_argument("--slurm_template", help="file whose lines (#SBATCH directives, module loads) go into the script")
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes (default 0: load in the main process)")
+    parser.add_argument("--cache_dir", help="folder for preprocessed cases, shared by folds and reruns "
+                        "(default: <output_dir>/<config name>/cache for a cross-validation config, else <output_dir>/cache)")
     parser.add_argument("--ngpus", type=int, default=1, help="accepted for compatibility with 3DUnetCNN; one GPU is used")
     return parser
 
@@ -42,7 +44,7 @@ def _train(args):
              "partition": args.slurm_partition, "gpus": args.slurm_gpus, "cpus": args.slurm_cpus}
     device = choose_device(args.device)
     run_experiment(args.config_filename, args.output_dir, device, args.setup_crossval_only, args.nthreads,
-                   fold=args.fold, summarize_only=args.summarize, slurm=slurm)
+                   args.cache_dir, fold=args.fold, summarize_only=args.summarize, slurm=slurm)
 
 
 if __name__ == "__main__":

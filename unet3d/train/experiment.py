@@ -36,12 +36,23 @@ def check_config(config):
         fold_configs(config)
 
 
+def default_cache_dir(config, work_dir):
+    """Where preprocessed cases go: ``<work dir>/cache`` for a cross-validation config, else beside the work dir.
+
+    Both give the same folder for a config's folds, whether trained by one run of the whole
+    config or as separate ``fold<k>.json`` jobs.
+    """
+    work_dir = Path(work_dir)
+    return work_dir / "cache" if "cross_validation" in config else work_dir.parent / "cache"
+
+
 def run_experiment(config_filename, output_dir=None, device=None, setup_crossval_only=False, num_workers=0,
-                   fold=None, summarize_only=False, slurm=None):
+                   cache_dir=None, fold=None, summarize_only=False, slurm=None):
     """Train (every fold of) ``config_filename`` and predict its other groups; returns the work folder.
 
     Args:
         setup_crossval_only: write ``fold<k>.json`` and ``submit_folds.sh`` and stop.
+        cache_dir: preprocessed cases (default: ``default_cache_dir``).
         fold: train only this fold (1-based).
         summarize_only: write and print the cross-validation summary of what is trained.
         slurm: ``#SBATCH`` settings for ``submit_folds.sh`` (see ``unet3d.train.slurm``).
@@ -56,9 +67,10 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
         summarize(config, work_dir, require_all=False)
         return work_dir
     check_config(config)
-    preflight(config)
+    cache_dir = cache_dir or default_cache_dir(config, work_dir)
+    preflight(config, cache_dir=None if setup_crossval_only else cache_dir)
     if not cross_validation:
-        train_and_predict(config, work_dir, device, num_workers)
+        train_and_predict(config, work_dir, device, num_workers, cache_dir)
         return work_dir
     fold_filenames = write_fold_configs(config, work_dir)
     if fold is not None and not 1 <= fold <= len(fold_filenames):
@@ -71,7 +83,7 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
         return work_dir
     for fold_filename in [fold_filenames[fold - 1]] if fold else fold_filenames:
         log.info("fold %s", fold_filename.stem)
-        train_and_predict(load_config(fold_filename), work_dir / fold_filename.stem, device, num_workers)
+        train_and_predict(load_config(fold_filename), work_dir / fold_filename.stem, device, num_workers, cache_dir)
     summarize(config, work_dir, require_all=True)
     return work_dir
 
@@ -91,13 +103,13 @@ def summarize(config, work_dir, require_all):
     print(format_summary(table))
 
 
-def train_and_predict(config, work_dir, device, num_workers=0):
+def train_and_predict(config, work_dir, device, num_workers=0, cache_dir=None):
     """Train one model into ``work_dir`` then predict every group but training with its best weights.
 
     Predictions of a model that trained further in this call replace older ones; a rerun
     of a finished model only fills in predictions that are missing.
     """
-    trained_epochs = fit(config, work_dir, device, num_workers)
+    trained_epochs = fit(config, work_dir, device, num_workers, cache_dir=cache_dir)
     best = work_dir / "model_best.pth"
     model = build_model(config, best if best.is_file() else work_dir / "model.pth", device)
     for key in filename_groups(config):

@@ -17,6 +17,7 @@ from unet3d.config.resolve import resolve
 from unet3d.data.files import cases, require_labels
 from unet3d.data.labels import region_names
 from unet3d.data.loaders import batches, make_loader
+from unet3d.data.transforms import inference_window
 from unet3d.errors import UserError
 from unet3d.train import checkpoint
 from unet3d.train.log import TrainingLog
@@ -46,7 +47,7 @@ def training_settings(config):
     return settings
 
 
-def fit(config, work_dir, device, num_workers=0):
+def fit(config, work_dir, device, num_workers=0, cache_dir=None):
     """Train the model ``config`` describes into ``work_dir``, resuming from its checkpoint.
 
     Returns the number of epochs trained in this call (0 when the run was already finished).
@@ -56,14 +57,17 @@ def fit(config, work_dir, device, num_workers=0):
     dataset_spec = config["dataset"]
     labels = dataset_spec.get("labels") or []
     names = region_names(labels, dataset_spec.get("setup_label_hierarchy", False))
-    roi_size = dataset_spec.get("desired_shape")
+    roi_size = inference_window(dataset_spec)
 
     training_cases = cases(config, "training")
     require_labels(training_cases, "training")
     validation_cases = cases(config, "validation") if "validation_filenames" in config else []
     require_labels(validation_cases, "validation")
-    training_data = resolve("dataset", dataset_spec, "dataset", data=training_cases)
-    validation_data = resolve("dataset", dataset_spec, "dataset", data=validation_cases) if validation_cases else None
+    training_data = resolve("dataset", dataset_spec, "dataset", data=training_cases, split="training", cache_dir=cache_dir)
+    validation_data = (
+        resolve("dataset", dataset_spec, "dataset", data=validation_cases, split="validation", cache_dir=cache_dir)
+        if validation_cases else None
+    )
 
     seed_everything(settings["seed"], epoch=0)  # the initial weights
     model = resolve("model", config["model"], "model").to(device)
