@@ -10,6 +10,8 @@ def build_parser():
     parser.add_argument("--output_dir", help="where to write <config name>/ (default: the config's folder)")
     parser.add_argument("--setup_crossval_only", action="store_true",
                         help="write the fold<k>.json configs and stop, to train each fold as its own job")
+    parser.add_argument("--restart", action="store_true",
+                        help="train from scratch, overwriting the checkpoint and log of an earlier run of this config")
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes (default 0: load in the main process)")
     parser.add_argument("--ngpus", type=int, default=1, help="accepted for compatibility with 3DUnetCNN; one GPU is used")
@@ -29,7 +31,7 @@ def _train(args):
     if args.nthreads < 0:
         raise UserError(f"--nthreads must be 0 or more, got {args.nthreads}")
     device = choose_device(args.device)
-    run_experiment(args.config_filename, args.output_dir, device, args.setup_crossval_only, args.nthreads)
+    run_experiment(args.config_filename, args.output_dir, device, args.setup_crossval_only, args.nthreads, args.restart)
 
 
 if __name__ == "__main__":

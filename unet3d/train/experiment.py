@@ -10,6 +10,8 @@ from unet3d.errors import UserError
 from unet3d.predict.inference import build_model, predict_cases
 from unet3d.train.folds import fold_configs, write_fold_configs
 from unet3d.train.loop import fit, training_settings
+from unet3d.train.monitor import metric_mode
+from unet3d.train.schedulers import build_scheduler
 
 log = logging.getLogger("unet3d")
 
@@ -23,19 +25,22 @@ def work_dir_for(config_filename, output_dir=None):
 
 def check_config(config):
     """Build every component the config names once, so mistakes surface before any work is done."""
-    training_settings(config)
+    settings = training_settings(config)
     model = resolve("model", config["model"], "model")
     optimizer = resolve("optimizer", config["optimizer"], "optimizer", model.parameters())
-    if config.get("scheduler"):
-        resolve("scheduler", config["scheduler"], "scheduler", optimizer)
+    build_scheduler(config.get("scheduler"), optimizer, metric_mode(settings["metric_to_monitor"], settings["metric_mode"]))
     resolve("loss", config["loss"], "loss")
     resolve("dataset", config["dataset"], "dataset", data=[])
     if "cross_validation" in config:
         fold_configs(config)
 
 
-def run_experiment(config_filename, output_dir=None, device=None, setup_crossval_only=False, num_workers=0):
-    """Train (every fold of) ``config_filename`` and predict its other groups; returns the work folder."""
+def run_experiment(config_filename, output_dir=None, device=None, setup_crossval_only=False, num_workers=0,
+                   restart=False):
+    """Train (every fold of) ``config_filename`` and predict its other groups; returns the work folder.
+
+    ``restart`` trains every model from scratch instead of resuming its checkpoint.
+    """
     config = load_config(config_filename)
     work_dir = work_dir_for(config_filename, output_dir)
     check_config(config)
@@ -43,7 +48,7 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
     if "cross_validation" not in config:
         if setup_crossval_only:
             raise UserError(f"{config_filename}: --setup_crossval_only needs a 'cross_validation' section")
-        train_and_predict(config, work_dir, device, num_workers)
+        train_and_predict(config, work_dir, device, num_workers, restart)
         return work_dir
     fold_filenames = write_fold_configs(config, work_dir)
     if setup_crossval_only:
@@ -52,17 +57,17 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
         return work_dir
     for fold_filename in fold_filenames:
         log.info("fold %s", fold_filename.stem)
-        train_and_predict(load_config(fold_filename), work_dir / fold_filename.stem, device, num_workers)
+        train_and_predict(load_config(fold_filename), work_dir / fold_filename.stem, device, num_workers, restart)
     return work_dir
 
 
-def train_and_predict(config, work_dir, device, num_workers=0):
+def train_and_predict(config, work_dir, device, num_workers=0, restart=False):
     """Train one model into ``work_dir`` then predict every group but training with its best weights.
 
     Predictions of a model that trained further in this call replace older ones; a rerun
     of a finished model only fills in predictions that are missing.
     """
-    trained_epochs = fit(config, work_dir, device, num_workers)
+    trained_epochs = fit(config, work_dir, device, num_workers, restart)
     best = work_dir / "model_best.pth"
     model = build_model(config, best if best.is_file() else work_dir / "model.pth", device)
     for key in filename_groups(config):
