@@ -17,11 +17,13 @@ import torch
 from conftest import command, edit_config, run
 from unet3d.config.load import load_config
 from unet3d.train import checkpoint
+from unet3d.train.compilation import compile_requested
 from unet3d.train.deep_supervision import DeepSupervisedLoss
 from unet3d.train.loop import fit
 from unet3d.train.monitor import MetricMonitor
 from unet3d.train.precision import Precision
 from unet3d.train.random_state import RandomStates
+from unet3d.train.sampling import EpochSamples
 from unet3d.train.schedulers import build_scheduler
 
 TIMING_COLUMNS = {"epoch_time", "data_time", "compile_time"}
@@ -184,7 +186,7 @@ def test_best_model_follows_a_maximized_metric(single_config):
 def test_early_stopping_after_patience_epochs_without_improvement(single_config):
     # A constant learning rate never improves after the first epoch.
     edit_config(single_config, lambda c: (c.pop("scheduler"), c.pop("validation_filenames"), c["training"].update(
-        n_epochs=10, metric_to_monitor="lr", metric_mode="min", early_stopping_patience=2)))
+        n_epochs=10, metric_to_monitor="lr", metric_mode="min", early_stopping_patience=2, samples_per_epoch=2)))
     work_dir = single_config.parent / "run"
     assert fit(load_config(single_config), work_dir, CPU) == 3
     assert fit(load_config(single_config), work_dir, CPU) == 0
@@ -273,3 +275,20 @@ def test_random_states_survive_weights_only_loading(tmp_path):
     first = draws()
     states.load_state_dict(torch.load(tmp_path / "rng.pth", weights_only=True))
     assert draws() == first
+
+
+def test_samples_per_epoch_repeat_the_shuffled_cases():
+    samples = EpochSamples(list("abcd"), 10)
+    samples.shuffle()
+    drawn = [samples[i] for i in range(len(samples))]
+    assert len(drawn) == 10 and sorted(drawn[:4]) == list("abcd") and sorted(drawn[4:8]) == list("abcd")
+    fewer = EpochSamples(list("abcd"), 3)
+    fewer.shuffle()
+    assert len({fewer[i] for i in range(3)}) == 3
+
+
+def test_compile_is_opt_in(monkeypatch):
+    monkeypatch.delenv("UNET3D_COMPILE", raising=False)
+    assert not compile_requested(False) and compile_requested(True)
+    monkeypatch.setenv("UNET3D_COMPILE", "1")
+    assert compile_requested(False)

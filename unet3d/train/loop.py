@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from monai.metrics import DiceMetric
+from monai.utils import convert_to_tensor
 
 from unet3d.config.resolve import resolve
 from unet3d.data.files import cases, require_labels
@@ -89,10 +90,10 @@ def fit(config, work_dir, device, num_workers=0, restart=False):
             reseed_transforms(train_loader)
             if isinstance(training_data, EpochSamples):
                 training_data.shuffle()
-            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-            row.update(train_one_epoch(network, train_loader, loss_function, optimizer, precision, device,
-                                       settings["clip_grad_norm"], scheduler if step_per_batch else None,
-                                       f"epoch {epoch}/{settings['n_epochs']}"))
+            lr = optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch, **train_one_epoch(network, train_loader, loss_function, optimizer, precision, device,
+                                                     settings["clip_grad_norm"], scheduler if step_per_batch else None,
+                                                     f"epoch {epoch}/{settings['n_epochs']}"), "lr": lr}
             if validation_loader is not None:
                 row.update(evaluate(network, validation_loader, loss_function, precision, device, roi_size, names))
             if scheduler is not None and not step_per_batch:
@@ -126,7 +127,7 @@ def train_one_epoch(model, loader, loss_function, optimizer, precision, device, 
         for batch in iterator:
             data_time += time.perf_counter() - ready
             raise_if_stopped()
-            image, label = batch["image"].to(device), batch["label"].to(device)
+            image, label = plain(batch["image"], device), plain(batch["label"], device)
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
                 loss = loss_function(model(image), label)
@@ -154,7 +155,7 @@ def evaluate(model, loader, loss_function, precision, device, roi_size, names):
     with batches(loader) as iterator:
         for batch in iterator:
             raise_if_stopped()
-            image, label = batch["image"].to(device), batch["label"].to(device)
+            image, label = plain(batch["image"], device), plain(batch["label"], device)
             with precision.autocast():
                 logits = sliding_window_inference(image, roi_size, 1, model) if roi_size else model(image)
             logits = logits.float()
@@ -166,6 +167,11 @@ def evaluate(model, loader, loss_function, precision, device, roi_size, names):
     row.update({f"val_dice_{name}": score for name, score in zip(names, scores)})
     row["val_dice_mean"] = float(np.mean(scores))
     return row
+
+
+def plain(tensor, device):
+    """A batch tensor on ``device`` without MONAI's metadata, which torch.compile cannot trace and every op pays for."""
+    return convert_to_tensor(tensor, device=device, track_meta=False)
 
 
 def save_models(weights, work_dir, epoch, improved, settings):
