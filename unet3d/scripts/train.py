@@ -10,6 +10,8 @@ def build_parser():
     parser.add_argument("--output_dir", help="where to write <config name>/ (default: the config's folder)")
     parser.add_argument("--setup_crossval_only", action="store_true",
                         help="write the fold<k>.json configs and stop, to train each fold as its own job")
+    parser.add_argument("--restart", action="store_true",
+                        help="train from scratch, overwriting the checkpoint and log of an earlier run of this config")
     parser.add_argument("--fold", type=int, help="train only fold K (1-based) of a cross-validation config")
     parser.add_argument("--summarize", action="store_true",
                         help="write and print cv_summary.csv from the folds trained so far, and stop")
@@ -44,7 +46,7 @@ def _train(args):
              "partition": args.slurm_partition, "gpus": args.slurm_gpus, "cpus": args.slurm_cpus}
     device = choose_device(args.device)
     run_experiment(args.config_filename, args.output_dir, device, args.setup_crossval_only, args.nthreads,
-                   args.cache_dir, fold=args.fold, summarize_only=args.summarize, slurm=slurm)
+                   args.cache_dir, fold=args.fold, restart=args.restart, summarize_only=args.summarize, slurm=slurm)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ from unet3d.errors import UserError
 from unet3d.predict.inference import build_model, predict_cases
 from unet3d.train.folds import cross_validation_settings, fold_configs, write_fold_configs
 from unet3d.train.slurm import write_slurm_script
-from unet3d.train.summary import format_summary, summarize_folds, write_summary
 from unet3d.train.loop import fit, training_settings
+from unet3d.train.monitor import metric_mode
+from unet3d.train.schedulers import build_scheduler
+from unet3d.train.summary import format_summary, summarize_folds, write_summary
 
 log = logging.getLogger("unet3d")
 
@@ -25,11 +27,10 @@ def work_dir_for(config_filename, output_dir=None):
 
 def check_config(config):
     """Build every component the config names once, so mistakes surface before any work is done."""
-    training_settings(config)
+    settings = training_settings(config)
     model = resolve("model", config["model"], "model")
     optimizer = resolve("optimizer", config["optimizer"], "optimizer", model.parameters())
-    if config.get("scheduler"):
-        resolve("scheduler", config["scheduler"], "scheduler", optimizer)
+    build_scheduler(config.get("scheduler"), optimizer, metric_mode(settings["metric_to_monitor"], settings["metric_mode"]))
     resolve("loss", config["loss"], "loss")
     resolve("dataset", config["dataset"], "dataset", data=[])
     if "cross_validation" in config:
@@ -47,7 +48,7 @@ def default_cache_dir(config, work_dir):
 
 
 def run_experiment(config_filename, output_dir=None, device=None, setup_crossval_only=False, num_workers=0,
-                   cache_dir=None, fold=None, summarize_only=False, slurm=None):
+                   cache_dir=None, fold=None, summarize_only=False, slurm=None, restart=False):
     """Train (every fold of) ``config_filename`` and predict its other groups; returns the work folder.
 
     Args:
@@ -56,6 +57,7 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
         fold: train only this fold (1-based).
         summarize_only: write and print the cross-validation summary of what is trained.
         slurm: ``#SBATCH`` settings for ``submit_folds.sh`` (see ``unet3d.train.slurm``).
+        restart: train every model from scratch instead of resuming its checkpoint.
     """
     config = load_config(config_filename)
     work_dir = work_dir_for(config_filename, output_dir)
@@ -70,7 +72,7 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
     cache_dir = cache_dir or default_cache_dir(config, work_dir)
     preflight(config, cache_dir=None if setup_crossval_only else cache_dir)
     if not cross_validation:
-        train_and_predict(config, work_dir, device, num_workers, cache_dir)
+        train_and_predict(config, work_dir, device, num_workers, cache_dir, restart)
         return work_dir
     fold_filenames = write_fold_configs(config, work_dir)
     if fold is not None and not 1 <= fold <= len(fold_filenames):
@@ -83,7 +85,7 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
         return work_dir
     for fold_filename in [fold_filenames[fold - 1]] if fold else fold_filenames:
         log.info("fold %s", fold_filename.stem)
-        train_and_predict(load_config(fold_filename), work_dir / fold_filename.stem, device, num_workers, cache_dir)
+        train_and_predict(load_config(fold_filename), work_dir / fold_filename.stem, device, num_workers, cache_dir, restart)
     summarize(config, work_dir, require_all=True)
     return work_dir
 
@@ -96,20 +98,20 @@ def summarize(config, work_dir, require_all):
     if require_all and len(trained) < n_folds:
         log.info("%d of %d folds trained; the summary is written once all are", len(trained), n_folds)
         return
-    table = summarize_folds(fold_dirs, config.get("training", {}))
+    table = summarize_folds(fold_dirs, training_settings(config))
     if table is None:
         raise UserError(f"{work_dir}: no fold has a training_log.csv yet")
     write_summary(table, work_dir / "cv_summary.csv")
     print(format_summary(table))
 
 
-def train_and_predict(config, work_dir, device, num_workers=0, cache_dir=None):
+def train_and_predict(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
     """Train one model into ``work_dir`` then predict every group but training with its best weights.
 
     Predictions of a model that trained further in this call replace older ones; a rerun
     of a finished model only fills in predictions that are missing.
     """
-    trained_epochs = fit(config, work_dir, device, num_workers, cache_dir=cache_dir)
+    trained_epochs = fit(config, work_dir, device, num_workers, cache_dir=cache_dir, restart=restart)
     best = work_dir / "model_best.pth"
     model = build_model(config, best if best.is_file() else work_dir / "model.pth", device)
     for key in filename_groups(config):

@@ -5,13 +5,7 @@ import math
 import pandas as pd
 
 from unet3d.atomic import atomic_path
-
-
-def monitored_metric(training):
-    """``(name, mode)`` of the metric that picks the best epoch: dice-like maximized, others minimized."""
-    name = training.get("metric_to_monitor") or "val_loss"
-    mode = training.get("metric_mode") or ("max" if "dice" in name else "min")
-    return name, mode
+from unet3d.train.monitor import metric_mode
 
 
 def best_row(log, metric, mode):
@@ -20,12 +14,14 @@ def best_row(log, metric, mode):
     return log.loc[values.idxmax() if mode == "max" else values.idxmin()]
 
 
-def summarize_folds(fold_dirs, training):
+def summarize_folds(fold_dirs, settings):
     """One row per finished fold (best epoch, monitored value, validation Dice), then mean and std.
 
+    ``settings`` are the training settings (``unet3d.train.settings.training_settings``).
     Returns ``None`` when no fold has a training log yet.
     """
-    metric, mode = monitored_metric(training)
+    metric = settings["metric_to_monitor"]
+    mode = metric_mode(metric, settings["metric_mode"])
     rows = []
     for fold_dir in fold_dirs:
         path = fold_dir / "training_log.csv"
