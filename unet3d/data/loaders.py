@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import torch
 from monai.data import DataLoader, pad_list_data_collate
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 SEED_RANGE = 2**31
 
@@ -17,20 +17,31 @@ class SeededSampler(Sampler):
     epoch), not from its state, so they do not depend on the number of workers, on whether
     workers persist between epochs, or on whether the run was resumed.
 
+    Under data-parallel training it plays ``DistributedSampler``'s part: every process draws
+    the same order and takes every ``world_size``-th item from its ``rank``, so process
+    ``r``'s k-th batch holds the items a single process would put in its k-th batch of
+    ``world_size`` times the size. With ``pad`` the order is first padded by repeating its
+    start, so that every process gets the same number of batches.
+
     Args:
         length: number of items.
         shuffle: draw a new order each pass.
         generator: the loader's generator.
+        rank, world_size: this process's share of the items.
+        pad: pad to a multiple of ``world_size`` (training) rather than give some processes one item less.
     """
 
-    def __init__(self, length, shuffle, generator):
+    def __init__(self, length, shuffle, generator, rank=0, world_size=1, pad=True):
         self.length = length
         self.shuffle = shuffle
         self.generator = generator
+        self.rank, self.world_size, self.pad = rank, world_size, pad
         self._seed, self._passes = None, 0
 
     def __len__(self):
-        return self.length
+        if self.pad:
+            return -(-self.length // self.world_size)
+        return len(range(self.rank, self.length, self.world_size))
 
     def __iter__(self):
         seed = self.generator.initial_seed()
@@ -39,11 +50,14 @@ class SeededSampler(Sampler):
         draw = torch.Generator().manual_seed(hash((seed, self._passes)) % 2**63)
         order = torch.randperm(self.length, generator=draw) if self.shuffle else torch.arange(self.length)
         seeds = torch.randint(0, SEED_RANGE, (self.length,), generator=draw)
-        return iter(list(zip(order.tolist(), seeds.tolist())))
+        pairs = list(zip(order.tolist(), seeds.tolist()))
+        if self.pad and self.world_size > 1:
+            pairs += pairs[: len(self) * self.world_size - self.length]
+        return iter(pairs[self.rank :: self.world_size])
 
 
 def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=None,
-                persistent_workers=None, prefetch_factor=None):
+                persistent_workers=None, prefetch_factor=None, shard=None):
     """A MONAI DataLoader (MetaTensor-aware collation) with seeded order, workers and augmentation.
 
     Items of different sizes in one batch (whole volumes at native resolution) are padded
@@ -58,14 +72,19 @@ def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=No
         persistent_workers: keep workers between epochs; default: when there are workers and
             the dataset takes seeds, so that batches do not depend on the workers' history.
         prefetch_factor: batches each worker loads ahead; default 2 (PyTorch's).
+        shard: ``(rank, world_size)`` under data-parallel training: this process's share,
+            padded to equal length when shuffling (training), exact otherwise (validation).
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
     workers = num_workers > 0
     options = {"prefetch_factor": prefetch_factor or 2} if workers else {}
     seeded = getattr(dataset, "accepts_seeds", False)
+    rank, world_size = shard or (0, 1)
     if seeded:
-        options["sampler"] = SeededSampler(len(dataset), shuffle, generator)
+        options["sampler"] = SeededSampler(len(dataset), shuffle, generator, rank, world_size, pad=shuffle)
+    elif world_size > 1:
+        options["sampler"] = DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed, drop_last=False)
     else:
         options["shuffle"] = shuffle
     return DataLoader(

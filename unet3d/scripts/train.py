@@ -1,5 +1,7 @@
 """unet3d-train: train the model a JSON config describes (every cross-validation fold) and predict."""
 
+import sys
+
 from unet3d.scripts import cli
 
 
@@ -26,27 +28,37 @@ def build_parser():
     parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes (default 0: load in the main process)")
     parser.add_argument("--cache_dir", help="folder for preprocessed cases, shared by folds and reruns "
                         "(default: <output_dir>/<config name>/cache for a cross-validation config, else <output_dir>/cache)")
-    parser.add_argument("--ngpus", type=int, default=1, help="accepted for compatibility with 3DUnetCNN; one GPU is used")
+    parser.add_argument("--ngpus", type=int, default=1,
+                        help="train one model data-parallel in N processes on this node (torchrun; one per GPU, "
+                             "or Gloo processes with --device cpu)")
     return parser
 
 
 def main(argv=None):
     """Entry point of unet3d-train."""
-    cli.run("unet3d-train", build_parser(), _train, argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cli.run("unet3d-train", build_parser(), lambda args: _train(args, argv), argv)
 
 
-def _train(args):
+def _train(args, argv):
     from unet3d.device import choose_device
     from unet3d.errors import UserError
+    from unet3d.train import distributed
     from unet3d.train.experiment import run_experiment
 
     if args.nthreads < 0:
         raise UserError(f"--nthreads must be 0 or more, got {args.nthreads}")
     slurm = {"template_filename": args.slurm_template, "account": args.slurm_account, "time": args.slurm_time,
              "partition": args.slurm_partition, "gpus": args.slurm_gpus, "cpus": args.slurm_cpus}
-    device = choose_device(args.device)
-    run_experiment(args.config_filename, args.output_dir, device, args.setup_crossval_only, args.nthreads,
-                   args.cache_dir, fold=args.fold, restart=args.restart, summarize_only=args.summarize, slurm=slurm)
+    if args.ngpus < 1:
+        raise UserError(f"--ngpus must be 1 or more, got {args.ngpus}")
+    if args.ngpus > 1 and not distributed.from_environment().enabled:
+        # Mistakes surface here as one line, before torchrun starts the processes.
+        run_experiment(args.config_filename, args.output_dir, cache_dir=args.cache_dir, check_only=True)
+        sys.exit(distributed.launch(args.ngpus, distributed.strip_flag(argv, "--ngpus")))
+    with distributed.process_group(choose_device(args.device)) as (_, device):
+        run_experiment(args.config_filename, args.output_dir, device, args.setup_crossval_only, args.nthreads,
+                       args.cache_dir, fold=args.fold, restart=args.restart, summarize_only=args.summarize, slurm=slurm)
 
 
 if __name__ == "__main__":

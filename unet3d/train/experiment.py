@@ -8,6 +8,7 @@ from unet3d.config.resolve import resolve
 from unet3d.data.files import cases, preflight
 from unet3d.errors import UserError
 from unet3d.predict.inference import build_model, predict_cases
+from unet3d.train import distributed
 from unet3d.train.folds import cross_validation_settings, fold_configs, write_fold_configs
 from unet3d.train.slurm import write_slurm_script
 from unet3d.train.loop import fit, training_settings
@@ -48,7 +49,7 @@ def default_cache_dir(config, work_dir):
 
 
 def run_experiment(config_filename, output_dir=None, device=None, setup_crossval_only=False, num_workers=0,
-                   cache_dir=None, fold=None, summarize_only=False, slurm=None, restart=False):
+                   cache_dir=None, fold=None, summarize_only=False, slurm=None, restart=False, check_only=False):
     """Train (every fold of) ``config_filename`` and predict its other groups; returns the work folder.
 
     Args:
@@ -58,6 +59,9 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
         summarize_only: write and print the cross-validation summary of what is trained.
         slurm: ``#SBATCH`` settings for ``submit_folds.sh`` (see ``unet3d.train.slurm``).
         restart: train every model from scratch instead of resuming its checkpoint.
+        check_only: stop after checking the config and its data.
+
+    Under torchrun every process runs this; only the main one writes files.
     """
     config = load_config(config_filename)
     work_dir = work_dir_for(config_filename, output_dir)
@@ -71,10 +75,14 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
     check_config(config)
     cache_dir = cache_dir or default_cache_dir(config, work_dir)
     preflight(config, cache_dir=None if setup_crossval_only else cache_dir)
+    if check_only:
+        return work_dir
     if not cross_validation:
         train_and_predict(config, work_dir, device, num_workers, cache_dir, restart)
         return work_dir
-    fold_filenames = write_fold_configs(config, work_dir)
+    context = distributed.from_environment()
+    fold_filenames = write_fold_configs(config, work_dir, write=context.is_main)
+    distributed.barrier(context)
     if fold is not None and not 1 <= fold <= len(fold_filenames):
         raise UserError(f"--fold {fold}: the config has folds 1 to {len(fold_filenames)}")
     if setup_crossval_only:
@@ -86,7 +94,8 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
     for fold_filename in [fold_filenames[fold - 1]] if fold else fold_filenames:
         log.info("fold %s", fold_filename.stem)
         train_and_predict(load_config(fold_filename), work_dir / fold_filename.stem, device, num_workers, cache_dir, restart)
-    summarize(config, work_dir, require_all=True)
+    if context.is_main:
+        summarize(config, work_dir, require_all=True)
     return work_dir
 
 
@@ -112,6 +121,8 @@ def train_and_predict(config, work_dir, device, num_workers=0, cache_dir=None, r
     of a finished model only fills in predictions that are missing.
     """
     trained_epochs = fit(config, work_dir, device, num_workers, cache_dir=cache_dir, restart=restart)
+    if not distributed.from_environment().is_main:
+        return
     best = work_dir / "model_best.pth"
     model = build_model(config, best if best.is_file() else work_dir / "model.pth", device)
     for key in filename_groups(config):

@@ -118,15 +118,16 @@ def fold_configs(config):
     return configs
 
 
-def write_fold_configs(config, work_dir):
+def write_fold_configs(config, work_dir, write=True):
     """Write ``fold<k>.json`` (k from 1) into ``work_dir``; returns their paths.
 
     A fold file is rewritten only when its content changes, so reruns leave it untouched.
+    With ``write`` false (processes other than the main one) only the paths are returned.
     """
     paths = []
     for number, fold in enumerate(fold_configs(config), start=1):
         path = Path(work_dir) / f"fold{number}.json"
-        if not path.is_file() or _read_json(path) != fold:
+        if write and (not path.is_file() or _read_json(path) != fold):
             write_json(fold, path)
         paths.append(path)
     return paths

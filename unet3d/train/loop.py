@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from monai.metrics import DiceMetric
+from monai.metrics import compute_dice
 from monai.utils import convert_to_tensor
 
 from unet3d.config.resolve import resolve
@@ -15,7 +15,7 @@ from unet3d.data.files import cases, require_labels
 from unet3d.data.labels import region_names
 from unet3d.data.loaders import batches, make_loader
 from unet3d.data.transforms import inference_window
-from unet3d.train import checkpoint
+from unet3d.train import checkpoint, distributed
 from unet3d.train.compilation import compile_requested, compile_seconds, compiled
 from unet3d.train.deep_supervision import DeepSupervisedLoss
 from unet3d.train.log import TrainingLog
@@ -58,6 +58,8 @@ def fit(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
     validation_columns = ["val_loss", *(f"val_dice_{name}" for name in names), "val_dice_mean"]
     monitor = monitor_from_settings(settings, ["loss", "lr", *(validation_columns if validation_data else [])])
 
+    context = distributed.from_environment()
+    shard = (context.rank, context.world_size) if context.enabled else None
     seed_everything(settings["seed"], settings["deterministic"])
     model = resolve("model", config["model"], "model").to(device)
     loss_function = DeepSupervisedLoss(resolve("loss", config["loss"], "loss"))
@@ -66,9 +68,10 @@ def fit(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
     precision = Precision(settings["amp"], device)
     if settings["samples_per_epoch"]:
         training_data = EpochSamples(training_data, settings["samples_per_epoch"])
-    train_loader = make_loader(training_data, settings["batch_size"], True, num_workers, settings["seed"])
+    train_loader = make_loader(training_data, settings["batch_size"], True, num_workers, settings["seed"], shard=shard)
     validation_loader = (
-        make_loader(validation_data, settings["validation_batch_size"], False, num_workers) if validation_data else None
+        make_loader(validation_data, settings["validation_batch_size"], False, num_workers, shard=shard)
+        if validation_data else None
     )
 
     # Everything a resumed run needs to continue exactly as an uninterrupted one would.
@@ -81,8 +84,10 @@ def fit(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
         rows = checkpoint.load_training_state(checkpoint_path, model, config_hash, **state)
         log.info("resuming %s after epoch %d", work_dir, len(rows))
     training_log = TrainingLog(work_dir / "training_log.csv", rows)
-    training_log.write()
-    network = compiled(model) if compile_requested(settings["compile"]) else model
+    if context.is_main:
+        training_log.write()
+    network = distributed.data_parallel(model, context, device)
+    network = compiled(network) if compile_requested(settings["compile"]) else network
 
     first_epoch = len(rows) + 1
     with stop_on_signals():
@@ -97,9 +102,9 @@ def fit(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
             lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch, **train_one_epoch(network, train_loader, loss_function, optimizer, precision, device,
                                                      settings["clip_grad_norm"], scheduler if step_per_batch else None,
-                                                     f"epoch {epoch}/{settings['n_epochs']}"), "lr": lr}
+                                                     f"epoch {epoch}/{settings['n_epochs']}", context), "lr": lr}
             if validation_loader is not None:
-                row.update(evaluate(network, validation_loader, loss_function, precision, device, roi_size, names))
+                row.update(evaluate(network, validation_loader, loss_function, precision, device, roi_size, names, context))
             if scheduler is not None and not step_per_batch:
                 step_scheduler(scheduler, row[monitor.metric])
             compile_time = compile_seconds() - compile_start
@@ -109,18 +114,19 @@ def fit(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
 
             improved = monitor.update(row)
             rows.append(row)
-            checkpoint.save_training_state(checkpoint_path, model, epoch, rows, config_hash, **state)
-            training_log.append(row)
-            save_models(checkpoint.model_weights(model), work_dir, epoch, improved, settings)
-            plot_progress(rows, work_dir / "progress.png")
-            summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-            log.info("%s%s", summary, f" (best {monitor.metric})" if improved else "")
+            if context.is_main:  # every process holds the same figures and weights; one writes them
+                checkpoint.save_training_state(checkpoint_path, model, epoch, rows, config_hash, **state)
+                training_log.append(row)
+                save_models(checkpoint.model_weights(model), work_dir, epoch, improved, settings)
+                plot_progress(rows, work_dir / "progress.png")
+                summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+                log.info("%s%s", summary, f" (best {monitor.metric})" if improved else "")
     return max(0, len(rows) - first_epoch + 1)
 
 
 def train_one_epoch(model, loader, loss_function, optimizer, precision, device, clip_grad_norm=None,
-                    batch_scheduler=None, description="epoch"):
-    """One pass over ``loader``; returns the mean training loss and the seconds spent waiting for batches.
+                    batch_scheduler=None, description="epoch", context=distributed.Context()):
+    """One pass over ``loader``; returns the mean training loss (over all processes) and the seconds spent waiting for batches.
 
     ``batch_scheduler``, when given, steps after every optimizer step (OneCycleLR and the like).
     """
@@ -147,15 +153,17 @@ def train_one_epoch(model, loader, loss_function, optimizer, precision, device, 
             count += len(image)
             progress.update(loss.item())
             ready = time.perf_counter()
+    total, count = distributed.sum_across(context, total, count)
     return {"loss": total / max(count, 1), "data_time": round(data_time, 3)}
 
 
 @torch.no_grad()
-def evaluate(model, loader, loss_function, precision, device, roi_size, names):
-    """Validation loss and Dice per output channel (sigmoid > 0.5)."""
+def evaluate(model, loader, loss_function, precision, device, roi_size, names, context=distributed.Context()):
+    """Validation loss and Dice per output channel (sigmoid > 0.5), averaged over the cases of all processes."""
     model.eval()
-    dice = DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False)
-    total, count = 0.0, 0
+    # Per-batch compute_dice, not DiceMetric: its buffer is all-gathered across processes
+    # by MONAI itself, which would count cases twice and hang a process without batches.
+    total, count, dice_sums = 0.0, 0, torch.zeros(len(names), dtype=torch.float64)
     with batches(loader) as iterator:
         for batch in iterator:
             raise_if_stopped()
@@ -165,8 +173,10 @@ def evaluate(model, loader, loss_function, precision, device, roi_size, names):
             logits = logits.float()
             total += loss_function(logits, label).item() * len(image)
             count += len(image)
-            dice(y_pred=(torch.sigmoid(logits) > 0.5).float(), y=label)
-    scores = dice.aggregate().cpu().tolist()
+            dice = compute_dice((torch.sigmoid(logits) > 0.5).float(), label, include_background=True, ignore_empty=False)
+            dice_sums += dice.sum(dim=0).double().cpu()
+    total, count, *dice_sums = distributed.sum_across(context, total, count, *dice_sums.tolist())
+    scores = [value / max(count, 1) for value in dice_sums]
     row = {"val_loss": total / max(count, 1)}
     row.update({f"val_dice_{name}": score for name, score in zip(names, scores)})
     row["val_dice_mean"] = float(np.mean(scores))

@@ -29,6 +29,8 @@ def seed_epoch(loader, seed, epoch):
     they are reseeded here too.
     """
     loader.generator.manual_seed((seed * 1_000_003 + epoch) % 2**63)
+    if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler of a dataset without item seeds
+        loader.sampler.set_epoch(epoch)
     if loader.num_workers == 0:
         set_rnd(loader.dataset, int(torch.randint(2**31, (1,), generator=loader.generator)))
 

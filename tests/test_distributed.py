@@ -1,0 +1,69 @@
+"""Data-parallel training: two Gloo processes on CPU train like one process with the same global batch."""
+
+import csv
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import command, edit_config, run
+from unet3d.train.distributed import strip_flag
+
+# Gradients are averaged over processes in another order than over one batch, so the
+# figures agree to rounding, not bit for bit.
+TOLERANCE = 1e-4
+COMPARED = ("loss", "val_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET")
+
+
+def read_log(path):
+    with open(path) as stream:
+        return list(csv.DictReader(stream))
+
+
+@pytest.fixture
+def single_config(tiny_config):
+    """4 training and 2 validation cases, one model, 3 epochs, batch size 2."""
+    def change(config):
+        del config["cross_validation"], config["test_filenames"]
+        config["training_filenames"], config["validation_filenames"] = (
+            config["training_filenames"][2:], config["training_filenames"][:2])
+        config["training"].update(n_epochs=3, batch_size=2, validation_batch_size=1)
+    edit_config(tiny_config, change)
+    return tiny_config
+
+
+def test_strip_flag():
+    assert strip_flag(["--a", "1", "--ngpus", "2", "--b"], "--ngpus") == ["--a", "1", "--b"]
+    assert strip_flag(["--ngpus=2", "--b"], "--ngpus") == ["--b"]
+
+
+def test_two_processes_match_one_and_resume_after_a_kill(single_config, tmp_path):
+    run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--output_dir", tmp_path / "one")
+    single = read_log(tmp_path / "one" / "tiny" / "training_log.csv")
+
+    # Two processes with half the batch each: the same global batch of 2.
+    edit_config(single_config, lambda c: c["training"].update(batch_size=1))
+    args = ["--config_filename", str(single_config), "--device", "cpu", "--output_dir", str(tmp_path / "two"), "--ngpus", "2"]
+    log_path = tmp_path / "two" / "tiny" / "training_log.csv"
+    process = subprocess.Popen([command("unet3d-train"), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if log_path.is_file() and len(read_log(log_path)) >= 1:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, process.stderr.read().decode()
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher and both training processes
+    process.wait()
+    assert len(read_log(log_path)) < 3
+
+    resumed = run("unet3d-train", *args)
+    assert "resuming" in resumed.stderr
+    double = read_log(log_path)
+    assert [row["epoch"] for row in double] == ["1", "2", "3"]
+    for one, two in zip(single, double):
+        for column in COMPARED:
+            assert float(two[column]) == pytest.approx(float(one[column]), abs=TOLERANCE), (one["epoch"], column)
+    assert not list((tmp_path / "two").rglob(".tmp-*"))
