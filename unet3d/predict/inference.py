@@ -93,6 +93,17 @@ def predict_probabilities(models, image, window=None, overlap=DEFAULT_OVERLAP, s
     return total / (len(models) * len(flips))
 
 
+def predict_on_input_grid(models, item, invert, device, **inference):
+    """Probabilities (C, X, Y, Z) for one preprocessed ``item``, brought back to its input grid by ``invert``.
+
+    ``invert`` is an ``Invertd("pred", transform=<the preprocessing>, orig_keys="image")``;
+    ``inference`` holds the keyword arguments of ``predict_probabilities``.
+    """
+    image = item["image"].as_tensor()[None].to(device)
+    probabilities = predict_probabilities(models, image, **inference)
+    return invert({**item, "pred": MetaTensor(probabilities[0].cpu())})["pred"]
+
+
 def predict(config_filename, model_patterns, output_dir, device, group=None, images=None, input_dir=None, **options):
     """Predict a config group, image lists or a BraTS folder with one model or an ensemble; returns the paths."""
     config = load_config(config_filename)
@@ -131,14 +142,12 @@ def predict_cases(config, models, case_list, output_dir, device, activation="sig
     data = resolve("dataset", dataset_spec, "dataset", data=case_list, with_label=False)
     invert = Invertd("pred", transform=data.transform, orig_keys="image", nearest_interp=False)
     loader = make_loader(data, batch_size=1, shuffle=False, num_workers=num_workers)
+    inference = dict(window=window, overlap=overlap, sw_batch_size=sw_batch_size, activation=activation, tta=tta, amp=amp)
     written = []
     with batches(loader) as iterator:
         for batch in iterator:
-            image = batch["image"].as_tensor().to(device)
-            probabilities = predict_probabilities(models, image, window, overlap, sw_batch_size, activation, tta, amp)
             item = decollate_batch(batch)[0]
-            item["pred"] = MetaTensor(probabilities[0].cpu())
-            inverted = invert(item)["pred"]
+            inverted = predict_on_input_grid(models, item, invert, device, **inference)
             probabilities = inverted.numpy()
             if save_probabilities:
                 array = probabilities.transpose(1, 2, 3, 0).astype("float32")

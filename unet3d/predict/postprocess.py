@@ -1,5 +1,7 @@
 """Connected-component clean-up of label maps, one region (or label) at a time."""
 
+import warnings
+
 import torch
 from monai.transforms import KeepLargestConnectedComponent, RemoveSmallObjects
 
@@ -17,7 +19,10 @@ def clean_label_map(label_map, labels, hierarchy, min_component_size=0, keep_lar
         return label_map
     masks = torch.as_tensor(region_masks(label_map, labels, hierarchy))
     if min_component_size:
-        masks = RemoveSmallObjects(min_size=min_component_size, independent_channels=True)(masks)
+        with warnings.catch_warnings():
+            # MONAI passes scikit-image's older min_size argument, which newer versions deprecate.
+            warnings.simplefilter("ignore", FutureWarning)
+            masks = RemoveSmallObjects(min_size=min_component_size, independent_channels=True)(masks)
     if keep_largest:
         channels = list(range(len(labels)))
         masks = KeepLargestConnectedComponent(applied_labels=channels, is_onehot=True, independent=True)(masks)
