@@ -100,8 +100,11 @@ def predict_on_input_grid(models, item, invert, device, **inference):
     ``inference`` holds the keyword arguments of ``predict_probabilities``.
     """
     image = item["image"].as_tensor()[None].to(device)
-    probabilities = predict_probabilities(models, image, **inference)
-    return invert({**item, "pred": MetaTensor(probabilities[0].cpu())})["pred"]
+    probabilities = MetaTensor(predict_probabilities(models, image, **inference)[0].cpu())
+    if not item["image"].applied_operations:  # nothing to undo (Invertd would warn)
+        probabilities.affine = item["image"].affine
+        return probabilities
+    return invert({**item, "pred": probabilities})["pred"]
 
 
 def predict(config_filename, model_patterns, output_dir, device, group=None, images=None, input_dir=None, **options):
