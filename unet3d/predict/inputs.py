@@ -3,6 +3,8 @@
 import glob
 from pathlib import Path
 
+import nibabel
+
 from unet3d.data.brats import brats_cases
 from unet3d.data.files import case_id, cases, check_files_exist, check_shapes, preflight
 from unet3d.errors import UserError
@@ -53,9 +55,11 @@ def check_unique_ids(case_list):
 
 
 def check_modalities(config, case_list):
-    """Raise when a case has a different number of images than the model has input channels."""
+    """Raise when a case has a different number of channels (images, or a 4D image's volumes) than the model takes."""
     expected = config["model"].get("in_channels")
     for case in case_list:
-        if expected is not None and len(case["image"]) != expected:
-            raise UserError(f"case '{case['id']}' has {len(case['image'])} image(s) but the model takes "
+        images = case["image"]
+        channels = len(images) if len(images) > 1 else (nibabel.load(images[0]).shape[3:] or (1,))[0]
+        if expected is not None and channels != expected:
+            raise UserError(f"case '{case['id']}' has {channels} image(s) but the model takes "
                             f"{expected} (config key 'model.in_channels'); give one file per modality, in training order")
