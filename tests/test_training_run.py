@@ -42,6 +42,8 @@ def test_cross_validation_trains_predicts_and_resumes(tiny_config, brats_data):
         for case_id in ("BraTS20_Validation_001", "BraTS20_Validation_002"):
             reference = brats_data / "test" / case_id / f"{case_id}_flair.nii.gz"
             assert_on_input_grid(work / fold / "predictions" / "test" / f"{case_id}.nii.gz", reference)
+    summary = (work / "cv_summary.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in summary[1:]] == ["fold1", "fold2", "mean", "std"]
     validation_sets = [
         {c["label"] for c in json.loads((work / f).read_text())["validation_filenames"]} for f in ("fold1.json", "fold2.json")
     ]
@@ -77,8 +79,9 @@ def test_resumed_run_matches_uninterrupted_run(tiny_config, tmp_path):
 def test_setup_crossval_only_writes_fold_configs_and_stops(tiny_config):
     result = run("unet3d-train", "--config_filename", tiny_config, "--setup_crossval_only")
     work = tiny_config.parent / "tiny"
-    assert sorted(p.name for p in work.iterdir()) == ["fold1.json", "fold2.json"]
+    assert sorted(p.name for p in work.iterdir()) == ["fold1.json", "fold2.json", "submit_folds.sh"]
     assert "unet3d-train --config_filename" in result.stderr
+    assert result.stdout.strip() == f"sbatch {work / 'submit_folds.sh'}"
     fold = json.loads((work / "fold1.json").read_text())
     assert all(path.startswith("/") for case in fold["training_filenames"] for path in case["image"])
 

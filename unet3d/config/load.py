@@ -11,6 +11,7 @@ from unet3d.errors import UserError
 NAMED_SECTIONS = ("model", "optimizer", "loss", "dataset")
 OPTIONAL_NAMED_SECTIONS = ("scheduler",)
 FILENAMES_SUFFIX = "_filenames"
+DECATHLON_KEY = "decathlon_datalist"
 
 
 def load_config(path):
@@ -26,8 +27,35 @@ def load_config(path):
         config = json.loads(text)
     except json.JSONDecodeError as error:
         raise UserError(f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") from None
+    if isinstance(config, dict) and DECATHLON_KEY in config:
+        config = expand_decathlon_datalist(config, path.resolve().parent)
     validate_config(config, path)
     return resolve_paths(config, path.resolve().parent)
+
+
+def expand_decathlon_datalist(config, base_dir):
+    """Replace ``decathlon_datalist`` (a Medical Segmentation Decathlon ``dataset.json``) by filename lists.
+
+    Its ``training`` cases become ``training_filenames`` and its ``test`` cases
+    ``test_filenames``; paths in it are relative to its own folder, its path to the config's.
+    """
+    from monai.data import load_decathlon_datalist
+
+    config = dict(config)
+    datalist = _absolute(str(config.pop(DECATHLON_KEY)), base_dir)
+    for section, group in (("training", "training_filenames"), ("test", "test_filenames")):
+        if group in config:
+            raise UserError(f"config key '{group}': given twice, by the config and by '{DECATHLON_KEY}'; remove one")
+        try:
+            entries = load_decathlon_datalist(datalist, is_segmentation=True, data_list_key=section)
+        except ValueError as error:
+            if section == "test":
+                continue
+            raise UserError(f"config key '{DECATHLON_KEY}': {datalist}: {error}") from None
+        except (OSError, KeyError, TypeError) as error:
+            raise UserError(f"config key '{DECATHLON_KEY}': {datalist}: cannot read ({error})") from None
+        config[group] = [{k: v for k, v in entry.items() if k in ("image", "label")} for entry in entries]
+    return config
 
 
 def validate_config(config, path="config"):

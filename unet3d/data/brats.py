@@ -1,13 +1,20 @@
-"""Filename lists from BraTS folders (one sub-folder per case, ``<id>_<modality>.nii[.gz]``)."""
+"""Filename lists from BraTS folders: one sub-folder per case.
+
+BraTS 2020 and 2021 name files ``<id>_{flair,t1,t1ce,t2,seg}.nii[.gz]``; BraTS 2023
+``<id>-{t2f,t1n,t1c,t2w,seg}.nii.gz``. Modalities are listed in that order for every release.
+"""
 
 import json
 import os
 from pathlib import Path
 
 from unet3d.config.load import write_json
+from unet3d.data.files import case_id
 from unet3d.errors import UserError
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
+# (separator after the case id, modality names in MODALITIES' order) per naming scheme.
+LAYOUTS = (("_", MODALITIES), ("-", ("t2f", "t1n", "t1c", "t2w")))
 
 
 def _find(case_dir, stem):
@@ -18,24 +25,31 @@ def _find(case_dir, stem):
     return None
 
 
-def brats_cases(folder, with_label=True, modalities=MODALITIES):
+def brats_cases(folder, with_label=True):
     """``[{"image": [...], "label": ...}, ...]`` for every case folder under ``folder``, sorted."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder of BraTS cases")
     result = []
     for case_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        images = [_find(case_dir, f"{case_dir.name}_{m}") for m in modalities]
-        if not any(images):
+        for separator, modalities in LAYOUTS:
+            images = [_find(case_dir, f"{case_dir.name}{separator}{m}") for m in modalities]
+            if any(images):
+                break
+        else:
             continue  # not a case folder
         missing = [m for m, p in zip(modalities, images) if p is None]
         if missing:
-            raise UserError(f"{case_dir}: no {', '.join(missing)} image (expected {case_dir.name}_<modality>.nii[.gz])")
+            raise UserError(
+                f"{case_dir}: no {', '.join(missing)} image (expected {case_dir.name}{separator}<modality>.nii[.gz])"
+            )
         case = {"image": [str(p) for p in images]}
+        if case_id(case["image"]) != case_dir.name:  # 2023 names: "-t2f", "-t1n", ... share a "t"
+            case = {"id": case_dir.name, **case}
         if with_label:
-            label = _find(case_dir, f"{case_dir.name}_seg")
+            label = _find(case_dir, f"{case_dir.name}{separator}seg")
             if label is None:
-                raise UserError(f"{case_dir}: no label file {case_dir.name}_seg.nii[.gz]")
+                raise UserError(f"{case_dir}: no label file {case_dir.name}{separator}seg.nii[.gz]")
             case["label"] = str(label)
         result.append(case)
     if not result:

@@ -1,9 +1,10 @@
-"""Case lists from a config's ``<group>_filenames``: ids, existence and shape checks."""
+"""Case lists from a config's ``<group>_filenames``: ids, and the pre-flight checks of their files."""
 
 import os
 import re
 
 from unet3d.config.load import filename_groups, group_name
+from unet3d.data.checks import check_cases
 from unet3d.errors import UserError
 
 NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$|\.gz$", re.IGNORECASE)
@@ -68,30 +69,18 @@ def check_files_exist(case_list):
         raise UserError(f"{len(missing)} data file(s) named in the config do not exist: {_listing(missing)}")
 
 
-def preflight(config, groups=None):
-    """Check the cases of ``groups`` (default: all) before any work: files exist, shapes agree."""
+def preflight(config, groups=None, cache_dir=None):
+    """Check the cases of ``groups`` (default: all) before any work, with one UserError for the first problem.
+
+    Files exist; per case, all files are readable 3D volumes of one shape and affine,
+    images hold no NaN or Inf and label values are among ``dataset.labels`` (or 0). Cases
+    that passed are remembered under ``cache_dir`` so a rerun reads headers only.
+    """
     groups = groups or [group_name(key) for key in filename_groups(config)]
     case_lists = [cases(config, group) for group in groups]
-    check_files_exist([case for case_list in case_lists for case in case_list])
-    for case_list in case_lists:
-        check_shapes(case_list)
-
-
-def check_shapes(case_list):
-    """Raise when a case's modalities and label differ in shape (reads NIfTI headers only)."""
-    import nibabel
-
-    for case in case_list:
-        files = case["image"] + ([case["label"]] if "label" in case else [])
-        shapes = {}
-        for path in files:
-            try:
-                shapes[path] = tuple(nibabel.load(path).shape)
-            except Exception as error:  # nibabel raises many types for unreadable files
-                raise UserError(f"{path}: cannot read as NIfTI ({error})") from None
-        if len(set(shapes.values())) > 1:
-            detail = ", ".join(f"{os.path.basename(p)} {s}" for p, s in shapes.items())
-            raise UserError(f"case '{case['id']}': image and label shapes differ: {detail}")
+    all_cases = [case for case_list in case_lists for case in case_list]
+    check_files_exist(all_cases)
+    check_cases(all_cases, labels=config.get("dataset", {}).get("labels"), cache_dir=cache_dir)
 
 
 def _listing(items):

@@ -1,6 +1,7 @@
 """Synthetic BraTS-style cases: four MRI modalities and a nested tumour label map.
 
-Each case is written in the BraTS layout, ``<root>/<id>/<id>_{flair,t1,t1ce,t2,seg}.nii.gz``,
+Each case is written in a BraTS layout: 2020 and 2021 name files
+``<root>/<id>/<id>_{flair,t1,t1ce,t2,seg}.nii.gz``, 2023 ``<id>-{t2f,t1n,t1c,t2w,seg}.nii.gz``;
 with labels 1 (necrosis), 2 (edema) and 4 (enhancing tumour) on a zero background, so
 that WT ⊇ TC ⊇ ET. Tumours are irregular blobs whose core is off the whole tumour's
 centre; some cases have no enhancing tumour. Modalities overlap in intensity between
@@ -14,6 +15,12 @@ import numpy as np
 import torch
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
+# File name of each modality, and the separator after the case id, per BraTS release.
+NAMING = {
+    "2020": ("_", dict(zip(MODALITIES, MODALITIES))),
+    "2021": ("_", dict(zip(MODALITIES, MODALITIES))),
+    "2023": ("-", dict(zip(MODALITIES, ("t2f", "t1n", "t1c", "t2w")))),
+}
 
 # Mean intensity of (background brain, edema, necrosis, enhancing) per modality.
 CONTRAST = {
@@ -69,32 +76,44 @@ def synthetic_case(shape, rng, enhancing=True):
 
 
 def write_synthetic_brats(root, n_cases, shape=(48, 48, 48), seed=0, prefix="BraTS20_Training",
-                          with_label=True, spacing=(1.0, 1.0, 1.0), dtype="float32", no_enhancing_every=4):
+                          with_label=True, spacing=(1.0, 1.0, 1.0), dtype="float32", no_enhancing_every=4,
+                          orientation="RAS", naming="2020", suffix=".nii.gz"):
     """Write ``n_cases`` synthetic cases under ``root``; returns their folders.
 
     Args:
         root: output folder (created).
-        n_cases: number of cases, named ``<prefix>_001`` onwards.
-        shape: volume shape in voxels.
+        n_cases: number of cases, named ``<prefix>_001`` onwards (2021: ``BraTS2021_00001``,
+            2023: ``BraTS-GLI-00001-000``).
+        shape: volume shape in voxels (BraTS: 240, 240, 155).
         seed: cases are a pure function of the seed and their index.
-        with_label: also write ``<id>_seg.nii.gz``.
-        spacing: voxel size in millimetres.
+        with_label: also write the ``seg`` label map.
+        spacing: voxel size in millimetres, e.g. anisotropic (1, 1, 3).
         dtype: on-disk type of the images, e.g. ``float32`` or ``int16``.
         no_enhancing_every: every n-th case has no enhancing tumour (0: never).
+        orientation: ``RAS`` or ``LPS`` (BraTS's own): the direction of the voxel axes in the affine.
+        naming: BraTS release whose file names to use: ``2020``, ``2021`` or ``2023``.
+        suffix: ``.nii.gz`` or ``.nii``.
     """
+    if orientation not in ("RAS", "LPS") or naming not in NAMING:
+        raise ValueError(f"unsupported orientation {orientation!r} or naming {naming!r}")
     root = Path(root)
-    affine = np.diag(list(spacing) + [1.0])
+    signs = [1.0, 1.0, 1.0] if orientation == "RAS" else [-1.0, -1.0, 1.0]
+    affine = np.diag([s * v for s, v in zip(signs, spacing)] + [1.0])
+    affine[:3, 3] = [-s * v * (n - 1) / 2 for s, v, n in zip(signs, spacing, shape)]  # centred on the origin
+    separator, file_names = NAMING[naming]
     folders = []
     for index in range(1, n_cases + 1):
         rng = np.random.default_rng([seed, index])
         enhancing = not (no_enhancing_every and index % no_enhancing_every == 0)
         images, label = synthetic_case(tuple(shape), rng, enhancing=enhancing)
-        case_id = f"{prefix}_{index:03d}"
+        case_id = {"2020": f"{prefix}_{index:03d}", "2021": f"BraTS2021_{index:05d}",
+                   "2023": f"BraTS-GLI-{index:05d}-000"}[naming]
         folder = root / case_id
         folder.mkdir(parents=True, exist_ok=True)
         for modality, volume in images.items():
-            nibabel.save(nibabel.Nifti1Image(volume.astype(dtype), affine), folder / f"{case_id}_{modality}.nii.gz")
+            path = folder / f"{case_id}{separator}{file_names[modality]}{suffix}"
+            nibabel.save(nibabel.Nifti1Image(volume.astype(dtype), affine), path)
         if with_label:
-            nibabel.save(nibabel.Nifti1Image(label, affine), folder / f"{case_id}_seg.nii.gz")
+            nibabel.save(nibabel.Nifti1Image(label, affine), folder / f"{case_id}{separator}seg{suffix}")
         folders.append(folder)
     return folders

@@ -13,6 +13,7 @@ from unet3d.config.load import load_config
 from unet3d.config.resolve import resolve
 from unet3d.data.labels import decode_regions
 from unet3d.data.loaders import batches, make_loader
+from unet3d.data.transforms import inference_window
 from unet3d.errors import UserError
 from unet3d.predict.inputs import model_filenames, select_cases
 from unet3d.predict.postprocess import clean_label_map
@@ -49,7 +50,7 @@ def inference_settings(config, overlap=None, sw_batch_size=None):
     if not isinstance(section, dict):
         raise UserError("config key 'prediction' must be an object (window, overlap, sw_batch_size)")
     dataset = config["dataset"]
-    window = section.get("window") or dataset.get("patch_size") or dataset.get("desired_shape")
+    window = section.get("window") or inference_window(dataset)
     overlap = section.get("overlap", DEFAULT_OVERLAP) if overlap is None else overlap
     sw_batch_size = section.get("sw_batch_size", DEFAULT_SW_BATCH_SIZE) if sw_batch_size is None else sw_batch_size
     if window is not None and (len(window) != 3 or not all(isinstance(s, int) and s > 0 for s in window)):

@@ -6,7 +6,8 @@ from pathlib import Path
 import nibabel
 
 from unet3d.data.brats import brats_cases
-from unet3d.data.files import case_id, cases, check_files_exist, check_shapes, preflight
+from unet3d.data.checks import check_cases
+from unet3d.data.files import case_id, cases, check_files_exist, preflight
 from unet3d.errors import UserError
 
 GLOB_CHARACTERS = set("*?[")
@@ -39,7 +40,7 @@ def select_cases(config, group=None, images=None, input_dir=None):
                      for paths in image_lists]
         check_unique_ids(case_list)
         check_files_exist(case_list)
-        check_shapes(case_list)
+        check_cases(case_list)
     check_modalities(config, case_list)
     return case_list
 

@@ -6,6 +6,7 @@ import sys
 import warnings
 
 from unet3d.errors import UserError
+from unet3d.train.signals import Interrupted
 
 
 def parser(prog, description):
@@ -38,6 +39,11 @@ def run(prog, arg_parser, main, argv=None):
             raise
         print(f"{prog}: error: {error.filename}: {error.strerror}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as stop:
+        if args.debug:
+            raise
+        print(f"{prog}: {stop}", file=sys.stderr)
+        sys.exit(stop.exit_status)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)

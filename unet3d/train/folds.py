@@ -1,6 +1,7 @@
 """Cross-validation: split ``training_filenames`` into folds and write one config per fold."""
 
 import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -10,40 +11,91 @@ from unet3d.data.files import case_id
 from unet3d.errors import UserError
 
 
+ALIASES = {"folds": "n_folds", "seed": "random_seed"}  # spellings of 3DUnetCNN's documentation
+KEYS = ("n_folds", "random_seed", "group_by", "stratify_by")
+
+
 def cross_validation_settings(config):
-    """``(n_folds, random_seed)`` from ``cross_validation``."""
+    """The ``cross_validation`` section with 3DUnetCNN's spellings accepted and values checked."""
     section = config["cross_validation"]
     if not isinstance(section, dict):
         raise UserError("config key 'cross_validation' must be an object with 'n_folds' and 'random_seed'")
-    n_folds = section.get("n_folds")
-    seed = section.get("random_seed", 0)
-    if not isinstance(n_folds, int) or n_folds < 2:
+    settings = {"random_seed": 0, "group_by": None, "stratify_by": None}
+    for key, value in section.items():
+        canonical = ALIASES.get(key, key)
+        if canonical not in KEYS:
+            raise UserError(f"config key 'cross_validation.{key}' is not known (expected one of {', '.join(KEYS)})")
+        if canonical in section and canonical != key:
+            raise UserError(f"config key 'cross_validation' has both '{key}' and '{canonical}'; keep one")
+        settings[canonical] = value
+    n_folds = settings.get("n_folds")
+    if not isinstance(n_folds, int) or isinstance(n_folds, bool) or n_folds < 2:
         raise UserError(f"config key 'cross_validation.n_folds' must be an integer of at least 2, got {n_folds!r}")
-    if not isinstance(seed, int):
-        raise UserError(f"config key 'cross_validation.random_seed' must be an integer, got {seed!r}")
-    return n_folds, seed
+    if not isinstance(settings["random_seed"], int):
+        raise UserError(f"config key 'cross_validation.random_seed' must be an integer, got {settings['random_seed']!r}")
+    for key in ("group_by", "stratify_by"):
+        if settings[key] is not None and not isinstance(settings[key], str):
+            raise UserError(f"config key 'cross_validation.{key}' must be the name of a key of each case")
+    return settings
 
 
-def split_folds(entries, n_folds, seed):
+def _entry_id(entry):
+    images = entry["image"]
+    return entry.get("id") or case_id([images] if isinstance(images, str) else images)
+
+
+def _entry_value(entry, key, index, setting):
+    if key == "labels_present":
+        return labels_present(entry["label"])
+    if key not in entry:
+        raise UserError(
+            f"config key 'training_filenames'[{index}] has no '{key}', which "
+            f"'cross_validation.{setting}' names (add \"{key}\": ... to every case)"
+        )
+    return str(entry[key])
+
+
+@functools.lru_cache(maxsize=None)
+def labels_present(label_filename):
+    """The label values present in a label file, as a string such as ``1,2,4``."""
+    import nibabel
+    import numpy as np
+
+    values = np.unique(np.asarray(nibabel.load(label_filename).dataobj))
+    return ",".join(str(int(v)) for v in values if v != 0)
+
+
+def split_folds(entries, n_folds, seed, group_by=None, stratify_by=None):
     """Indices of the validation cases of each fold.
 
-    Cases are ordered by a hash of ``seed`` and their id, then dealt round-robin, so the
-    split depends on nothing but the seed and the case list (not on the Python or NumPy
-    version), every case is validated exactly once and fold sizes differ by at most one.
+    Units (single cases, or all cases sharing ``entry[group_by]``) are ordered by stratum
+    (``entry[stratify_by]``, or the label values present for ``"labels_present"``) and,
+    within it, by a hash of ``seed`` and the unit's name; each unit then joins the fold
+    with the fewest cases. So the split depends on nothing but the seed and the case list
+    (not on the Python or NumPy version), every case is validated exactly once, strata
+    spread evenly, and without groups fold sizes differ by at most one.
     """
-    if n_folds > len(entries):
+    units = {}
+    for index, entry in enumerate(entries):
+        name = _entry_value(entry, group_by, index, "group_by") if group_by else _entry_id(entry)
+        units.setdefault(name, []).append(index)
+    if n_folds > len(units):
+        what = f"distinct '{group_by}' values" if group_by else "training cases"
         raise UserError(
             f"config key 'cross_validation.n_folds': {n_folds} folds need at least {n_folds} "
-            f"training cases, but 'training_filenames' has {len(entries)}"
+            f"{what}, but 'training_filenames' has {len(units)}"
         )
 
-    def order(index):
-        images = entries[index]["image"]
-        name = entries[index].get("id") or case_id([images] if isinstance(images, str) else images)
-        return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest(), index
+    def order(name):
+        first = units[name][0]
+        stratum = _entry_value(entries[first], stratify_by, first, "stratify_by") if stratify_by else ""
+        return stratum, hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
 
-    shuffled = sorted(range(len(entries)), key=order)
-    return [sorted(shuffled[fold::n_folds]) for fold in range(n_folds)]
+    folds = [[] for _ in range(n_folds)]
+    for name in sorted(units, key=order):
+        smallest = min(range(n_folds), key=lambda fold: len(folds[fold]))
+        folds[smallest].extend(units[name])
+    return [sorted(fold) for fold in folds]
 
 
 def fold_configs(config):
@@ -53,10 +105,11 @@ def fold_configs(config):
             "config has both 'cross_validation' and 'validation_filenames': cross-validation "
             "takes its validation cases from 'training_filenames'; remove one of the two"
         )
-    n_folds, seed = cross_validation_settings(config)
+    settings = cross_validation_settings(config)
     entries = config["training_filenames"]
     configs = []
-    for validation in split_folds(entries, n_folds, seed):
+    folds = split_folds(entries, settings["n_folds"], settings["random_seed"], settings["group_by"], settings["stratify_by"])
+    for validation in folds:
         fold = copy.deepcopy({k: v for k, v in config.items() if k != "cross_validation"})
         chosen = set(validation)
         fold["training_filenames"] = [entries[i] for i in range(len(entries)) if i not in chosen]

@@ -1,53 +1,41 @@
 """The training loop for one model: epochs of batches, validation, logging, checkpoints."""
 
 import logging
-import math
-import random
 import time
-import warnings
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from monai.metrics import DiceMetric
+from monai.utils import convert_to_tensor
 
 from unet3d.config.resolve import resolve
 from unet3d.data.files import cases, require_labels
 from unet3d.data.labels import region_names
 from unet3d.data.loaders import batches, make_loader
-from unet3d.errors import UserError
+from unet3d.data.transforms import inference_window
 from unet3d.train import checkpoint
+from unet3d.train.compilation import compile_requested, compile_seconds, compiled
+from unet3d.train.deep_supervision import DeepSupervisedLoss
 from unet3d.train.log import TrainingLog
+from unet3d.train.monitor import monitor_from_settings
+from unet3d.train.precision import Precision
+from unet3d.train.progress import BatchProgress, plot_progress
+from unet3d.train.random_state import RandomStates, seed_epoch, seed_everything
+from unet3d.train.sampling import EpochSamples
+from unet3d.train.schedulers import build_scheduler, step_scheduler
+from unet3d.train.settings import training_settings
+from unet3d.train.signals import raise_if_stopped, stop_on_signals
+
+__all__ = ["fit", "train_one_epoch", "evaluate", "training_settings"]
 
 log = logging.getLogger("unet3d")
 
-TRAINING_DEFAULTS = {
-    "n_epochs": 1,
-    "batch_size": 1,
-    "validation_batch_size": 1,
-    "amp": False,
-    "save_best": True,
-    "save_every_n_epochs": None,
-    "save_last_n_models": None,
-    "early_stopping_patience": None,
-    "seed": 0,
-}
 
-
-def training_settings(config):
-    """``config["training"]`` with defaults filled in."""
-    settings = dict(TRAINING_DEFAULTS)
-    settings.update({k: v for k, v in config.get("training", {}).items() if v is not None or k not in settings})
-    for key in ("n_epochs", "batch_size", "validation_batch_size"):
-        if not isinstance(settings[key], int) or settings[key] < 1:
-            raise UserError(f"config key 'training.{key}' must be a positive integer, got {settings[key]!r}")
-    return settings
-
-
-def fit(config, work_dir, device, num_workers=0):
-    """Train the model ``config`` describes into ``work_dir``, resuming from its checkpoint.
+def fit(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
+    """Train the model ``config`` describes into ``work_dir``, resuming from its checkpoint
+    unless ``restart``; preprocessed cases are kept in ``cache_dir``.
 
     Returns the number of epochs trained in this call (0 when the run was already finished).
     """
@@ -56,111 +44,123 @@ def fit(config, work_dir, device, num_workers=0):
     dataset_spec = config["dataset"]
     labels = dataset_spec.get("labels") or []
     names = region_names(labels, dataset_spec.get("setup_label_hierarchy", False))
-    roi_size = dataset_spec.get("desired_shape")
+    roi_size = inference_window(dataset_spec)
 
     training_cases = cases(config, "training")
     require_labels(training_cases, "training")
     validation_cases = cases(config, "validation") if "validation_filenames" in config else []
     require_labels(validation_cases, "validation")
-    training_data = resolve("dataset", dataset_spec, "dataset", data=training_cases)
-    validation_data = resolve("dataset", dataset_spec, "dataset", data=validation_cases) if validation_cases else None
+    training_data = resolve("dataset", dataset_spec, "dataset", data=training_cases, split="training", cache_dir=cache_dir)
+    validation_data = (
+        resolve("dataset", dataset_spec, "dataset", data=validation_cases, split="validation", cache_dir=cache_dir)
+        if validation_cases else None
+    )
+    validation_columns = ["val_loss", *(f"val_dice_{name}" for name in names), "val_dice_mean"]
+    monitor = monitor_from_settings(settings, ["loss", "lr", *(validation_columns if validation_data else [])])
 
-    seed_everything(settings["seed"], epoch=0)  # the initial weights
+    seed_everything(settings["seed"], settings["deterministic"])
     model = resolve("model", config["model"], "model").to(device)
-    loss_function = resolve("loss", config["loss"], "loss")
+    loss_function = DeepSupervisedLoss(resolve("loss", config["loss"], "loss"))
     optimizer = resolve("optimizer", config["optimizer"], "optimizer", model.parameters())
-    scheduler = resolve("scheduler", config["scheduler"], "scheduler", optimizer) if config.get("scheduler") else None
-    use_amp = amp_enabled(settings["amp"], device)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-
-    state = {"epoch": 0, "best_value": math.inf, "best_epoch": 0, "epochs_without_improvement": 0, "rows": []}
-    checkpoint_path = work_dir / "checkpoint.pth"
-    if checkpoint_path.is_file():
-        saved = checkpoint.load(checkpoint_path)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None and saved.get("scheduler") is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        state = {key: saved[key] for key in state}
-        log.info("resuming %s after epoch %d", work_dir, state["epoch"])
-    training_log = TrainingLog(work_dir / "training_log.csv", state["rows"])
-    training_log.write()
-
+    scheduler, step_per_batch = build_scheduler(config.get("scheduler"), optimizer, monitor.mode)
+    precision = Precision(settings["amp"], device)
+    if settings["samples_per_epoch"]:
+        training_data = EpochSamples(training_data, settings["samples_per_epoch"])
     train_loader = make_loader(training_data, settings["batch_size"], True, num_workers, settings["seed"])
     validation_loader = (
         make_loader(validation_data, settings["validation_batch_size"], False, num_workers) if validation_data else None
     )
-    monitor = "val_loss" if validation_loader else "loss"
-    patience = settings["early_stopping_patience"]
-    first_epoch = state["epoch"] + 1
-    for epoch in range(first_epoch, settings["n_epochs"] + 1):
-        if patience and state["epochs_without_improvement"] >= patience:
-            log.info("early stopping: %s did not improve for %d epochs", monitor, patience)
-            break
-        start = time.perf_counter()
-        seed_everything(settings["seed"], epoch)
-        train_loader.generator.manual_seed(settings["seed"] * 100003 + epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        row = {"epoch": epoch, "loss": train_one_epoch(model, train_loader, loss_function, optimizer, scaler, device, use_amp), "lr": lr}
-        if validation_loader is not None:
-            row.update(evaluate(model, validation_loader, loss_function, device, use_amp, roi_size, names))
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(row[monitor])
-        elif scheduler is not None:
-            scheduler.step()
-        row["epoch_time"] = round(time.perf_counter() - start, 3)
 
-        improved = row[monitor] < state["best_value"]
-        if improved:
-            state.update(best_value=row[monitor], best_epoch=epoch, epochs_without_improvement=0)
-        else:
-            state["epochs_without_improvement"] += 1
-        state["epoch"] = epoch
-        state["rows"] = state["rows"] + [row]
-        weights = checkpoint.model_weights(model)
-        checkpoint.save(
-            {**state, "model": weights, "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict() if scheduler is not None else None, "scaler": scaler.state_dict()},
-            checkpoint_path,
-        )
-        training_log.append(row)
-        checkpoint.save(weights, work_dir / "model.pth")
-        if improved and settings["save_best"]:
-            checkpoint.save(weights, work_dir / "model_best.pth")
-        save_epoch_models(weights, work_dir, epoch, settings)
-        log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    return max(0, state["epoch"] - first_epoch + 1)
+    # Everything a resumed run needs to continue exactly as an uninterrupted one would.
+    state = {"optimizer": optimizer, "scheduler": scheduler, "scaler": precision.scaler, "monitor": monitor,
+             "rng": RandomStates(train_loader.generator)}
+    checkpoint_path = work_dir / "checkpoint.pth"
+    config_hash = checkpoint.config_hash(config, training_cases, validation_cases)
+    rows = []
+    if checkpoint_path.is_file() and not restart:
+        rows = checkpoint.load_training_state(checkpoint_path, model, config_hash, **state)
+        log.info("resuming %s after epoch %d", work_dir, len(rows))
+    training_log = TrainingLog(work_dir / "training_log.csv", rows)
+    training_log.write()
+    network = compiled(model) if compile_requested(settings["compile"]) else model
+
+    first_epoch = len(rows) + 1
+    with stop_on_signals():
+        for epoch in range(first_epoch, settings["n_epochs"] + 1):
+            if monitor.should_stop:
+                log.info("early stopping: %s did not improve for %d epochs", monitor.metric, monitor.patience)
+                break
+            start, compile_start = time.perf_counter(), compile_seconds()
+            seed_epoch(train_loader, settings["seed"], epoch)
+            if isinstance(training_data, EpochSamples):
+                training_data.shuffle()
+            lr = optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch, **train_one_epoch(network, train_loader, loss_function, optimizer, precision, device,
+                                                     settings["clip_grad_norm"], scheduler if step_per_batch else None,
+                                                     f"epoch {epoch}/{settings['n_epochs']}"), "lr": lr}
+            if validation_loader is not None:
+                row.update(evaluate(network, validation_loader, loss_function, precision, device, roi_size, names))
+            if scheduler is not None and not step_per_batch:
+                step_scheduler(scheduler, row[monitor.metric])
+            compile_time = compile_seconds() - compile_start
+            row["epoch_time"] = round(time.perf_counter() - start - compile_time, 3)
+            if compile_time:
+                row["compile_time"] = round(compile_time, 3)
+
+            improved = monitor.update(row)
+            rows.append(row)
+            checkpoint.save_training_state(checkpoint_path, model, epoch, rows, config_hash, **state)
+            training_log.append(row)
+            save_models(checkpoint.model_weights(model), work_dir, epoch, improved, settings)
+            plot_progress(rows, work_dir / "progress.png")
+            summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+            log.info("%s%s", summary, f" (best {monitor.metric})" if improved else "")
+    return max(0, len(rows) - first_epoch + 1)
 
 
-def train_one_epoch(model, loader, loss_function, optimizer, scaler, device, use_amp):
-    """One pass over ``loader``; returns the mean training loss."""
+def train_one_epoch(model, loader, loss_function, optimizer, precision, device, clip_grad_norm=None,
+                    batch_scheduler=None, description="epoch"):
+    """One pass over ``loader``; returns the mean training loss and the seconds spent waiting for batches.
+
+    ``batch_scheduler``, when given, steps after every optimizer step (OneCycleLR and the like).
+    """
     model.train()
-    total, count = 0.0, 0
-    with batches(loader) as iterator:
+    total, count, data_time = 0.0, 0, 0.0
+    with batches(loader) as iterator, BatchProgress(len(loader), description) as progress:
+        ready = time.perf_counter()
         for batch in iterator:
-            image, label = batch["image"].to(device), batch["label"].to(device)
+            data_time += time.perf_counter() - ready
+            raise_if_stopped()
+            image, label = plain(batch["image"], device), plain(batch["label"], device)
             optimizer.zero_grad(set_to_none=True)
-            with autocast(device, use_amp):
+            with precision.autocast():
                 loss = loss_function(model(image), label)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            precision.scaler.scale(loss).backward()
+            if clip_grad_norm:
+                precision.scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+            if batch_scheduler is not None:
+                batch_scheduler.step()
             total += loss.item() * len(image)
             count += len(image)
-    return total / max(count, 1)
+            progress.update(loss.item())
+            ready = time.perf_counter()
+    return {"loss": total / max(count, 1), "data_time": round(data_time, 3)}
 
 
 @torch.no_grad()
-def evaluate(model, loader, loss_function, device, use_amp, roi_size, names):
+def evaluate(model, loader, loss_function, precision, device, roi_size, names):
     """Validation loss and Dice per output channel (sigmoid > 0.5)."""
     model.eval()
     dice = DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False)
     total, count = 0.0, 0
     with batches(loader) as iterator:
         for batch in iterator:
-            image, label = batch["image"].to(device), batch["label"].to(device)
-            with autocast(device, use_amp):
+            raise_if_stopped()
+            image, label = plain(batch["image"], device), plain(batch["label"], device)
+            with precision.autocast():
                 logits = sliding_window_inference(image, roi_size, 1, model) if roi_size else model(image)
             logits = logits.float()
             total += loss_function(logits, label).item() * len(image)
@@ -173,29 +173,17 @@ def evaluate(model, loader, loss_function, device, use_amp, roi_size, names):
     return row
 
 
-def amp_enabled(requested, device):
-    """Mixed precision runs on CUDA only; on CPU a request is reported once and ignored."""
-    if requested and device.type != "cuda":
-        warnings.warn("training.amp is set but the device is CPU: training in float32", stacklevel=2)
-        return False
-    return bool(requested)
+def plain(tensor, device):
+    """A batch tensor on ``device`` without MONAI's metadata, which torch.compile cannot trace and every op pays for."""
+    return convert_to_tensor(tensor, device=device, track_meta=False)
 
 
-def autocast(device, enabled):
-    """float16 autocast on CUDA when enabled, else a no-op context."""
-    return torch.autocast(device.type, dtype=torch.float16) if enabled else nullcontext()
-
-
-def seed_everything(seed, epoch):
-    """Seed Python, NumPy and torch from the run seed and the epoch, so a resumed run matches."""
-    value = (seed * 100003 + epoch) % 2**32
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)
-
-
-def save_epoch_models(weights, work_dir, epoch, settings):
-    """``model_epoch<k>.pth`` every ``save_every_n_epochs``, keeping the last ``save_last_n_models``."""
+def save_models(weights, work_dir, epoch, improved, settings):
+    """``model.pth``; ``model_best.pth`` when ``improved``; ``model_epoch<k>.pth`` every ``save_every_n_epochs``,
+    keeping the last ``save_last_n_models``."""
+    checkpoint.save(weights, work_dir / "model.pth")
+    if improved and settings["save_best"]:
+        checkpoint.save(weights, work_dir / "model_best.pth")
     every = settings["save_every_n_epochs"]
     if not every or epoch % every:
         return

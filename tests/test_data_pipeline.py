@@ -1,0 +1,213 @@
+"""Scans as they come (LPS, int16, .nii, anisotropic, odd sizes), the cache, patches and augmentation."""
+
+import json
+import multiprocessing
+import os
+
+import nibabel
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Invertd
+
+from conftest import TINY_SETTINGS, edit_config, run
+from unet3d.config.load import load_config
+from unet3d.data.brats import brats_cases, write_brats_config
+from unet3d.data.dataset import SegmentationDataset
+from unet3d.data.files import cases
+from unet3d.data.labels import decode_regions
+from unet3d.data.loaders import batches, make_loader
+from unet3d.data.synthetic import write_synthetic_brats
+from unet3d.data.transforms import augmentations
+
+PATCH_SETTINGS = {
+    "name": "SegmentationDataset", "labels": [2, 1, 4], "setup_label_hierarchy": True,
+    "normalization": "NormalizeIntensityd", "normalization_kwargs": {"channel_wise": True, "nonzero": True},
+    "crop_foreground": True, "spacing": [1.5, 1.5, 1.5], "patch_size": [16, 16, 16],
+    "foreground_oversampling": 0.5, "patches_per_case": 2,
+    "spatial_augmentations": [{"name": "RandAffined", "prob": 1.0, "rotate_range": 0.3},
+                              {"name": "RandFlipd", "prob": 0.5, "spatial_axis": 0}],
+    "intensity_augmentations": [{"name": "RandScaleIntensityd", "factors": 0.1, "prob": 1.0}],
+}
+DATASET_KEYS = {k: v for k, v in PATCH_SETTINGS.items() if k != "name"}
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    """Labelled cases as real data come: LPS int16 .nii anisotropic, RAS float .nii.gz, odd sizes."""
+    root = tmp_path_factory.mktemp("scans")
+    write_synthetic_brats(root / "train", 2, shape=(27, 23, 13), seed=7, orientation="LPS", dtype="int16",
+                          spacing=(1.0, 1.0, 2.5), suffix=".nii", naming="2021")
+    write_synthetic_brats(root / "train", 2, shape=(25, 26, 21), seed=8, prefix="Hospital_RAS", spacing=(1.2, 0.9, 1.1))
+    write_synthetic_brats(root / "test", 2, shape=(29, 22, 15), seed=9, orientation="LPS", dtype="int16",
+                          spacing=(0.9, 1.1, 2.0), naming="2023", with_label=False)
+    return root
+
+
+def with_ids(entries):
+    return cases({"x_filenames": entries}, "x")
+
+
+def test_cached_and_uncached_datasets_give_identical_tensors(scans, tmp_path):
+    data = with_ids(brats_cases(scans / "train"))
+    plain = SegmentationDataset(data, split="validation", **DATASET_KEYS)
+    cached = SegmentationDataset(data, split="validation", cache_dir=tmp_path, **DATASET_KEYS)
+    for index in range(len(data)):
+        for item in (cached[index], cached[index]):  # filled, then read back
+            reference = plain[index]
+            for key in ("image", "label"):
+                assert torch.equal(item[key].as_tensor(), reference[key].as_tensor()), key
+            assert torch.allclose(item["image"].affine, reference["image"].affine)
+    assert len(list(tmp_path.iterdir())) == len(data)
+    # The same seed gives the same patches and augmentation, from the cache or not.
+    training = SegmentationDataset(data, split="training", **DATASET_KEYS)
+    cached_training = SegmentationDataset(data, split="training", cache_dir=tmp_path, **DATASET_KEYS)
+    first, second = training[(1, 99)], cached_training[(1, 99)]
+    assert len(first) == 2 and first[0]["image"].shape == (4, 16, 16, 16)
+    assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"]) for a, b in zip(first, second))
+
+
+def test_a_changed_file_or_setting_makes_a_new_cache_entry(scans, tmp_path):
+    data = with_ids(brats_cases(scans / "train"))[:1]
+    SegmentationDataset(data, cache_dir=tmp_path, **DATASET_KEYS)[0]
+    SegmentationDataset(data, cache_dir=tmp_path, **{**DATASET_KEYS, "spacing": [2.0, 2.0, 2.0]})[0]
+    assert len(list(tmp_path.iterdir())) == 2
+    mtime = os.stat(data[0]["image"][0]).st_mtime_ns
+    os.utime(data[0]["image"][0], ns=(mtime, mtime + 10**9))  # as if the file was rewritten
+    SegmentationDataset(data, cache_dir=tmp_path, **DATASET_KEYS)[0]
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_inversion_puts_labels_back_on_the_lps_input_grid(scans):
+    """The preprocessed label, inverted as predictions are, is the input label voxel for voxel."""
+    case = with_ids(brats_cases(scans / "train"))[0]
+    settings = {**DATASET_KEYS, "spacing": None}
+    prediction_data = SegmentationDataset([case], with_label=False, **settings)
+    label_data = SegmentationDataset([case], split="validation", **settings)
+    item = prediction_data[0]
+    item["pred"] = label_data[0]["label"]
+    inverted = Invertd("pred", transform=prediction_data.transform, orig_keys="image", nearest_interp=True)(item)["pred"]
+    source = nibabel.load(case["label"])
+    assert inverted.shape[1:] == source.shape
+    np.testing.assert_array_equal(decode_regions(inverted.numpy(), [2, 1, 4], True), np.asarray(source.dataobj))
+
+
+def test_spatial_augmentation_moves_image_and_label_together_and_keeps_labels_binary():
+    label = torch.zeros(2, 12, 10, 8)
+    label[0, 2:7, 3:9, 1:4] = 1
+    label[1, 3:5, 4:6, 2:3] = 1
+    item = {"image": label.clone(), "label": label.clone()}
+    exact = augmentations([{"name": "RandFlipd", "prob": 1.0, "spatial_axis": [0, 1]},
+                           {"name": "RandRotate90d", "prob": 1.0, "spatial_axes": [0, 2]}],
+                          "dataset.spatial_augmentations", ["image", "label"])
+    for transform in exact:
+        item = transform(item)
+    assert torch.equal(item["image"], item["label"]) and not torch.equal(item["label"], label)
+    interpolating = augmentations([{"name": "RandAffined", "prob": 1.0, "rotate_range": 0.5, "scale_range": 0.2},
+                                   {"name": "RandZoomd", "prob": 1.0, "min_zoom": 1.2, "max_zoom": 1.3},
+                                   {"name": "Rand3DElasticd", "prob": 1.0, "sigma_range": [2, 3], "magnitude_range": [1, 2]}],
+                                  "dataset.spatial_augmentations", ["image", "label"])
+    for transform in interpolating:
+        item = transform(item)
+    assert set(torch.unique(item["label"]).tolist()) == {0.0, 1.0}
+    assert len(torch.unique(item["image"])) > 2  # the image was interpolated, the label was not
+
+
+def test_intensity_augmentation_touches_the_image_only():
+    item = {"image": torch.ones(1, 4, 4, 4), "label": torch.ones(1, 4, 4, 4)}
+    (shift,) = augmentations([{"name": "RandShiftIntensityd", "offsets": 0.5, "prob": 1.0}],
+                             "dataset.intensity_augmentations", "image")
+    out = shift(item)
+    assert not torch.equal(out["image"], item["image"]) and torch.equal(out["label"], item["label"])
+
+
+def test_augmentation_is_for_training_unless_a_split_asks(scans):
+    data = with_ids(brats_cases(scans / "train"))[:1]
+    names = lambda ds: [type(t).__name__ for t in ds.random.transforms]  # noqa: E731
+    assert names(SegmentationDataset(data, split="training", **DATASET_KEYS)) == [
+        "RandCropByPosNegLabeld", "RandAffined", "RandFlipd", "RandScaleIntensityd"]
+    assert names(SegmentationDataset(data, split="validation", **DATASET_KEYS)) == []
+    override = {"validation": {"intensity_augmentations": [{"name": "RandGaussianNoised", "prob": 1.0}]},
+                "training": {"spatial_augmentations": None}}
+    assert names(SegmentationDataset(data, split="validation", **DATASET_KEYS, **override)) == ["RandGaussianNoised"]
+    assert names(SegmentationDataset(data, split="training", **DATASET_KEYS, **override)) == [
+        "RandCropByPosNegLabeld", "RandScaleIntensityd"]
+
+
+def test_batches_repeat_with_any_number_of_persistent_workers(scans, tmp_path):
+    data = with_ids(brats_cases(scans / "train"))
+    dataset = SegmentationDataset(data, split="training", cache_dir=tmp_path, **DATASET_KEYS)
+
+    def epoch(loader, number):
+        loader.generator.manual_seed(number)
+        with batches(loader) as iterator:
+            return [batch["image"] for batch in iterator]
+
+    serial = make_loader(dataset, 2, True, num_workers=0, seed=1)
+    parallel = make_loader(dataset, 2, True, num_workers=2, seed=1)
+    assert parallel.persistent_workers
+    for number in (1, 2):
+        expected, got = epoch(serial, number), epoch(parallel, number)
+        assert len(got) == 2 and got[0].shape == (4, 4, 16, 16, 16)  # 2 cases x 2 patches per batch
+        assert all(torch.equal(a, b) for a, b in zip(expected, got))
+        assert multiprocessing.active_children()  # kept for the next epoch
+    assert not torch.equal(epoch(serial, 1)[0], epoch(serial, 2)[0])
+    del parallel
+    assert multiprocessing.active_children() == []
+
+
+def test_decathlon_datalist_becomes_filename_lists(tmp_path):
+    write_synthetic_brats(tmp_path / "Task01", 3, shape=(8, 8, 8))
+    entries = brats_cases(tmp_path / "Task01")
+    relative = lambda path: os.path.relpath(path, tmp_path / "Task01")  # noqa: E731
+    datalist = {
+        "name": "BrainTumour",
+        "training": [{"image": relative(e["image"][0]), "label": relative(e["label"])} for e in entries[:2]],
+        "test": [relative(entries[2]["image"][0])],
+    }
+    (tmp_path / "Task01" / "dataset.json").write_text(json.dumps(datalist))
+    (tmp_path / "config").mkdir()
+    config = {k: TINY_SETTINGS[k] for k in ("model", "optimizer", "loss", "dataset")}
+    config["decathlon_datalist"] = "../Task01/dataset.json"
+    (tmp_path / "config" / "msd.json").write_text(json.dumps(config))
+    loaded = load_config(tmp_path / "config" / "msd.json")
+    assert "decathlon_datalist" not in loaded
+    assert loaded["training_filenames"] == [{"image": [entries[i]["image"][0]], "label": entries[i]["label"]} for i in (0, 1)]
+    assert loaded["test_filenames"] == [{"image": [entries[2]["image"][0]]}]
+
+
+@pytest.mark.parametrize("mode", ["patches", "whole_volume"])
+def test_train_and_predict_real_world_inputs(scans, tmp_path, mode):
+    """One epoch on LPS/int16/.nii/anisotropic/odd-sized cases, then predictions on each input's grid."""
+    template = tmp_path / "template.json"
+    settings = {k: v for k, v in TINY_SETTINGS.items() if k != "cross_validation"}
+    if mode == "patches":
+        settings["dataset"] = {**PATCH_SETTINGS, "patches_per_case": 1}
+    else:
+        settings["dataset"] = {**settings["dataset"], "spatial_augmentations": PATCH_SETTINGS["spatial_augmentations"]}
+    template.write_text(json.dumps(settings))
+    config_path = tmp_path / "run.json"
+    write_brats_config(template, config_path, scans / "train", [("test", scans / "test")])
+    edit_config(config_path, lambda c: c.update(validation_filenames=c["training_filenames"][1:3],
+                                                training={**c["training"], "n_epochs": 1}))
+    result = run("unet3d-train", "--config_filename", config_path, "--device", "cpu",
+                 "--cache_dir", tmp_path / "cache")
+    assert "epoch=1" in result.stderr
+    assert len(list((tmp_path / "cache").glob("*/meta.json"))) == 4  # 4 labelled cases, train + validation
+    config = load_config(config_path)
+    for group in ("validation", "test"):
+        for case in cases(config, group):
+            prediction = nibabel.load(tmp_path / "run" / "predictions" / group / f"{case['id']}.nii.gz")
+            source = nibabel.load(case["image"][0])
+            assert prediction.shape == source.shape
+            np.testing.assert_allclose(prediction.affine, source.affine, atol=1e-5)
+            assert set(np.unique(np.asarray(prediction.dataobj)).tolist()) <= {0, 1, 2, 4}
+
+
+def test_a_misspelled_augmentation_is_reported_when_the_config_is_checked():
+    from unet3d.errors import UserError
+
+    with pytest.raises(UserError, match=r"'dataset.spatial_augmentations\[0\].name'.*closest matches: RandAffined"):
+        SegmentationDataset([], spatial_augmentations=[{"name": "RandAfined"}], labels=[1])
+    with pytest.raises(UserError, match=r"config key 'dataset.validation': unknown setting 'patch_sise'"):
+        SegmentationDataset([], validation={"patch_sise": 8}, labels=[1])

@@ -1,0 +1,294 @@
+"""The training loop: exact resume after a kill, signals, config changes, metrics, schedulers, precision."""
+
+import csv
+import math
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import command, edit_config, run
+from unet3d.config.load import load_config
+from unet3d.train import checkpoint
+from unet3d.train.compilation import compile_requested
+from unet3d.train.deep_supervision import DeepSupervisedLoss
+from unet3d.train.loop import fit
+from unet3d.train.monitor import MetricMonitor
+from unet3d.train.precision import Precision
+from unet3d.train.random_state import RandomStates
+from unet3d.train.sampling import EpochSamples
+from unet3d.train.schedulers import build_scheduler
+
+TIMING_COLUMNS = {"epoch_time", "data_time", "compile_time"}
+CPU = torch.device("cpu")
+WARMUP_THEN_POLYNOMIAL = {  # per batch: 2 batches an epoch
+    "name": "SequentialLR", "milestones": [2], "step_per_batch": True,
+    "schedulers": [{"name": "LinearLR", "start_factor": 0.25, "total_iters": 2},
+                   {"name": "PolynomialLR", "total_iters": 6, "power": 1.0}],
+}
+
+
+@pytest.fixture
+def single_config(tiny_config):
+    """The tiny config as one model: 4 training and 2 validation cases, no test group."""
+    def change(config):
+        del config["cross_validation"], config["test_filenames"]
+        config["training_filenames"], config["validation_filenames"] = (
+            config["training_filenames"][2:], config["training_filenames"][:2])
+    edit_config(tiny_config, change)
+    return tiny_config
+
+
+def read_log(path):
+    with open(path) as stream:
+        return list(csv.DictReader(stream))
+
+
+def figures(rows):
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+def assert_same_weights(a, b):
+    first, second = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def start_training(config, output_dir, *args):
+    """Start unet3d-train in the background, stderr to a file; returns (process, stderr path)."""
+    stderr = Path(output_dir) / "stderr.txt"
+    stderr.parent.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [command("unet3d-train"), "--config_filename", str(config), "--device", "cpu", "--output_dir", str(output_dir),
+         *args],
+        stdout=subprocess.DEVNULL, stderr=stderr.open("w"), env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    return process, stderr
+
+
+def wait_for_rows(csv_path, n, process, timeout=600):
+    """Wait until ``csv_path`` has ``n`` epoch rows while ``process`` runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be stopped"
+        if csv_path.is_file() and len(csv_path.read_text().splitlines()) > n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{csv_path} did not reach {n} rows")
+
+
+def process_state(pid):
+    """``(state, parent pid)`` from /proc, or None when the process is gone."""
+    try:
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except (OSError, IndexError):
+        return None
+    return state, int(parent)
+
+
+def alive(pid):
+    """Whether ``pid`` exists and is not a zombie."""
+    found = process_state(pid)
+    return found is not None and found[0] != "Z"
+
+
+def child_pids(pid):
+    """Live child processes of ``pid``."""
+    pids = [int(path.name) for path in Path("/proc").iterdir() if path.name.isdigit()]
+    return [child for child in pids if (process_state(child) or ("Z", 0))[1] == pid and alive(child)]
+
+
+def test_killed_run_resumes_to_the_same_weights_and_log(single_config, tmp_path):
+    edit_config(single_config, lambda c: (c.update(scheduler=WARMUP_THEN_POLYNOMIAL), c["training"].update(n_epochs=2)))
+    straight = tmp_path / "straight"
+    run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--output_dir", straight)
+    edit_config(single_config, lambda c: c["training"].update(n_epochs=3))
+    extended = run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--output_dir", straight)
+    assert "resuming" in extended.stderr
+
+    killed = tmp_path / "killed"
+    process, _ = start_training(single_config, killed)
+    wait_for_rows(killed / "tiny" / "training_log.csv", 1, process)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--output_dir", killed)
+
+    expected, resumed = read_log(straight / "tiny" / "training_log.csv"), read_log(killed / "tiny" / "training_log.csv")
+    assert [row["epoch"] for row in resumed] == ["1", "2", "3"]
+    assert figures(resumed) == figures(expected)
+    assert len({row["lr"] for row in resumed}) == 3  # the schedule moved, and resumed where it was
+    assert_same_weights(straight / "tiny" / "model.pth", killed / "tiny" / "model.pth")
+    assert_same_weights(straight / "tiny" / "model_best.pth", killed / "tiny" / "model_best.pth")
+    saved = [checkpoint.load(path / "tiny" / "checkpoint.pth") for path in (straight, killed)]
+    assert saved[0]["scheduler"]["last_epoch"] == saved[1]["scheduler"]["last_epoch"] == 6
+    assert saved[0]["monitor"] == saved[1]["monitor"]
+
+
+def test_sigterm_saves_the_last_epoch_and_releases_workers(single_config, tmp_path):
+    edit_config(single_config, lambda c: c["training"].update(n_epochs=50, batch_size=1))
+    process, stderr = start_training(single_config, tmp_path, "--nthreads", "2")
+    wait_for_rows(tmp_path / "tiny" / "training_log.csv", 1, process)
+    workers = []
+    while not workers and process.poll() is None:
+        workers = child_pids(process.pid)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    assert stderr.read_text().strip().splitlines()[-1].startswith("unet3d-train: stopped by SIGTERM; rerun")
+    assert workers and not [pid for pid in workers if alive(pid)]
+    saved = checkpoint.load(tmp_path / "tiny" / "checkpoint.pth")
+    rows = read_log(tmp_path / "tiny" / "training_log.csv")
+    assert 1 <= saved["epoch"] < 50 and len(saved["rows"]) == saved["epoch"]
+    assert [int(row["epoch"]) for row in rows] == list(range(1, saved["epoch"] + 1))
+    assert not list((tmp_path / "tiny").glob(".tmp-*"))
+
+
+def test_changed_config_is_refused_unless_restarted(single_config):
+    edit_config(single_config, lambda c: c["training"].update(n_epochs=1))
+    run("unet3d-train", "--config_filename", single_config, "--device", "cpu")
+    log_path = single_config.parent / "tiny" / "training_log.csv"
+    before = log_path.read_text()
+    edit_config(single_config, lambda c: c["optimizer"].update(lr=0.02))
+    refused = run("unet3d-train", "--config_filename", single_config, "--device", "cpu", check=False)
+    assert refused.returncode == 2
+    message = refused.stderr.strip().splitlines()[-1]
+    assert message.startswith("unet3d-train: error: ") and "checkpoint.pth" in message
+    assert "config key(s) optimizer changed" in message and "--restart" in message
+    assert log_path.read_text() == before
+    restarted = run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--restart")
+    assert "resuming" not in restarted.stderr
+    assert [row["epoch"] for row in read_log(log_path)] == ["1"]
+    assert read_log(log_path)[0]["lr"] == "0.02"
+
+
+def test_best_model_follows_a_maximized_metric(single_config):
+    edit_config(single_config, lambda c: (c.pop("scheduler"), c["training"].update(
+        n_epochs=3, metric_to_monitor="val_dice_mean", save_every_n_epochs=1)))
+    work_dir = single_config.parent / "run"
+    assert fit(load_config(single_config), work_dir, CPU) == 3
+    rows = read_log(work_dir / "training_log.csv")
+    dice = [float(row["val_dice_mean"]) for row in rows]
+    best_epoch = dice.index(max(dice)) + 1
+    assert checkpoint.load(work_dir / "checkpoint.pth")["monitor"]["best_epoch"] == best_epoch
+    assert_same_weights(work_dir / "model_best.pth", work_dir / f"model_epoch{best_epoch}.pth")
+    assert {"loss", "lr", "val_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET", "val_dice_mean", "epoch_time",
+            "data_time"} <= set(rows[0])
+    assert (work_dir / "progress.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(single_config):
+    # A constant learning rate never improves after the first epoch.
+    edit_config(single_config, lambda c: (c.pop("scheduler"), c.pop("validation_filenames"), c["training"].update(
+        n_epochs=10, metric_to_monitor="lr", metric_mode="min", early_stopping_patience=2, samples_per_epoch=2)))
+    work_dir = single_config.parent / "run"
+    assert fit(load_config(single_config), work_dir, CPU) == 3
+    assert fit(load_config(single_config), work_dir, CPU) == 0
+    assert len(read_log(work_dir / "training_log.csv")) == 3
+
+
+def test_metric_monitor_counts_patience_exactly():
+    monitor = MetricMonitor("val_dice_mean", "max", patience=2)
+    stops = []
+    for epoch, value in enumerate([0.1, 0.3, 0.3, 0.2, 0.4, 0.1, 0.1], start=1):
+        monitor.update({"epoch": epoch, "val_dice_mean": value})
+        stops.append(monitor.should_stop)
+    assert stops == [False, False, False, True, False, False, True]
+    assert (monitor.best_epoch, monitor.best_value) == (5, 0.4)
+
+
+def test_loader_workers_are_released_after_an_error_in_the_loop(single_config, monkeypatch):
+    edit_config(single_config, lambda c: c["training"].update(n_epochs=1, batch_size=1))
+    config = load_config(single_config)
+    before = set(child_pids(os.getpid()))
+    steps = []
+
+    def failing_step(self, closure=None):
+        steps.append(child_pids(os.getpid()))
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(torch.optim.Adam, "step", failing_step)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(config, single_config.parent / "run", CPU, num_workers=2)
+    assert set(steps[0]) - before, "the loader had no workers to release"
+    assert set(child_pids(os.getpid())) <= before
+    assert multiprocessing.active_children() == []
+
+
+def test_deep_supervision_weighs_outputs_and_resizes_labels():
+    loss = torch.nn.MSELoss()
+    label = (torch.rand(2, 3, 8, 8, 8) > 0.5).float()
+    full, half = torch.rand(2, 3, 8, 8, 8), torch.rand(2, 3, 4, 4, 4)
+    smaller_label = torch.nn.functional.interpolate(label, size=(4, 4, 4), mode="nearest-exact")
+    expected = 2 / 3 * loss(full, label) + 1 / 3 * loss(half, smaller_label)
+    assert torch.allclose(DeepSupervisedLoss(loss)([full, half], label), expected)
+    stacked = torch.stack([full, full.flip(2)], dim=1)  # MONAI DynUNet: (B, 1 + deep_supr_num, C, ...)
+    assert torch.allclose(DeepSupervisedLoss(loss)(stacked, label),
+                          2 / 3 * loss(full, label) + 1 / 3 * loss(full.flip(2), label))
+    assert torch.equal(DeepSupervisedLoss(loss)(full, label), loss(full, label))
+
+
+def test_deep_supervision_and_bf16_train_on_cpu(single_config):
+    edit_config(single_config, lambda c: (
+        c["model"].update(deep_supervision=True, deep_supr_num=1),
+        c["training"].update(n_epochs=1, amp="bf16", clip_grad_norm=1.0)))
+    work_dir = single_config.parent / "run"
+    assert fit(load_config(single_config), work_dir, CPU) == 1
+    row = read_log(work_dir / "training_log.csv")[0]
+    assert math.isfinite(float(row["loss"])) and math.isfinite(float(row["val_loss"]))
+
+
+def test_precision_modes_on_cpu():
+    layer = torch.nn.Conv3d(1, 1, 3)
+    bf16 = Precision("bf16", CPU)
+    with bf16.autocast():
+        assert layer(torch.rand(1, 1, 4, 4, 4)).dtype == torch.bfloat16
+    assert not bf16.scaler.is_enabled()
+    with pytest.warns(UserWarning, match="float32"):
+        fp16 = Precision(True, CPU)
+    assert fp16.dtype is None and not fp16.scaler.is_enabled()
+
+
+def test_schedulers_by_name_nested_and_fed_the_metric_direction():
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    scheduler, per_batch = build_scheduler(WARMUP_THEN_POLYNOMIAL, optimizer)
+    assert per_batch and isinstance(scheduler, torch.optim.lr_scheduler.SequentialLR)
+    assert "step_per_batch" in WARMUP_THEN_POLYNOMIAL
+    plateau, per_batch = build_scheduler({"name": "ReduceLROnPlateau", "patience": 1}, optimizer, mode="max")
+    assert not per_batch and plateau.mode == "max"
+
+
+def test_random_states_survive_weights_only_loading(tmp_path):
+    generator = torch.Generator().manual_seed(1)
+    states = RandomStates(generator)
+    torch.save(states.state_dict(), tmp_path / "rng.pth")
+
+    def draws():
+        return torch.rand(2).tolist(), torch.rand(2, generator=generator).tolist(), np.random.rand(2).tolist(), random.random()
+
+    first = draws()
+    states.load_state_dict(torch.load(tmp_path / "rng.pth", weights_only=True))
+    assert draws() == first
+
+
+def test_samples_per_epoch_repeat_the_shuffled_cases():
+    samples = EpochSamples(list("abcd"), 10)
+    samples.shuffle()
+    drawn = [samples[i] for i in range(len(samples))]
+    assert len(drawn) == 10 and sorted(drawn[:4]) == list("abcd") and sorted(drawn[4:8]) == list("abcd")
+    fewer = EpochSamples(list("abcd"), 3)
+    fewer.shuffle()
+    assert len({fewer[i] for i in range(3)}) == 3
+
+
+def test_compile_is_opt_in(monkeypatch):
+    monkeypatch.delenv("UNET3D_COMPILE", raising=False)
+    assert not compile_requested(False) and compile_requested(True)
+    monkeypatch.setenv("UNET3D_COMPILE", "1")
+    assert compile_requested(False)

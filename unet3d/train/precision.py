@@ -1,0 +1,38 @@
+"""Mixed precision from ``training.amp``: the autocast context and the gradient scaler."""
+
+import warnings
+from contextlib import nullcontext
+
+import torch
+
+from unet3d.errors import UserError
+
+DTYPES = {False: None, None: None, "fp32": None, True: torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def amp_dtype(amp):
+    """The autocast dtype ``training.amp`` asks for (None: float32)."""
+    if not isinstance(amp, (bool, str, type(None))) or amp not in DTYPES:
+        raise UserError(f"config key 'training.amp' must be false, true, \"fp16\" or \"bf16\", got {amp!r}")
+    return DTYPES[amp]
+
+
+class Precision:
+    """float16 autocast with a GradScaler on CUDA, bfloat16 autocast on CUDA or CPU, else float32.
+
+    Args:
+        amp: ``training.amp``: false, true or "fp16", "bf16".
+        device: the training device; float16 on CPU is reported once and trains in float32.
+    """
+
+    def __init__(self, amp, device):
+        self.device_type = device.type
+        self.dtype = amp_dtype(amp)
+        if self.dtype is torch.float16 and device.type != "cuda":
+            warnings.warn("training.amp asks for float16 but the device is CPU: training in float32", stacklevel=2)
+            self.dtype = None
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype is torch.float16)
+
+    def autocast(self):
+        """The autocast context for forward passes (a no-op in float32)."""
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype else nullcontext()

@@ -1,0 +1,65 @@
+"""The cross-validation summary: each fold's best epoch and its validation figures."""
+
+import math
+
+import pandas as pd
+
+from unet3d.atomic import atomic_path
+from unet3d.train.monitor import metric_mode
+
+
+def best_row(log, metric, mode):
+    """The row of ``log`` (a DataFrame) at the best value of ``metric``; the earliest on ties."""
+    values = log[metric]
+    return log.loc[values.idxmax() if mode == "max" else values.idxmin()]
+
+
+def summarize_folds(fold_dirs, settings):
+    """One row per finished fold (best epoch, monitored value, validation Dice), then mean and std.
+
+    ``settings`` are the training settings (``unet3d.train.settings.training_settings``).
+    Returns ``None`` when no fold has a training log yet.
+    """
+    metric = settings["metric_to_monitor"]
+    mode = metric_mode(metric, settings["metric_mode"])
+    rows = []
+    for fold_dir in fold_dirs:
+        path = fold_dir / "training_log.csv"
+        if not path.is_file():
+            continue
+        log = pd.read_csv(path)
+        if metric not in log:
+            metric = "loss"
+        best = best_row(log, metric, mode)
+        row = {"fold": fold_dir.name, "epochs": int(log["epoch"].max()), "best_epoch": int(best["epoch"]),
+               f"best_{metric}": float(best[metric])}
+        row.update({c: float(best[c]) for c in log.columns if c.startswith("val_dice_")})
+        rows.append(row)
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    numeric = table.drop(columns=["fold", "epochs", "best_epoch"])
+    stats = pd.DataFrame([{"fold": "mean", **numeric.mean().to_dict()},
+                          {"fold": "std", **numeric.std(ddof=0).to_dict()}])
+    return pd.concat([table, stats], ignore_index=True)
+
+
+def write_summary(table, path):
+    """Write the summary table as CSV, atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def format_summary(table):
+    """The summary as an aligned text table, with mean ± std per column."""
+    folds = table[~table["fold"].isin(["mean", "std"])]
+    mean, std = table.set_index("fold").loc["mean"], table.set_index("fold").loc["std"]
+    shown = folds.copy()
+    for column in folds.columns:
+        if column in ("fold", "epochs", "best_epoch"):
+            continue
+        shown[column] = folds[column].map(lambda v: f"{v:.4f}")
+    footer = {c: (f"{mean[c]:.4f} ± {std[c]:.4f}" if c in mean and not math.isnan(mean[c]) else "")
+              for c in folds.columns if c != "fold"}
+    shown = pd.concat([shown, pd.DataFrame([{"fold": "mean ± std", **footer}])], ignore_index=True)
+    return shown.to_string(index=False)
