@@ -37,6 +37,8 @@ def test_cross_validation_trains_predicts_and_resumes(tiny_config, brats_data):
         for case in fold_config["validation_filenames"]:
             case_id = case["image"][0].split("/")[-2]
             assert_on_input_grid(work / fold / "predictions" / "validation" / f"{case_id}.nii.gz", case["image"][0])
+        evaluation = read_log(work / fold / "predictions" / "validation" / "evaluation.csv")
+        assert {row["region"] for row in evaluation} == {"WT", "TC", "ET"} and len(evaluation) == 9
         for case_id in ("BraTS20_Validation_001", "BraTS20_Validation_002"):
             reference = brats_data / "test" / case_id / f"{case_id}_flair.nii.gz"
             assert_on_input_grid(work / fold / "predictions" / "test" / f"{case_id}.nii.gz", reference)

@@ -1,4 +1,4 @@
-"""unet3d-predict: apply a trained model to one filename group of a config."""
+"""unet3d-predict: apply trained models (one, or an ensemble of folds) to new scans."""
 
 from unet3d.scripts import cli
 
@@ -7,12 +7,27 @@ def build_parser():
     """The unet3d-predict command line."""
     parser = cli.parser("unet3d-predict", __doc__.split(": ", 1)[1])
     parser.add_argument("--config_filename", required=True, help="the JSON config the model was trained with")
-    parser.add_argument("--model_filename", required=True, help="model weights (model_best.pth, model.pth)")
-    parser.add_argument("--group", required=True, help="which <group>_filenames of the config to predict, e.g. validation")
+    parser.add_argument("--model_filename", required=True, action="append",
+                        help="model weights (model_best.pth); repeat it or use a quoted glob such as "
+                             "'exp/fold*/model_best.pth' to average the probabilities of several models")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--group", help="predict the config's <group>_filenames, e.g. test")
+    source.add_argument("--images", nargs="+", action="append", metavar="IMAGE",
+                        help="one case's images, one per modality in training order; repeat for more cases")
+    source.add_argument("--input_dir", help="a folder of BraTS cases: <id>/<id>_{flair,t1,t1ce,t2}.nii.gz")
     parser.add_argument("--output_directory", required=True, help="folder for one <case id>.nii.gz per case")
     parser.add_argument("--activation", default="sigmoid", help="sigmoid (default), softmax or none")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold for label maps")
-    parser.add_argument("--save_probabilities", action="store_true", help="write probability maps instead of labels")
+    parser.add_argument("--save_probabilities", action="store_true",
+                        help="write float32 probability maps (X, Y, Z, channel) instead of labels")
+    parser.add_argument("--min_component_size", type=int, default=0,
+                        help="remove connected components under this many voxels, per region")
+    parser.add_argument("--keep_largest", action="store_true", help="keep only the largest component of each region")
+    parser.add_argument("--tta", action="store_true", help="average over the 8 mirrorings of the spatial axes")
+    parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: config 'prediction.overlap' or 0.5)")
+    parser.add_argument("--sw_batch_size", type=int,
+                        help="windows per forward pass; lower it when memory runs out (default: config or 4)")
+    parser.add_argument("--no_amp", action="store_true", help="no float16 autocast on CUDA (never used on CPU)")
     parser.add_argument("--overwrite", action="store_true", help="replace predictions that already exist")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes")
@@ -26,12 +41,14 @@ def main(argv=None):
 
 def _predict(args):
     from unet3d.device import choose_device
-    from unet3d.predict.inference import predict_group
+    from unet3d.predict.inference import predict
 
-    predict_group(args.config_filename, args.model_filename, args.group, args.output_directory,
-                  choose_device(args.device), activation=args.activation,
-                  save_probabilities=args.save_probabilities, threshold=args.threshold,
-                  overwrite=args.overwrite, num_workers=args.nthreads)
+    predict(args.config_filename, args.model_filename, args.output_directory, choose_device(args.device),
+            group=args.group, images=args.images, input_dir=args.input_dir, activation=args.activation,
+            threshold=args.threshold, save_probabilities=args.save_probabilities,
+            min_component_size=args.min_component_size, keep_largest=args.keep_largest, tta=args.tta,
+            overlap=args.overlap, sw_batch_size=args.sw_batch_size, amp=not args.no_amp,
+            overwrite=args.overwrite, num_workers=args.nthreads)
 
 
 if __name__ == "__main__":

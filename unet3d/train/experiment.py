@@ -7,6 +7,7 @@ from unet3d.config.load import filename_groups, group_name, load_config
 from unet3d.config.resolve import resolve
 from unet3d.data.files import cases, preflight
 from unet3d.errors import UserError
+from unet3d.evaluate.evaluation import evaluate_folder
 from unet3d.predict.inference import build_model, predict_cases
 from unet3d.train import distributed
 from unet3d.train.folds import cross_validation_settings, fold_configs, write_fold_configs
@@ -117,6 +118,8 @@ def summarize(config, work_dir, require_all):
 def train_and_predict(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
     """Train one model into ``work_dir`` then predict every group but training with its best weights.
 
+    Groups with labels (validation) are evaluated into ``predictions/<group>/evaluation.csv``.
+
     Predictions of a model that trained further in this call replace older ones; a rerun
     of a finished model only fills in predictions that are missing.
     """
@@ -135,3 +138,5 @@ def train_and_predict(config, work_dir, device, num_workers=0, cache_dir=None, r
             todo = [case for case in todo if not (output_dir / f"{case['id']}.nii.gz").exists()]
         if todo:
             predict_cases(config, model, todo, output_dir, device, overwrite=True, num_workers=num_workers)
+        if all("label" in case for case in cases(config, group)) and (todo or not (output_dir / "evaluation.csv").is_file()):
+            evaluate_folder(output_dir, config=config, group=group)  # evaluation.csv, evaluation_summary.csv

@@ -1,0 +1,112 @@
+"""unet3d-evaluate: metrics against hand-computed values, BraTS conventions for empty masks, CSVs."""
+
+import csv
+import math
+import shutil
+
+import nibabel
+import numpy as np
+import pytest
+
+from conftest import run
+from unet3d.config.load import load_config
+from unet3d.errors import UserError
+from unet3d.evaluate.evaluation import evaluate_folder
+from unet3d.evaluate.metrics import BRATS_MAX_HD95, region_metrics
+
+AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])  # 2 mm voxels along z: 0.002 ml each
+
+
+def masks(*boxes, shape=(10, 10, 10)):
+    """Boolean masks (C, X, Y, Z), one per box of slices (None: empty)."""
+    result = np.zeros((len(boxes), *shape), bool)
+    for index, box in enumerate(boxes):
+        if box is not None:
+            result[(index, *box)] = True
+    return result
+
+
+def test_metrics_of_small_masks_match_hand_computed_values():
+    predicted = masks(np.s_[2:4, 2:4, 2:4])  # 8 voxels
+    reference = masks(np.s_[2:4, 2:4, 2:5])  # 12 voxels: 4 more, one 2 mm slice further along z
+    [row] = region_metrics(predicted, reference, AFFINE, ["tumour"])
+    assert row["dice"] == pytest.approx(2 * 8 / (8 + 12))
+    assert row["sensitivity"] == pytest.approx(8 / 12)
+    assert row["specificity"] == pytest.approx(1.0)
+    # Surface distances: 0 from every predicted voxel; from the reference, 0 (8 voxels) and 2 mm (4 voxels).
+    assert row["hd95"] == pytest.approx(2.0)
+    assert row["predicted_volume_ml"] == pytest.approx(8 * 0.002)
+    assert row["reference_volume_ml"] == pytest.approx(12 * 0.002)
+
+
+def test_empty_masks_follow_the_brats_conventions():
+    box = np.s_[1:3, 1:3, 1:2]  # 4 voxels
+    both_empty, only_predicted, only_reference = region_metrics(
+        masks(None, box, None), masks(None, None, box), AFFINE, ["a", "b", "c"])
+    assert (both_empty["dice"], both_empty["hd95"]) == (1.0, 0.0)
+    assert math.isnan(both_empty["sensitivity"]) and both_empty["specificity"] == 1.0
+    assert (only_predicted["dice"], only_predicted["hd95"]) == (0.0, BRATS_MAX_HD95)
+    assert math.isnan(only_predicted["sensitivity"]) and only_predicted["specificity"] == pytest.approx(996 / 1000)
+    assert (only_reference["dice"], only_reference["hd95"]) == (0.0, BRATS_MAX_HD95)
+    assert (only_reference["sensitivity"], only_reference["specificity"]) == (0.0, 1.0)
+    [skipped] = region_metrics(masks(box), masks(box), AFFINE, ["a"], hausdorff=False)
+    assert math.isnan(skipped["hd95"]) and skipped["dice"] == 1.0
+
+
+def write_label_map(path, label_map, affine=AFFINE):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nibabel.save(nibabel.Nifti1Image(label_map.astype(np.uint8), affine), path)
+
+
+def brats_label_map(enhancing=True):
+    """Edema 2 around a core of necrosis 1 and (optionally) enhancing tumour 4."""
+    label_map = np.zeros((10, 10, 10), np.uint8)
+    label_map[2:8, 2:8, 2:8] = 2
+    label_map[3:6, 3:6, 3:6] = 1
+    if enhancing:
+        label_map[4:6, 4:6, 4:6] = 4
+    return label_map
+
+
+def read_csv(path):
+    with open(path) as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_evaluate_brats_regions_from_a_label_folder(tmp_path):
+    predictions, labels = tmp_path / "predictions", tmp_path / "labels"
+    write_label_map(predictions / "case1.nii.gz", brats_label_map())
+    write_label_map(predictions / "case2.nii.gz", brats_label_map(enhancing=False))
+    write_label_map(labels / "case1" / "case1_seg.nii.gz", brats_label_map())  # BraTS layout
+    write_label_map(labels / "case2.nii.gz", brats_label_map())  # flat layout
+    write_label_map(labels / "case3.nii.gz", brats_label_map())  # not predicted: skipped
+    result = run("unet3d-evaluate", "--prediction_dir", predictions, "--label_dir", labels,
+                 "--output_filename", tmp_path / "scores.csv")
+    rows = {(r["case"], r["region"]): r for r in read_csv(tmp_path / "scores.csv")}
+    assert sorted(rows) == [(c, r) for c in ("case1", "case2") for r in ("ET", "TC", "WT")]
+    assert all(float(rows["case1", region]["dice"]) == 1.0 for region in ("WT", "TC", "ET"))
+    assert float(rows["case2", "WT"]["dice"]) == 1.0 and float(rows["case2", "TC"]["dice"]) == 1.0
+    assert float(rows["case2", "ET"]["dice"]) == 0.0 and float(rows["case2", "ET"]["hd95"]) == BRATS_MAX_HD95
+    assert float(rows["case2", "ET"]["reference_volume_ml"]) == pytest.approx(8 * 0.002)
+    summary = {(r["region"], r["statistic"]): r for r in read_csv(tmp_path / "scores_summary.csv")}
+    assert {s for _, s in summary} == {"mean", "std", "median", "25%", "75%", "count"}
+    assert float(summary["ET", "mean"]["dice"]) == 0.5 and float(summary["ET", "median"]["dice"]) == 0.5
+    assert float(summary["ET", "25%"]["dice"]) == 0.25 and float(summary["ET", "count"]["dice"]) == 2
+    assert "WT" in result.stdout and "median" in result.stdout
+
+
+def test_evaluate_a_config_group_and_refuse_mismatched_grids(tiny_config, brats_data, tmp_path):
+    config = load_config(tiny_config)
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    for case in config["training_filenames"][:2]:
+        case_id = case["image"][0].split("/")[-2]
+        shutil.copy(case["label"], predictions / f"{case_id}.nii.gz")
+    per_case, summary = evaluate_folder(predictions, config=config, group="training")
+    assert len(per_case) == 6 and (per_case["dice"] == 1.0).all() and (per_case["hd95"] == 0.0).all()
+    assert (predictions / "evaluation.csv").is_file() and (predictions / "evaluation_summary.csv").is_file()
+    write_label_map(predictions / "BraTS20_Training_001.nii.gz", np.zeros((24, 24, 24)), affine=np.diag([-1, -1, 1, 1]))
+    with pytest.raises(UserError, match="not on the grid of"):
+        evaluate_folder(predictions, config=config, group="training")
+    with pytest.raises(UserError, match="either --config_filename and --group, or --label_dir"):
+        evaluate_folder(predictions, config=config)

@@ -1,0 +1,203 @@
+"""unet3d-predict: original-space round trips, label decoding, ensembles, TTA and output safety."""
+
+import json
+
+import nibabel
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose, DivisiblePadd, EnsureTyped, Invertd, LoadImaged, Orientationd, Spacingd
+
+from conftest import TINY_SETTINGS, run
+from unet3d.config.resolve import resolve
+from unet3d.data.labels import decode_regions
+from unet3d.errors import UserError
+from unet3d.predict.inference import predict, predict_cases, predict_on_input_grid, predict_probabilities
+from unet3d.predict.inputs import model_filenames
+from unet3d.predict.postprocess import clean_label_map
+from unet3d.predict.write import output_paths
+
+CPU = torch.device("cpu")
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+ANISOTROPIC = np.diag([0.8, 1.0, 2.5, 1.0])
+# Axes permuted (array x runs along S, z along R) with a shift: an unusual but valid scanner grid.
+PERMUTED = np.array([[0, 0, -1.2, 30], [0, 1.0, 0, -20], [0.9, 0, 0, 10], [0, 0, 0, 1]])
+
+GRIDS = {
+    "lps": ((24, 24, 24), LPS),
+    "anisotropic": ((24, 24, 24), ANISOTROPIC),
+    "odd_shape": ((19, 23, 17), np.eye(4)),
+    "permuted": ((21, 18, 20), PERMUTED),
+}
+
+
+def threshold_model():
+    """A 1x1x1 convolution: logits 4 * intensity - 8, the same in all three channels (flip-equivariant)."""
+    model = torch.nn.Conv3d(1, 3, kernel_size=1)
+    with torch.no_grad():
+        model.weight.fill_(4.0)
+        model.bias.fill_(-8.0)
+    return model.eval()
+
+
+def write_scan(path, shape, affine):
+    """A scan with a brain box of intensity 1 and an off-centre bright cube of 3; returns the cube mask."""
+    image = np.zeros(shape, np.float32)
+    image[2:-2, 2:-2, 2:-2] = 1
+    cube = np.zeros(shape, bool)
+    cube[4:11, 5:13, 3:9] = True
+    image[cube] = 3
+    nibabel.save(nibabel.Nifti1Image(image, affine), path)
+    return cube
+
+
+def dice(a, b):
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def assert_same_grid(path, reference):
+    written, source = nibabel.load(path), nibabel.load(reference)
+    assert written.shape[:3] == source.shape
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+    assert nibabel.aff2axcodes(written.affine) == nibabel.aff2axcodes(source.affine)
+
+
+DATASET = {"name": "SegmentationDataset", "labels": [2, 1, 4], "setup_label_hierarchy": True,
+           "crop_foreground": True, "resample": True, "desired_shape": [16, 16, 16]}
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_current_preprocessing_is_undone_on_any_grid(tmp_path, grid):
+    shape, affine = GRIDS[grid]
+    cube = write_scan(tmp_path / "scan.nii.gz", shape, affine)
+    case = {"id": "scan", "image": [str(tmp_path / "scan.nii.gz")]}
+    [written] = predict_cases({"dataset": DATASET}, threshold_model(), [case], tmp_path / "out", CPU)
+    assert_same_grid(written, tmp_path / "scan.nii.gz")
+    label_map = np.asarray(nibabel.load(written).dataobj)
+    assert set(np.unique(label_map)) == {0, 4}
+    assert dice(label_map == 4, cube) > 0.85  # resized to 16^3 and back: edges blur, orientation must not flip
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_reorientation_spacing_and_padding_are_undone(tmp_path, grid):
+    shape, affine = GRIDS[grid]
+    cube = write_scan(tmp_path / "scan.nii.gz", shape, affine)
+    preprocessing = Compose([
+        LoadImaged("image", ensure_channel_first=True, image_only=True),
+        EnsureTyped("image", dtype="float32", track_meta=True),
+        Orientationd("image", axcodes="RAS"),
+        Spacingd("image", pixdim=(1.0, 1.0, 1.0), mode="bilinear"),
+        DivisiblePadd("image", k=16),
+    ])
+    item = preprocessing({"image": str(tmp_path / "scan.nii.gz")})
+    assert nibabel.aff2axcodes(item["image"].affine.numpy()) == ("R", "A", "S")
+    invert = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)
+    inverted = predict_on_input_grid([threshold_model()], item, invert, CPU, window=(16, 16, 16), overlap=0.25)
+    assert tuple(inverted.shape) == (3, *shape)
+    np.testing.assert_allclose(inverted.affine.numpy(), affine, atol=1e-4)
+    label_map = decode_regions(inverted.numpy(), [2, 1, 4], True)
+    assert dice(label_map == 4, cube) > 0.85
+
+
+def test_hierarchy_and_plain_labels_decode_to_label_values():
+    wt, tc, et = np.zeros((3, 4, 1, 1))
+    wt[:] = 0.9  # the whole tumour covers all four voxels
+    tc[1:] = 0.8
+    et[2:] = 0.7
+    et[3] = 0.4  # below the threshold: stays core
+    assert decode_regions(np.stack([wt, tc, et]), [2, 1, 4], True).ravel().tolist() == [2, 1, 4, 1]
+    assert decode_regions(np.stack([wt, tc, et]), [2, 1, 4], True, threshold=0.3).ravel().tolist() == [2, 1, 4, 4]
+    plain = np.array([[0.2, 0.6, 0.1], [0.7, 0.3, 0.1], [0.1, 0.1, 0.3]])[..., None, None]  # (3 labels, 3 voxels)
+    assert decode_regions(plain, [1, 2, 3], False).ravel().tolist() == [2, 1, 0]
+
+
+def test_component_clean_up_per_region():
+    label_map = np.zeros((12, 12, 12), np.uint8)
+    label_map[1:6, 1:6, 1:6] = 2  # large tumour with a core and enhancing part
+    label_map[2:4, 2:4, 2:4] = 1
+    label_map[3, 3, 3] = 4
+    label_map[9:11, 9:11, 9:11] = 2  # small distant tumour of 8 voxels with a 1-voxel core
+    label_map[10, 10, 10] = 1
+    cleaned = clean_label_map(label_map, [2, 1, 4], True, min_component_size=10)
+    assert not cleaned[9:, 9:, 9:].any()  # the small tumour goes, with its core
+    np.testing.assert_array_equal(cleaned[:8, :8, :8], label_map[:8, :8, :8])
+    largest = clean_label_map(label_map, [2, 1, 4], True, keep_largest=True)
+    np.testing.assert_array_equal(largest, cleaned)
+    plain = clean_label_map(label_map, [1, 2, 4], False, min_component_size=2)
+    assert plain[3, 3, 3] == 0 and plain[10, 10, 10] == 0 and plain[9, 9, 9] == 2  # single voxels of 4 and 1 go
+
+
+def test_tta_changes_nothing_for_a_flip_equivariant_model():
+    image = torch.rand(1, 1, 24, 20, 18) * 3
+    model = threshold_model()
+    plain = predict_probabilities([model], image, window=(16, 16, 16), overlap=0.5)
+    mirrored = predict_probabilities([model], image, window=(16, 16, 16), overlap=0.5, tta=True)
+    torch.testing.assert_close(mirrored, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain, torch.sigmoid(model(image)).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_ensemble_averages_the_probabilities_of_its_models():
+    image = torch.rand(1, 1, 20, 20, 20) * 3
+    first, second = threshold_model(), threshold_model()
+    with torch.no_grad():
+        second.bias.fill_(-4.0)
+    # Inference-mode tensors as inputs must not trip in-place updates (nnU-Net's CPU ensemble bug).
+    with torch.inference_mode():
+        frozen = image.clone()
+    both = predict_probabilities([first, second], frozen, window=(16, 16, 16), tta=True)
+    alone = [predict_probabilities([m], image, window=(16, 16, 16)) for m in (first, second)]
+    torch.testing.assert_close(both, (alone[0] + alone[1]) / 2, atol=1e-5, rtol=1e-5)
+
+
+def test_outputs_never_replace_inputs_or_existing_files(tmp_path):
+    write_scan(tmp_path / "scan.nii.gz", (8, 8, 8), np.eye(4))
+    case = {"id": "scan", "image": [str(tmp_path / "scan.nii.gz")]}
+    with pytest.raises(UserError, match="would overwrite an input"):
+        output_paths([case], tmp_path, overwrite=True)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "scan.nii.gz").write_bytes(b"old")
+    with pytest.raises(UserError, match="--overwrite"):
+        output_paths([case], tmp_path / "out")
+    assert output_paths([case], tmp_path / "out", overwrite=True) == {"scan": tmp_path / "out" / "scan.nii.gz"}
+
+
+def test_model_globs_expand_in_order_and_unmatched_globs_are_errors(tmp_path):
+    for fold in ("fold2", "fold1"):
+        (tmp_path / fold).mkdir()
+        (tmp_path / fold / "model_best.pth").write_bytes(b"")
+    found = model_filenames([str(tmp_path / "fold*" / "model_best.pth"), str(tmp_path / "fold1" / "model_best.pth")])
+    assert found == [str(tmp_path / f / "model_best.pth") for f in ("fold1", "fold2")]
+    with pytest.raises(UserError, match="no files match"):
+        model_filenames([str(tmp_path / "nope*" / "model.pth")])
+
+
+def test_fold_ensemble_from_a_glob_on_a_brats_folder(tiny_config, brats_data, tmp_path):
+    experiment = tmp_path / "runs"
+    for fold, seed in (("fold1", 1), ("fold2", 2)):
+        torch.manual_seed(seed)
+        model = resolve("model", TINY_SETTINGS["model"], "model")
+        (experiment / fold).mkdir(parents=True)
+        torch.save(model.state_dict(), experiment / fold / "model_best.pth")
+    output = tmp_path / "ensemble"
+    run("unet3d-predict", "--config_filename", tiny_config, "--model_filename", experiment / "fold*" / "model_best.pth",
+        "--input_dir", brats_data / "test", "--output_directory", output, "--save_probabilities", "--tta",
+        "--device", "cpu")
+    case_id = "BraTS20_Validation_001"
+    flair = brats_data / "test" / case_id / f"{case_id}_flair.nii.gz"
+    assert_same_grid(output / f"{case_id}.nii.gz", flair)
+    images = [[str(brats_data / "test" / case_id / f"{case_id}_{m}.nii.gz") for m in ("flair", "t1", "t1ce", "t2")]]
+    alone = []
+    for fold in ("fold1", "fold2"):
+        [path] = predict(tiny_config, [experiment / fold / "model_best.pth"], tmp_path / fold, CPU,
+                         images=images, save_probabilities=True, tta=True)
+        alone.append(np.asarray(nibabel.load(path).dataobj))
+    ensemble = np.asarray(nibabel.load(output / f"{case_id}.nii.gz").dataobj)
+    np.testing.assert_allclose(ensemble, (alone[0] + alone[1]) / 2, atol=1e-5)
+    assert json.loads(tiny_config.read_text())["dataset"]["labels"] == [2, 1, 4]
+
+
+def test_predict_rejects_a_wrong_number_of_images(tiny_config, brats_data, tmp_path):
+    one = brats_data / "test" / "BraTS20_Validation_001" / "BraTS20_Validation_001_t1.nii.gz"
+    result = run("unet3d-predict", "--config_filename", tiny_config, "--model_filename", tmp_path / "m.pth",
+                 "--images", one, "--output_directory", tmp_path / "out", check=False)
+    assert result.returncode == 2 and "has 1 image(s) but the model takes 4" in result.stderr

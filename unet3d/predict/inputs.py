@@ -1,0 +1,66 @@
+"""What to predict and with which models: config groups, image lists, BraTS folders, globs."""
+
+import glob
+from pathlib import Path
+
+import nibabel
+
+from unet3d.data.brats import brats_cases
+from unet3d.data.checks import check_cases
+from unet3d.data.files import case_id, cases, check_files_exist, preflight
+from unet3d.errors import UserError
+
+GLOB_CHARACTERS = set("*?[")
+
+
+def model_filenames(patterns):
+    """Model files from paths and glob patterns (``exp/fold*/model_best.pth``), in order, each once."""
+    result = []
+    for pattern in patterns:
+        if GLOB_CHARACTERS & set(str(pattern)):
+            matches = sorted(glob.glob(str(pattern)))
+            if not matches:
+                raise UserError(f"--model_filename {pattern}: no files match")
+        else:
+            matches = [str(pattern)]  # a missing plain path is reported when it is loaded
+        result.extend(m for m in matches if m not in result)
+    return result
+
+
+def select_cases(config, group=None, images=None, input_dir=None):
+    """The cases to predict: a config group, image lists (one list per case) or a BraTS folder; checked."""
+    if sum(source is not None for source in (group, images, input_dir)) != 1:
+        raise UserError("give exactly one of --group, --images or --input_dir")
+    if group is not None:
+        preflight(config, [group])
+        case_list = cases(config, group)
+    else:
+        image_lists = images if images is not None else [case["image"] for case in brats_cases(input_dir, with_label=False)]
+        case_list = [{"id": case_id([str(p) for p in paths]), "image": [str(Path(p).resolve()) for p in paths]}
+                     for paths in image_lists]
+        check_unique_ids(case_list)
+        check_files_exist(case_list)
+        check_cases(case_list)
+    check_modalities(config, case_list)
+    return case_list
+
+
+def check_unique_ids(case_list):
+    """Raise when two cases would write the same ``<case id>.nii.gz``."""
+    seen = {}
+    for case in case_list:
+        if case["id"] in seen:
+            raise UserError(f"two cases are both named '{case['id']}' ({seen[case['id']]} and {case['image'][0]}); "
+                            "outputs are named by case id")
+        seen[case["id"]] = case["image"][0]
+
+
+def check_modalities(config, case_list):
+    """Raise when a case has a different number of channels (images, or a 4D image's volumes) than the model takes."""
+    expected = config["model"].get("in_channels")
+    for case in case_list:
+        images = case["image"]
+        channels = len(images) if len(images) > 1 else (nibabel.load(images[0]).shape[3:] or (1,))[0]
+        if expected is not None and channels != expected:
+            raise UserError(f"case '{case['id']}' has {channels} image(s) but the model takes "
+                            f"{expected} (config key 'model.in_channels'); give one file per modality, in training order")

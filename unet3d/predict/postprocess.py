@@ -1,0 +1,33 @@
+"""Connected-component clean-up of label maps, one region (or label) at a time."""
+
+import warnings
+
+import torch
+from monai.transforms import KeepLargestConnectedComponent, RemoveSmallObjects
+
+from unet3d.data.labels import decode_regions, region_masks
+
+
+def clean_label_map(label_map, labels, hierarchy, min_component_size=0, keep_largest=False):
+    """Drop components under ``min_component_size`` voxels and, with ``keep_largest``, all but the largest.
+
+    Each region (BraTS: WT, TC, ET) or label is cleaned on its own. In a hierarchy an
+    inner region is then cut to what is left of the outer one, so a tumour removed from
+    the whole tumour takes its core with it.
+    """
+    if not min_component_size and not keep_largest:
+        return label_map
+    masks = torch.as_tensor(region_masks(label_map, labels, hierarchy))
+    if min_component_size:
+        with warnings.catch_warnings():
+            # MONAI passes scikit-image's older min_size argument, which newer versions deprecate.
+            warnings.simplefilter("ignore", FutureWarning)
+            masks = RemoveSmallObjects(min_size=min_component_size, independent_channels=True)(masks)
+    if keep_largest:
+        channels = list(range(len(labels)))
+        masks = KeepLargestConnectedComponent(applied_labels=channels, is_onehot=True, independent=True)(masks)
+    masks = torch.as_tensor(masks).bool()
+    if hierarchy:
+        for index in range(1, len(masks)):
+            masks[index] &= masks[index - 1]
+    return decode_regions(masks.float().numpy(), labels, hierarchy)

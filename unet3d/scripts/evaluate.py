@@ -1,0 +1,39 @@
+"""unet3d-evaluate: Dice, HD95, sensitivity, specificity and volumes of predicted label maps, per case and region."""
+
+from unet3d.scripts import cli
+
+
+def build_parser():
+    """The unet3d-evaluate command line."""
+    parser = cli.parser("unet3d-evaluate", __doc__.split(": ", 1)[1])
+    parser.add_argument("--prediction_dir", required=True, help="folder of <case id>.nii.gz label maps")
+    parser.add_argument("--config_filename", help="a config: its dataset labels, and with --group its reference labels")
+    parser.add_argument("--group", help="the config's <group>_filenames whose 'label' files are the references")
+    parser.add_argument("--label_dir", help="reference labels: <case id>.nii.gz files or BraTS <id>/<id>_seg.nii.gz")
+    parser.add_argument("--labels", type=int, nargs="+",
+                        help="label values (default: the config's dataset.labels, else BraTS 2 1 4 with --hierarchy)")
+    parser.add_argument("--hierarchy", action="store_true", help="with --labels: nested regions, outermost first")
+    parser.add_argument("--output_filename", help="per-case CSV (default <prediction_dir>/evaluation.csv); "
+                                                  "the summary goes beside it as <name>_summary.csv")
+    parser.add_argument("--no_hausdorff", action="store_true", help="skip the 95%% Hausdorff distance (the slow part)")
+    return parser
+
+
+def main(argv=None):
+    """Entry point of unet3d-evaluate."""
+    cli.run("unet3d-evaluate", build_parser(), _evaluate, argv)
+
+
+def _evaluate(args):
+    from unet3d.config.load import load_config
+    from unet3d.evaluate.evaluation import evaluate_folder, summary_table
+
+    config = load_config(args.config_filename) if args.config_filename else None
+    _, summary = evaluate_folder(args.prediction_dir, config=config, group=args.group, label_dir=args.label_dir,
+                                 labels=args.labels, hierarchy=args.hierarchy, output_filename=args.output_filename,
+                                 hausdorff=not args.no_hausdorff)
+    print(summary_table(summary))
+
+
+if __name__ == "__main__":
+    main()
