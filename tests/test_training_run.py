@@ -44,6 +44,7 @@ def test_cross_validation_trains_predicts_and_resumes(tiny_config, brats_data):
             assert_on_input_grid(work / fold / "predictions" / "test" / f"{case_id}.nii.gz", reference)
     summary = (work / "cv_summary.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in summary[1:]] == ["fold1", "fold2", "mean", "std"]
+    assert {"val_dice_WT", "eval_dice_WT", "eval_dice_ET", "eval_hd95_TC"} <= set(summary[0].split(","))
     validation_sets = [
         {c["label"] for c in json.loads((work / f).read_text())["validation_filenames"]} for f in ("fold1.json", "fold2.json")
     ]

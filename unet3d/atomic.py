@@ -30,3 +30,9 @@ def write_text(path, text):
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
+
+
+def write_csv(frame, path):
+    """Write a pandas DataFrame to ``path`` as CSV (no index), atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)

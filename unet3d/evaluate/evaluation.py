@@ -12,7 +12,7 @@ import nibabel
 import numpy as np
 import pandas
 
-from unet3d.atomic import atomic_path
+from unet3d.atomic import write_csv
 from unet3d.data.files import NIFTI_SUFFIX, cases
 from unet3d.data.labels import BRATS_LABELS, region_masks, region_names
 from unet3d.errors import UserError
@@ -108,12 +108,6 @@ def summarize(per_case):
 def summary_table(summary):
     """The summary as text: one line per region and statistic."""
     return summary.to_string(index=False, float_format=lambda value: f"{value:.4f}")
-
-
-def write_csv(frame, path):
-    """Write a DataFrame as CSV, atomically."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def summary_filename(output_filename):

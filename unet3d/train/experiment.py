@@ -3,6 +3,7 @@
 import logging
 from pathlib import Path
 
+from unet3d.atomic import write_csv
 from unet3d.config.load import filename_groups, group_name, load_config
 from unet3d.config.resolve import resolve
 from unet3d.data.files import cases, preflight
@@ -11,11 +12,11 @@ from unet3d.evaluate.evaluation import evaluate_folder
 from unet3d.predict.inference import build_model, predict_cases
 from unet3d.train import distributed
 from unet3d.train.folds import cross_validation_settings, fold_configs, write_fold_configs
-from unet3d.train.slurm import write_slurm_script
 from unet3d.train.loop import fit, training_settings
 from unet3d.train.monitor import metric_mode
 from unet3d.train.schedulers import build_scheduler
-from unet3d.train.summary import format_summary, summarize_folds, write_summary
+from unet3d.train.slurm import write_slurm_script
+from unet3d.train.summary import format_summary, summarize_folds
 
 log = logging.getLogger("unet3d")
 
@@ -111,7 +112,7 @@ def summarize(config, work_dir, require_all):
     table = summarize_folds(fold_dirs, training_settings(config))
     if table is None:
         raise UserError(f"{work_dir}: no fold has a training_log.csv yet")
-    write_summary(table, work_dir / "cv_summary.csv")
+    write_csv(table, work_dir / "cv_summary.csv")
     print(format_summary(table))
 
 

@@ -4,7 +4,6 @@ import math
 
 import pandas as pd
 
-from unet3d.atomic import atomic_path
 from unet3d.train.monitor import metric_mode
 
 
@@ -12,6 +11,16 @@ def best_row(log, metric, mode):
     """The row of ``log`` (a DataFrame) at the best value of ``metric``; the earliest on ties."""
     values = log[metric]
     return log.loc[values.idxmax() if mode == "max" else values.idxmin()]
+
+
+def evaluation_means(path):
+    """``{"eval_dice_WT": ..., "eval_hd95_WT": ...}``: the mean per region of a fold's evaluated
+    validation predictions (in the input scans' space), or nothing before they exist."""
+    if not path.is_file():
+        return {}
+    means = pd.read_csv(path).groupby("region", sort=False)[["dice", "hd95"]].mean()
+    return {f"eval_{metric}_{region}": float(means.loc[region, metric])
+            for metric in ("dice", "hd95") for region in means.index}
 
 
 def summarize_folds(fold_dirs, settings):
@@ -34,6 +43,7 @@ def summarize_folds(fold_dirs, settings):
         row = {"fold": fold_dir.name, "epochs": int(log["epoch"].max()), "best_epoch": int(best["epoch"]),
                f"best_{metric}": float(best[metric])}
         row.update({c: float(best[c]) for c in log.columns if c.startswith("val_dice_")})
+        row.update(evaluation_means(fold_dir / "predictions" / "validation" / "evaluation.csv"))
         rows.append(row)
     if not rows:
         return None
@@ -42,12 +52,6 @@ def summarize_folds(fold_dirs, settings):
     stats = pd.DataFrame([{"fold": "mean", **numeric.mean().to_dict()},
                           {"fold": "std", **numeric.std(ddof=0).to_dict()}])
     return pd.concat([table, stats], ignore_index=True)
-
-
-def write_summary(table, path):
-    """Write the summary table as CSV, atomically."""
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
 
 
 def format_summary(table):
