@@ -82,6 +82,17 @@ def tiny_config(brats_data, tmp_path):
     return path
 
 
+@pytest.fixture
+def single_config(tiny_config):
+    """The tiny config as one model: 4 training and 2 validation cases, no test group."""
+    def change(config):
+        del config["cross_validation"], config["test_filenames"]
+        config["training_filenames"], config["validation_filenames"] = (
+            config["training_filenames"][2:], config["training_filenames"][:2])
+    edit_config(tiny_config, change)
+    return tiny_config
+
+
 def edit_config(path, change):
     """Apply ``change(config)`` to the JSON config at ``path`` in place."""
     config = json.loads(Path(path).read_text())

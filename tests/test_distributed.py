@@ -23,15 +23,10 @@ def read_log(path):
 
 
 @pytest.fixture
-def single_config(tiny_config):
-    """4 training and 2 validation cases, one model, 3 epochs, batch size 2."""
-    def change(config):
-        del config["cross_validation"], config["test_filenames"]
-        config["training_filenames"], config["validation_filenames"] = (
-            config["training_filenames"][2:], config["training_filenames"][:2])
-        config["training"].update(n_epochs=3, batch_size=2, validation_batch_size=1)
-    edit_config(tiny_config, change)
-    return tiny_config
+def three_epochs(single_config):
+    """The single-model config with 3 epochs of batch size 2."""
+    edit_config(single_config, lambda c: c["training"].update(n_epochs=3, batch_size=2, validation_batch_size=1))
+    return single_config
 
 
 def test_strip_flag():
@@ -39,13 +34,14 @@ def test_strip_flag():
     assert strip_flag(["--ngpus=2", "--b"], "--ngpus") == ["--b"]
 
 
-def test_two_processes_match_one_and_resume_after_a_kill(single_config, tmp_path):
-    run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--output_dir", tmp_path / "one")
+def test_two_processes_match_one_and_resume_after_a_kill(three_epochs, tmp_path):
+    config = three_epochs
+    run("unet3d-train", "--config_filename", config, "--device", "cpu", "--output_dir", tmp_path / "one")
     single = read_log(tmp_path / "one" / "tiny" / "training_log.csv")
 
     # Two processes with half the batch each: the same global batch of 2.
-    edit_config(single_config, lambda c: c["training"].update(batch_size=1))
-    args = ["--config_filename", str(single_config), "--device", "cpu", "--output_dir", str(tmp_path / "two"), "--ngpus", "2"]
+    edit_config(config, lambda c: c["training"].update(batch_size=1))
+    args = ["--config_filename", str(config), "--device", "cpu", "--output_dir", str(tmp_path / "two"), "--ngpus", "2"]
     log_path = tmp_path / "two" / "tiny" / "training_log.csv"
     process = subprocess.Popen([command("unet3d-train"), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})

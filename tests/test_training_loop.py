@@ -35,17 +35,6 @@ WARMUP_THEN_POLYNOMIAL = {  # per batch: 2 batches an epoch
 }
 
 
-@pytest.fixture
-def single_config(tiny_config):
-    """The tiny config as one model: 4 training and 2 validation cases, no test group."""
-    def change(config):
-        del config["cross_validation"], config["test_filenames"]
-        config["training_filenames"], config["validation_filenames"] = (
-            config["training_filenames"][2:], config["training_filenames"][:2])
-    edit_config(tiny_config, change)
-    return tiny_config
-
-
 def read_log(path):
     with open(path) as stream:
         return list(csv.DictReader(stream))
