@@ -11,6 +11,7 @@ from monai.transforms import Invertd
 
 from unet3d.config.load import load_config
 from unet3d.config.resolve import resolve
+from unet3d.config.schema import defaults
 from unet3d.data.labels import decode_regions
 from unet3d.data.loaders import batches, make_loader
 from unet3d.data.transforms import inference_window
@@ -27,8 +28,8 @@ ACTIVATIONS = {
     "softmax": lambda logits: torch.softmax(logits, dim=1),
     "none": lambda logits: logits,
 }
-DEFAULT_OVERLAP = 0.5
-DEFAULT_SW_BATCH_SIZE = 4
+DEFAULT_OVERLAP = defaults("prediction")["overlap"]
+DEFAULT_SW_BATCH_SIZE = defaults("prediction")["sw_batch_size"]
 SPATIAL_AXES = (2, 3, 4)  # of a (batch, channel, x, y, z) tensor
 
 
@@ -108,9 +109,10 @@ def predict_on_input_grid(models, item, invert, device, **inference):
     return invert({**item, "pred": probabilities})["pred"]
 
 
-def predict(config_filename, model_patterns, output_dir, device, group=None, images=None, input_dir=None, **options):
+def predict(config_filename, model_patterns, output_dir, device, group=None, images=None, input_dir=None,
+            allow_unknown_keys=False, **options):
     """Predict a config group, image lists or a BraTS folder with one model or an ensemble; returns the paths."""
-    config = load_config(config_filename)
+    config = load_config(config_filename, allow_unknown_keys)
     case_list = select_cases(config, group, images, input_dir)
     models = [build_model(config, filename, device) for filename in model_filenames(model_patterns)]
     log.info("predicting %d case(s) with %d model(s)", len(case_list), len(models))
