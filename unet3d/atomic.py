@@ -21,6 +21,10 @@ def atomic_path(path):
         with open(tmp, "rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        if error.filename is None:  # a full disk reports no file name; name the one being written
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -137,7 +137,7 @@ def resolve(kind, spec, key, *args, name_key=None, **fixed):
     check_keywords(cls, kwargs, key, n_positional=len(args), fixed=fixed)
     try:
         return cls(*args, **kwargs, **fixed)
-    except (TypeError, ValueError, AssertionError, KeyError, NotImplementedError) as error:
+    except (TypeError, ValueError, AssertionError, KeyError, IndexError, NotImplementedError) as error:
         raise UserError(f"config key '{key}': {cls.__name__} could not be built from its settings: {error}") from error
 
 
@@ -154,7 +154,8 @@ def check_keywords(cls, kwargs, key, n_positional=0, fixed=()):
     accepted = [n for n in named[n_positional:] if n not in fixed]
     for keyword in kwargs:
         if keyword not in named:
-            close = difflib.get_close_matches(keyword, accepted, n=1)
+            close = difflib.get_close_matches(keyword, accepted, n=1) or [
+                name for name in accepted if len(name) > 2 and (keyword.startswith(name) or name.startswith(keyword))]
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise UserError(
                 f"config key '{key}': {cls.__name__} has no parameter '{keyword}'{hint}; "

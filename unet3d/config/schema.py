@@ -10,6 +10,7 @@ import copy
 import difflib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 from unet3d.errors import UserError
@@ -273,7 +274,9 @@ def validate(config, allow_unknown_keys=False):
         elif name in OTHER_KEYS:
             _check_value(name, OTHER_KEYS[name], config[name])
         elif name not in SECTIONS:
-            unknown_key(name, name, known, allow_unknown_keys)
+            # A misspelled group (``test_filename``) is suggested as its ``<group>_filenames``.
+            group = re.sub(r"_?file_?names?$", "", name, flags=re.IGNORECASE) if "file" in name.lower() else None
+            unknown_key(name, name, [f"{group}_filenames"] if group else known, allow_unknown_keys)
             del config[name]
     for name, spec in SECTIONS.items():
         if name not in config:
