@@ -30,6 +30,27 @@ def atomic_path(path):
             tmp.unlink()
 
 
+def remove_stale_temporaries(folder):
+    """Delete ``.tmp-<pid>-*`` files in ``folder`` left by writers that were killed (their pid is gone).
+
+    They are harmless (nothing reads or globs them) but can be as large as a checkpoint.
+    """
+    for tmp in Path(folder).glob(".tmp-*"):
+        pid = tmp.name.split("-")[1]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_text(path, text):
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -15,6 +15,7 @@ import nibabel
 import numpy as np
 from tqdm import tqdm
 
+from unet3d.atomic import write_text
 from unet3d.data.cache import case_files, identity_key
 from unet3d.errors import UserError
 
@@ -103,8 +104,7 @@ def check_cases(case_list, labels=None, cache_dir=None, workers=None):
             return marker.read_text() != EMPTY_LABEL
         has_foreground = check_values(case, labels)
         if marker is not None:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text("" if has_foreground else EMPTY_LABEL)
+            write_text(marker, "" if has_foreground else EMPTY_LABEL)
         return has_foreground
 
     workers = workers or min(8, os.cpu_count() or 1)
