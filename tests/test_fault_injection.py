@@ -113,7 +113,8 @@ def trial(experiment, output_dir, pause=None, delay=None):
     if delay:
         time.sleep(delay)
     process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    # A random delay may outlast the run (status 0): an uninterrupted rerun, still compared.
+    assert process.wait() in ((-signal.SIGKILL,) if pause else (-signal.SIGKILL, 0))
     assert_readable(work_dir)
     run_experiment(config, output_dir, torch.device("cpu"))
     assert figures(read_log(work_dir / "training_log.csv")) == figures(read_log(reference / "training_log.csv"))
@@ -142,4 +143,4 @@ def test_many_kills(experiment, tmp_path, number):
         limit = N_EPOCHS if target else 4 * N_EPOCHS
         trial(experiment, tmp_path, pause=f"{function}:{target}:{chooser.randint(1, limit)}")
     else:
-        trial(experiment, tmp_path, delay=chooser.uniform(0.0, 3.0))
+        trial(experiment, tmp_path, delay=chooser.uniform(0.0, 2.0))
