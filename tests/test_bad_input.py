@@ -243,7 +243,7 @@ ENVIRONMENT = [
     Bad("output-unwritable", lambda ws: None, ("is not writable",),
         monkeypatch=lambda mp: mp.setattr(os, "access", lambda path, mode, **kw: False)),
     Bad("disk-full", lambda ws: (with_fold_dir(ws), (ws.root / "experiment" / "tiny" / "fold1.json").write_text("{}")),
-        ("fold1.json: No space left on device",), monkeypatch=no_space),
+        (": No space left on device",), monkeypatch=no_space),
     Bad("cache-is-a-file", lambda ws: (ws.root / "cache").write_text("x"), ("cache", "Not a directory"),
         args=("--cache_dir", "{root}/cache")),
 ]

@@ -8,6 +8,7 @@ regenerates the documentation.
 
 import copy
 import difflib
+import inspect
 import json
 import logging
 import re
@@ -202,6 +203,8 @@ ENTRY_KEYS = {
     "label": Key(("string",), None, "the label map (needed for training and validation cases)"),
     "id": Key(("string",), None, "the case's name in outputs (default: the common prefix of its image file names)"),
 }
+# Arguments unet3d passes itself; they are not config settings.
+UNET3D_ARGUMENTS = frozenset({"params", "optimizer", "schedulers", "data", "split", "cache_dir", "with_label", "keys"})
 GROUPS = {
     "training_filenames": "cases to train on (required; with `cross_validation` also validated on, fold by fold)",
     "validation_filenames": "cases to validate on after every epoch (without `cross_validation`)",
@@ -361,8 +364,6 @@ def resolved(config, lookup_class=None):
             continue
         section = dict(config[name])
         if lookup_class is not None:
-            import inspect
-
             try:
                 parameters = inspect.signature(lookup_class(name, section["name"])).parameters.values()
             except (TypeError, ValueError):
@@ -378,9 +379,6 @@ def resolved(config, lookup_class=None):
             result[key] = f"{len(value)} cases"
     return result
 
-
-# Arguments unet3d passes itself; they are not config settings.
-UNET3D_ARGUMENTS = frozenset({"params", "optimizer", "schedulers", "data", "split", "cache_dir", "with_label", "keys"})
 
 
 def markdown():
