@@ -21,9 +21,34 @@ def atomic_path(path):
         with open(tmp, "rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        if error.filename is None:  # a full disk reports no file name; name the one being written
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temporaries(folder):
+    """Delete ``.tmp-<pid>-*`` files in ``folder`` left by writers that were killed (their pid is gone).
+
+    They are harmless (nothing reads or globs them) but can be as large as a checkpoint.
+    """
+    for tmp in Path(folder).glob(".tmp-*"):
+        pid = tmp.name.split("-")[1]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_text(path, text):

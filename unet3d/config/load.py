@@ -6,16 +6,17 @@ import os
 from pathlib import Path
 
 from unet3d.atomic import write_text
+from unet3d.config.schema import FILENAMES_SUFFIX, validate
 from unet3d.errors import UserError
 
-NAMED_SECTIONS = ("model", "optimizer", "loss", "dataset")
-OPTIONAL_NAMED_SECTIONS = ("scheduler",)
-FILENAMES_SUFFIX = "_filenames"
 DECATHLON_KEY = "decathlon_datalist"
 
 
-def load_config(path):
-    """Load the config at ``path``; relative data paths resolve against its folder."""
+def load_config(path, allow_unknown_keys=False):
+    """Load the config at ``path``, validated; relative data paths resolve against its folder.
+
+    ``allow_unknown_keys`` reports keys the schema does not know as warnings, not errors.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -29,7 +30,7 @@ def load_config(path):
         raise UserError(f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") from None
     if isinstance(config, dict) and DECATHLON_KEY in config:
         config = expand_decathlon_datalist(config, path.resolve().parent)
-    validate_config(config, path)
+    config = validate_config(config, path, allow_unknown_keys)
     return resolve_paths(config, path.resolve().parent)
 
 
@@ -58,40 +59,12 @@ def expand_decathlon_datalist(config, base_dir):
     return config
 
 
-def validate_config(config, path="config"):
-    """Check the sections and filename groups that every run needs."""
-    if not isinstance(config, dict):
-        raise UserError(f"{path}: expected a JSON object at the top level")
-    for section in NAMED_SECTIONS + OPTIONAL_NAMED_SECTIONS:
-        if section not in config:
-            if section in OPTIONAL_NAMED_SECTIONS:
-                continue
-            raise UserError(f"{path}: config key '{section}' is missing (expected an object with a 'name')")
-        spec = config[section]
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            raise UserError(f"{path}: config key '{section}' must be an object with a string 'name'")
-    if not isinstance(config.get("training", {}), dict):
-        raise UserError(f"{path}: config key 'training' must be an object")
-    for group in filename_groups(config):
-        validate_filenames(config[group], f"{path}: config key '{group}'")
-    if "training_filenames" not in config:
-        raise UserError(f"{path}: config key 'training_filenames' is missing (expected a list of cases)")
-
-
-def validate_filenames(cases, where):
-    """Check one ``<group>_filenames`` list: each case has an image (path or list) and maybe a label."""
-    if not isinstance(cases, list) or not cases:
-        raise UserError(f"{where} must be a non-empty list of {{\"image\": ..., \"label\": ...}} objects")
-    for index, case in enumerate(cases):
-        if not isinstance(case, dict) or "image" not in case:
-            raise UserError(f"{where}[{index}] must be an object with an 'image' path or list of paths")
-        images = case["image"]
-        if isinstance(images, str):
-            images = [images]
-        if not images or not all(isinstance(p, str) and p for p in images):
-            raise UserError(f"{where}[{index}].image must be a path or a non-empty list of paths")
-        if "label" in case and not isinstance(case["label"], str):
-            raise UserError(f"{where}[{index}].label must be a path")
+def validate_config(config, path="config", allow_unknown_keys=False):
+    """``config`` checked against the schema (``unet3d.config.schema``); errors name ``path``."""
+    try:
+        return validate(config, allow_unknown_keys)
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
 
 
 def filename_groups(config):

@@ -3,7 +3,8 @@
 Each kind of component is looked up in a fixed list of namespaces, and only classes of
 the kind's base type are accepted, so a config can never reach an arbitrary importable
 function (``os.system``, ``builtins.eval``, ...). A new model, loss or transform is
-added by defining it in the matching unet3d module and naming it in a config.
+added by defining it in the matching unet3d module and naming it in a config, or in a
+module of one's own loaded with ``--plugin`` (``load_plugins``).
 """
 
 import copy
@@ -21,6 +22,33 @@ NAMESPACES = {
     "dataset": ("unet3d.data",),
     "transform": ("unet3d.data", "monai.transforms"),
 }
+# Modules given with --plugin, searched first for the kinds of classes they define.
+PLUGINS = {kind: () for kind in NAMESPACES}
+
+
+def namespaces(kind):
+    """The modules searched for ``kind``, in order: plug-ins, then unet3d's and its libraries'."""
+    return PLUGINS[kind] + NAMESPACES[kind]
+
+
+def load_plugins(module_names):
+    """Import each module of ``--plugin`` and search it for every kind of class it defines.
+
+    A plug-in is trusted code the user chose to run, unlike a config, which can only name classes.
+    """
+    for module_name in module_names or ():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise UserError(f"--plugin {module_name}: cannot import it ({error}); is its folder on PYTHONPATH?") from None
+        kinds = [kind for kind in NAMESPACES if any(
+            _accepts(getattr(module, name), kind) and getattr(module, name).__module__ == module_name
+            for name in dir(module) if not name.startswith("_"))]
+        if not kinds:
+            raise UserError(f"--plugin {module_name}: defines no model, loss, optimizer, scheduler, dataset or transform class")
+        for kind in kinds:
+            if module_name not in PLUGINS[kind]:
+                PLUGINS[kind] = (module_name, *PLUGINS[kind])
 
 
 def _base_types(kind):
@@ -49,7 +77,7 @@ def _accepts(obj, kind):
 def _candidates(kind):
     """``{name: class}`` of everything a config may name for ``kind``."""
     found = {}
-    for module_name in NAMESPACES[kind]:
+    for module_name in namespaces(kind):
         module = importlib.import_module(module_name)
         for name in dir(module):
             obj = getattr(module, name)
@@ -68,9 +96,9 @@ def lookup(kind, name, key):
     if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
         raise UserError(
             f"config key '{key}': {name!r} is not a valid {kind} name "
-            f"(expected a class name from {', '.join(NAMESPACES[kind])})"
+            f"(expected a class name from {', '.join(namespaces(kind))})"
         )
-    for module_name in NAMESPACES[kind]:
+    for module_name in namespaces(kind):
         obj = getattr(importlib.import_module(module_name), name, None)
         if obj is not None and _accepts(obj, kind):
             return obj
@@ -84,7 +112,7 @@ def lookup(kind, name, key):
             close.append(by_lower[match])
     hint = f"; closest matches: {', '.join(close)}" if close else ""
     raise UserError(
-        f"config key '{key}': unknown {kind} {name!r}; searched {', '.join(NAMESPACES[kind])}{hint}"
+        f"config key '{key}': unknown {kind} {name!r}; searched {', '.join(namespaces(kind))}{hint}"
     )
 
 
@@ -109,7 +137,7 @@ def resolve(kind, spec, key, *args, name_key=None, **fixed):
     check_keywords(cls, kwargs, key, n_positional=len(args), fixed=fixed)
     try:
         return cls(*args, **kwargs, **fixed)
-    except (TypeError, ValueError, AssertionError, KeyError, NotImplementedError) as error:
+    except (TypeError, ValueError, AssertionError, KeyError, IndexError, NotImplementedError) as error:
         raise UserError(f"config key '{key}': {cls.__name__} could not be built from its settings: {error}") from error
 
 
@@ -126,7 +154,8 @@ def check_keywords(cls, kwargs, key, n_positional=0, fixed=()):
     accepted = [n for n in named[n_positional:] if n not in fixed]
     for keyword in kwargs:
         if keyword not in named:
-            close = difflib.get_close_matches(keyword, accepted, n=1)
+            close = difflib.get_close_matches(keyword, accepted, n=1) or [
+                name for name in accepted if len(name) > 2 and (keyword.startswith(name) or name.startswith(keyword))]
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise UserError(
                 f"config key '{key}': {cls.__name__} has no parameter '{keyword}'{hint}; "

@@ -6,6 +6,7 @@ a case that passed them is remembered under ``<cache_dir>/preflight/`` by the sa
 identity the preprocessing cache uses, so reruns and other folds skip the reading.
 """
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,10 +15,14 @@ import nibabel
 import numpy as np
 from tqdm import tqdm
 
+from unet3d.atomic import write_text
 from unet3d.data.cache import case_files, identity_key
 from unet3d.errors import UserError
 
 AFFINE_TOLERANCE_MM = 1e-3
+EMPTY_LABEL = "empty label"  # what a passed case's marker holds when its label map is all 0
+
+log = logging.getLogger("unet3d")
 
 
 def read_header(path):
@@ -49,14 +54,29 @@ def check_headers(case):
             )
 
 
+def read_data(path):
+    """The voxel array of the NIfTI file at ``path``, or a UserError naming it (truncated, ...)."""
+    try:
+        return np.asanyarray(read_header(path).dataobj)
+    except UserError:
+        raise
+    except Exception as error:  # gzip, zlib and nibabel raise many types for damaged files
+        raise UserError(f"{path}: cannot read its voxels, the file may be truncated ({error})") from None
+
+
 def check_values(case, labels):
-    """Raise when an image of ``case`` holds NaN or Inf, or its label a value not in ``labels`` or 0."""
+    """Raise when an image of ``case`` holds NaN or Inf, or its label a value not in ``labels`` or 0.
+
+    Returns whether the case's label has foreground (True when it has no label).
+    """
     for path in case["image"]:
-        data = np.asanyarray(read_header(path).dataobj)
+        data = read_data(path)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             raise UserError(f"case '{case['id']}': {path} contains NaN or infinite values")
-    if "label" in case and labels:
-        data = np.asanyarray(read_header(case["label"]).dataobj)
+    if "label" not in case:
+        return True
+    data = read_data(case["label"])
+    if labels:
         values = np.unique(data)
         unexpected = sorted(set(values.tolist()) - {0, *labels})
         if unexpected:
@@ -65,12 +85,15 @@ def check_values(case, labels):
                 f"case '{case['id']}': {case['label']} has label values {shown} not in "
                 f"dataset.labels {list(labels)} (or 0)"
             )
+    return bool(data.any())
 
 
 def check_cases(case_list, labels=None, cache_dir=None, workers=None):
     """Run both checks on every case, in parallel threads and with a progress bar.
 
-    The first failing case, in list order, raises its UserError.
+    The first failing case, in list order, raises its UserError. A label map without
+    foreground is reported as a warning: negative cases are legitimate in many data sets.
+    When every label map is empty, though, the labels are surely wrong, and that is an error.
     """
     done_dir = Path(cache_dir) / "preflight" if cache_dir is not None else None
 
@@ -78,17 +101,22 @@ def check_cases(case_list, labels=None, cache_dir=None, workers=None):
         check_headers(case)
         marker = done_dir / identity_key(case_files(case), {"labels": labels}) if done_dir else None
         if marker is not None and marker.exists():
-            return
-        check_values(case, labels)
+            return marker.read_text() != EMPTY_LABEL
+        has_foreground = check_values(case, labels)
         if marker is not None:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
+            write_text(marker, "" if has_foreground else EMPTY_LABEL)
+        return has_foreground
 
     workers = workers or min(8, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(workers)
     try:
-        for _ in tqdm(pool.map(check, case_list), total=len(case_list), desc="checking cases", unit="case",
-                      disable=True if len(case_list) < 2 else None, leave=False):
-            pass
+        foreground = list(tqdm(pool.map(check, case_list), total=len(case_list), desc="checking cases", unit="case",
+                               disable=True if len(case_list) < 2 else None, leave=False))
     finally:
         pool.shutdown(cancel_futures=True)
+    empty = [case for case, found in zip(case_list, foreground) if not found]
+    if empty and len(empty) == sum("label" in case for case in case_list):
+        raise UserError(f"case '{empty[0]['id']}': {empty[0]['label']} has no foreground (all 0), nor has any other "
+                        f"label map of the config; expected label values {list(labels or [])}")
+    for case in empty:
+        log.warning("case '%s': %s has no foreground (all 0); it trains as a negative case", case["id"], case["label"])

@@ -11,6 +11,7 @@ from monai.transforms import Invertd
 
 from unet3d.config.load import load_config
 from unet3d.config.resolve import resolve
+from unet3d.config.schema import defaults
 from unet3d.data.labels import decode_regions
 from unet3d.data.loaders import batches, make_loader
 from unet3d.data.transforms import inference_window
@@ -27,8 +28,8 @@ ACTIVATIONS = {
     "softmax": lambda logits: torch.softmax(logits, dim=1),
     "none": lambda logits: logits,
 }
-DEFAULT_OVERLAP = 0.5
-DEFAULT_SW_BATCH_SIZE = 4
+DEFAULT_OVERLAP = defaults("prediction")["overlap"]
+DEFAULT_SW_BATCH_SIZE = defaults("prediction")["sw_batch_size"]
 SPATIAL_AXES = (2, 3, 4)  # of a (batch, channel, x, y, z) tensor
 
 
@@ -108,13 +109,30 @@ def predict_on_input_grid(models, item, invert, device, **inference):
     return invert({**item, "pred": probabilities})["pred"]
 
 
-def predict(config_filename, model_patterns, output_dir, device, group=None, images=None, input_dir=None, **options):
+def predict(config_filename, model_patterns, output_dir, device, group=None, images=None, input_dir=None,
+            allow_unknown_keys=False, **options):
     """Predict a config group, image lists or a BraTS folder with one model or an ensemble; returns the paths."""
-    config = load_config(config_filename)
+    config = load_config(config_filename, allow_unknown_keys)
+    check_options(config, **{k: v for k, v in options.items() if k in CHECKED_OPTIONS})
     case_list = select_cases(config, group, images, input_dir)
     models = [build_model(config, filename, device) for filename in model_filenames(model_patterns)]
     log.info("predicting %d case(s) with %d model(s)", len(case_list), len(models))
     return predict_cases(config, models, case_list, output_dir, device, **options)
+
+
+CHECKED_OPTIONS = ("activation", "save_probabilities", "min_component_size", "overlap", "sw_batch_size")
+
+
+def check_options(config, activation="sigmoid", save_probabilities=False, min_component_size=0, overlap=None,
+                  sw_batch_size=None):
+    """Raise on a prediction option that cannot work, before any model is loaded; returns ``inference_settings``."""
+    if activation not in ACTIVATIONS:
+        raise UserError(f"--activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+    if not save_probabilities and not config["dataset"].get("labels"):
+        raise UserError("config key 'dataset.labels' is missing; it is needed to write label maps")
+    if min_component_size < 0:
+        raise UserError(f"--min_component_size must be 0 or more, got {min_component_size}")
+    return inference_settings(config, overlap, sw_batch_size)
 
 
 def predict_cases(config, models, case_list, output_dir, device, activation="sigmoid", threshold=0.5,
@@ -129,17 +147,12 @@ def predict_cases(config, models, case_list, output_dir, device, activation="sig
     all but the largest components per region; float32 probabilities with
     ``save_probabilities``.
     """
-    if activation not in ACTIVATIONS:
-        raise UserError(f"--activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+    window, overlap, sw_batch_size = check_options(config, activation, save_probabilities, min_component_size,
+                                                   overlap, sw_batch_size)
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     dataset_spec = config["dataset"]
     labels = dataset_spec.get("labels")
     hierarchy = dataset_spec.get("setup_label_hierarchy", False)
-    if not save_probabilities and not labels:
-        raise UserError("config key 'dataset.labels' is missing; it is needed to write label maps")
-    if min_component_size < 0:
-        raise UserError(f"--min_component_size must be 0 or more, got {min_component_size}")
-    window, overlap, sw_batch_size = inference_settings(config, overlap, sw_batch_size)
     targets = output_paths(case_list, output_dir, overwrite)
     first_image = {case["id"]: case["image"][0] for case in case_list}
 

@@ -16,6 +16,31 @@ def parser(prog, description):
     return result
 
 
+def add_config_flags(arg_parser):
+    """``--plugin`` and ``--allow_unknown_keys``, shared by the commands that read a config."""
+    arg_parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                            help="import MODULE (on PYTHONPATH) first; the models, losses, transforms, ... it "
+                                 "defines can then be named in the config. Repeat for several")
+    arg_parser.add_argument("--allow_unknown_keys", action="store_true",
+                            help="warn about config keys the schema does not know instead of stopping")
+
+
+def refuse_together(args, conflicts):
+    """Raise a UserError for the first pair of flags in ``conflicts`` that are both given.
+
+    ``conflicts`` maps ``(flag, flag)`` to the reason they contradict each other.
+    """
+    for (first, second), reason in conflicts.items():
+        if given(args, first) and given(args, second):
+            raise UserError(f"{first} and {second} cannot be used together: {reason}")
+
+
+def given(args, flag):
+    """Whether ``flag`` was set on the command line (not left at None or false)."""
+    value = getattr(args, flag.lstrip("-"))
+    return value is not None and value is not False
+
+
 def run(prog, arg_parser, main, argv=None):
     """Parse ``argv``, call ``main(args)`` and turn user errors into one line and exit status 2."""
     args = arg_parser.parse_args(argv)

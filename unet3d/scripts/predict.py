@@ -31,6 +31,7 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true", help="replace predictions that already exist")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes")
+    cli.add_config_flags(parser)
     return parser
 
 
@@ -40,15 +41,17 @@ def main(argv=None):
 
 
 def _predict(args):
+    from unet3d.config.resolve import load_plugins
     from unet3d.device import choose_device
     from unet3d.predict.inference import predict
 
+    load_plugins(args.plugin)
     predict(args.config_filename, args.model_filename, args.output_directory, choose_device(args.device),
             group=args.group, images=args.images, input_dir=args.input_dir, activation=args.activation,
             threshold=args.threshold, save_probabilities=args.save_probabilities,
             min_component_size=args.min_component_size, keep_largest=args.keep_largest, tta=args.tta,
             overlap=args.overlap, sw_batch_size=args.sw_batch_size, amp=not args.no_amp,
-            overwrite=args.overwrite, num_workers=args.nthreads)
+            overwrite=args.overwrite, num_workers=args.nthreads, allow_unknown_keys=args.allow_unknown_keys)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,22 @@
 """unet3d-train: train the model a JSON config describes (every cross-validation fold) and predict."""
 
+import json
 import sys
 
 from unet3d.scripts import cli
+
+CONFLICTS = {
+    ("--setup_crossval_only", "--fold"): "the first only writes the fold configs, the second trains one fold",
+    ("--setup_crossval_only", "--summarize"): "neither trains; run them one after the other",
+    ("--setup_crossval_only", "--restart"): "--setup_crossval_only trains nothing to restart",
+    ("--summarize", "--restart"): "--summarize only reads what is trained; --restart would train again",
+    ("--summarize", "--fold"): "--summarize reports every fold trained so far",
+    ("--check", "--setup_crossval_only"): "--check writes nothing",
+    ("--check", "--summarize"): "--check validates a config, --summarize reports a trained one",
+    ("--check", "--restart"): "--check trains nothing to restart",
+    ("--check", "--fold"): "--check checks every fold",
+}
+SLURM_FLAGS = ("--slurm_account", "--slurm_time", "--slurm_partition", "--slurm_gpus", "--slurm_cpus", "--slurm_template")
 
 
 def build_parser():
@@ -17,6 +31,9 @@ def build_parser():
     parser.add_argument("--fold", type=int, help="train only fold K (1-based) of a cross-validation config")
     parser.add_argument("--summarize", action="store_true",
                         help="write and print cv_summary.csv from the folds trained so far, and stop")
+    parser.add_argument("--check", action="store_true",
+                        help="check the config and its data, print the resolved settings (defaults filled in) and stop")
+    cli.add_config_flags(parser)
     slurm = parser.add_argument_group("SLURM job array written by --setup_crossval_only (submit_folds.sh)")
     slurm.add_argument("--slurm_account", help="#SBATCH --account")
     slurm.add_argument("--slurm_time", help="#SBATCH --time, e.g. 2-00:00:00")
@@ -41,24 +58,35 @@ def main(argv=None):
 
 
 def _train(args, argv):
+    from unet3d.config.resolve import load_plugins
     from unet3d.device import choose_device
     from unet3d.errors import UserError
     from unet3d.train import distributed
-    from unet3d.train.experiment import run_experiment
+    from unet3d.train.experiment import resolved_settings, run_experiment
 
+    cli.refuse_together(args, CONFLICTS)
+    for flag in SLURM_FLAGS:
+        if cli.given(args, flag) and not args.setup_crossval_only:
+            raise UserError(f"{flag} only applies to the job array that --setup_crossval_only writes")
+    load_plugins(args.plugin)
     if args.nthreads < 0:
         raise UserError(f"--nthreads must be 0 or more, got {args.nthreads}")
     slurm = {"template_filename": args.slurm_template, "account": args.slurm_account, "time": args.slurm_time,
              "partition": args.slurm_partition, "gpus": args.slurm_gpus, "cpus": args.slurm_cpus}
     if args.ngpus < 1:
         raise UserError(f"--ngpus must be 1 or more, got {args.ngpus}")
+    options = {"cache_dir": args.cache_dir, "allow_unknown_keys": args.allow_unknown_keys}
+    if args.check:
+        run_experiment(args.config_filename, args.output_dir, check_only=True, **options)
+        print(json.dumps(resolved_settings(args.config_filename, args.allow_unknown_keys), indent=2, default=str))
+        return
     if args.ngpus > 1 and not distributed.from_environment().enabled:
         # Mistakes surface here as one line, before torchrun starts the processes.
-        run_experiment(args.config_filename, args.output_dir, cache_dir=args.cache_dir, check_only=True)
+        run_experiment(args.config_filename, args.output_dir, check_only=True, **options)
         sys.exit(distributed.launch(args.ngpus, distributed.strip_flag(argv, "--ngpus")))
     with distributed.process_group(choose_device(args.device)) as (_, device):
         run_experiment(args.config_filename, args.output_dir, device, args.setup_crossval_only, args.nthreads,
-                       args.cache_dir, fold=args.fold, restart=args.restart, summarize_only=args.summarize, slurm=slurm)
+                       fold=args.fold, restart=args.restart, summarize_only=args.summarize, slurm=slurm, **options)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,13 @@ def load_training_state(path, model, hashes, **components):
 
     A checkpoint made with different training settings is refused, naming the changed keys.
     """
-    saved = load(path)
+    try:
+        saved = load(path)
+    except UserError as error:
+        raise UserError(f"{error}; pass --restart to train this model again from scratch") from None
+    if not isinstance(saved, dict) or not {"model", "rows"} <= saved.keys():
+        raise UserError(f"{path}: not a unet3d training checkpoint (no model and log rows); "
+                        "pass --restart to train this model again from scratch")
     changed = [key for key, value in hashes.items() if saved.get("config_hash", hashes).get(key) != value]
     if changed:
         raise UserError(

@@ -1,15 +1,17 @@
 """A whole run from one config: pre-flight checks, folds, training, then predictions."""
 
 import logging
+import os
 from pathlib import Path
 
 from unet3d.atomic import write_csv
+from unet3d.config import schema
 from unet3d.config.load import filename_groups, group_name, load_config
-from unet3d.config.resolve import resolve
+from unet3d.config.resolve import lookup, resolve
 from unet3d.data.files import cases, preflight
 from unet3d.errors import UserError
 from unet3d.evaluate.evaluation import evaluate_folder
-from unet3d.predict.inference import build_model, predict_cases
+from unet3d.predict.inference import build_model, inference_settings, predict_cases
 from unet3d.train import distributed
 from unet3d.train.folds import cross_validation_settings, fold_configs, write_fold_configs
 from unet3d.train.loop import fit, training_settings
@@ -36,8 +38,26 @@ def check_config(config):
     build_scheduler(config.get("scheduler"), optimizer, metric_mode(settings["metric_to_monitor"], settings["metric_mode"]))
     resolve("loss", config["loss"], "loss")
     resolve("dataset", config["dataset"], "dataset", data=[])
+    inference_settings(config)
     if "cross_validation" in config:
         fold_configs(config)
+
+
+def resolved_settings(config_filename, allow_unknown_keys=False):
+    """The config with every default filled in (the schema's and the named classes'), for ``--check``."""
+    config = load_config(config_filename, allow_unknown_keys)
+    return schema.resolved(config, lambda kind, name: lookup(kind, name, f"{kind}.name"))
+
+
+def check_output_folder(work_dir):
+    """Raise when ``work_dir`` cannot be created or written, before any work is done."""
+    existing = Path(work_dir)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"output folder {work_dir}: {existing} is a file, not a folder (see --output_dir)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {work_dir}: {existing} is not writable (see --output_dir)")
 
 
 def default_cache_dir(config, work_dir):
@@ -51,7 +71,8 @@ def default_cache_dir(config, work_dir):
 
 
 def run_experiment(config_filename, output_dir=None, device=None, setup_crossval_only=False, num_workers=0,
-                   cache_dir=None, fold=None, summarize_only=False, slurm=None, restart=False, check_only=False):
+                   cache_dir=None, fold=None, summarize_only=False, slurm=None, restart=False, check_only=False,
+                   allow_unknown_keys=False):
     """Train (every fold of) ``config_filename`` and predict its other groups; returns the work folder.
 
     Args:
@@ -61,11 +82,12 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
         summarize_only: write and print the cross-validation summary of what is trained.
         slurm: ``#SBATCH`` settings for ``submit_folds.sh`` (see ``unet3d.train.slurm``).
         restart: train every model from scratch instead of resuming its checkpoint.
-        check_only: stop after checking the config and its data.
+        check_only: stop after checking the config, its data and the output folder.
+        allow_unknown_keys: warn about config keys the schema does not know instead of stopping.
 
     Under torchrun every process runs this; only the main one writes files.
     """
-    config = load_config(config_filename)
+    config = load_config(config_filename, allow_unknown_keys)
     work_dir = work_dir_for(config_filename, output_dir)
     cross_validation = "cross_validation" in config
     for flag, value in (("--setup_crossval_only", setup_crossval_only), ("--fold", fold), ("--summarize", summarize_only)):
@@ -75,6 +97,7 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
         summarize(config, work_dir, require_all=False)
         return work_dir
     check_config(config)
+    check_output_folder(work_dir)
     cache_dir = cache_dir or default_cache_dir(config, work_dir)
     preflight(config, cache_dir=None if setup_crossval_only else cache_dir)
     if check_only:
@@ -95,7 +118,7 @@ def run_experiment(config_filename, output_dir=None, device=None, setup_crossval
         return work_dir
     for fold_filename in [fold_filenames[fold - 1]] if fold else fold_filenames:
         log.info("fold %s", fold_filename.stem)
-        train_and_predict(load_config(fold_filename), work_dir / fold_filename.stem, device, num_workers, cache_dir, restart)
+        train_and_predict(load_config(fold_filename, allow_unknown_keys), work_dir / fold_filename.stem, device, num_workers, cache_dir, restart)
     if context.is_main:
         summarize(config, work_dir, require_all=True)
     return work_dir

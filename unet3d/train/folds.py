@@ -7,36 +7,14 @@ import json
 from pathlib import Path
 
 from unet3d.config.load import write_json
+from unet3d.config.schema import settings
 from unet3d.data.files import case_id
 from unet3d.errors import UserError
 
 
-ALIASES = {"folds": "n_folds", "seed": "random_seed"}  # spellings of 3DUnetCNN's documentation
-KEYS = ("n_folds", "random_seed", "group_by", "stratify_by")
-
-
 def cross_validation_settings(config):
-    """The ``cross_validation`` section with 3DUnetCNN's spellings accepted and values checked."""
-    section = config["cross_validation"]
-    if not isinstance(section, dict):
-        raise UserError("config key 'cross_validation' must be an object with 'n_folds' and 'random_seed'")
-    settings = {"random_seed": 0, "group_by": None, "stratify_by": None}
-    for key, value in section.items():
-        canonical = ALIASES.get(key, key)
-        if canonical not in KEYS:
-            raise UserError(f"config key 'cross_validation.{key}' is not known (expected one of {', '.join(KEYS)})")
-        if canonical in section and canonical != key:
-            raise UserError(f"config key 'cross_validation' has both '{key}' and '{canonical}'; keep one")
-        settings[canonical] = value
-    n_folds = settings.get("n_folds")
-    if not isinstance(n_folds, int) or isinstance(n_folds, bool) or n_folds < 2:
-        raise UserError(f"config key 'cross_validation.n_folds' must be an integer of at least 2, got {n_folds!r}")
-    if not isinstance(settings["random_seed"], int):
-        raise UserError(f"config key 'cross_validation.random_seed' must be an integer, got {settings['random_seed']!r}")
-    for key in ("group_by", "stratify_by"):
-        if settings[key] is not None and not isinstance(settings[key], str):
-            raise UserError(f"config key 'cross_validation.{key}' must be the name of a key of each case")
-    return settings
+    """The ``cross_validation`` section with 3DUnetCNN's spellings accepted and values checked (see the schema)."""
+    return settings(config, "cross_validation")
 
 
 def _entry_id(entry):

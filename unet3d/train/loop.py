@@ -10,6 +10,7 @@ from monai.inferers import sliding_window_inference
 from monai.metrics import compute_dice
 from monai.utils import convert_to_tensor
 
+from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.resolve import resolve
 from unet3d.data.files import cases, require_labels
 from unet3d.data.labels import region_names
@@ -85,6 +86,7 @@ def fit(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
         log.info("resuming %s after epoch %d", work_dir, len(rows))
     training_log = TrainingLog(work_dir / "training_log.csv", rows)
     if context.is_main:
+        remove_stale_temporaries(work_dir)
         training_log.write()
     network = distributed.data_parallel(model, context, device)
     network = compiled(network) if compile_requested(settings["compile"]) else network
@@ -115,9 +117,11 @@ def fit(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
             improved = monitor.update(row)
             rows.append(row)
             if context.is_main:  # every process holds the same figures and weights; one writes them
+                # The checkpoint marks the epoch done, so it comes after the model files: a kill
+                # between them replays the epoch, which rewrites the same files.
+                save_models(checkpoint.model_weights(model), work_dir, epoch, improved, settings)
                 checkpoint.save_training_state(checkpoint_path, model, epoch, rows, config_hash, **state)
                 training_log.append(row)
-                save_models(checkpoint.model_weights(model), work_dir, epoch, improved, settings)
                 plot_progress(rows, work_dir / "progress.png")
                 summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
                 log.info("%s%s", summary, f" (best {monitor.metric})" if improved else "")

@@ -1,0 +1,346 @@
+"""A corpus of bad inputs: each gives exit status 2, one line naming the key or file, and changes no file.
+
+Every case runs on its own copy of the tiny data set (``workspace``); its spoiler breaks
+one thing (the config, a data file, the output folder, a checkpoint or the command line).
+Most run ``main([...])`` in-process; those marked ``script`` run the console script.
+"""
+
+import errno
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_SETTINGS, edit_config, run
+from unet3d.data.brats import write_brats_config
+from unet3d.scripts.predict import main as predict_main
+from unet3d.scripts.train import main as train_main
+
+CASE = "data/train/BraTS20_Training_001/BraTS20_Training_001"
+
+
+@dataclass
+class Workspace:
+    """A test's folder: ``data/`` (a copy of the tiny cases) and ``experiment/tiny.json``."""
+
+    root: Path
+    extra: list = field(default_factory=list)  # arguments a spoiler adds
+
+    @property
+    def config(self):
+        return self.root / "experiment" / "tiny.json"
+
+    def edit(self, change):
+        edit_config(self.config, change)
+
+    def nifti(self, name, array, affine=None):
+        """Replace one file of the first case; its affine is kept unless given."""
+        path = self.root / f"{CASE}_{name}.nii.gz"
+        affine = nibabel.load(path).affine if affine is None else affine
+        nibabel.save(nibabel.Nifti1Image(np.asarray(array), affine), path)
+
+    def volume(self, name):
+        return np.asanyarray(nibabel.load(self.root / f"{CASE}_{name}.nii.gz").dataobj).copy()
+
+    def file(self, name):
+        return self.root / f"{CASE}_{name}.nii.gz"
+
+    def write_json(self, text):
+        self.config.write_text(text)
+
+
+def checksums(root):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def workspace(brats_data, tmp_path):
+    shutil.copytree(brats_data / "train", tmp_path / "data" / "train", ignore=shutil.ignore_patterns("*_00[56]*"))
+    shutil.copytree(brats_data / "test", tmp_path / "data" / "test")
+    template = tmp_path / "template.json"
+    template.write_text(json.dumps(TINY_SETTINGS))
+    (tmp_path / "experiment").mkdir()
+    write_brats_config(template, tmp_path / "experiment" / "tiny.json", tmp_path / "data" / "train",
+                       [("test", tmp_path / "data" / "test")])
+    template.unlink()
+    return Workspace(tmp_path)
+
+
+def tiny_weights(ws, name="model.pth", settings=None):
+    """Weights of the tiny model (or of ``settings``) at ``ws.root/name``."""
+    from unet3d.config.resolve import resolve
+
+    torch.save(resolve("model", settings or TINY_SETTINGS["model"], "model").state_dict(), ws.root / name)
+    return ws.root / name
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def spoil_checkpoint(ws, payload):
+    (ws.root / "experiment" / "tiny" / "fold1").mkdir(parents=True)
+    path = ws.root / "experiment" / "tiny" / "fold1" / "checkpoint.pth"
+    torch.save(payload, path)
+    return path
+
+
+def no_space(monkeypatch):
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@dataclass
+class Bad:
+    """One corpus entry: how to spoil the workspace, the command, and fragments of the one-line error."""
+
+    name: str
+    spoil: object
+    fragments: tuple
+    args: tuple = ()
+    prog: str = "train"
+    script: bool = False
+    monkeypatch: object = None
+
+
+def with_fold_dir(ws):
+    (ws.root / "experiment" / "tiny").mkdir()
+
+
+CONFIG = [
+    Bad("malformed-json", lambda ws: ws.write_json('{\n  "model": {"name": "DynUNet",}\n}\n'),
+        ("tiny.json:2:31: invalid JSON",), script=True),
+    Bad("not-an-object", lambda ws: ws.write_json("[1, 2]"), ("expected a JSON object at the top level",)),
+    Bad("empty-file", lambda ws: ws.write_json(""), ("tiny.json:1:1: invalid JSON",)),
+    Bad("missing-config", lambda ws: ws.config.unlink(), ("tiny.json: config file not found",)),
+    Bad("config-is-a-folder", lambda ws: (ws.config.unlink(), ws.config.mkdir()), ("cannot read config file",)),
+    Bad("missing-model", lambda ws: ws.edit(lambda c: c.pop("model")), ("config key 'model' is missing",)),
+    Bad("model-not-object", lambda ws: ws.edit(lambda c: c.update(model="DynUNet")),
+        ("config key 'model' must be an object with a string 'name'",)),
+    Bad("unknown-model", lambda ws: ws.edit(lambda c: c["model"].update(name="DynUNett")),
+        ("config key 'model.name'", "closest matches: DynUNet")),
+    Bad("bad-model-kwarg", lambda ws: ws.edit(lambda c: c["model"].update(filterz=[4, 8, 16])),
+        ("config key 'model'", "did you mean 'filters'")),
+    Bad("missing-model-kwarg", lambda ws: ws.edit(lambda c: c["model"].pop("spatial_dims")),
+        ("config key 'model': DynUNet needs 'spatial_dims'",)),
+    Bad("model-wrong-kwarg-value", lambda ws: ws.edit(lambda c: c["model"].update(strides=[[1, 1, 1]])),
+        ("config key 'model': DynUNet could not be built",)),
+    Bad("loss-os-system", lambda ws: ws.edit(lambda c: c["loss"].update(name="os.system")),
+        ("config key 'loss.name'", "not a valid loss name")),
+    Bad("optimizer-kwarg", lambda ws: ws.edit(lambda c: c["optimizer"].update(learning_rate=0.1)),
+        ("config key 'optimizer'", "'learning_rate'", "accepted: lr, betas")),
+    Bad("nested-scheduler", lambda ws: ws.edit(lambda c: c.update(scheduler={
+        "name": "SequentialLR", "milestones": [1], "schedulers": [{"name": "LinearLR"}, {"name": "subprocess.Popen"}]})),
+        ("config key 'scheduler.schedulers[1].name'", "not a valid scheduler name")),
+    Bad("misspelled-section", lambda ws: ws.edit(lambda c: c.update(trainig=c.pop("training"))),
+        ("config key 'trainig' is not known", "did you mean 'training'")),
+    Bad("misspelled-training-key", lambda ws: ws.edit(lambda c: c["training"].update(n_epoch=3)),
+        ("config key 'training.n_epoch' is not known", "did you mean 'n_epochs'")),
+    Bad("original-docs-spelling", lambda ws: ws.edit(lambda c: c["cross_validation"].update(fold=3)),
+        ("config key 'cross_validation.fold' is not known", "did you mean 'folds'")),
+    Bad("string-batch-size", lambda ws: ws.edit(lambda c: c["training"].update(batch_size="2")),
+        ("config key 'training.batch_size' must be a positive integer, got \"2\"",)),
+    Bad("zero-epochs", lambda ws: ws.edit(lambda c: c["training"].update(n_epochs=0)),
+        ("config key 'training.n_epochs' must be a positive integer, got 0",)),
+    Bad("negative-batch", lambda ws: ws.edit(lambda c: c["training"].update(batch_size=-1)),
+        ("config key 'training.batch_size' must be a positive integer, got -1",)),
+    Bad("zero-desired-shape", lambda ws: ws.edit(lambda c: c["dataset"].update(desired_shape=[16, 0, 16])),
+        ("config key 'dataset.desired_shape' must be three positive integers",)),
+    Bad("negative-patch", lambda ws: ws.edit(lambda c: c["dataset"].update(patch_size=-8)),
+        ("config key 'dataset.patch_size' must be three positive integers",)),
+    Bad("overlap-one", lambda ws: ws.edit(lambda c: c.update(prediction={"overlap": 1.0})),
+        ("config key 'prediction.overlap' must be a number in [0, 1)",)),
+    Bad("window-two-values", lambda ws: ws.edit(lambda c: c.update(prediction={"window": [8, 8]})),
+        ("'prediction.window'", "three positive integers")),
+    Bad("amp-fp8", lambda ws: ws.edit(lambda c: c["training"].update(amp="fp8")),
+        ("config key 'training.amp' must be one of",)),
+    Bad("metric-mode", lambda ws: ws.edit(lambda c: c["training"].update(metric_mode="maximum")),
+        ("config key 'training.metric_mode' must be one of \"min\", \"max\"",)),
+    Bad("string-labels", lambda ws: ws.edit(lambda c: c["dataset"].update(labels=["1", "2"])),
+        ("config key 'dataset.labels' must be a list of integers",)),
+    Bad("normalization-name", lambda ws: ws.edit(lambda c: c["dataset"].update(normalization="NormaliseIntensityd")),
+        ("config key 'dataset.normalization'", "NormalizeIntensityd")),
+    Bad("augmentation-kwarg", lambda ws: ws.edit(lambda c: c["dataset"].update(
+        spatial_augmentations=[{"name": "RandFlipd", "probability": 0.5}])),
+        ("config key 'dataset.spatial_augmentations[0]'", "'probability' (did you mean 'prob'?)")),
+    Bad("unknown-dataset", lambda ws: ws.edit(lambda c: c["dataset"].update(name="BratsDataset")),
+        ("config key 'dataset.name': unknown dataset 'BratsDataset'",)),
+    Bad("too-many-folds", lambda ws: ws.edit(lambda c: c["cross_validation"].update(n_folds=9)),
+        ("cross_validation.n_folds", "9 folds need at least 9")),
+    Bad("one-fold", lambda ws: ws.edit(lambda c: c["cross_validation"].update(n_folds=1)),
+        ("config key 'cross_validation.n_folds' must be an integer of at least 2, got 1",)),
+    Bad("group-by-missing", lambda ws: ws.edit(lambda c: c["cross_validation"].update(group_by="subject")),
+        ("has no 'subject'", "cross_validation.group_by")),
+    Bad("empty-training", lambda ws: ws.edit(lambda c: c.update(training_filenames=[])),
+        ("config key 'training_filenames' must be a non-empty list",)),
+    Bad("missing-training", lambda ws: ws.edit(lambda c: c.pop("training_filenames")),
+        ("config key 'training_filenames' is missing",)),
+    Bad("misspelled-group", lambda ws: ws.edit(lambda c: c.update(test_filename=c.pop("test_filenames"))),
+        ("config key 'test_filename' is not known", "did you mean 'test_filenames'")),
+    Bad("case-without-image", lambda ws: ws.edit(lambda c: c["test_filenames"][0].pop("image")),
+        ("config key 'test_filenames'[0] must be an object with an 'image'",)),
+    Bad("misspelled-label", lambda ws: ws.edit(lambda c: c["training_filenames"][1].update(
+        lable=c["training_filenames"][1].pop("label"))),
+        ("config key 'training_filenames[1].lable' is not known", "did you mean 'label'")),
+    Bad("validation-and-folds", lambda ws: ws.edit(lambda c: c.update(validation_filenames=c["test_filenames"])),
+        ("both 'cross_validation' and 'validation_filenames'",)),
+    Bad("missing-decathlon", lambda ws: ws.edit(lambda c: (c.pop("training_filenames"), c.pop("test_filenames"),
+                                                          c.update(decathlon_datalist="dataset.json"))),
+        ("config key 'decathlon_datalist'", "dataset.json")),
+]
+
+
+def all_labels(ws, change):
+    for path in sorted(ws.root.glob("data/train/*/*_seg.nii.gz")):
+        image = nibabel.load(path)
+        nibabel.save(nibabel.Nifti1Image(change(np.asanyarray(image.dataobj).copy()), image.affine), path)
+
+
+DATA = [
+    Bad("missing-image", lambda ws: ws.file("t1").unlink(), ("1 data file(s) named in the config do not exist",
+                                                             "BraTS20_Training_001_t1.nii.gz")),
+    Bad("empty-image", lambda ws: ws.file("t1").write_bytes(b""), ("BraTS20_Training_001_t1.nii.gz: cannot read",)),
+    Bad("truncated-image", lambda ws: truncate(ws.file("t2")), ("BraTS20_Training_001_t2.nii.gz", "truncated")),
+    Bad("truncated-label", lambda ws: truncate(ws.file("seg"), 0.3), ("BraTS20_Training_001_seg.nii.gz", "cannot read")),
+    Bad("not-nifti", lambda ws: ws.file("flair").write_bytes(gzip.compress(b"hello, not an image")),
+        ("BraTS20_Training_001_flair.nii.gz: cannot read as NIfTI",)),
+    Bad("text-file", lambda ws: ws.file("flair").write_text("subject,age\n1,2\n"),
+        ("BraTS20_Training_001_flair.nii.gz: cannot read as NIfTI",)),
+    Bad("2d-image", lambda ws: ws.nifti("t1", np.zeros((24, 24), np.float32)), ("_t1.nii.gz is 2D", "expected a 3D volume")),
+    Bad("4d-label", lambda ws: ws.nifti("seg", np.zeros((24, 24, 24, 2), np.uint8)), ("_seg.nii.gz is 4D",)),
+    Bad("shape-mismatch", lambda ws: ws.nifti("t1ce", np.zeros((24, 24, 20), np.float32)), ("shapes differ",)),
+    Bad("affine-mismatch", lambda ws: ws.nifti("t2", ws.volume("t2"), np.diag([2.0, 1.0, 1.0, 1.0])),
+        ("has another affine", "_t2.nii.gz")),
+    Bad("nan-image", lambda ws: ws.nifti("flair", np.where(ws.volume("flair") > 0, np.nan, 0).astype(np.float32)),
+        ("_flair.nii.gz contains NaN or infinite values",)),
+    Bad("inf-image", lambda ws: ws.nifti("t1", np.full((24, 24, 24), np.inf, np.float32)),
+        ("_t1.nii.gz contains NaN or infinite values",)),
+    Bad("undeclared-label", lambda ws: ws.nifti("seg", np.where(ws.volume("seg") == 4, 3, ws.volume("seg")).astype(np.uint8)),
+        ("_seg.nii.gz has label values 3 not in dataset.labels",)),
+    Bad("no-foreground-anywhere", lambda ws: all_labels(ws, np.zeros_like),
+        ("_seg.nii.gz has no foreground", "nor has any other label")),
+    Bad("duplicate-ids", lambda ws: ws.edit(lambda c: c["training_filenames"].append(c["training_filenames"][0])),
+        ("two cases are both named 'BraTS20_Training_001'",)),
+]
+
+ENVIRONMENT = [
+    Bad("output-under-a-file", lambda ws: (ws.root / "notes.txt").write_text("x"),
+        ("notes.txt is a file, not a folder",), args=("--output_dir", "{root}/notes.txt/runs")),
+    Bad("output-is-a-file", lambda ws: (ws.root / "runs").mkdir() or (ws.root / "runs" / "tiny").write_text("x"),
+        ("runs/tiny is a file, not a folder",), args=("--output_dir", "{root}/runs")),
+    Bad("output-unwritable", lambda ws: None, ("is not writable",),
+        monkeypatch=lambda mp: mp.setattr(os, "access", lambda path, mode, **kw: False)),
+    Bad("disk-full", lambda ws: (with_fold_dir(ws), (ws.root / "experiment" / "tiny" / "fold1.json").write_text("{}")),
+        (": No space left on device",), monkeypatch=no_space),
+    Bad("cache-is-a-file", lambda ws: (ws.root / "cache").write_text("x"), ("cache", "Not a directory"),
+        args=("--cache_dir", "{root}/cache")),
+]
+
+CHECKPOINTS = [
+    Bad("truncated-checkpoint", lambda ws: truncate(spoil_checkpoint(ws, {"model": {}, "epoch": 1, "rows": []})),
+        ("fold1/checkpoint.pth: cannot read as a unet3d checkpoint", "--restart"), args=("--fold", "1")),
+    Bad("checkpoint-of-another-config", lambda ws: spoil_checkpoint(ws, {"model": {}, "epoch": 1, "rows": [],
+                                                                         "config_hash": {"model": "0"}}),
+        ("checkpoint.pth: config key(s) model", "changed since this checkpoint"), args=("--fold", "1")),
+    Bad("pickled-checkpoint", lambda ws: spoil_checkpoint(ws, {"model": {}, "hook": subprocess.Popen}),
+        ("checkpoint.pth: cannot read as a unet3d checkpoint",), args=("--fold", "1")),
+    Bad("weights-of-another-architecture", lambda ws: tiny_weights(ws, "other.pth", {
+        "name": "UNet", "spatial_dims": 3, "in_channels": 4, "out_channels": 3, "channels": [4, 8], "strides": [2]}),
+        ("other.pth: weights do not fit the config's model",), prog="predict", args=("--model_filename", "{root}/other.pth")),
+    Bad("garbage-model-file", lambda ws: (ws.root / "model.pth").write_bytes(b"PK\x03\x04 not a zip"),
+        ("model.pth: cannot read as a unet3d checkpoint",), prog="predict", args=("--model_filename", "{root}/model.pth")),
+    Bad("missing-model-file", lambda ws: None, ("gone.pth: model file not found",), prog="predict",
+        args=("--model_filename", "{root}/gone.pth")),
+]
+
+CLI = [
+    Bad("crossval-only-and-fold", lambda ws: None, ("--setup_crossval_only and --fold cannot be used together",),
+        args=("--setup_crossval_only", "--fold", "1")),
+    Bad("summarize-and-restart", lambda ws: None, ("--summarize and --restart cannot be used together",),
+        args=("--summarize", "--restart")),
+    Bad("check-and-restart", lambda ws: None, ("--check and --restart cannot be used together",), args=("--check", "--restart")),
+    Bad("ngpus-zero", lambda ws: None, ("--ngpus must be 1 or more, got 0",), args=("--ngpus", "0"), script=True),
+    Bad("negative-nthreads", lambda ws: None, ("--nthreads must be 0 or more",), args=("--nthreads", "-1")),
+    Bad("fold-out-of-range", lambda ws: None, ("--fold 3: the config has folds 1 to 2",), args=("--fold", "3")),
+    Bad("fold-without-folds", lambda ws: ws.edit(lambda c: c.pop("cross_validation")),
+        ("--fold needs a 'cross_validation' section",), args=("--fold", "1")),
+    Bad("slurm-without-setup", lambda ws: None, ("--slurm_time only applies",), args=("--slurm_time", "1:00:00")),
+    Bad("missing-plugin", lambda ws: None, ("--plugin lab_nets: cannot import it",), args=("--plugin", "lab_nets")),
+    Bad("predict-overlap", lambda ws: tiny_weights(ws), ("--overlap", "must be in [0, 1)"), prog="predict",
+        args=("--model_filename", "{root}/model.pth", "--overlap", "1.5"), script=True),
+    Bad("predict-activation", lambda ws: tiny_weights(ws), ("--activation 'softplus'",), prog="predict",
+        args=("--model_filename", "{root}/model.pth", "--activation", "softplus")),
+    Bad("predict-component-size", lambda ws: tiny_weights(ws), ("--min_component_size must be 0 or more",), prog="predict",
+        args=("--model_filename", "{root}/model.pth", "--min_component_size", "-1")),
+    Bad("predict-unknown-group", lambda ws: tiny_weights(ws), ("no 'tset_filenames'",), prog="predict",
+        args=("--model_filename", "{root}/model.pth", "--group", "tset")),
+]
+
+CORPUS = CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI
+PROGRAMS = {"train": ("unet3d-train", train_main), "predict": ("unet3d-predict", predict_main)}
+
+
+def command_line(bad, ws):
+    args = ["--config_filename", str(ws.config), *(a.format(root=ws.root) for a in bad.args)]
+    if "--device" not in args:
+        args += ["--device", "cpu"]
+    if bad.prog == "predict":
+        if "--model_filename" not in args:
+            args += ["--model_filename", str(ws.root / "model.pth")]
+        if "--group" not in args:
+            args += ["--group", "test"]
+        args += ["--output_directory", str(ws.root / "predictions")]
+    return args
+
+
+def test_the_corpus_is_large_and_named_uniquely():
+    assert len(CORPUS) >= 40 and len({bad.name for bad in CORPUS}) == len(CORPUS)
+
+
+@pytest.mark.parametrize("bad", CORPUS, ids=lambda bad: bad.name)
+def test_bad_input_stops_with_one_line_and_changes_nothing(bad, workspace, capsys, monkeypatch):
+    bad.spoil(workspace)
+    before = checksums(workspace.root)
+    prog, main = PROGRAMS[bad.prog]
+    args = command_line(bad, workspace)
+    if bad.script:
+        result = run(prog, *args, check=False)
+        status, stderr = result.returncode, result.stderr
+    else:
+        if bad.monkeypatch:
+            bad.monkeypatch(monkeypatch)
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        monkeypatch.undo()
+        status, stderr = stop.value.code, capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert status == 2, stderr
+    assert "Traceback" not in stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), stderr
+    for fragment in bad.fragments:
+        assert fragment in lines[0], lines[0]
+    after = checksums(workspace.root)
+    assert {path: after.get(path) for path in before} == before
+
+
+def test_one_label_without_foreground_is_a_warning(workspace, caplog):
+    from unet3d.config.load import load_config
+    from unet3d.data.files import preflight
+
+    workspace.nifti("seg", np.zeros((24, 24, 24), np.uint8))
+    preflight(load_config(workspace.config), cache_dir=workspace.root / "cache")
+    preflight(load_config(workspace.config), cache_dir=workspace.root / "cache")  # the second run reads markers
+    warnings = [r.message for r in caplog.records if "has no foreground" in r.message]
+    assert len(warnings) == 2 and "BraTS20_Training_001_seg.nii.gz" in warnings[0] and "negative case" in warnings[0]

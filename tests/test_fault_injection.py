@@ -1,0 +1,146 @@
+"""Fault injection: SIGKILL a short training at random moments, and inside checkpoint writes.
+
+After each kill every file on disk must read cleanly; rerunning the same command resumes
+and ends with the log and weights of a run that was never interrupted. Three trials run
+by default; ``pytest -m slow tests/test_fault_injection.py`` runs 24 more.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import edit_config
+from test_training_loop import assert_same_weights, figures, read_log
+from unet3d.train import checkpoint
+from unet3d.train.experiment import run_experiment
+
+# Runs unet3d-train; UNET3D_TEST_PAUSE="<os function>:<file name or empty>:<n>" makes the
+# n-th matching call of os.fsync (the temporary file is written) or os.replace (about to
+# be renamed) inside unet3d.atomic touch UNET3D_TEST_MARKER and wait to be killed.
+LAUNCHER = """
+import os, sys, time
+import unet3d.atomic as atomic
+
+function, target, occurrence = os.environ["UNET3D_TEST_PAUSE"].split(":")
+real, calls = getattr(os, function), []
+
+def paused(*args):
+    if not target or str(args[-1]).endswith(target):
+        calls.append(args)
+        if len(calls) == int(occurrence):
+            open(os.environ["UNET3D_TEST_MARKER"], "w").close()
+            time.sleep(600)
+    return real(*args)
+
+class PatchedOs:
+    def __getattr__(self, name):
+        return paused if name == function else getattr(os, name)
+
+atomic.os = PatchedOs()
+from unet3d.scripts.train import main
+main(sys.argv[1:])
+"""
+N_EPOCHS = 2
+WRITE_TRIALS = [("replace", "checkpoint.pth", 1), ("replace", "model.pth", 2)]
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory, brats_data):
+    """A 3-epoch single-model config and the work folder of its uninterrupted run."""
+    import json
+
+    from conftest import TINY_SETTINGS
+    from unet3d.data.brats import write_brats_config
+
+    root = tmp_path_factory.mktemp("faults")
+    template = root / "template.json"
+    template.write_text(json.dumps(TINY_SETTINGS))
+    config = root / "tiny.json"
+    write_brats_config(template, config, brats_data / "train")
+
+    def change(c):
+        del c["cross_validation"]
+        c["training_filenames"] = c["training_filenames"][:2]  # no validation group: nothing to predict after training
+        c["training"].update(n_epochs=N_EPOCHS, save_every_n_epochs=1, save_last_n_models=1)
+    edit_config(config, change)
+    import torch
+
+    reference = run_experiment(config, root / "reference", torch.device("cpu"))
+    return config, reference
+
+
+def launch(config, output_dir, pause):
+    marker = output_dir / "paused"
+    output_dir.mkdir(parents=True)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "UNET3D_TEST_PAUSE": pause, "UNET3D_TEST_MARKER": str(marker)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, "--config_filename", str(config), "--device", "cpu", "--output_dir", str(output_dir)],
+        stdout=subprocess.DEVNULL, stderr=(output_dir / "stderr.txt").open("w"), env=env)
+    return process, marker
+
+
+def wait_for(path, process, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "training ended before the fault"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def assert_readable(work_dir):
+    """Every checkpoint and weight file loads (a killed writer's ``.tmp-*`` aside), and the CSV agrees with the checkpoint."""
+    for path in work_dir.glob("[!.]*.pth"):
+        checkpoint.load(path)
+    if (work_dir / "checkpoint.pth").is_file():
+        rows = checkpoint.load(work_dir / "checkpoint.pth")["rows"]
+        assert len(read_log(work_dir / "training_log.csv")) in (len(rows), len(rows) - 1)
+
+
+def trial(experiment, output_dir, pause=None, delay=None):
+    """Start a run, kill it at the pause (or ``delay`` seconds into training), check, resume, compare."""
+    import torch
+
+    config, reference = experiment
+    output_dir = output_dir / "run"
+    process, marker = launch(config, output_dir, pause or "fsync::0")
+    work_dir = output_dir / "tiny"
+    wait_for(marker if pause else work_dir / "training_log.csv", process)
+    if delay:
+        time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    # A random delay may outlast the run (status 0): an uninterrupted rerun, still compared.
+    assert process.wait() in ((-signal.SIGKILL,) if pause else (-signal.SIGKILL, 0))
+    assert_readable(work_dir)
+    run_experiment(config, output_dir, torch.device("cpu"))
+    assert figures(read_log(work_dir / "training_log.csv")) == figures(read_log(reference / "training_log.csv"))
+    for name in ("model.pth", "model_best.pth", f"model_epoch{N_EPOCHS}.pth"):
+        assert_same_weights(reference / name, work_dir / name)
+    assert not list(work_dir.glob(".tmp-*")), "a killed writer's temporary file was left behind"
+    assert [p.name for p in work_dir.glob("model_epoch*.pth")] == [f"model_epoch{N_EPOCHS}.pth"]
+
+
+@pytest.mark.parametrize("pause", [":".join(map(str, t)) for t in WRITE_TRIALS])
+def test_kill_inside_a_checkpoint_write_resumes_exactly(experiment, tmp_path, pause):
+    trial(experiment, tmp_path, pause=pause)
+
+
+def test_kill_at_a_random_moment_resumes_exactly(experiment, tmp_path):
+    trial(experiment, tmp_path, delay=random.Random(7).uniform(0.2, 2.0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", range(24))
+def test_many_kills(experiment, tmp_path, number):
+    chooser = random.Random(number)
+    if number % 2:
+        function, target = chooser.choice([("replace", "checkpoint.pth"), ("replace", "model.pth"),
+                                           ("replace", "training_log.csv"), ("fsync", "")])
+        limit = N_EPOCHS if target else 4 * N_EPOCHS
+        trial(experiment, tmp_path, pause=f"{function}:{target}:{chooser.randint(1, limit)}")
+    else:
+        trial(experiment, tmp_path, delay=chooser.uniform(0.0, 2.0))

@@ -1,0 +1,90 @@
+"""The config schema: one table for validation, defaults, --check and docs/configuration.md."""
+
+import copy
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TINY_SETTINGS, edit_config
+from unet3d.config import schema
+from unet3d.config.load import load_config
+from unet3d.data.dataset import SegmentationDataset
+from unet3d.data.transforms import preprocessing, sampling
+from unet3d.errors import UserError
+from unet3d.predict.inference import inference_settings
+from unet3d.scripts.train import main as train
+from unet3d.train.folds import cross_validation_settings
+from unet3d.train.settings import training_settings
+
+
+def tiny(**changes):
+    return dict(copy.deepcopy(TINY_SETTINGS), training_filenames=[{"image": "a.nii", "label": "b.nii"}], **changes)
+
+
+def test_docs_are_generated_from_the_schema():
+    committed = (REPO / "docs" / "configuration.md").read_text()
+    assert committed == schema.markdown() + "\n", "run: python -m unet3d.config > docs/configuration.md"
+
+
+def test_code_defaults_are_the_schemas():
+    signature = inspect.signature(SegmentationDataset).parameters
+    for name, key in schema.SECTIONS["dataset"].keys.items():
+        assert signature[name].default == key.default, name
+    assert set(signature) - set(schema.SECTIONS["dataset"].keys) == set(schema.UNET3D_ARGUMENTS) & set(signature)
+    for function in (preprocessing, sampling):
+        for name, parameter in inspect.signature(function).parameters.items():
+            if name in schema.SECTIONS["dataset"].keys and parameter.default is not parameter.empty:
+                assert parameter.default in (schema.SECTIONS["dataset"].keys[name].default, ()), (function, name)
+    assert training_settings({}) == schema.defaults("training")
+    assert inference_settings({"dataset": {}}) == tuple(schema.defaults("prediction").values())
+    assert cross_validation_settings({"cross_validation": {"folds": 3}}) == {
+        **schema.defaults("cross_validation"), "n_folds": 3}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").rglob("*config*.json")), ids=lambda p: p.name)
+def test_example_configs_validate(path):
+    load_config(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["training"].update(n_epoch=3), "'training.n_epoch' is not known (did you mean 'n_epochs'?)"),
+    (lambda c: c.update(cross_validaton={}), "'cross_validaton' is not known (did you mean 'cross_validation'?)"),
+    (lambda c: c["dataset"].update(patch_sise=[8, 8, 8]), "'dataset.patch_sise' is not known (did you mean 'patch_size'?)"),
+    (lambda c: c["training_filenames"][0].update(lable="x.nii"), "'training_filenames[0].lable' is not known (did you mean 'label'?)"),
+    (lambda c: c.update(prediction={"overlap": 1}), "'prediction.overlap' must be a number in [0, 1), got 1"),
+    (lambda c: c["training"].update(amp="fp8"), "'training.amp' must be one of false, true, \"fp32\", \"fp16\", \"bf16\""),
+    (lambda c: c["training"].update(batch_size="2"), "'training.batch_size' must be a positive integer, got \"2\""),
+    (lambda c: c["dataset"].update(labels=[1, "2"]), "'dataset.labels' must be a list of integers or null"),
+    (lambda c: c["cross_validation"].pop("n_folds"), "'cross_validation.n_folds' is missing"),
+])
+def test_mistakes_name_the_key_and_what_was_expected(change, message):
+    config = tiny()
+    change(config)
+    with pytest.raises(UserError) as error:
+        schema.validate(config)
+    assert message in str(error.value)
+
+
+def test_case_metadata_stays_allowed_and_unknown_keys_can_be_let_through(caplog):
+    config = tiny(cross_validation={"n_folds": 2, "group_by": "subjekt"})
+    config["training_filenames"][0].update(subjekt="s1", grade="HGG")
+    schema.validate(config)
+    config["training"]["wandb_project"] = "x"
+    checked = schema.validate(config, allow_unknown_keys=True)
+    assert "wandb_project" not in checked["training"] and "wandb_project" in config["training"]
+    assert "training.wandb_project' is not known" in caplog.text
+
+
+def test_check_prints_the_resolved_settings_without_training(tiny_config, capsys):
+    edit_config(tiny_config, lambda c: c["training"].pop("batch_size"))
+    train(["--config_filename", str(tiny_config), "--check"])
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["training"]["batch_size"] == 1 and resolved["training"]["metric_to_monitor"] == "val_loss"
+    assert resolved["prediction"] == {"window": None, "overlap": 0.5, "sw_batch_size": 4}
+    assert resolved["optimizer"]["betas"] == [0.9, 0.999] or tuple(resolved["optimizer"]["betas"]) == (0.9, 0.999)
+    assert resolved["dataset"]["patches_per_case"] == 1
+    assert resolved["training_filenames"] == "6 cases"
+    written = {p.name for p in (Path(tiny_config).parent / "tiny").rglob("*")}
+    assert not written & {"checkpoint.pth", "model.pth", "training_log.csv", "fold1.json"}

@@ -1,0 +1,5 @@
+"""``python -m unet3d.config``: print the configuration reference generated from the schema."""
+
+from unet3d.config.schema import markdown
+
+print(markdown())
