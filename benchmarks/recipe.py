@@ -27,12 +27,12 @@ The synthetic cases (``unet3d.data.synthetic``) cover BraTS's field of view at
 import argparse
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas
@@ -55,6 +55,8 @@ def parse_args(argv=None):
                         help="CPU-time budget of each training run (default 40: 20 minutes on two cores)")
     parser.add_argument("--seeds", type=int, default=1, help="runs, with training.seed = first_seed, first_seed + 1, ...")
     parser.add_argument("--first_seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds trained at the same time (each still gets its full CPU-time budget)")
     parser.add_argument("--n_train", type=int, default=20)
     parser.add_argument("--n_validation", type=int, default=2)
     parser.add_argument("--n_test", type=int, default=6)
@@ -123,31 +125,25 @@ def process_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def children_cpu_seconds():
-    """CPU seconds of all finished child processes of this one."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def train_with_budget(config_filename, cpu_seconds):
     """Run unet3d-train until it ends or has used ``cpu_seconds``; returns ``(stopped, cpu seconds, wall seconds)``."""
-    cpu_before, start = children_cpu_seconds(), time.perf_counter()
+    start = time.perf_counter()
     process = subprocess.Popen([str(BIN / "unet3d-train"), "--config_filename", str(config_filename),
                                 "--device", "cpu", "--restart"], stdout=subprocess.DEVNULL)
     stopped = False
-    while process.poll() is None:
-        time.sleep(1)
-        try:
-            used = process_cpu_seconds(process.pid)
-        except (FileNotFoundError, ProcessLookupError):
+    while True:
+        # wait4, not Popen.poll: it also returns this child's own resource usage.
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
             break
-        if used >= cpu_seconds and not stopped:
+        if not stopped and process_cpu_seconds(process.pid) >= cpu_seconds:
             process.send_signal(signal.SIGTERM)  # the loop stops at the next batch
             stopped = True
-    process.wait()
-    if process.returncode not in (0, 128 + signal.SIGTERM):
-        raise SystemExit(f"unet3d-train {config_filename} failed with status {process.returncode}")
-    return stopped, children_cpu_seconds() - cpu_before, time.perf_counter() - start
+        time.sleep(1)
+    returncode = os.waitstatus_to_exitcode(status)
+    if returncode not in (0, 128 + signal.SIGTERM):
+        raise SystemExit(f"unet3d-train {config_filename} failed with status {returncode}")
+    return stopped, usage.ru_utime + usage.ru_stime, time.perf_counter() - start
 
 
 def heldout_dice(test_config, model_filename, output_dir):
@@ -182,7 +178,9 @@ def main(argv=None):
     template = json.loads(Path(args.config).read_text())
     counts = {"train": args.n_train, "validation": args.n_validation, "test": args.n_test}
     folders = synthetic_groups(args.data_dir, counts, args.spacing)
-    rows = [run_seed(template, folders, seed, args) for seed in range(args.first_seed, args.first_seed + args.seeds)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda seed: run_seed(template, folders, seed, args), seeds))
     table = pandas.DataFrame(rows)
     columns = [f"dice_{region}" for region in REGIONS] + ["train_cpu_min", "train_wall_min"]
     summary = pandas.DataFrame([{"seed": "mean", **table[columns].mean().round(4).to_dict()},
