@@ -25,6 +25,7 @@ The synthetic cases (``unet3d.data.synthetic``) cover BraTS's field of view at
 """
 
 import argparse
+import copy
 import json
 import os
 import signal
@@ -105,7 +106,7 @@ def override(config, assignment):
 
 def run_configs(template, folders, seed, overrides, run_dir):
     """Write ``train.json`` (training + validation) and ``test.json`` (+ labelled held-out cases); return both paths."""
-    config = {k: v for k, v in template.items() if not k.endswith("_filenames") and k != "cross_validation"}
+    config = copy.deepcopy({k: v for k, v in template.items() if not k.endswith("_filenames") and k != "cross_validation"})
     for assignment in overrides:
         override(config, assignment)
     config.setdefault("training", {})["seed"] = seed
