@@ -4,8 +4,11 @@ Each case is written in a BraTS layout: 2020 and 2021 name files
 ``<root>/<id>/<id>_{flair,t1,t1ce,t2,seg}.nii.gz``, 2023 ``<id>-{t2f,t1n,t1c,t2w,seg}.nii.gz``;
 with labels 1 (necrosis), 2 (edema) and 4 (enhancing tumour) on a zero background, so
 that WT ⊇ TC ⊇ ET. Tumours are irregular blobs whose core is off the whole tumour's
-centre; some cases have no enhancing tumour. Modalities overlap in intensity between
-regions and carry a smooth bias field and noise, so a model has to combine them.
+centre, and the necrosis inside the core is off the core's centre in turn; some cases
+have no enhancing tumour. Each case scales every tissue's mean intensity by its own random
+factor, so the intensity ranges of regions overlap across cases; volumes carry tissue
+texture, a smooth bias field and noise, so a model has to combine the modalities and look
+at shape, not threshold one image.
 """
 
 from pathlib import Path
@@ -15,6 +18,7 @@ import numpy as np
 import torch
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
+BRATS_SHAPE = (240, 240, 155)  # BraTS's 1 mm grid, in voxels
 # File name of each modality, and the separator after the case id, per BraTS release.
 NAMING = {
     "2020": ("_", dict(zip(MODALITIES, MODALITIES))),
@@ -50,26 +54,27 @@ def synthetic_case(shape, rng, enhancing=True):
     size = np.array(shape, dtype=np.float32)
     brain = blob(rng, grid, size / 2, size * 0.42, roughness=0.1)
     tumour_centre = size / 2 + rng.uniform(-0.12, 0.12, 3) * size
-    whole = blob(rng, grid, tumour_centre, size * rng.uniform(0.13, 0.22, 3)) & brain
-    core_centre = tumour_centre + rng.uniform(-0.05, 0.05, 3) * size
-    core = blob(rng, grid, core_centre, size * rng.uniform(0.07, 0.12, 3)) & whole
+    whole = blob(rng, grid, tumour_centre, size * rng.uniform(0.13, 0.22, 3), roughness=0.4) & brain
+    core_centre = tumour_centre + rng.uniform(-0.07, 0.07, 3) * size
+    core = blob(rng, grid, core_centre, size * rng.uniform(0.07, 0.12, 3), roughness=0.35) & whole
     label = np.zeros(shape, dtype=np.uint8)
     label[whole] = 2
     label[core] = 1
     if enhancing:
-        inner = blob(rng, grid, core_centre, size * rng.uniform(0.035, 0.06, 3)) & core
+        necrosis_centre = core_centre + rng.uniform(-0.025, 0.025, 3) * size
+        inner = blob(rng, grid, necrosis_centre, size * rng.uniform(0.035, 0.06, 3), roughness=0.35) & core
         label[core & ~inner] = 4
 
-    bias = 1 + 0.2 * smooth_noise(rng, shape, cells=3)
+    bias = 1 + 0.3 * smooth_noise(rng, shape, cells=3)
     images = {}
     for modality in MODALITIES:
-        background, edema, necrosis, enhancing_value = CONTRAST[modality]
-        volume = np.full(shape, background, dtype=np.float32)
-        volume[label == 2] = edema
-        volume[label == 1] = necrosis
-        volume[label == 4] = enhancing_value
-        volume += 0.08 * smooth_noise(rng, shape, cells=8)  # tissue texture
-        volume = volume * bias + rng.normal(0, 0.06, shape).astype(np.float32)
+        # A per-case gain for each tissue: one case's edema can be as bright as another's enhancing tumour.
+        means = np.asarray(CONTRAST[modality], dtype=np.float32) * rng.uniform(0.85, 1.15, 4).astype(np.float32)
+        volume = np.full(shape, means[0], dtype=np.float32)
+        for value, mean in ((2, means[1]), (1, means[2]), (4, means[3])):
+            volume[label == value] = mean
+        volume += 0.1 * smooth_noise(rng, shape, cells=8)  # tissue texture
+        volume = volume * bias + rng.normal(0, 0.08, shape).astype(np.float32)
         volume[~brain] = 0
         images[modality] = np.clip(volume, 0, None) * 1000
     return images, label
@@ -117,3 +122,8 @@ def write_synthetic_brats(root, n_cases, shape=(48, 48, 48), seed=0, prefix="Bra
             nibabel.save(nibabel.Nifti1Image(label, affine), folder / f"{case_id}{separator}seg{suffix}")
         folders.append(folder)
     return folders
+
+
+def brats_shape(spacing):
+    """The shape of BraTS's 240 x 240 x 155 mm field of view at ``spacing`` mm (2: 120 x 120 x 78)."""
+    return tuple(int(np.ceil(n / spacing)) for n in BRATS_SHAPE)

@@ -1,0 +1,198 @@
+"""Does a config learn? Train it on synthetic BraTS-like cases for a CPU-time budget, score held-out cases.
+
+For each seed this writes a copy of the config with synthetic training and validation
+cases and ``training.seed`` set, runs ``unet3d-train`` in a subprocess and, once the
+process has used ``--cpu_minutes`` of CPU time (user + system, all threads), sends it
+SIGTERM: the loop stops at the next batch and ``model_best.pth`` (best validation Dice)
+is on disk. Then ``unet3d-predict`` labels the held-out cases and ``unet3d-evaluate``
+scores them. It prints and writes ``results.csv``: per seed the Dice of WT, TC and ET
+over the held-out cases, the epochs trained and the CPU and wall time of training; then
+the mean and spread (max - min) over seeds.
+
+CPU time, not wall time, is the budget because the machine may be shared: on two free
+cores, 40 CPU-minutes take about 20 wall-clock minutes.
+
+Not a test. Run from the repository root, for example:
+
+    .venv/bin/python benchmarks/recipe.py --config examples/brats2020/demo_config.json \\
+        --cpu_minutes 8 --seeds 3
+    # an ablation: the same without deep supervision
+    .venv/bin/python benchmarks/recipe.py --config examples/brats2020/demo_config.json \\
+        --cpu_minutes 8 --set model.deep_supervision=false --set model.deep_supr_num=1
+
+The synthetic cases (``unet3d.data.synthetic``) cover BraTS's field of view at
+``--spacing`` mm (2: 120 x 120 x 78 voxels) and are written once into ``--data_dir``.
+"""
+
+import argparse
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas
+
+from unet3d.data.brats import brats_cases
+from unet3d.data.synthetic import brats_shape, write_synthetic_brats
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SCRATCH = Path(tempfile.gettempdir()) / "unet3d_recipe"
+REGIONS = ("WT", "TC", "ET")
+# Separate data seeds, so training, validation and held-out cases never coincide.
+DATA_SEEDS = {"train": 100, "validation": 200, "test": 300}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="the config whose settings are trained (file lists are replaced)")
+    parser.add_argument("--cpu_minutes", type=float, default=40.0,
+                        help="CPU-time budget of each training run (default 40: 20 minutes on two cores)")
+    parser.add_argument("--seeds", type=int, default=1, help="runs, with training.seed = first_seed, first_seed + 1, ...")
+    parser.add_argument("--first_seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds trained at the same time (each still gets its full CPU-time budget)")
+    parser.add_argument("--n_train", type=int, default=20)
+    parser.add_argument("--n_validation", type=int, default=2)
+    parser.add_argument("--n_test", type=int, default=6)
+    parser.add_argument("--spacing", type=float, default=2.0, help="voxel size of the synthetic cases in mm")
+    parser.add_argument("--data_dir", default=SCRATCH / "data", type=Path,
+                        help="where the synthetic cases are kept (default: <temp dir>/unet3d_recipe/data)")
+    parser.add_argument("--output_dir", default=SCRATCH / "runs", type=Path,
+                        help="runs and results.csv (default: <temp dir>/unet3d_recipe/runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a config key, e.g. training.n_epochs=40 or loss='{\"name\": \"DiceLoss\"}'; "
+                             "null removes the key")
+    return parser.parse_args(argv)
+
+
+def synthetic_groups(data_dir, counts, spacing):
+    """``{group: case folder}`` with ``counts[group]`` synthetic cases each, written if not there yet."""
+    shape = brats_shape(spacing)
+    folders = {}
+    for group, count in counts.items():
+        folder = Path(data_dir).resolve() / f"{group}_{count}_{spacing:g}mm"
+        if not (folder / "complete").is_file():
+            write_synthetic_brats(folder, count, shape, seed=DATA_SEEDS[group], spacing=(spacing,) * 3)
+            (folder / "complete").touch()
+        folders[group] = folder
+    return folders
+
+
+def override(config, assignment):
+    """Apply one ``KEY=JSON`` to ``config`` in place; a dotted key reaches into sections."""
+    key, sep, text = assignment.partition("=")
+    if not sep:
+        raise SystemExit(f"--set {assignment!r}: expected KEY=JSON")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text  # a plain string
+    *parents, last = key.split(".")
+    section = config
+    for name in parents:
+        section = section.setdefault(name, {})
+    if value is None:
+        section.pop(last, None)
+    else:
+        section[last] = value
+
+
+def run_configs(template, folders, seed, overrides, run_dir):
+    """Write ``train.json`` (training + validation) and ``test.json`` (+ labelled held-out cases); return both paths."""
+    config = copy.deepcopy({k: v for k, v in template.items() if not k.endswith("_filenames") and k != "cross_validation"})
+    for assignment in overrides:
+        override(config, assignment)
+    config.setdefault("training", {})["seed"] = seed
+    config["training_filenames"] = brats_cases(folders["train"])
+    config["validation_filenames"] = brats_cases(folders["validation"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train = run_dir / "train.json"
+    train.write_text(json.dumps(config, indent=2))
+    test = run_dir / "test.json"
+    test.write_text(json.dumps({**config, "test_filenames": brats_cases(folders["test"])}, indent=2))
+    return train, test
+
+
+def process_cpu_seconds(pid):
+    """User + system CPU seconds of a running process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def train_with_budget(config_filename, cpu_seconds):
+    """Run unet3d-train until it ends or has used ``cpu_seconds``; returns ``(stopped, cpu seconds, wall seconds)``."""
+    start = time.perf_counter()
+    process = subprocess.Popen([str(BIN / "unet3d-train"), "--config_filename", str(config_filename),
+                                "--device", "cpu", "--restart"], stdout=subprocess.DEVNULL)
+    stopped = False
+    while True:
+        # wait4, not Popen.poll: it also returns this child's own resource usage.
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if not stopped and process_cpu_seconds(process.pid) >= cpu_seconds:
+            process.send_signal(signal.SIGTERM)  # the loop stops at the next batch
+            stopped = True
+        time.sleep(1)
+    returncode = os.waitstatus_to_exitcode(status)
+    if returncode not in (0, 128 + signal.SIGTERM):
+        raise SystemExit(f"unet3d-train {config_filename} failed with status {returncode}")
+    return stopped, usage.ru_utime + usage.ru_stime, time.perf_counter() - start
+
+
+def heldout_dice(test_config, model_filename, output_dir):
+    """Mean Dice per region over the held-out cases, predicted with ``model_filename``."""
+    subprocess.run([str(BIN / "unet3d-predict"), "--config_filename", str(test_config), "--model_filename",
+                    str(model_filename), "--group", "test", "--output_directory", str(output_dir), "--device", "cpu",
+                    "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([str(BIN / "unet3d-evaluate"), "--prediction_dir", str(output_dir), "--config_filename",
+                    str(test_config), "--group", "test", "--no_hausdorff"], check=True, stdout=subprocess.DEVNULL)
+    per_case = pandas.read_csv(output_dir / "evaluation.csv")
+    return per_case.groupby("region")["dice"].mean().to_dict()
+
+
+def run_seed(template, folders, seed, args):
+    """One training run and its held-out scores, as a results row."""
+    run_dir = args.output_dir.resolve() / f"seed{seed}"
+    train_config, test_config = run_configs(template, folders, seed, args.set, run_dir)
+    stopped, cpu, wall = train_with_budget(train_config, args.cpu_minutes * 60)
+    work_dir = run_dir / "train"
+    log_rows = pandas.read_csv(work_dir / "training_log.csv")
+    best = work_dir / "model_best.pth"
+    dice = heldout_dice(test_config, best if best.is_file() else work_dir / "model.pth", run_dir / "heldout")
+    row = {"seed": seed, "epochs": len(log_rows), "stopped_by_budget": stopped,
+           "train_cpu_min": round(cpu / 60, 2), "train_wall_min": round(wall / 60, 2)}
+    row.update({f"dice_{region}": round(dice[region], 4) for region in REGIONS})
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    template = json.loads(Path(args.config).read_text())
+    counts = {"train": args.n_train, "validation": args.n_validation, "test": args.n_test}
+    folders = synthetic_groups(args.data_dir, counts, args.spacing)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda seed: run_seed(template, folders, seed, args), seeds))
+    table = pandas.DataFrame(rows)
+    columns = [f"dice_{region}" for region in REGIONS] + ["train_cpu_min", "train_wall_min"]
+    summary = pandas.DataFrame([{"seed": "mean", **table[columns].mean().round(4).to_dict()},
+                                {"seed": "spread", **(table[columns].max() - table[columns].min()).round(4).to_dict()}])
+    table = pandas.concat([table, summary], ignore_index=True)
+    output = args.output_dir / "results.csv"
+    table.to_csv(output, index=False)
+    print(f"config {args.config}, {args.cpu_minutes:g} CPU-minutes, overrides {args.set or 'none'}")
+    print(table.to_string(index=False))
+    print(f"written to {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The recommended BraTS configs and the synthetic cases the recipe benchmark trains on."""
+
+import subprocess
+import sys
+
+import nibabel
+import numpy as np
+import pytest
+
+from conftest import REPO
+from unet3d.config.load import load_config
+from unet3d.data.synthetic import synthetic_case, write_synthetic_brats
+from unet3d.train.experiment import check_config
+
+EXAMPLES = REPO / "examples" / "brats2020"
+RECIPES = ["demo_config.json", "brats2020_recipe_config.json"]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recommended_configs_build_and_their_schedule_spans_the_training(name):
+    config = load_config(EXAMPLES / name)
+    check_config(config)
+    training, scheduler = config["training"], config["scheduler"]
+    assert config["loss"] == {"name": "DiceCELoss", "sigmoid": True, "batch": True}
+    assert config["model"]["deep_supervision"] and config["dataset"]["normalization_kwargs"]["nonzero"]
+    # The warm-up plus the polynomial decay last exactly as many optimizer steps as training does.
+    steps = training["n_epochs"] * training["samples_per_epoch"] // training["batch_size"]
+    warmup, decay = scheduler["schedulers"]
+    assert scheduler["step_per_batch"] and scheduler["milestones"] == [warmup["total_iters"]]
+    assert warmup["total_iters"] + decay["total_iters"] == steps
+
+
+def test_make_synthetic_data_spacing_covers_the_brats_field_of_view(tmp_path):
+    subprocess.run([sys.executable, EXAMPLES / "make_synthetic_data.py", "--output_dir", tmp_path, "--n_cases", "1",
+                    "--spacing", "2"], check=True, capture_output=True)
+    seg = nibabel.load(tmp_path / "BraTS20_Training_001" / "BraTS20_Training_001_seg.nii.gz")
+    assert seg.shape == (120, 120, 78)
+    assert seg.header.get_zooms() == (2.0, 2.0, 2.0)
+    flair = nibabel.load(tmp_path / "BraTS20_Training_001" / "BraTS20_Training_001_flair.nii.gz")
+    assert np.allclose(flair.affine, seg.affine)
+
+
+def test_synthetic_cases_are_nested_off_centre_and_a_pure_function_of_the_seed(tmp_path):
+    shape = (40, 40, 26)
+    images, label = synthetic_case(shape, np.random.default_rng([0, 1]))
+    again, label_again = synthetic_case(shape, np.random.default_rng([0, 1]))
+    assert np.array_equal(label, label_again) and all(np.array_equal(images[m], again[m]) for m in images)
+    assert set(np.unique(label)) == {0, 1, 2, 4}
+    whole, core, enhancing = label > 0, np.isin(label, (1, 4)), label == 4
+    assert whole.sum() > core.sum() > enhancing.sum() > 0
+    centre = [np.argwhere(region).mean(axis=0) for region in (whole, core)]
+    assert np.linalg.norm(centre[0] - centre[1]) > 0.5  # the core is not centred in the whole tumour
+
+    folders = write_synthetic_brats(tmp_path, 4, shape=(20, 20, 14), seed=3, spacing=(2.0, 2.0, 2.0))
+    labels = [np.asarray(nibabel.load(f / f"{f.name}_seg.nii.gz").dataobj) for f in folders]
+    assert not (labels[3] == 4).any() and all((lab == 4).any() for lab in labels[:3])  # every 4th: no ET
