@@ -6,11 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup_env.sh
 cd examples/brats2020
-# The data the demo config lists (older demos wrote fewer, smaller cases: they are replaced).
-if [ ! -f synthetic/train/BraTS20_Training_016/BraTS20_Training_016_seg.nii.gz ]; then
-    rm -rf synthetic
-    ../../.venv/bin/python make_synthetic_data.py --output_dir synthetic/train --n_cases 16 --spacing 2
-    ../../.venv/bin/python make_synthetic_data.py --output_dir synthetic/test --n_cases 2 --spacing 2 \
+if [ ! -d synthetic_2mm/train ]; then
+    ../../.venv/bin/python make_synthetic_data.py --output_dir synthetic_2mm/train --n_cases 16 --spacing 2
+    ../../.venv/bin/python make_synthetic_data.py --output_dir synthetic_2mm/test --n_cases 2 --spacing 2 \
         --prefix BraTS20_Validation --no_label --seed 1
 fi
 ../../.venv/bin/unet3d-train --config_filename demo_config.json --device cpu "$@"
