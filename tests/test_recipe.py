@@ -13,7 +13,7 @@ from unet3d.data.synthetic import synthetic_case, write_synthetic_brats
 from unet3d.train.experiment import check_config
 
 EXAMPLES = REPO / "examples" / "brats2020"
-RECIPES = ["demo_config.json", "brats2020_recipe_config.json"]
+RECIPES = ["cpu_recipe_config.json", "brats2020_recipe_config.json"]
 
 
 @pytest.mark.parametrize("name", RECIPES)
