@@ -26,6 +26,12 @@ def test_brats_hierarchy_round_trips():
     assert region_names([1, 3], False) == ["label1", "label3"]
 
 
+def test_inner_regions_are_decoded_only_inside_outer_ones():
+    # WT, TC, ET channels: TC and ET fire outside WT at voxels 0 and 1, ET outside TC at voxel 2.
+    probabilities = np.array([[0.1, 0.2, 0.9, 0.9, 0.9], [0.9, 0.1, 0.2, 0.9, 0.8], [0.1, 0.9, 0.9, 0.1, 0.7]])
+    assert decode_regions(probabilities, [2, 1, 4], hierarchy=True).tolist() == [0, 0, 2, 1, 4]
+
+
 def test_plain_labels_decode_to_the_most_probable_label_above_threshold():
     probabilities = np.array([[0.9, 0.2, 0.3], [0.6, 0.7, 0.1]])
     assert decode_regions(probabilities, [1, 3], hierarchy=False).tolist() == [1, 3, 0]

@@ -30,16 +30,20 @@ def region_masks(label, labels, hierarchy):
 def decode_regions(probabilities, labels, hierarchy, threshold=0.5):
     """Turn per-channel probabilities (C, ...) into an integer label map.
 
-    Hierarchical channels are painted outer to inner, so inner regions win
-    (BraTS: edema 2, then core 1, then enhancing 4). Plain channels take the most
-    probable label where it passes ``threshold``.
+    Hierarchical channels are painted outer to inner, each only inside the ones before it
+    (BraTS: edema 2 in the whole tumour, core 1 inside it, enhancing 4 inside the core):
+    regions are nested by definition, so an inner channel firing outside its outer one is
+    dropped rather than allowed to spill a label over the scan. Plain channels take the
+    most probable label where it passes ``threshold``.
     """
     probabilities = np.asarray(probabilities)
     dtype = np.uint8 if max(labels) < 256 else np.int32
     label_map = np.zeros(probabilities.shape[1:], dtype=dtype)
     if hierarchy:
+        inside = np.ones(label_map.shape, dtype=bool)
         for index, value in enumerate(labels):
-            label_map[probabilities[index] > threshold] = value
+            inside &= probabilities[index] > threshold
+            label_map[inside] = value
         return label_map
     best = probabilities.argmax(axis=0)
     confident = probabilities.max(axis=0) > threshold
