@@ -2,8 +2,6 @@
 
 import copy
 import json
-import os
-from pathlib import Path
 
 import pytest
 

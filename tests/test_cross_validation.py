@@ -1,6 +1,5 @@
 """Fold splits, job-array set-up, single folds and the cross-validation summary."""
 
-import json
 import subprocess
 
 import pytest

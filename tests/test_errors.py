@@ -1,7 +1,6 @@
 """User mistakes: one line naming the file or key, exit status 2, traceback only with --debug."""
 
 import json
-import shutil
 
 import nibabel
 import numpy as np

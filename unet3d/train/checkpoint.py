@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-from pathlib import Path
 
 import torch
 
@@ -103,8 +102,3 @@ def load_training_state(path, model, hashes, **components):
         if part is not None and saved.get(name) is not None:
             part.load_state_dict(saved[name])
     return saved["rows"]
-
-
-def latest_exists(work_dir):
-    """Whether ``work_dir`` holds a resumable training checkpoint."""
-    return (Path(work_dir) / "checkpoint.pth").is_file()

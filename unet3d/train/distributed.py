@@ -88,15 +88,6 @@ def sum_across(context, *values):
     return tensor.cpu().tolist()
 
 
-def gather_rows(context, rows):
-    """All processes' lists concatenated, in rank order (for per-case scores)."""
-    if not context.enabled:
-        return list(rows)
-    gathered = [None] * context.world_size
-    dist.all_gather_object(gathered, list(rows))
-    return [row for part in gathered for row in part]
-
-
 def launch(n_processes, argv):
     """Run ``unet3d-train argv`` under torchrun with ``n_processes`` processes on this node; returns its exit status."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_processes}",
