@@ -244,6 +244,12 @@ def test_precision_modes_on_cpu():
     assert fp16.dtype is None and not fp16.scaler.is_enabled()
 
 
+def test_bf16_on_a_cpu_without_native_support_warns(monkeypatch):
+    monkeypatch.setattr("unet3d.train.precision.cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        assert Precision("bf16", CPU).dtype is torch.bfloat16
+
+
 def test_schedulers_by_name_nested_and_fed_the_metric_direction():
     optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
     scheduler, per_batch = build_scheduler(WARMUP_THEN_POLYNOMIAL, optimizer)

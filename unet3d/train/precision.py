@@ -31,8 +31,19 @@ class Precision:
         if self.dtype is torch.float16 and device.type != "cuda":
             warnings.warn("training.amp asks for float16 but the device is CPU: training in float32", stacklevel=2)
             self.dtype = None
+        if self.dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+            warnings.warn("training.amp is \"bf16\" but this CPU has no native bfloat16 (AVX512-BF16 or AMX): "
+                          "it is emulated and may be slower than float32 (training.amp: false)", stacklevel=2)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype is torch.float16)
 
     def autocast(self):
         """The autocast context for forward passes (a no-op in float32)."""
         return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype else nullcontext()
+
+
+def cpu_has_native_bf16():
+    """Whether oneDNN runs bfloat16 natively on this CPU (True when torch cannot tell)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
