@@ -22,7 +22,10 @@ def clean_label_map(label_map, labels, hierarchy, min_component_size=0, keep_lar
         with warnings.catch_warnings():
             # MONAI passes scikit-image's older min_size argument, which newer versions deprecate.
             warnings.simplefilter("ignore", FutureWarning)
-            masks = RemoveSmallObjects(min_size=min_component_size, independent_channels=True)(masks)
+            # One region at a time: given all channels at once, scikit-image would join a component
+            # to the same voxels of the neighbouring channels and count their sizes together.
+            remove = RemoveSmallObjects(min_size=min_component_size)
+            masks = torch.stack([torch.as_tensor(remove(mask[None]))[0] for mask in masks])
     if keep_largest:
         channels = list(range(len(labels)))
         masks = KeepLargestConnectedComponent(applied_labels=channels, is_onehot=True, independent=True)(masks)
