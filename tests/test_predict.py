@@ -113,9 +113,9 @@ def test_hierarchy_and_plain_labels_decode_to_label_values():
 
 def test_component_clean_up_per_region():
     label_map = np.zeros((12, 12, 12), np.uint8)
-    label_map[1:6, 1:6, 1:6] = 2  # large tumour with a core and enhancing part
-    label_map[2:4, 2:4, 2:4] = 1
-    label_map[3, 3, 3] = 4
+    label_map[1:6, 1:6, 1:6] = 2  # large tumour with a core (27 voxels) and enhancing part (18)
+    label_map[2:5, 2:5, 2:5] = 1
+    label_map[2:5, 2:5, 3:5] = 4
     label_map[9:11, 9:11, 9:11] = 2  # small distant tumour of 8 voxels with a 1-voxel core
     label_map[10, 10, 10] = 1
     cleaned = clean_label_map(label_map, [2, 1, 4], True, min_component_size=10)
@@ -123,8 +123,30 @@ def test_component_clean_up_per_region():
     np.testing.assert_array_equal(cleaned[:8, :8, :8], label_map[:8, :8, :8])
     largest = clean_label_map(label_map, [2, 1, 4], True, keep_largest=True)
     np.testing.assert_array_equal(largest, cleaned)
+    # Each region counts its own voxels: 20 would keep the enhancing part if its voxels in the
+    # whole tumour and core were counted with it (18 + 18 + 18), but it has only 18, so it
+    # goes and becomes core.
+    strict = clean_label_map(label_map, [2, 1, 4], True, min_component_size=20)
+    assert not (strict == 4).any() and (strict == 1).sum() == 27
+    label_map[2:5, 2:5, 3:5] = 1
+    label_map[3, 3, 3] = 4
     plain = clean_label_map(label_map, [1, 2, 4], False, min_component_size=2)
     assert plain[3, 3, 3] == 0 and plain[10, 10, 10] == 0 and plain[9, 9, 9] == 2  # single voxels of 4 and 1 go
+
+
+def test_config_min_component_size_cleans_predictions_unless_the_caller_overrides_it(tmp_path):
+    cube = write_scan(tmp_path / "scan.nii.gz", (20, 20, 20), np.eye(4))
+    image = nibabel.load(tmp_path / "scan.nii.gz")
+    data = np.asarray(image.dataobj)
+    data[15:17, 15:17, 15:17] = 3  # a speck of 8 voxels far from the cube
+    nibabel.save(nibabel.Nifti1Image(data, image.affine), tmp_path / "scan.nii.gz")
+    case = {"id": "scan", "image": [str(tmp_path / "scan.nii.gz")]}
+    config = {"dataset": {"name": "SegmentationDataset", "labels": [2, 1, 4], "setup_label_hierarchy": True},
+              "prediction": {"min_component_size": 20}}
+    [cleaned] = predict_cases(config, threshold_model(), [case], tmp_path / "cleaned", CPU)
+    np.testing.assert_array_equal(np.asarray(nibabel.load(cleaned).dataobj) == 4, cube)
+    [raw] = predict_cases(config, threshold_model(), [case], tmp_path / "raw", CPU, min_component_size=0)
+    assert (np.asarray(nibabel.load(raw).dataobj)[15:17, 15:17, 15:17] == 4).all()
 
 
 def test_tta_changes_nothing_for_a_flip_equivariant_model():

@@ -191,6 +191,10 @@ SECTIONS = {
                                            "`dataset.desired_shape`, else the whole volume)", items="integer"),
             "overlap": Key(("number",), 0.5, "overlap of neighbouring windows", minimum=0, below=1),
             "sw_batch_size": Key(("integer",), 4, "windows per forward pass", minimum=1),
+            "min_component_size": Key(("integer",), 0, "remove connected components under this many voxels from each "
+                                                       "region of the written label maps (BraTS: a few voxels of "
+                                                       "enhancing tumour in a case without any score ET Dice 0)",
+                                      minimum=0),
         },
     ),
 }

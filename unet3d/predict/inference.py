@@ -123,20 +123,20 @@ def predict(config_filename, model_patterns, output_dir, device, group=None, ima
 CHECKED_OPTIONS = ("activation", "save_probabilities", "min_component_size", "overlap", "sw_batch_size")
 
 
-def check_options(config, activation="sigmoid", save_probabilities=False, min_component_size=0, overlap=None,
+def check_options(config, activation="sigmoid", save_probabilities=False, min_component_size=None, overlap=None,
                   sw_batch_size=None):
     """Raise on a prediction option that cannot work, before any model is loaded; returns ``inference_settings``."""
     if activation not in ACTIVATIONS:
         raise UserError(f"--activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
     if not save_probabilities and not config["dataset"].get("labels"):
         raise UserError("config key 'dataset.labels' is missing; it is needed to write label maps")
-    if min_component_size < 0:
+    if min_component_size is not None and min_component_size < 0:
         raise UserError(f"--min_component_size must be 0 or more, got {min_component_size}")
     return inference_settings(config, overlap, sw_batch_size)
 
 
 def predict_cases(config, models, case_list, output_dir, device, activation="sigmoid", threshold=0.5,
-                  save_probabilities=False, min_component_size=0, keep_largest=False, tta=False,
+                  save_probabilities=False, min_component_size=None, keep_largest=False, tta=False,
                   overlap=None, sw_batch_size=None, amp=True, overwrite=False, num_workers=0):
     """Predict each case into ``output_dir/<case id>.nii.gz``; returns the written paths.
 
@@ -144,11 +144,14 @@ def predict_cases(config, models, case_list, output_dir, device, activation="sig
     The preprocessing (reorientation, crop, resampling, padding, ...) is inverted with
     MONAI's ``Invertd`` so each output has its first image's shape and affine. Label maps
     by default (the BraTS hierarchy decoded to 1, 2, 4), optionally cleaned of small or
-    all but the largest components per region; float32 probabilities with
+    all but the largest components per region (``min_component_size`` defaults to the
+    config's ``prediction.min_component_size``); float32 probabilities with
     ``save_probabilities``.
     """
     window, overlap, sw_batch_size = check_options(config, activation, save_probabilities, min_component_size,
                                                    overlap, sw_batch_size)
+    if min_component_size is None:
+        min_component_size = config.get("prediction", {}).get("min_component_size", 0)
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     dataset_spec = config["dataset"]
     labels = dataset_spec.get("labels")

@@ -20,8 +20,9 @@ def build_parser():
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold for label maps")
     parser.add_argument("--save_probabilities", action="store_true",
                         help="write float32 probability maps (X, Y, Z, channel) instead of labels")
-    parser.add_argument("--min_component_size", type=int, default=0,
-                        help="remove connected components under this many voxels, per region")
+    parser.add_argument("--min_component_size", type=int,
+                        help="remove connected components under this many voxels, per region "
+                             "(default: config 'prediction.min_component_size' or 0)")
     parser.add_argument("--keep_largest", action="store_true", help="keep only the largest component of each region")
     parser.add_argument("--tta", action="store_true", help="average over the 8 mirrorings of the spatial axes")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: config 'prediction.overlap' or 0.5)")
