@@ -14,11 +14,10 @@ cores, 40 CPU-minutes take about 20 wall-clock minutes.
 
 Not a test. Run from the repository root, for example:
 
-    .venv/bin/python benchmarks/recipe.py --config examples/brats2020/cpu_recipe_config.json \\
-        --cpu_minutes 8 --seeds 3
+    .venv/bin/python benchmarks/recipe.py --config examples/brats2020/cpu_recipe_config.json --seeds 3
     # an ablation: the same without deep supervision
-    .venv/bin/python benchmarks/recipe.py --config examples/brats2020/cpu_recipe_config.json \\
-        --cpu_minutes 8 --set model.deep_supervision=false --set model.deep_supr_num=1
+    .venv/bin/python benchmarks/recipe.py --config examples/brats2020/cpu_recipe_config.json --seeds 3 \\
+        --set model.deep_supervision=false
 
 The synthetic cases (``unet3d.data.synthetic``) cover BraTS's field of view at
 ``--spacing`` mm (2: 120 x 120 x 78 voxels) and are written once into ``--data_dir``.
