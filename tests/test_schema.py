@@ -38,7 +38,8 @@ def test_code_defaults_are_the_schemas():
             if name in schema.SECTIONS["dataset"].keys and parameter.default is not parameter.empty:
                 assert parameter.default in (schema.SECTIONS["dataset"].keys[name].default, ()), (function, name)
     assert training_settings({}) == schema.defaults("training")
-    assert inference_settings({"dataset": {}}) == tuple(schema.defaults("prediction").values())
+    window_overlap_batch = ("window", "overlap", "sw_batch_size")
+    assert inference_settings({"dataset": {}}) == tuple(schema.defaults("prediction")[k] for k in window_overlap_batch)
     assert cross_validation_settings({"cross_validation": {"folds": 3}}) == {
         **schema.defaults("cross_validation"), "n_folds": 3}
 
@@ -82,7 +83,7 @@ def test_check_prints_the_resolved_settings_without_training(tiny_config, capsys
     train(["--config_filename", str(tiny_config), "--check"])
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["training"]["batch_size"] == 1 and resolved["training"]["metric_to_monitor"] == "val_loss"
-    assert resolved["prediction"] == {"window": None, "overlap": 0.5, "sw_batch_size": 4}
+    assert resolved["prediction"] == {"window": None, "overlap": 0.5, "sw_batch_size": 4, "min_component_size": 0}
     assert resolved["optimizer"]["betas"] == [0.9, 0.999] or tuple(resolved["optimizer"]["betas"]) == (0.9, 0.999)
     assert resolved["dataset"]["patches_per_case"] == 1
     assert resolved["training_filenames"] == "6 cases"

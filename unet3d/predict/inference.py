@@ -30,6 +30,7 @@ ACTIVATIONS = {
 }
 DEFAULT_OVERLAP = defaults("prediction")["overlap"]
 DEFAULT_SW_BATCH_SIZE = defaults("prediction")["sw_batch_size"]
+DEFAULT_MIN_COMPONENT_SIZE = defaults("prediction")["min_component_size"]
 SPATIAL_AXES = (2, 3, 4)  # of a (batch, channel, x, y, z) tensor
 
 
@@ -151,7 +152,7 @@ def predict_cases(config, models, case_list, output_dir, device, activation="sig
     window, overlap, sw_batch_size = check_options(config, activation, save_probabilities, min_component_size,
                                                    overlap, sw_batch_size)
     if min_component_size is None:
-        min_component_size = config.get("prediction", {}).get("min_component_size", 0)
+        min_component_size = config.get("prediction", {}).get("min_component_size", DEFAULT_MIN_COMPONENT_SIZE)
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     dataset_spec = config["dataset"]
     labels = dataset_spec.get("labels")
