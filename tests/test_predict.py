@@ -13,7 +13,8 @@ from unet3d.config.resolve import resolve
 from unet3d.data.labels import decode_regions
 from unet3d.errors import UserError
 from unet3d.predict.inference import predict, predict_cases, predict_on_input_grid, predict_probabilities
-from unet3d.predict.inputs import model_filenames
+from unet3d.data.synthetic import write_synthetic_brats
+from unet3d.predict.inputs import model_filenames, select_cases
 from unet3d.predict.postprocess import clean_label_map
 from unet3d.predict.write import output_paths
 
@@ -181,6 +182,12 @@ def test_outputs_never_replace_inputs_or_existing_files(tmp_path):
     with pytest.raises(UserError, match="--overwrite"):
         output_paths([case], tmp_path / "out")
     assert output_paths([case], tmp_path / "out", overwrite=True) == {"scan": tmp_path / "out" / "scan.nii.gz"}
+
+
+def test_input_dir_cases_keep_the_folder_name_as_id_for_brats_2023_names(tmp_path):
+    folders = write_synthetic_brats(tmp_path, 2, shape=(12, 12, 8), naming="2023", with_label=False)
+    found = select_cases({"model": {"in_channels": 4}}, input_dir=str(tmp_path))
+    assert [case["id"] for case in found] == [folder.name for folder in folders]
 
 
 def test_model_globs_expand_in_order_and_unmatched_globs_are_errors(tmp_path):

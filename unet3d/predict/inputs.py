@@ -35,9 +35,10 @@ def select_cases(config, group=None, images=None, input_dir=None):
         preflight(config, [group])
         case_list = cases(config, group)
     else:
-        image_lists = images if images is not None else [case["image"] for case in brats_cases(input_dir, with_label=False)]
-        case_list = [{"id": case_id([str(p) for p in paths]), "image": [str(Path(p).resolve()) for p in paths]}
-                     for paths in image_lists]
+        # brats_cases names each case after its folder where the file names alone cannot (BraTS 2023).
+        found = [{"image": paths} for paths in images] if images is not None else brats_cases(input_dir, with_label=False)
+        case_list = [{"id": case.get("id") or case_id([str(p) for p in case["image"]]),
+                      "image": [str(Path(p).resolve()) for p in case["image"]]} for case in found]
         check_unique_ids(case_list)
         check_files_exist(case_list)
         check_cases(case_list)
