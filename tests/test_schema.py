@@ -40,6 +40,8 @@ def test_code_defaults_are_the_schemas():
     assert training_settings({}) == schema.defaults("training")
     window_overlap_batch = ("window", "overlap", "sw_batch_size")
     assert inference_settings({"dataset": {}}) == tuple(schema.defaults("prediction")[k] for k in window_overlap_batch)
+    nulls = {"dataset": {}, "prediction": dict.fromkeys(window_overlap_batch)}  # null means the default
+    assert inference_settings(nulls) == inference_settings({"dataset": {}})
     assert cross_validation_settings({"cross_validation": {"folds": 3}}) == {
         **schema.defaults("cross_validation"), "n_folds": 3}
 

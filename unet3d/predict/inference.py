@@ -30,7 +30,6 @@ ACTIVATIONS = {
 }
 DEFAULT_OVERLAP = defaults("prediction")["overlap"]
 DEFAULT_SW_BATCH_SIZE = defaults("prediction")["sw_batch_size"]
-DEFAULT_MIN_COMPONENT_SIZE = defaults("prediction")["min_component_size"]
 SPATIAL_AXES = (2, 3, 4)  # of a (batch, channel, x, y, z) tensor
 
 
@@ -41,6 +40,14 @@ def build_model(config, model_filename, device):
     return model.to(device).eval()
 
 
+def prediction_section(config):
+    """The config's ``prediction`` section over the schema's defaults; a null value means the default."""
+    section = config.get("prediction") or {}
+    if not isinstance(section, dict):
+        raise UserError("config key 'prediction' must be an object (window, overlap, sw_batch_size, min_component_size)")
+    return {**defaults("prediction"), **{key: value for key, value in section.items() if value is not None}}
+
+
 def inference_settings(config, overlap=None, sw_batch_size=None):
     """``(window, overlap, sw_batch_size)`` for the sliding window; arguments override the config.
 
@@ -48,13 +55,10 @@ def inference_settings(config, overlap=None, sw_batch_size=None):
     ``dataset.desired_shape``, else (None) the whole volume in one window. ``overlap`` and
     ``sw_batch_size`` come from the ``prediction`` section, defaulting to 0.5 and 4.
     """
-    section = config.get("prediction", {})
-    if not isinstance(section, dict):
-        raise UserError("config key 'prediction' must be an object (window, overlap, sw_batch_size)")
-    dataset = config["dataset"]
-    window = section.get("window") or inference_window(dataset)
-    overlap = section.get("overlap", DEFAULT_OVERLAP) if overlap is None else overlap
-    sw_batch_size = section.get("sw_batch_size", DEFAULT_SW_BATCH_SIZE) if sw_batch_size is None else sw_batch_size
+    section = prediction_section(config)
+    window = section["window"] or inference_window(config["dataset"])
+    overlap = section["overlap"] if overlap is None else overlap
+    sw_batch_size = section["sw_batch_size"] if sw_batch_size is None else sw_batch_size
     if window is not None and (len(window) != 3 or not all(isinstance(s, int) and s > 0 for s in window)):
         raise UserError(f"sliding window {window!r} (config key 'prediction.window' or 'dataset.patch_size') "
                         "must be three positive integers")
@@ -152,7 +156,7 @@ def predict_cases(config, models, case_list, output_dir, device, activation="sig
     window, overlap, sw_batch_size = check_options(config, activation, save_probabilities, min_component_size,
                                                    overlap, sw_batch_size)
     if min_component_size is None:
-        min_component_size = config.get("prediction", {}).get("min_component_size", DEFAULT_MIN_COMPONENT_SIZE)
+        min_component_size = prediction_section(config)["min_component_size"]
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     dataset_spec = config["dataset"]
     labels = dataset_spec.get("labels")
