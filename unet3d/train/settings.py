@@ -1,10 +1,8 @@
 """The config's ``training`` section with its defaults, checked."""
 
-from unet3d.config.schema import defaults, settings
+from unet3d.config.schema import settings
 from unet3d.train.monitor import metric_mode
 from unet3d.train.precision import amp_dtype
-
-TRAINING_DEFAULTS = defaults("training")
 
 
 def training_settings(config):
