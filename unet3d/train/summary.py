@@ -37,11 +37,11 @@ def summarize_folds(fold_dirs, settings):
         if not path.is_file():
             continue
         log = pd.read_csv(path)
-        if metric not in log:
-            metric = "loss"
-        best = best_row(log, metric, mode)
+        # A fold logged without the monitored column is ranked by its training loss, minimized.
+        column, column_mode = (metric, mode) if metric in log else ("loss", metric_mode("loss"))
+        best = best_row(log, column, column_mode)
         row = {"fold": fold_dir.name, "epochs": int(log["epoch"].max()), "best_epoch": int(best["epoch"]),
-               f"best_{metric}": float(best[metric])}
+               f"best_{column}": float(best[column])}
         row.update({c: float(best[c]) for c in log.columns if c.startswith("val_dice_")})
         row.update(evaluation_means(fold_dir / "predictions" / "validation" / "evaluation.csv"))
         rows.append(row)
