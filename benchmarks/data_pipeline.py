@@ -16,7 +16,6 @@ Not a test. Run from the repository root:
 """
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -26,19 +25,18 @@ import torch
 from monai.data import Dataset
 from monai.networks.nets import DynUNet
 
+from unet3d.config.experiment import load_experiment, make_case
 from unet3d.data.brats import brats_cases
-from unet3d.data.dataset import SegmentationDataset
-from unet3d.data.files import cases
+from unet3d.data.dataset import build_dataset
 from unet3d.data.loaders import batches, make_loader
 from unet3d.data.synthetic import write_synthetic_brats
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def dataset_settings():
-    """The dataset section of the patch-based BraTS example."""
-    config = json.loads((REPO / "examples" / "brats2020" / "brats2020_patches_config.json").read_text())
-    return {k: v for k, v in config["dataset"].items() if k != "name"}
+def example_experiment():
+    """The patch-based BraTS example (its data need not exist)."""
+    return load_experiment(REPO / "examples" / "brats2020" / "brats2020_patches_config.json")
 
 
 def timed_epoch(loader, model=None, optimizer=None):
@@ -71,19 +69,20 @@ def main():
     root = Path(args.data_dir or tempfile.mkdtemp(prefix="unet3d-bench-"))
     if not (root / "data").is_dir():
         write_synthetic_brats(root / "data", args.cases, shape=(240, 240, 155), orientation="LPS", dtype="int16")
-    data = cases({"bench_filenames": brats_cases(root / "data")[: args.cases]}, "bench")
-    settings = dataset_settings()
+    data = [make_case(entry) for entry in brats_cases(root / "data")[: args.cases]]
+    experiment = example_experiment()
     cache_dir = root / "cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
-    cached = SegmentationDataset(data, split="training", cache_dir=cache_dir, **settings)
-    plain = Dataset(data, transform=SegmentationDataset(data, split="training", **settings).transform)
+    cached = build_dataset(experiment.dataset, experiment.labels, data, "training", cache_dir)
+    uncached = build_dataset(experiment.dataset, experiment.labels, data, "training")
+    plain = Dataset([case.as_dict() for case in data], transform=uncached.transform)
 
     torch.manual_seed(0)
     model = DynUNet(3, 4, 3, kernel_size=[3] * 4, strides=[1, 2, 2, 2], upsample_kernel_size=[2] * 3,
                     filters=[8, 16, 32, 64])
     optimizer = torch.optim.Adam(model.parameters())
     loader = make_loader(cached, batch_size=1, shuffle=True, num_workers=args.workers, seed=0)
-    print(f"{len(data)} cases of 240x240x155 (LPS, int16), patch {settings['patch_size']}, "
+    print(f"{len(data)} cases of 240x240x155 (LPS, int16), patch {experiment.dataset.settings.patch_size}, "
           f"{args.workers} worker(s), {torch.get_num_threads()} torch thread(s)")
     later = []
     for epoch in range(1, args.epochs + 1):

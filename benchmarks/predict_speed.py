@@ -3,7 +3,7 @@
 Times, on one random 4 x 240 x 240 x 155 volume and a DynUNet like the demo's:
 
 - plain: ``monai.inferers.sliding_window_inference`` (Gaussian blending) and a sigmoid;
-- ours: ``unet3d.predict.predict_probabilities``, the same inference as unet3d-predict;
+- ours: ``unet3d.models.inferer.Inferer.probabilities``, the same inference as unet3d-predict and validation;
 - ours with TTA (8 mirrorings), against 8 times the plain figure;
 - the whole case through ``predict_cases``: load 4 NIfTI files, preprocess, infer,
   invert to the input grid, decode labels and write the prediction.
@@ -22,7 +22,10 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import DynUNet
 
-from unet3d.predict.inference import predict_cases, predict_probabilities
+from unet3d.config.experiment import experiment_from_dict, make_case
+from unet3d.config.labels import LabelScheme
+from unet3d.models.inferer import Inferer
+from unet3d.predict.inference import predict_cases
 
 DEMO_MODEL = dict(spatial_dims=3, in_channels=4, out_channels=3, deep_supervision=False,
                   strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]], filters=[8, 16, 32, 64],
@@ -65,14 +68,15 @@ def main():
             return torch.sigmoid(sliding_window_inference(image, window, batch, model, overlap, mode="gaussian"))
 
     def ours(tta=False):
-        return predict_probabilities([model], image, window, overlap, batch, tta=tta)
+        inferer = Inferer(LabelScheme.brats(), window, overlap, batch, tta=tta)
+        return inferer.probabilities([model], image)
 
     with torch.no_grad():
         model(image[..., : window[0], : window[1], : window[2]])  # warm up
     torch.testing.assert_close(ours(), plain())
     plain_s, ours_s = fastest([plain, ours], args.repeats)
     print(f"plain MONAI sliding window:   {plain_s:7.2f} s")
-    print(f"unet3d predict_probabilities: {ours_s:7.2f} s   ratio {ours_s / plain_s:.3f}")
+    print(f"unet3d Inferer.probabilities: {ours_s:7.2f} s   ratio {ours_s / plain_s:.3f}")
     if not args.no_tta:
         [tta_s] = fastest([lambda: ours(tta=True)], 1)
         print(f"unet3d with TTA (8 passes):   {tta_s:7.2f} s   ratio {tta_s / (8 * plain_s):.3f} to 8 x plain")
@@ -84,11 +88,15 @@ def main():
         for index, modality in enumerate(("flair", "t1", "t1ce", "t2")):
             files.append(str(folder / f"case_{modality}.nii.gz"))
             nibabel.save(nibabel.Nifti1Image(volumes[index], np.eye(4)), files[-1])
-        config = {"dataset": {"name": "SegmentationDataset", "labels": [2, 1, 4], "setup_label_hierarchy": True,
-                              "crop_foreground": True, "normalization": "NormalizeIntensityD", "normalization_kwargs": {"channel_wise": True}},
-                  "prediction": {"window": list(window), "overlap": overlap, "sw_batch_size": batch}}
-        case = [{"id": "case", "image": files}]
-        [whole_s] = fastest([lambda: predict_cases(config, model, case, folder / "out", device, overwrite=True)], 1)
+        config = {"model": {"name": "DynUNet", **DEMO_MODEL}, "optimizer": {"name": "Adam"}, "loss": {"name": "DiceLoss"},
+                  "dataset": {"name": "SegmentationDataset", "labels": [2, 1, 4], "setup_label_hierarchy": True,
+                              "crop_foreground": True, "normalization": "NormalizeIntensityD",
+                              "normalization_kwargs": {"channel_wise": True}},
+                  "prediction": {"window": list(window), "overlap": overlap, "sw_batch_size": batch},
+                  "training_filenames": [{"image": files}]}
+        experiment = experiment_from_dict(config)
+        case = [make_case({"id": "case", "image": files})]
+        [whole_s] = fastest([lambda: predict_cases(experiment, model, case, folder / "out", device, overwrite=True)], 1)
     print(f"unet3d whole case (load, preprocess, infer, invert, write): {whole_s:7.2f} s   "
           f"ratio {whole_s / plain_s:.3f} to plain inference alone")
 

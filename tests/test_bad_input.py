@@ -278,11 +278,11 @@ CLI = [
         ("--fold needs a 'cross_validation' section",), args=("--fold", "1")),
     Bad("slurm-without-setup", lambda ws: None, ("--slurm_time only applies",), args=("--slurm_time", "1:00:00")),
     Bad("missing-plugin", lambda ws: None, ("--plugin lab_nets: cannot import it",), args=("--plugin", "lab_nets")),
-    Bad("predict-overlap", lambda ws: tiny_weights(ws), ("--overlap", "must be in [0, 1)"), prog="predict",
+    Bad("predict-overlap", lambda ws: tiny_weights(ws), ("--overlap 1.5: must be a number in [0, 1)",), prog="predict",
         args=("--model_filename", "{root}/model.pth", "--overlap", "1.5"), script=True),
-    Bad("predict-activation", lambda ws: tiny_weights(ws), ("--activation 'softplus'",), prog="predict",
+    Bad("predict-activation", lambda ws: tiny_weights(ws), ("--activation softplus: must be one of \"sigmoid\", \"softmax\", \"none\"",), prog="predict",
         args=("--model_filename", "{root}/model.pth", "--activation", "softplus")),
-    Bad("predict-component-size", lambda ws: tiny_weights(ws), ("--min_component_size must be 0 or more",), prog="predict",
+    Bad("predict-component-size", lambda ws: tiny_weights(ws), ("--min_component_size -1: must be an integer of at least 0",), prog="predict",
         args=("--model_filename", "{root}/model.pth", "--min_component_size", "-1")),
     Bad("predict-unknown-group", lambda ws: tiny_weights(ws), ("no 'tset_filenames'",), prog="predict",
         args=("--model_filename", "{root}/model.pth", "--group", "tset")),
@@ -336,11 +336,13 @@ def test_bad_input_stops_with_one_line_and_changes_nothing(bad, workspace, capsy
 
 
 def test_one_label_without_foreground_is_a_warning(workspace, caplog):
-    from unet3d.config.load import load_config
+    from unet3d.config.experiment import load_experiment
     from unet3d.data.files import preflight
 
     workspace.nifti("seg", np.zeros((24, 24, 24), np.uint8))
-    preflight(load_config(workspace.config), cache_dir=workspace.root / "cache")
-    preflight(load_config(workspace.config), cache_dir=workspace.root / "cache")  # the second run reads markers
+    experiment = load_experiment(workspace.config)
+    cases = experiment.cases("training")
+    preflight(cases, experiment.labels.values, cache_dir=workspace.root / "cache")
+    preflight(cases, experiment.labels.values, cache_dir=workspace.root / "cache")  # the second run reads markers
     warnings = [r.message for r in caplog.records if "has no foreground" in r.message]
     assert len(warnings) == 2 and "BraTS20_Training_001_seg.nii.gz" in warnings[0] and "negative case" in warnings[0]

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from unet3d.config import load_config, resolve
-from unet3d.config.load import validate_config
+from unet3d.config import experiment_from_dict, load_experiment
+from unet3d.data.dataset import build_dataset
 from unet3d.errors import UserError
 
 from conftest import REPO, TINY_SETTINGS, run
@@ -18,13 +18,15 @@ EXAMPLE = REPO / "examples" / "brats2020" / "brats2020_config.json"
 def test_original_brats_config_loads_unchanged_and_reports_missing_data(tmp_path):
     if REFERENCE.exists():
         assert json.loads(EXAMPLE.read_text()) == json.loads(REFERENCE.read_text())
-    config = load_config(EXAMPLE)
-    assert config["model"]["name"] == "DynUNet" and len(config["training_filenames"]) == 369
-    first = config["training_filenames"][0]
-    assert first["image"][0] == str(EXAMPLE.parent / "BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData"
-                                    "/BraTS20_Training_001/BraTS20_Training_001_flair.nii")
-    for section, kind in (("model", "model"), ("loss", "loss")):
-        resolve(kind, config[section], section)
+    experiment = load_experiment(EXAMPLE)
+    assert experiment.model.name == "DynUNet" and len(experiment.cases("training")) == 369
+    first = experiment.cases("training")[0]
+    assert first.images[0] == str(EXAMPLE.parent / "BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData"
+                                  "/BraTS20_Training_001/BraTS20_Training_001_flair.nii")
+    assert first.id == "BraTS20_Training_001" and experiment.labels.names == ["WT", "TC", "ET"]
+    assert experiment.cross_validation.n_folds == 5 and experiment.scheduler.component.name == "ReduceLROnPlateau"
+    experiment.model.build()
+    experiment.loss.build()
 
     result = run("unet3d-train", "--config_filename", EXAMPLE, "--output_dir", tmp_path, check=False)
     assert result.returncode == 2
@@ -41,23 +43,22 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch)
     settings = dict(TINY_SETTINGS, training_filenames=[{"image": ["data/a_t1.nii", "data/a_t2.nii"], "label": "../seg.nii"}])
     (config_dir / "c.json").write_text(json.dumps(settings))
     monkeypatch.chdir(tmp_path)
-    config = load_config("configs/c.json")
-    case = config["training_filenames"][0]
-    assert case["image"] == [str(config_dir / "data/a_t1.nii"), str(config_dir / "data/a_t2.nii")]
-    assert case["label"] == str(tmp_path / "seg.nii")
+    case = load_experiment("configs/c.json").cases("training")[0]
+    assert case.images == (str(config_dir / "data/a_t1.nii"), str(config_dir / "data/a_t2.nii"))
+    assert case.label == str(tmp_path / "seg.nii")
 
 
 def test_building_components_never_changes_the_config(tiny_config):
-    config = load_config(tiny_config)
-    frozen = copy.deepcopy(config)
+    experiment = load_experiment(tiny_config)
+    frozen = copy.deepcopy(experiment.source)
     import torch
 
-    model = resolve("model", config["model"], "model")
-    optimizer = resolve("optimizer", config["optimizer"], "optimizer", model.parameters())
-    resolve("scheduler", config["scheduler"], "scheduler", optimizer)
-    resolve("loss", config["loss"], "loss")
-    resolve("dataset", config["dataset"], "dataset", data=[])
-    assert config == frozen
+    model = experiment.model.build()
+    optimizer = experiment.optimizer.build(model.parameters())
+    experiment.scheduler.component.build(optimizer)
+    experiment.loss.build()
+    build_dataset(experiment.dataset, experiment.labels, [], "training")
+    assert experiment.source == frozen
     assert isinstance(optimizer, torch.optim.Adam)
 
 
@@ -75,4 +76,4 @@ def test_malformed_sections_are_named(change, message):
     config = dict(copy.deepcopy(TINY_SETTINGS), training_filenames=[{"image": "a.nii", "label": "b.nii"}])
     change(config)
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        validate_config(config)
+        experiment_from_dict(config)

@@ -4,14 +4,16 @@ import subprocess
 
 import pytest
 
+from unet3d.config.experiment import make_case
+from unet3d.config.settings import CrossValidationSettings
 from unet3d.errors import UserError
-from unet3d.train.folds import cross_validation_settings, split_folds
+from unet3d.runs.folds import split_folds
 
 from conftest import edit_config, run
 
 
 def cases(n, **keys):
-    return [{"image": [f"/d/case{i:02d}_t1.nii"], **{k: v(i) for k, v in keys.items()}} for i in range(n)]
+    return [make_case({"image": [f"/d/case{i:02d}_t1.nii"], **{k: v(i) for k, v in keys.items()}}) for i in range(n)]
 
 
 def test_folds_match_the_stored_split():
@@ -25,8 +27,8 @@ def test_cases_of_one_subject_stay_in_one_fold():
     entries = cases(12, subject=lambda i: f"sub{i // 3}")
     folds = split_folds(entries, 2, seed=1, group_by="subject")
     for fold in folds:
-        subjects = {entries[i]["subject"] for i in fold}
-        others = {entries[i]["subject"] for other in folds if other is not fold for i in other}
+        subjects = {entries[i].metadata["subject"] for i in fold}
+        others = {entries[i].metadata["subject"] for other in folds if other is not fold for i in other}
         assert not subjects & others
     assert sorted(i for fold in folds for i in fold) == list(range(12))
 
@@ -34,17 +36,17 @@ def test_cases_of_one_subject_stay_in_one_fold():
 def test_strata_spread_evenly_over_folds():
     entries = cases(12, grade=lambda i: "HGG" if i < 8 else "LGG")
     folds = split_folds(entries, 4, seed=7, stratify_by="grade")
-    assert [sum(entries[i]["grade"] == "LGG" for i in fold) for fold in folds] == [1, 1, 1, 1]
+    assert [sum(entries[i].metadata["grade"] == "LGG" for i in fold) for fold in folds] == [1, 1, 1, 1]
     assert [len(fold) for fold in folds] == [3, 3, 3, 3]
 
 
 def test_original_spellings_are_accepted_and_mistakes_named():
-    settings = cross_validation_settings({"cross_validation": {"folds": 5, "seed": 3}})
-    assert settings["n_folds"] == 5 and settings["random_seed"] == 3
+    settings = CrossValidationSettings.parse({"folds": 5, "seed": 3}, "cross_validation")
+    assert settings.n_folds == 5 and settings.random_seed == 3
     with pytest.raises(UserError, match="both 'folds' and 'n_folds'"):
-        cross_validation_settings({"cross_validation": {"folds": 5, "n_folds": 5}})
+        CrossValidationSettings.parse({"folds": 5, "n_folds": 5}, "cross_validation")
     with pytest.raises(UserError, match="'cross_validation.n_fold' is not known"):
-        cross_validation_settings({"cross_validation": {"n_fold": 5}})
+        CrossValidationSettings.parse({"n_fold": 5}, "cross_validation")
     with pytest.raises(UserError, match="has no 'subject'"):
         split_folds(cases(4), 2, seed=0, group_by="subject")
 

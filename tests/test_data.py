@@ -4,11 +4,15 @@ import numpy as np
 import pytest
 import torch
 
+from unet3d.config.experiment import case_id, make_case
+from unet3d.config.labels import LabelScheme
+from unet3d.config.settings import DatasetSettings
 from unet3d.data.brats import brats_cases
-from unet3d.data.files import case_id
-from unet3d.data.labels import LabelsToRegionsd, decode_regions, region_masks, region_names
+from unet3d.data.labels import LabelsToRegionsd
 from unet3d.data.transforms import preprocessing
-from unet3d.train.folds import split_folds
+from unet3d.runs.folds import split_folds
+
+BRATS = LabelScheme.brats()
 
 
 def test_case_ids_come_from_the_shared_modality_prefix():
@@ -19,28 +23,30 @@ def test_case_ids_come_from_the_shared_modality_prefix():
 
 def test_brats_hierarchy_round_trips():
     label = np.array([0, 2, 1, 4, 2, 0])
-    masks = region_masks(label, [2, 1, 4], hierarchy=True)
+    masks = BRATS.masks(label)
     assert masks.astype(int).tolist() == [[0, 1, 1, 1, 1, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 0, 0]]
-    assert decode_regions(masks.astype(float), [2, 1, 4], hierarchy=True).tolist() == label.tolist()
-    assert region_names([2, 1, 4], True) == ["WT", "TC", "ET"]
-    assert region_names([1, 3], False) == ["label1", "label3"]
+    assert BRATS.decode(masks.astype(float)).tolist() == label.tolist()
+    assert BRATS.masks(torch.as_tensor(label)).tolist() == masks.tolist()
+    assert BRATS.names == ["WT", "TC", "ET"]
+    assert LabelScheme((1, 3)).names == ["label1", "label3"]
 
 
 def test_inner_regions_are_decoded_only_inside_outer_ones():
     # WT, TC, ET channels: TC and ET fire outside WT at voxels 0 and 1, ET outside TC at voxel 2.
     probabilities = np.array([[0.1, 0.2, 0.9, 0.9, 0.9], [0.9, 0.1, 0.2, 0.9, 0.8], [0.1, 0.9, 0.9, 0.1, 0.7]])
-    assert decode_regions(probabilities, [2, 1, 4], hierarchy=True).tolist() == [0, 0, 2, 1, 4]
+    assert BRATS.decode(probabilities).tolist() == [0, 0, 2, 1, 4]
 
 
 def test_plain_labels_decode_to_the_most_probable_label_above_threshold():
     probabilities = np.array([[0.9, 0.2, 0.3], [0.6, 0.7, 0.1]])
-    assert decode_regions(probabilities, [1, 3], hierarchy=False).tolist() == [1, 3, 0]
+    assert LabelScheme((1, 3)).decode(probabilities).tolist() == [1, 3, 0]
 
 
 def test_labels_stay_binary_after_crop_and_resize(brats_data):
     case = brats_cases(brats_data / "train")[0]
-    transform = preprocessing(labels=[2, 1, 4], setup_label_hierarchy=True, normalization="NormalizeIntensityD",
-                              crop_foreground=True, resample=True, desired_shape=[19, 13, 17])
+    settings = DatasetSettings.parse({"normalization": "NormalizeIntensityD", "crop_foreground": True,
+                                      "resample": True, "desired_shape": [19, 13, 17]}, "dataset")
+    transform = preprocessing(settings, BRATS)
     item = transform(case)
     assert item["image"].shape == (4, 19, 13, 17) and item["label"].shape == (3, 19, 13, 17)
     assert set(torch.unique(item["label"]).tolist()) == {0.0, 1.0}
@@ -58,7 +64,7 @@ def test_labels_to_regions_keeps_the_affine():
 
 @pytest.mark.parametrize("n_cases, n_folds", [(10, 2), (11, 3), (5, 5)])
 def test_folds_cover_every_case_once_with_even_sizes(n_cases, n_folds):
-    entries = [{"image": [f"/d/case{i:02d}_t1.nii"]} for i in range(n_cases)]
+    entries = [make_case({"image": [f"/d/case{i:02d}_t1.nii"]}) for i in range(n_cases)]
     folds = split_folds(entries, n_folds, seed=25)
     flat = sorted(i for fold in folds for i in fold)
     assert flat == list(range(n_cases))

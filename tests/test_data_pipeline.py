@@ -11,11 +11,11 @@ import torch
 from monai.transforms import Invertd
 
 from conftest import TINY_SETTINGS, edit_config, run
-from unet3d.config.load import load_config
+from unet3d.config.experiment import load_experiment, make_case
+from unet3d.config.labels import LabelScheme, label_scheme
+from unet3d.config.settings import DatasetSettings, LabelSettings
 from unet3d.data.brats import brats_cases, write_brats_config
 from unet3d.data.dataset import SegmentationDataset
-from unet3d.data.files import cases
-from unet3d.data.labels import decode_regions
 from unet3d.data.loaders import batches, make_loader
 from unet3d.data.synthetic import write_synthetic_brats
 from unet3d.data.transforms import augmentations
@@ -29,7 +29,13 @@ PATCH_SETTINGS = {
                               {"name": "RandFlipd", "prob": 0.5, "spatial_axis": 0}],
     "intensity_augmentations": [{"name": "RandScaleIntensityd", "factors": 0.1, "prob": 1.0}],
 }
-DATASET_KEYS = {k: v for k, v in PATCH_SETTINGS.items() if k != "name"}
+
+
+def dataset(cases, split=None, cache_dir=None, with_label=True, **changes):
+    """A SegmentationDataset of PATCH_SETTINGS with ``changes``, as a config's dataset section builds it."""
+    section = {**PATCH_SETTINGS, **changes}
+    labels = label_scheme(LabelSettings.parse(section, "dataset", extra_ok=True))
+    return SegmentationDataset(cases, DatasetSettings.parse(section, "dataset"), labels, split, cache_dir, with_label)
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +51,13 @@ def scans(tmp_path_factory):
 
 
 def with_ids(entries):
-    return cases({"x_filenames": entries}, "x")
+    return [make_case(entry) for entry in entries]
 
 
 def test_cached_and_uncached_datasets_give_identical_tensors(scans, tmp_path):
     data = with_ids(brats_cases(scans / "train"))
-    plain = SegmentationDataset(data, split="validation", **DATASET_KEYS)
-    cached = SegmentationDataset(data, split="validation", cache_dir=tmp_path, **DATASET_KEYS)
+    plain = dataset(data, split="validation")
+    cached = dataset(data, split="validation", cache_dir=tmp_path)
     for index in range(len(data)):
         for item in (cached[index], cached[index]):  # filled, then read back
             reference = plain[index]
@@ -60,8 +66,8 @@ def test_cached_and_uncached_datasets_give_identical_tensors(scans, tmp_path):
             assert torch.allclose(item["image"].affine, reference["image"].affine)
     assert len(list(tmp_path.iterdir())) == len(data)
     # The same seed gives the same patches and augmentation, from the cache or not.
-    training = SegmentationDataset(data, split="training", **DATASET_KEYS)
-    cached_training = SegmentationDataset(data, split="training", cache_dir=tmp_path, **DATASET_KEYS)
+    training = dataset(data, split="training")
+    cached_training = dataset(data, split="training", cache_dir=tmp_path)
     first, second = training[(1, 99)], cached_training[(1, 99)]
     assert len(first) == 2 and first[0]["image"].shape == (4, 16, 16, 16)
     assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"]) for a, b in zip(first, second))
@@ -69,27 +75,26 @@ def test_cached_and_uncached_datasets_give_identical_tensors(scans, tmp_path):
 
 def test_a_changed_file_or_setting_makes_a_new_cache_entry(scans, tmp_path):
     data = with_ids(brats_cases(scans / "train"))[:1]
-    SegmentationDataset(data, cache_dir=tmp_path, **DATASET_KEYS)[0]
-    SegmentationDataset(data, cache_dir=tmp_path, **{**DATASET_KEYS, "spacing": [2.0, 2.0, 2.0]})[0]
+    dataset(data, cache_dir=tmp_path)[0]
+    dataset(data, cache_dir=tmp_path, spacing=[2.0, 2.0, 2.0])[0]
     assert len(list(tmp_path.iterdir())) == 2
-    mtime = os.stat(data[0]["image"][0]).st_mtime_ns
-    os.utime(data[0]["image"][0], ns=(mtime, mtime + 10**9))  # as if the file was rewritten
-    SegmentationDataset(data, cache_dir=tmp_path, **DATASET_KEYS)[0]
+    mtime = os.stat(data[0].images[0]).st_mtime_ns
+    os.utime(data[0].images[0], ns=(mtime, mtime + 10**9))  # as if the file was rewritten
+    dataset(data, cache_dir=tmp_path)[0]
     assert len(list(tmp_path.iterdir())) == 3
 
 
 def test_inversion_puts_labels_back_on_the_lps_input_grid(scans):
     """The preprocessed label, inverted as predictions are, is the input label voxel for voxel."""
     case = with_ids(brats_cases(scans / "train"))[0]
-    settings = {**DATASET_KEYS, "spacing": None}
-    prediction_data = SegmentationDataset([case], with_label=False, **settings)
-    label_data = SegmentationDataset([case], split="validation", **settings)
+    prediction_data = dataset([case], with_label=False, spacing=None)
+    label_data = dataset([case], split="validation", spacing=None)
     item = prediction_data[0]
     item["pred"] = label_data[0]["label"]
     inverted = Invertd("pred", transform=prediction_data.transform, orig_keys="image", nearest_interp=True)(item)["pred"]
-    source = nibabel.load(case["label"])
+    source = nibabel.load(case.label)
     assert inverted.shape[1:] == source.shape
-    np.testing.assert_array_equal(decode_regions(inverted.numpy(), [2, 1, 4], True), np.asarray(source.dataobj))
+    np.testing.assert_array_equal(LabelScheme.brats().decode(inverted.as_tensor()).numpy(), np.asarray(source.dataobj))
 
 
 def test_spatial_augmentation_moves_image_and_label_together_and_keeps_labels_binary():
@@ -124,27 +129,27 @@ def test_intensity_augmentation_touches_the_image_only():
 def test_augmentation_is_for_training_unless_a_split_asks(scans):
     data = with_ids(brats_cases(scans / "train"))[:1]
     names = lambda ds: [type(t).__name__ for t in ds.random.transforms]  # noqa: E731
-    assert names(SegmentationDataset(data, split="training", **DATASET_KEYS)) == [
+    assert names(dataset(data, split="training")) == [
         "RandCropByPosNegLabeld", "RandAffined", "RandFlipd", "RandScaleIntensityd"]
-    assert names(SegmentationDataset(data, split="validation", **DATASET_KEYS)) == []
+    assert names(dataset(data, split="validation")) == []
     override = {"validation": {"intensity_augmentations": [{"name": "RandGaussianNoised", "prob": 1.0}]},
                 "training": {"spatial_augmentations": None}}
-    assert names(SegmentationDataset(data, split="validation", **DATASET_KEYS, **override)) == ["RandGaussianNoised"]
-    assert names(SegmentationDataset(data, split="training", **DATASET_KEYS, **override)) == [
+    assert names(dataset(data, split="validation", **override)) == ["RandGaussianNoised"]
+    assert names(dataset(data, split="training", **override)) == [
         "RandCropByPosNegLabeld", "RandScaleIntensityd"]
 
 
 def test_batches_repeat_with_any_number_of_persistent_workers(scans, tmp_path):
     data = with_ids(brats_cases(scans / "train"))
-    dataset = SegmentationDataset(data, split="training", cache_dir=tmp_path, **DATASET_KEYS)
+    training = dataset(data, split="training", cache_dir=tmp_path)
 
     def epoch(loader, number):
         loader.generator.manual_seed(number)
         with batches(loader) as iterator:
             return [batch["image"] for batch in iterator]
 
-    serial = make_loader(dataset, 2, True, num_workers=0, seed=1)
-    parallel = make_loader(dataset, 2, True, num_workers=2, seed=1)
+    serial = make_loader(training, 2, True, num_workers=0, seed=1)
+    parallel = make_loader(training, 2, True, num_workers=2, seed=1)
     assert parallel.persistent_workers
     for number in (1, 2):
         expected, got = epoch(serial, number), epoch(parallel, number)
@@ -170,10 +175,11 @@ def test_decathlon_datalist_becomes_filename_lists(tmp_path):
     config = {k: TINY_SETTINGS[k] for k in ("model", "optimizer", "loss", "dataset")}
     config["decathlon_datalist"] = "../Task01/dataset.json"
     (tmp_path / "config" / "msd.json").write_text(json.dumps(config))
-    loaded = load_config(tmp_path / "config" / "msd.json")
-    assert "decathlon_datalist" not in loaded
-    assert loaded["training_filenames"] == [{"image": [entries[i]["image"][0]], "label": entries[i]["label"]} for i in (0, 1)]
-    assert loaded["test_filenames"] == [{"image": [entries[2]["image"][0]]}]
+    loaded = load_experiment(tmp_path / "config" / "msd.json")
+    assert "decathlon_datalist" not in loaded.source
+    assert [(c.images, c.label) for c in loaded.cases("training")] == [
+        ((entries[i]["image"][0],), entries[i]["label"]) for i in (0, 1)]
+    assert [(c.images, c.label) for c in loaded.cases("test")] == [((entries[2]["image"][0],), None)]
 
 
 @pytest.mark.parametrize("mode", ["patches", "whole_volume"])
@@ -194,11 +200,11 @@ def test_train_and_predict_real_world_inputs(scans, tmp_path, mode):
                  "--cache_dir", tmp_path / "cache")
     assert "epoch=1" in result.stderr
     assert len(list((tmp_path / "cache").glob("*/meta.json"))) == 4  # 4 labelled cases, train + validation
-    config = load_config(config_path)
+    experiment = load_experiment(config_path)
     for group in ("validation", "test"):
-        for case in cases(config, group):
-            prediction = nibabel.load(tmp_path / "run" / "predictions" / group / f"{case['id']}.nii.gz")
-            source = nibabel.load(case["image"][0])
+        for case in experiment.cases(group):
+            prediction = nibabel.load(tmp_path / "run" / "predictions" / group / f"{case.id}.nii.gz")
+            source = nibabel.load(case.images[0])
             assert prediction.shape == source.shape
             np.testing.assert_allclose(prediction.affine, source.affine, atol=1e-5)
             assert set(np.unique(np.asarray(prediction.dataobj)).tolist()) <= {0, 1, 2, 4}
@@ -208,6 +214,6 @@ def test_a_misspelled_augmentation_is_reported_when_the_config_is_checked():
     from unet3d.errors import UserError
 
     with pytest.raises(UserError, match=r"'dataset.spatial_augmentations\[0\].name'.*closest matches: RandAffined"):
-        SegmentationDataset([], spatial_augmentations=[{"name": "RandAfined"}], labels=[1])
-    with pytest.raises(UserError, match=r"config key 'dataset.validation': unknown setting 'patch_sise'"):
-        SegmentationDataset([], validation={"patch_sise": 8}, labels=[1])
+        dataset([], split="training", spatial_augmentations=[{"name": "RandAfined"}])
+    with pytest.raises(UserError, match=r"config key 'dataset.validation.patch_sise' is not known \(did you mean 'patch_size'"):
+        dataset([], validation={"patch_sise": 8})

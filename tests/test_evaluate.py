@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import run
-from unet3d.config.load import load_config
+from unet3d.config.experiment import load_experiment
 from unet3d.errors import UserError
-from unet3d.evaluate.evaluation import evaluate_folder
+from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs
 from unet3d.evaluate.metrics import BRATS_MAX_HD95, region_metrics
 
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])  # 2 mm voxels along z: 0.002 ml each
@@ -96,17 +96,18 @@ def test_evaluate_brats_regions_from_a_label_folder(tmp_path):
 
 
 def test_evaluate_a_config_group_and_refuse_mismatched_grids(tiny_config, brats_data, tmp_path):
-    config = load_config(tiny_config)
+    experiment = load_experiment(tiny_config)
     predictions = tmp_path / "predictions"
     predictions.mkdir()
-    for case in config["training_filenames"][:2]:
-        case_id = case["image"][0].split("/")[-2]
-        shutil.copy(case["label"], predictions / f"{case_id}.nii.gz")
-    per_case, summary = evaluate_folder(predictions, config=config, group="training")
+    for case in experiment.cases("training")[:2]:
+        shutil.copy(case.label, predictions / f"{case.id}.nii.gz")
+    references, scheme = evaluation_inputs(experiment, group="training")
+    assert scheme is experiment.labels
+    per_case, summary = evaluate_folder(predictions, references, scheme)
     assert len(per_case) == 6 and (per_case["dice"] == 1.0).all() and (per_case["hd95"] == 0.0).all()
     assert (predictions / "evaluation.csv").is_file() and (predictions / "evaluation_summary.csv").is_file()
     write_label_map(predictions / "BraTS20_Training_001.nii.gz", np.zeros((24, 24, 24)), affine=np.diag([-1, -1, 1, 1]))
     with pytest.raises(UserError, match="not on the grid of"):
-        evaluate_folder(predictions, config=config, group="training")
+        evaluate_folder(predictions, references, scheme)
     with pytest.raises(UserError, match="either --config_filename and --group, or --label_dir"):
-        evaluate_folder(predictions, config=config)
+        evaluation_inputs(experiment)

@@ -16,8 +16,9 @@ import pytest
 
 from conftest import edit_config
 from test_training_loop import assert_same_weights, figures, read_log
-from unet3d.train import checkpoint
-from unet3d.train.experiment import run_experiment
+from unet3d.config.experiment import load_experiment
+from unet3d.models.weights import load
+from unet3d.runs.workflow import train_experiment, work_dir_for
 
 # Runs unet3d-train; UNET3D_TEST_PAUSE="<os function>:<file name or empty>:<n>" makes the
 # n-th matching call of os.fsync (the temporary file is written) or os.replace (about to
@@ -70,8 +71,17 @@ def experiment(tmp_path_factory, brats_data):
     edit_config(config, change)
     import torch
 
-    reference = run_experiment(config, root / "reference", torch.device("cpu"))
+    reference = train(config, root / "reference")
     return config, reference
+
+
+def train(config, output_dir):
+    """Train ``config`` into ``output_dir`` in this process, as unet3d-train does; returns the model's folder."""
+    import torch
+
+    work_dir = work_dir_for(config, output_dir)
+    train_experiment(load_experiment(config), work_dir, torch.device("cpu"))
+    return work_dir
 
 
 def launch(config, output_dir, pause):
@@ -95,9 +105,9 @@ def wait_for(path, process, timeout=300):
 def assert_readable(work_dir):
     """Every checkpoint and weight file loads (a killed writer's ``.tmp-*`` aside), and the CSV agrees with the checkpoint."""
     for path in work_dir.glob("[!.]*.pth"):
-        checkpoint.load(path)
+        load(path)
     if (work_dir / "checkpoint.pth").is_file():
-        rows = checkpoint.load(work_dir / "checkpoint.pth")["rows"]
+        rows = load(work_dir / "checkpoint.pth")["rows"]
         assert len(read_log(work_dir / "training_log.csv")) in (len(rows), len(rows) - 1)
 
 
@@ -116,7 +126,7 @@ def trial(experiment, output_dir, pause=None, delay=None):
     # A random delay may outlast the run (status 0): an uninterrupted rerun, still compared.
     assert process.wait() in ((-signal.SIGKILL,) if pause else (-signal.SIGKILL, 0))
     assert_readable(work_dir)
-    run_experiment(config, output_dir, torch.device("cpu"))
+    train(config, output_dir)
     assert figures(read_log(work_dir / "training_log.csv")) == figures(read_log(reference / "training_log.csv"))
     for name in ("model.pth", "model_best.pth", f"model_epoch{N_EPOCHS}.pth"):
         assert_same_weights(reference / name, work_dir / name)

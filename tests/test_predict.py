@@ -9,11 +9,12 @@ import torch
 from monai.transforms import Compose, DivisiblePadd, EnsureTyped, Invertd, LoadImaged, Orientationd, Spacingd
 
 from conftest import TINY_SETTINGS, run
-from unet3d.config.resolve import resolve
-from unet3d.data.labels import decode_regions
-from unet3d.errors import UserError
-from unet3d.predict.inference import predict, predict_cases, predict_on_input_grid, predict_probabilities
+from unet3d.config.experiment import experiment_from_dict, load_experiment, make_case
+from unet3d.config.labels import LabelScheme
 from unet3d.data.synthetic import write_synthetic_brats
+from unet3d.errors import UserError
+from unet3d.models.inferer import Inferer
+from unet3d.predict.inference import predict, predict_cases, predict_on_input_grid
 from unet3d.predict.inputs import model_filenames, select_cases
 from unet3d.predict.postprocess import clean_label_map
 from unet3d.predict.write import output_paths
@@ -65,14 +66,25 @@ def assert_same_grid(path, reference):
 
 DATASET = {"name": "SegmentationDataset", "labels": [2, 1, 4], "setup_label_hierarchy": True,
            "crop_foreground": True, "resample": True, "desired_shape": [16, 16, 16]}
+BRATS = LabelScheme.brats()
+
+
+def experiment(dataset=DATASET, **sections):
+    """An Experiment of TINY_SETTINGS' components with this dataset section (its cases are not read)."""
+    config = {**{k: TINY_SETTINGS[k] for k in ("model", "optimizer", "loss")}, "dataset": dataset, **sections,
+              "training_filenames": [{"image": "unused.nii.gz", "label": "unused.nii.gz"}]}
+    return experiment_from_dict(config)
+
+
+def scan_case(path):
+    return make_case({"id": "scan", "image": [str(path)]})
 
 
 @pytest.mark.parametrize("grid", GRIDS)
 def test_current_preprocessing_is_undone_on_any_grid(tmp_path, grid):
     shape, affine = GRIDS[grid]
     cube = write_scan(tmp_path / "scan.nii.gz", shape, affine)
-    case = {"id": "scan", "image": [str(tmp_path / "scan.nii.gz")]}
-    [written] = predict_cases({"dataset": DATASET}, threshold_model(), [case], tmp_path / "out", CPU)
+    [written] = predict_cases(experiment(), threshold_model(), [scan_case(tmp_path / "scan.nii.gz")], tmp_path / "out", CPU)
     assert_same_grid(written, tmp_path / "scan.nii.gz")
     label_map = np.asarray(nibabel.load(written).dataobj)
     assert set(np.unique(label_map)) == {0, 4}
@@ -93,10 +105,11 @@ def test_reorientation_spacing_and_padding_are_undone(tmp_path, grid):
     item = preprocessing({"image": str(tmp_path / "scan.nii.gz")})
     assert nibabel.aff2axcodes(item["image"].affine.numpy()) == ("R", "A", "S")
     invert = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)
-    inverted = predict_on_input_grid([threshold_model()], item, invert, CPU, window=(16, 16, 16), overlap=0.25)
+    inferer = Inferer(BRATS, window=(16, 16, 16), overlap=0.25)
+    inverted = predict_on_input_grid(inferer, [threshold_model()], item, invert, CPU)
     assert tuple(inverted.shape) == (3, *shape)
     np.testing.assert_allclose(inverted.affine.numpy(), affine, atol=1e-4)
-    label_map = decode_regions(inverted.numpy(), [2, 1, 4], True)
+    label_map = inferer.decode(inverted.as_tensor()).numpy()
     assert dice(label_map == 4, cube) > 0.85
 
 
@@ -106,10 +119,10 @@ def test_hierarchy_and_plain_labels_decode_to_label_values():
     tc[1:] = 0.8
     et[2:] = 0.7
     et[3] = 0.4  # below the threshold: stays core
-    assert decode_regions(np.stack([wt, tc, et]), [2, 1, 4], True).ravel().tolist() == [2, 1, 4, 1]
-    assert decode_regions(np.stack([wt, tc, et]), [2, 1, 4], True, threshold=0.3).ravel().tolist() == [2, 1, 4, 4]
+    assert BRATS.decode(np.stack([wt, tc, et])).ravel().tolist() == [2, 1, 4, 1]
+    assert BRATS.decode(np.stack([wt, tc, et]), threshold=0.3).ravel().tolist() == [2, 1, 4, 4]
     plain = np.array([[0.2, 0.6, 0.1], [0.7, 0.3, 0.1], [0.1, 0.1, 0.3]])[..., None, None]  # (3 labels, 3 voxels)
-    assert decode_regions(plain, [1, 2, 3], False).ravel().tolist() == [2, 1, 0]
+    assert LabelScheme((1, 2, 3)).decode(plain).ravel().tolist() == [2, 1, 0]
 
 
 def test_component_clean_up_per_region():
@@ -119,19 +132,20 @@ def test_component_clean_up_per_region():
     label_map[2:5, 2:5, 3:5] = 4
     label_map[9:11, 9:11, 9:11] = 2  # small distant tumour of 8 voxels with a 1-voxel core
     label_map[10, 10, 10] = 1
-    cleaned = clean_label_map(label_map, [2, 1, 4], True, min_component_size=10)
+    label_map = torch.as_tensor(label_map)
+    cleaned = clean_label_map(label_map, BRATS, min_component_size=10)
     assert not cleaned[9:, 9:, 9:].any()  # the small tumour goes, with its core
     np.testing.assert_array_equal(cleaned[:8, :8, :8], label_map[:8, :8, :8])
-    largest = clean_label_map(label_map, [2, 1, 4], True, keep_largest=True)
+    largest = clean_label_map(label_map, BRATS, keep_largest=True)
     np.testing.assert_array_equal(largest, cleaned)
     # Each region counts its own voxels: 20 would keep the enhancing part if its voxels in the
     # whole tumour and core were counted with it (18 + 18 + 18), but it has only 18, so it
     # goes and becomes core.
-    strict = clean_label_map(label_map, [2, 1, 4], True, min_component_size=20)
+    strict = clean_label_map(label_map, BRATS, min_component_size=20)
     assert not (strict == 4).any() and (strict == 1).sum() == 27
     label_map[2:5, 2:5, 3:5] = 1
     label_map[3, 3, 3] = 4
-    plain = clean_label_map(label_map, [1, 2, 4], False, min_component_size=2)
+    plain = clean_label_map(label_map, LabelScheme((1, 2, 4)), min_component_size=2)
     assert plain[3, 3, 3] == 0 and plain[10, 10, 10] == 0 and plain[9, 9, 9] == 2  # single voxels of 4 and 1 go
 
 
@@ -141,20 +155,21 @@ def test_config_min_component_size_cleans_predictions_unless_the_caller_override
     data = np.asarray(image.dataobj)
     data[15:17, 15:17, 15:17] = 3  # a speck of 8 voxels far from the cube
     nibabel.save(nibabel.Nifti1Image(data, image.affine), tmp_path / "scan.nii.gz")
-    case = {"id": "scan", "image": [str(tmp_path / "scan.nii.gz")]}
-    config = {"dataset": {"name": "SegmentationDataset", "labels": [2, 1, 4], "setup_label_hierarchy": True},
-              "prediction": {"min_component_size": 20}}
-    [cleaned] = predict_cases(config, threshold_model(), [case], tmp_path / "cleaned", CPU)
+    case = scan_case(tmp_path / "scan.nii.gz")
+    cleaning = experiment({"name": "SegmentationDataset", "labels": [2, 1, 4], "setup_label_hierarchy": True},
+                          prediction={"min_component_size": 20})
+    [cleaned] = predict_cases(cleaning, threshold_model(), [case], tmp_path / "cleaned", CPU)
     np.testing.assert_array_equal(np.asarray(nibabel.load(cleaned).dataobj) == 4, cube)
-    [raw] = predict_cases(config, threshold_model(), [case], tmp_path / "raw", CPU, min_component_size=0)
+    [raw] = predict_cases(cleaning, threshold_model(), [case], tmp_path / "raw", CPU,
+                          prediction=cleaning.prediction.override(min_component_size=0))
     assert (np.asarray(nibabel.load(raw).dataobj)[15:17, 15:17, 15:17] == 4).all()
 
 
 def test_tta_changes_nothing_for_a_flip_equivariant_model():
     image = torch.rand(1, 1, 24, 20, 18) * 3
     model = threshold_model()
-    plain = predict_probabilities([model], image, window=(16, 16, 16), overlap=0.5)
-    mirrored = predict_probabilities([model], image, window=(16, 16, 16), overlap=0.5, tta=True)
+    plain = Inferer(BRATS, window=(16, 16, 16), overlap=0.5).probabilities([model], image)
+    mirrored = Inferer(BRATS, window=(16, 16, 16), overlap=0.5, tta=True).probabilities([model], image)
     torch.testing.assert_close(mirrored, plain, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(plain, torch.sigmoid(model(image)).detach(), atol=1e-5, rtol=1e-5)
 
@@ -167,14 +182,14 @@ def test_ensemble_averages_the_probabilities_of_its_models():
     # Inference-mode tensors as inputs must not trip in-place updates (nnU-Net's CPU ensemble bug).
     with torch.inference_mode():
         frozen = image.clone()
-    both = predict_probabilities([first, second], frozen, window=(16, 16, 16), tta=True)
-    alone = [predict_probabilities([m], image, window=(16, 16, 16)) for m in (first, second)]
+    both = Inferer(BRATS, window=(16, 16, 16), tta=True).probabilities([first, second], frozen)
+    alone = [Inferer(BRATS, window=(16, 16, 16)).probabilities([m], image) for m in (first, second)]
     torch.testing.assert_close(both, (alone[0] + alone[1]) / 2, atol=1e-5, rtol=1e-5)
 
 
 def test_outputs_never_replace_inputs_or_existing_files(tmp_path):
     write_scan(tmp_path / "scan.nii.gz", (8, 8, 8), np.eye(4))
-    case = {"id": "scan", "image": [str(tmp_path / "scan.nii.gz")]}
+    case = scan_case(tmp_path / "scan.nii.gz")
     with pytest.raises(UserError, match="would overwrite an input"):
         output_paths([case], tmp_path, overwrite=True)
     (tmp_path / "out").mkdir()
@@ -186,8 +201,8 @@ def test_outputs_never_replace_inputs_or_existing_files(tmp_path):
 
 def test_input_dir_cases_keep_the_folder_name_as_id_for_brats_2023_names(tmp_path):
     folders = write_synthetic_brats(tmp_path, 2, shape=(12, 12, 8), naming="2023", with_label=False)
-    found = select_cases({"model": {"in_channels": 4}}, input_dir=str(tmp_path))
-    assert [case["id"] for case in found] == [folder.name for folder in folders]
+    found = select_cases(experiment(), input_dir=str(tmp_path))
+    assert [case.id for case in found] == [folder.name for folder in folders]
 
 
 def test_model_globs_expand_in_order_and_unmatched_globs_are_errors(tmp_path):
@@ -201,14 +216,14 @@ def test_model_globs_expand_in_order_and_unmatched_globs_are_errors(tmp_path):
 
 
 def test_fold_ensemble_from_a_glob_on_a_brats_folder(tiny_config, brats_data, tmp_path):
-    experiment = tmp_path / "runs"
+    runs = tmp_path / "runs"
     for fold, seed in (("fold1", 1), ("fold2", 2)):
         torch.manual_seed(seed)
-        model = resolve("model", TINY_SETTINGS["model"], "model")
-        (experiment / fold).mkdir(parents=True)
-        torch.save(model.state_dict(), experiment / fold / "model_best.pth")
+        model = load_experiment(tiny_config).model.build()
+        (runs / fold).mkdir(parents=True)
+        torch.save(model.state_dict(), runs / fold / "model_best.pth")
     output = tmp_path / "ensemble"
-    run("unet3d-predict", "--config_filename", tiny_config, "--model_filename", experiment / "fold*" / "model_best.pth",
+    run("unet3d-predict", "--config_filename", tiny_config, "--model_filename", runs / "fold*" / "model_best.pth",
         "--input_dir", brats_data / "test", "--output_directory", output, "--save_probabilities", "--tta",
         "--device", "cpu")
     case_id = "BraTS20_Validation_001"
@@ -217,7 +232,7 @@ def test_fold_ensemble_from_a_glob_on_a_brats_folder(tiny_config, brats_data, tm
     images = [[str(brats_data / "test" / case_id / f"{case_id}_{m}.nii.gz") for m in ("flair", "t1", "t1ce", "t2")]]
     alone = []
     for fold in ("fold1", "fold2"):
-        [path] = predict(tiny_config, [experiment / fold / "model_best.pth"], tmp_path / fold, CPU,
+        [path] = predict(load_experiment(tiny_config), [runs / fold / "model_best.pth"], tmp_path / fold, CPU,
                          images=images, save_probabilities=True, tta=True)
         alone.append(np.asarray(nibabel.load(path).dataobj))
     ensemble = np.asarray(nibabel.load(output / f"{case_id}.nii.gz").dataobj)

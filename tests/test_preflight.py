@@ -7,6 +7,7 @@ import pytest
 from conftest import run
 from test_errors import assert_one_line_error
 from unet3d.data import checks
+from unet3d.config.experiment import make_case
 from unet3d.data.brats import brats_cases
 from unet3d.data.files import preflight
 from unet3d.data.synthetic import write_synthetic_brats
@@ -15,10 +16,13 @@ from unet3d.errors import UserError
 
 @pytest.fixture
 def case_config(tmp_path):
-    """A config dict over two small BraTS cases; returns (config, first case's files)."""
+    """Two small BraTS cases; returns (the cases, the first case's files)."""
     write_synthetic_brats(tmp_path / "data", 2, shape=(12, 10, 8), seed=5)
     entries = brats_cases(tmp_path / "data")
-    return {"dataset": {"labels": [2, 1, 4]}, "training_filenames": entries}, entries[0]
+    return [make_case(entry) for entry in entries], entries[0]
+
+
+BRATS_VALUES = (2, 1, 4)
 
 
 def overwrite(path, array, affine=None):
@@ -27,7 +31,7 @@ def overwrite(path, array, affine=None):
 
 
 def test_clean_cases_pass(case_config):
-    preflight(case_config[0])
+    preflight(case_config[0], BRATS_VALUES)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +50,7 @@ def test_each_problem_names_the_case_and_file(case_config, spoil, fragments):
     config, case = case_config
     spoil(case)
     with pytest.raises(UserError) as raised:
-        preflight(config)
+        preflight(config, BRATS_VALUES)
     message = str(raised.value)
     assert message.startswith("case 'BraTS20_Training_001'")
     for fragment in fragments:
@@ -55,10 +59,10 @@ def test_each_problem_names_the_case_and_file(case_config, spoil, fragments):
 
 def test_passed_cases_are_not_read_again(case_config, tmp_path, monkeypatch):
     config, _ = case_config
-    preflight(config, cache_dir=tmp_path / "cache")
+    preflight(config, BRATS_VALUES, cache_dir=tmp_path / "cache")
     assert len(list((tmp_path / "cache" / "preflight").iterdir())) == 2
     monkeypatch.setattr(checks, "check_values", lambda *args: pytest.fail("read the data again"))
-    preflight(config, cache_dir=tmp_path / "cache")
+    preflight(config, BRATS_VALUES, cache_dir=tmp_path / "cache")
 
 
 def test_the_cli_reports_a_bad_label_before_training(tiny_config, brats_data, tmp_path):
@@ -80,7 +84,7 @@ def test_full_size_lps_int16_anisotropic_brats_case_passes(tmp_path):
                           spacing=(1.0, 1.0, 1.5), naming="2021", suffix=".nii")
     entries = brats_cases(tmp_path)
     assert entries[0]["label"].endswith("BraTS2021_00001/BraTS2021_00001_seg.nii")
-    preflight({"dataset": {"labels": [2, 1, 4]}, "training_filenames": entries})
+    preflight([make_case(entry) for entry in entries], BRATS_VALUES)
     image = nibabel.load(entries[0]["image"][0])
     assert image.shape == (240, 240, 155) and image.get_data_dtype() == np.int16
     assert nibabel.aff2axcodes(image.affine) == ("L", "P", "S")

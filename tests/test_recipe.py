@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from unet3d.config.load import load_config
+from unet3d.config.experiment import load_experiment
 from unet3d.data.synthetic import synthetic_case, write_synthetic_brats
-from unet3d.train.experiment import check_config
+from unet3d.runs.workflow import build_components
 
 EXAMPLES = REPO / "examples" / "brats2020"
 RECIPES = ["cpu_recipe_config.json", "brats2020_recipe_config.json"]
@@ -18,8 +18,9 @@ RECIPES = ["cpu_recipe_config.json", "brats2020_recipe_config.json"]
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_recommended_configs_build_and_their_schedule_spans_the_training(name):
-    config = load_config(EXAMPLES / name)
-    check_config(config)
+    experiment = load_experiment(EXAMPLES / name)
+    build_components(experiment)
+    config = experiment.source
     training, scheduler = config["training"], config["scheduler"]
     assert config["loss"] == {"name": "DiceCELoss", "sigmoid": True, "batch": True}
     assert config["model"]["deep_supervision"] and config["dataset"]["normalization_kwargs"]["nonzero"]

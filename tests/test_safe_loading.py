@@ -14,6 +14,7 @@ from conftest import REPO, command, edit_config
 from unet3d.data.transforms import augmentations, normalizations
 from unet3d.errors import UserError
 from unet3d.scripts.train import main as train
+from unet3d.config.schema import parse_scheduler
 from unet3d.train.schedulers import build_scheduler
 
 resolver = importlib.import_module("unet3d.config.resolve")  # the package exports a function of the same name
@@ -41,7 +42,7 @@ def test_every_torch_load_is_weights_only():
 
 
 def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path):
-    from unet3d.train.checkpoint import load
+    from unet3d.models.weights import load
 
     path = tmp_path / "evil.pth"
     torch.save({"model": {}, "payload": subprocess.Popen}, path)
@@ -71,9 +72,9 @@ def test_no_name_reaches_outside_the_namespaces(name, imported):
         lambda: augmentations([{"name": "RandFlipd"}, {"name": name}], "dataset.intensity_augmentations", "image"),
         lambda: normalizations(name, None),
         lambda: normalizations(["NormalizeIntensityd", name], [{}, {}]),
-        lambda: build_scheduler({"name": name}, optimizer),
-        lambda: build_scheduler({"name": "SequentialLR", "milestones": [1], "schedulers": [
-            {"name": "LinearLR"}, {"name": "ChainedScheduler", "schedulers": [{"name": name}]}]}, optimizer),
+        lambda: build_scheduler(parse_scheduler({"name": name}, "scheduler"), optimizer),
+        lambda: build_scheduler(parse_scheduler({"name": "SequentialLR", "milestones": [1], "schedulers": [
+            {"name": "LinearLR"}, {"name": "ChainedScheduler", "schedulers": [{"name": name}]}]}, "scheduler"), optimizer),
         lambda: resolver.resolve("model", {"name": name}, "model"),
         lambda: resolver.resolve("dataset", {"name": name}, "dataset"),
     ]

@@ -1,7 +1,6 @@
-"""The config schema: one table for validation, defaults, --check and docs/configuration.md."""
+"""The config schema: settings classes for validation, defaults, --check and docs/configuration.md."""
 
 import copy
-import inspect
 import json
 from pathlib import Path
 
@@ -9,14 +8,11 @@ import pytest
 
 from conftest import REPO, TINY_SETTINGS, edit_config
 from unet3d.config import schema
-from unet3d.config.load import load_config
-from unet3d.data.dataset import SegmentationDataset
-from unet3d.data.transforms import preprocessing, sampling
+from unet3d.config.docs import markdown
+from unet3d.config.experiment import experiment_from_dict, load_experiment
+from unet3d.config.settings import CrossValidationSettings, PredictionSettings, TrainingSettings
 from unet3d.errors import UserError
-from unet3d.predict.inference import inference_settings
 from unet3d.scripts.train import main as train
-from unet3d.train.folds import cross_validation_settings
-from unet3d.train.settings import training_settings
 
 
 def tiny(**changes):
@@ -25,30 +21,23 @@ def tiny(**changes):
 
 def test_docs_are_generated_from_the_schema():
     committed = (REPO / "docs" / "configuration.md").read_text()
-    assert committed == schema.markdown() + "\n", "run: python -m unet3d.config > docs/configuration.md"
+    assert committed == markdown() + "\n", "run: python -m unet3d.config > docs/configuration.md"
 
 
-def test_code_defaults_are_the_schemas():
-    signature = inspect.signature(SegmentationDataset).parameters
-    for name, key in schema.SECTIONS["dataset"].keys.items():
-        assert signature[name].default == key.default, name
-    assert set(signature) - set(schema.SECTIONS["dataset"].keys) == set(schema.UNET3D_ARGUMENTS) & set(signature)
-    for function in (preprocessing, sampling):
-        for name, parameter in inspect.signature(function).parameters.items():
-            if name in schema.SECTIONS["dataset"].keys and parameter.default is not parameter.empty:
-                assert parameter.default in (schema.SECTIONS["dataset"].keys[name].default, ()), (function, name)
-    assert training_settings({}) == schema.defaults("training")
-    window_overlap_batch = ("window", "overlap", "sw_batch_size")
-    assert inference_settings({"dataset": {}}) == tuple(schema.defaults("prediction")[k] for k in window_overlap_batch)
-    nulls = {"dataset": {}, "prediction": dict.fromkeys(window_overlap_batch)}  # null means the default
-    assert inference_settings(nulls) == inference_settings({"dataset": {}})
-    assert cross_validation_settings({"cross_validation": {"folds": 3}}) == {
-        **schema.defaults("cross_validation"), "n_folds": 3}
+def test_defaults_fill_a_config_that_leaves_sections_out():
+    experiment = experiment_from_dict(tiny(training=None, prediction={"overlap": None, "window": None}))
+    assert experiment.training == TrainingSettings() and experiment.training.n_epochs == 1
+    assert experiment.prediction == PredictionSettings() and experiment.prediction.overlap == 0.5
+    assert experiment.window == (16, 16, 16)  # dataset.desired_shape, as a triple
+    assert experiment_from_dict(tiny(cross_validation={"folds": 3})).cross_validation == CrossValidationSettings(3)
+    assert experiment_from_dict(tiny(dataset={**TINY_SETTINGS["dataset"], "patch_size": 8})).window == (8, 8, 8)
+    assert experiment.training.monitor_mode == "min"
+    assert experiment_from_dict(tiny(training={"metric_to_monitor": "val_dice_mean"})).training.monitor_mode == "max"
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "examples").rglob("*config*.json")), ids=lambda p: p.name)
 def test_example_configs_validate(path):
-    load_config(path)
+    load_experiment(path)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -60,13 +49,17 @@ def test_example_configs_validate(path):
     (lambda c: c["training"].update(amp="fp8"), "'training.amp' must be one of false, true, \"fp32\", \"fp16\", \"bf16\""),
     (lambda c: c["training"].update(batch_size="2"), "'training.batch_size' must be a positive integer, got \"2\""),
     (lambda c: c["dataset"].update(labels=[1, "2"]), "'dataset.labels' must be a list of integers or null"),
+    (lambda c: c["dataset"].update(patch_size=[8, 8]), "'dataset.patch_size' must be three positive integers"),
+    (lambda c: c["training"].update(metric_to_monitor="epoch_time"), "'training.metric_mode' is needed"),
+    (lambda c: c.update(prediction={"threshold": 1}), "'prediction.threshold' must be a number in (0, 1), got 1"),
+    (lambda c: c["scheduler"].update(mode="max"), "'scheduler.mode' is 'max' but the monitored metric is to be minimized"),
     (lambda c: c["cross_validation"].pop("n_folds"), "'cross_validation.n_folds' is missing"),
 ])
 def test_mistakes_name_the_key_and_what_was_expected(change, message):
     config = tiny()
     change(config)
     with pytest.raises(UserError) as error:
-        schema.validate(config)
+        experiment_from_dict(config)
     assert message in str(error.value)
 
 
@@ -85,7 +78,8 @@ def test_check_prints_the_resolved_settings_without_training(tiny_config, capsys
     train(["--config_filename", str(tiny_config), "--check"])
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["training"]["batch_size"] == 1 and resolved["training"]["metric_to_monitor"] == "val_loss"
-    assert resolved["prediction"] == {"window": None, "overlap": 0.5, "sw_batch_size": 4, "min_component_size": 0}
+    assert resolved["prediction"] == {"window": None, "overlap": 0.5, "sw_batch_size": 4, "activation": None,
+                                      "threshold": 0.5, "min_component_size": 0}
     assert resolved["optimizer"]["betas"] == [0.9, 0.999] or tuple(resolved["optimizer"]["betas"]) == (0.9, 0.999)
     assert resolved["dataset"]["patches_per_case"] == 1
     assert resolved["training_filenames"] == "6 cases"

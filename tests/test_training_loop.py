@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from conftest import command, edit_config, run
-from unet3d.config.load import load_config
-from unet3d.train import checkpoint
+from unet3d.config.experiment import load_experiment
+from unet3d.config.schema import parse_scheduler
+from unet3d.models.weights import load
 from unet3d.train.compilation import compile_requested
 from unet3d.train.deep_supervision import DeepSupervisedLoss
 from unet3d.train.loop import fit
@@ -116,7 +117,7 @@ def test_killed_run_resumes_to_the_same_weights_and_log(single_config, tmp_path)
     assert len({row["lr"] for row in resumed}) == 3  # the schedule moved, and resumed where it was
     assert_same_weights(straight / "tiny" / "model.pth", killed / "tiny" / "model.pth")
     assert_same_weights(straight / "tiny" / "model_best.pth", killed / "tiny" / "model_best.pth")
-    saved = [checkpoint.load(path / "tiny" / "checkpoint.pth") for path in (straight, killed)]
+    saved = [load(path / "tiny" / "checkpoint.pth") for path in (straight, killed)]
     assert saved[0]["scheduler"]["last_epoch"] == saved[1]["scheduler"]["last_epoch"] == 6
     assert saved[0]["monitor"] == saved[1]["monitor"]
 
@@ -132,7 +133,7 @@ def test_sigterm_saves_the_last_epoch_and_releases_workers(single_config, tmp_pa
     assert process.wait(timeout=120) == 128 + signal.SIGTERM
     assert stderr.read_text().strip().splitlines()[-1].startswith("unet3d-train: stopped by SIGTERM; rerun")
     assert workers and not [pid for pid in workers if alive(pid)]
-    saved = checkpoint.load(tmp_path / "tiny" / "checkpoint.pth")
+    saved = load(tmp_path / "tiny" / "checkpoint.pth")
     rows = read_log(tmp_path / "tiny" / "training_log.csv")
     assert 1 <= saved["epoch"] < 50 and len(saved["rows"]) == saved["epoch"]
     assert [int(row["epoch"]) for row in rows] == list(range(1, saved["epoch"] + 1))
@@ -161,11 +162,11 @@ def test_best_model_follows_a_maximized_metric(single_config):
     edit_config(single_config, lambda c: (c.pop("scheduler"), c["training"].update(
         n_epochs=3, metric_to_monitor="val_dice_mean", save_every_n_epochs=1)))
     work_dir = single_config.parent / "run"
-    assert fit(load_config(single_config), work_dir, CPU) == 3
+    assert fit(load_experiment(single_config), work_dir, CPU) == 3
     rows = read_log(work_dir / "training_log.csv")
     dice = [float(row["val_dice_mean"]) for row in rows]
     best_epoch = dice.index(max(dice)) + 1
-    assert checkpoint.load(work_dir / "checkpoint.pth")["monitor"]["best_epoch"] == best_epoch
+    assert load(work_dir / "checkpoint.pth")["monitor"]["best_epoch"] == best_epoch
     assert_same_weights(work_dir / "model_best.pth", work_dir / f"model_epoch{best_epoch}.pth")
     assert {"loss", "lr", "val_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET", "val_dice_mean", "epoch_time",
             "data_time"} <= set(rows[0])
@@ -177,8 +178,8 @@ def test_early_stopping_after_patience_epochs_without_improvement(single_config)
     edit_config(single_config, lambda c: (c.pop("scheduler"), c.pop("validation_filenames"), c["training"].update(
         n_epochs=10, metric_to_monitor="lr", metric_mode="min", early_stopping_patience=2, samples_per_epoch=2)))
     work_dir = single_config.parent / "run"
-    assert fit(load_config(single_config), work_dir, CPU) == 3
-    assert fit(load_config(single_config), work_dir, CPU) == 0
+    assert fit(load_experiment(single_config), work_dir, CPU) == 3
+    assert fit(load_experiment(single_config), work_dir, CPU) == 0
     assert len(read_log(work_dir / "training_log.csv")) == 3
 
 
@@ -194,7 +195,7 @@ def test_metric_monitor_counts_patience_exactly():
 
 def test_loader_workers_are_released_after_an_error_in_the_loop(single_config, monkeypatch):
     edit_config(single_config, lambda c: c["training"].update(n_epochs=1, batch_size=1))
-    config = load_config(single_config)
+    config = load_experiment(single_config)
     before = set(child_pids(os.getpid()))
     steps = []
 
@@ -228,7 +229,7 @@ def test_deep_supervision_and_bf16_train_on_cpu(single_config):
         c["model"].update(deep_supervision=True, deep_supr_num=1),
         c["training"].update(n_epochs=1, amp="bf16", clip_grad_norm=1.0)))
     work_dir = single_config.parent / "run"
-    assert fit(load_config(single_config), work_dir, CPU) == 1
+    assert fit(load_experiment(single_config), work_dir, CPU) == 1
     row = read_log(work_dir / "training_log.csv")[0]
     assert math.isfinite(float(row["loss"])) and math.isfinite(float(row["val_loss"]))
 
@@ -252,11 +253,13 @@ def test_bf16_on_a_cpu_without_native_support_warns(monkeypatch):
 
 def test_schedulers_by_name_nested_and_fed_the_metric_direction():
     optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
-    scheduler, per_batch = build_scheduler(WARMUP_THEN_POLYNOMIAL, optimizer)
-    assert per_batch and isinstance(scheduler, torch.optim.lr_scheduler.SequentialLR)
+    spec = parse_scheduler(WARMUP_THEN_POLYNOMIAL, "scheduler", False)
+    scheduler = build_scheduler(spec, optimizer)
+    assert spec.step_per_batch and isinstance(scheduler, torch.optim.lr_scheduler.SequentialLR)
     assert "step_per_batch" in WARMUP_THEN_POLYNOMIAL
-    plateau, per_batch = build_scheduler({"name": "ReduceLROnPlateau", "patience": 1}, optimizer, mode="max")
-    assert not per_batch and plateau.mode == "max"
+    plateau_spec = parse_scheduler({"name": "ReduceLROnPlateau", "patience": 1}, "scheduler", False)
+    plateau = build_scheduler(plateau_spec, optimizer, mode="max")
+    assert not plateau_spec.step_per_batch and plateau.mode == "max"
 
 
 def test_random_states_survive_weights_only_loading(tmp_path):

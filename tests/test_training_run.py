@@ -5,6 +5,7 @@ import json
 
 import nibabel
 import numpy as np
+import pytest
 
 from conftest import edit_config, run
 
@@ -106,3 +107,31 @@ def test_predict_writes_labels_on_input_grid_and_refuses_to_overwrite(tiny_confi
     assert probabilities.shape == (26, 22, 20, 3)
     data = np.asarray(probabilities.dataobj)
     assert data.min() >= 0 and data.max() <= 1
+
+
+@pytest.mark.parametrize("hierarchy", [True, False], ids=["regions", "labels"])
+def test_validation_dice_is_the_dice_of_what_prediction_writes(single_config, tmp_path, hierarchy):
+    """Where preprocessing keeps each scan's grid, the last epoch's val_dice_<region> equals unet3d-evaluate's
+    mean Dice of unet3d-predict's label maps (model.pth, no clean-up) of the same validation cases."""
+    def keep_the_grid(config):
+        for key in ("resample", "desired_shape", "crop_foreground"):
+            config["dataset"].pop(key)
+        config["dataset"].update(patch_size=[16, 16, 16], setup_label_hierarchy=hierarchy)
+        config["training"].update(n_epochs=3, batch_size=2)
+        config["prediction"] = {"overlap": 0.5, "min_component_size": 50}  # clean-up is for written files only
+    edit_config(single_config, keep_the_grid)
+    run("unet3d-train", "--config_filename", single_config, "--device", "cpu")
+    work = single_config.parent / single_config.stem
+    last = read_log(work / "training_log.csv")[-1]
+    predictions = tmp_path / "predictions"
+    run("unet3d-predict", "--config_filename", single_config, "--model_filename", work / "model.pth",
+        "--group", "validation", "--output_directory", predictions, "--min_component_size", "0", "--device", "cpu")
+    run("unet3d-evaluate", "--prediction_dir", predictions, "--config_filename", single_config, "--group",
+        "validation", "--no_hausdorff")
+    evaluated = {row["region"]: row for row in read_log(predictions / "evaluation_summary.csv")
+                 if row["statistic"] == "mean"}
+    names = ["WT", "TC", "ET"] if hierarchy else ["label2", "label1", "label4"]
+    assert list(evaluated) == names
+    for name in names:
+        assert abs(float(last[f"val_dice_{name}"]) - float(evaluated[name]["dice"])) < 1e-3, name
+    assert any(0 < float(last[f"val_dice_{name}"]) < 1 for name in names)  # a comparison of real figures

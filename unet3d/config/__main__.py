@@ -1,5 +1,5 @@
 """``python -m unet3d.config``: print the configuration reference generated from the schema."""
 
-from unet3d.config.schema import markdown
+from unet3d.config.docs import markdown
 
 print(markdown())

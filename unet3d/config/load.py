@@ -1,4 +1,4 @@
-"""Read a JSON config, check its shape and make its paths absolute."""
+"""Read a JSON config file, expand a Decathlon datalist, make data paths absolute, write configs."""
 
 import copy
 import json
@@ -6,17 +6,14 @@ import os
 from pathlib import Path
 
 from unet3d.atomic import write_text
-from unet3d.config.schema import FILENAMES_SUFFIX, validate
+from unet3d.config.schema import FILENAMES_SUFFIX
 from unet3d.errors import UserError
 
 DECATHLON_KEY = "decathlon_datalist"
 
 
-def load_config(path, allow_unknown_keys=False):
-    """Load the config at ``path``, validated; relative data paths resolve against its folder.
-
-    ``allow_unknown_keys`` reports keys the schema does not know as warnings, not errors.
-    """
+def read_config(path):
+    """The JSON object in the config file at ``path``, with a ``decathlon_datalist`` expanded; not yet checked."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -30,8 +27,7 @@ def load_config(path, allow_unknown_keys=False):
         raise UserError(f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") from None
     if isinstance(config, dict) and DECATHLON_KEY in config:
         config = expand_decathlon_datalist(config, path.resolve().parent)
-    config = validate_config(config, path, allow_unknown_keys)
-    return resolve_paths(config, path.resolve().parent)
+    return config
 
 
 def expand_decathlon_datalist(config, base_dir):
@@ -59,28 +55,10 @@ def expand_decathlon_datalist(config, base_dir):
     return config
 
 
-def validate_config(config, path="config", allow_unknown_keys=False):
-    """``config`` checked against the schema (``unet3d.config.schema``); errors name ``path``."""
-    try:
-        return validate(config, allow_unknown_keys)
-    except UserError as error:
-        raise UserError(f"{path}: {error}") from None
-
-
-def filename_groups(config):
-    """Names of the ``<group>_filenames`` keys, in config order."""
-    return [key for key in config if key.endswith(FILENAMES_SUFFIX)]
-
-
-def group_name(key):
-    """``bratsvalidation_filenames`` -> ``bratsvalidation``."""
-    return key[: -len(FILENAMES_SUFFIX)]
-
-
 def resolve_paths(config, base_dir):
     """Return a copy of ``config`` whose data paths are absolute, relative ones taken from ``base_dir``."""
     config = copy.deepcopy(config)
-    for group in filename_groups(config):
+    for group in [key for key in config if key.endswith(FILENAMES_SUFFIX)]:
         for case in config[group]:
             if isinstance(case["image"], str):
                 case["image"] = [case["image"]]

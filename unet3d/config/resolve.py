@@ -8,6 +8,7 @@ module of one's own loaded with ``--plugin`` (``load_plugins``).
 """
 
 import copy
+import dataclasses
 import difflib
 import importlib
 import inspect
@@ -167,3 +168,33 @@ def check_keywords(cls, kwargs, key, n_positional=0, fixed=()):
     ]
     if missing:
         raise UserError(f"config key '{key}': {cls.__name__} needs {', '.join(repr(m) for m in missing)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """A named section of the config, ``{"name": ..., **options}``, ready to be built.
+
+    Args:
+        kind: one of ``NAMESPACES``' keys.
+        key: the config key it came from (``model``, ``scheduler.schedulers[0]``), named in errors.
+        name: the class name.
+        options: the keyword arguments from the config.
+    """
+
+    kind: str
+    key: str
+    name: str
+    options: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def spec(self):
+        """The config's ``{"name": ..., **options}``."""
+        return {"name": self.name, **self.options}
+
+    def lookup(self):
+        """The class the name refers to."""
+        return lookup(self.kind, self.name, f"{self.key}.name")
+
+    def build(self, *args, **fixed):
+        """An instance, with unet3d's own ``args`` and ``fixed`` keyword arguments added to the config's."""
+        return resolve(self.kind, self.spec, self.key, *args, **fixed)

@@ -1,4 +1,4 @@
-"""Data: case lists, preprocessing, datasets and loaders.
+"""Data: pre-flight checks, preprocessing, datasets and loaders.
 
 Names defined here are what a config's ``dataset.name`` and transform names can refer to
 (besides MONAI's transforms).

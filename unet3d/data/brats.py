@@ -8,8 +8,8 @@ import json
 import os
 from pathlib import Path
 
+from unet3d.config.experiment import case_id
 from unet3d.config.load import write_json
-from unet3d.data.files import case_id
 from unet3d.errors import UserError
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
@@ -22,6 +22,16 @@ def _find(case_dir, stem):
         path = case_dir / f"{stem}{suffix}"
         if path.is_file():
             return path
+    return None
+
+
+def label_file(case_dir):
+    """The label map of a BraTS case folder, ``<id>_seg`` or ``<id>-seg`` (2023), or None."""
+    case_dir = Path(case_dir)
+    for separator, _ in LAYOUTS:
+        found = _find(case_dir, f"{case_dir.name}{separator}seg")
+        if found is not None:
+            return found
     return None
 
 

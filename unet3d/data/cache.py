@@ -38,17 +38,12 @@ def identity_key(files, settings):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def case_files(case):
-    """A case's input files: its modalities, then its label when it has one."""
-    return list(case["image"]) + ([case["label"]] if "label" in case else [])
-
-
 class PreprocessingCache:
     """Run ``transform`` once per case and keep its output under ``folder``.
 
     Args:
         folder: the cache folder (created on first write).
-        transform: the deterministic preprocessing, case dict -> ``{"image", "label"}`` MetaTensors.
+        transform: the deterministic preprocessing, case item -> ``{"image", "label"}`` MetaTensors.
         settings: everything the transform's output depends on besides the files (JSON-able).
     """
 
@@ -58,9 +53,9 @@ class PreprocessingCache:
         self.settings = settings
 
     def entry(self, case):
-        """The folder for ``case``'s preprocessed arrays."""
-        key = identity_key(case_files(case), self.settings)
-        return self.folder / f"{UNSAFE_CHARACTERS.sub('_', case['id'])}-{key[:20]}"
+        """The folder for ``case``'s preprocessed arrays (``case``: a ``unet3d.config.Case``)."""
+        key = identity_key(case.files, self.settings)
+        return self.folder / f"{UNSAFE_CHARACTERS.sub('_', case.id)}-{key[:20]}"
 
     def load(self, case):
         """``case`` preprocessed: from the cache, or computed and stored on a miss."""
@@ -68,18 +63,18 @@ class PreprocessingCache:
         try:
             return self._read(case, entry)
         except (OSError, ValueError, KeyError):
-            item = self.transform(dict(case))
+            item = self.transform(case.as_dict())
             self._write(item, entry)
             return self._read(case, entry)
 
     def _read(self, case, entry):
         meta = json.loads((entry / "meta.json").read_text())
         affine = torch.tensor(meta["affine"], dtype=torch.float64)
-        item = {"id": case["id"]}
+        item = {"id": case.id}
         for key in meta["keys"]:
             array = np.load(entry / f"{key}.npy")
             tensor = torch.from_numpy(array).to(torch.float32)
-            item[key] = MetaTensor(tensor, affine=affine, meta={"filename_or_obj": case_files(case)[0]})
+            item[key] = MetaTensor(tensor, affine=affine, meta={"filename_or_obj": case.images[0]})
         return item
 
     def _write(self, item, entry):

@@ -16,9 +16,10 @@ import numpy as np
 from tqdm import tqdm
 
 from unet3d.atomic import write_text
-from unet3d.data.cache import case_files, identity_key
+from unet3d.data.cache import identity_key
 from unet3d.errors import UserError
 
+# Files of one case, and a prediction inverted by resampling (float32 precision), agree this closely.
 AFFINE_TOLERANCE_MM = 1e-3
 EMPTY_LABEL = "empty label"  # what a passed case's marker holds when its label map is all 0
 
@@ -35,21 +36,21 @@ def read_header(path):
 
 def check_headers(case):
     """Raise when a case's files are not 3D or differ in shape or affine (headers only)."""
-    images = {path: read_header(path) for path in case_files(case)}
+    images = {path: read_header(path) for path in case.files}
     for path, image in images.items():
         # One 4D file may hold all modalities (Medical Segmentation Decathlon); labels are 3D.
-        four_d_ok = len(case["image"]) == 1 and path == case["image"][0]
+        four_d_ok = len(case.images) == 1 and path == case.images[0]
         if len(image.shape) != 3 and not (four_d_ok and len(image.shape) == 4):
-            raise UserError(f"case '{case['id']}': {path} is {len(image.shape)}D with shape {image.shape}; expected a 3D volume")
+            raise UserError(f"case '{case.id}': {path} is {len(image.shape)}D with shape {image.shape}; expected a 3D volume")
     shapes = {path: tuple(image.shape[:3]) for path, image in images.items()}
     if len(set(shapes.values())) > 1:
         detail = ", ".join(f"{os.path.basename(p)} {s}" for p, s in shapes.items())
-        raise UserError(f"case '{case['id']}': image and label shapes differ: {detail}")
+        raise UserError(f"case '{case.id}': image and label shapes differ: {detail}")
     first, reference = next(iter(images.items()))
     for path, image in images.items():
         if not np.allclose(image.affine, reference.affine, atol=AFFINE_TOLERANCE_MM):
             raise UserError(
-                f"case '{case['id']}': {os.path.basename(path)} has another affine than {os.path.basename(first)} "
+                f"case '{case.id}': {os.path.basename(path)} has another affine than {os.path.basename(first)} "
                 f"(voxel-to-world differs by up to {np.abs(image.affine - reference.affine).max():.3g})"
             )
 
@@ -69,20 +70,20 @@ def check_values(case, labels):
 
     Returns whether the case's label has foreground (True when it has no label).
     """
-    for path in case["image"]:
+    for path in case.images:
         data = read_data(path)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
-            raise UserError(f"case '{case['id']}': {path} contains NaN or infinite values")
-    if "label" not in case:
+            raise UserError(f"case '{case.id}': {path} contains NaN or infinite values")
+    if not case.label:
         return True
-    data = read_data(case["label"])
+    data = read_data(case.label)
     if labels:
         values = np.unique(data)
         unexpected = sorted(set(values.tolist()) - {0, *labels})
         if unexpected:
             shown = ", ".join(f"{v:g}" for v in unexpected[:5])
             raise UserError(
-                f"case '{case['id']}': {case['label']} has label values {shown} not in "
+                f"case '{case.id}': {case.label} has label values {shown} not in "
                 f"dataset.labels {list(labels)} (or 0)"
             )
     return bool(data.any())
@@ -99,7 +100,7 @@ def check_cases(case_list, labels=None, cache_dir=None, workers=None):
 
     def check(case):
         check_headers(case)
-        marker = done_dir / identity_key(case_files(case), {"labels": labels}) if done_dir else None
+        marker = done_dir / identity_key(case.files, {"label_values": labels}) if done_dir else None
         if marker is not None and marker.exists():
             return marker.read_text() != EMPTY_LABEL
         has_foreground = check_values(case, labels)
@@ -115,8 +116,8 @@ def check_cases(case_list, labels=None, cache_dir=None, workers=None):
     finally:
         pool.shutdown(cancel_futures=True)
     empty = [case for case, found in zip(case_list, foreground) if not found]
-    if empty and len(empty) == sum("label" in case for case in case_list):
-        raise UserError(f"case '{empty[0]['id']}': {empty[0]['label']} has no foreground (all 0), nor has any other "
+    if empty and len(empty) == sum(bool(case.label) for case in case_list):
+        raise UserError(f"case '{empty[0].id}': {empty[0].label} has no foreground (all 0), nor has any other "
                         f"label map of the config; expected label values {list(labels or [])}")
     for case in empty:
-        log.warning("case '%s': %s has no foreground (all 0); it trains as a negative case", case["id"], case["label"])
+        log.warning("case '%s': %s has no foreground (all 0); it trains as a negative case", case.id, case.label)

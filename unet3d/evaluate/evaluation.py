@@ -13,8 +13,10 @@ import numpy as np
 import pandas
 
 from unet3d.atomic import write_csv
-from unet3d.data.files import NIFTI_SUFFIX, cases
-from unet3d.data.labels import BRATS_LABELS, region_masks, region_names
+from unet3d.config.experiment import NIFTI_SUFFIX
+from unet3d.config.labels import LabelScheme
+from unet3d.data.brats import label_file
+from unet3d.data.checks import AFFINE_TOLERANCE_MM
 from unet3d.errors import UserError
 from unet3d.evaluate.metrics import METRICS, region_metrics
 
@@ -37,22 +39,22 @@ def nifti_files(folder):
 
 
 def label_files(label_dir):
-    """Reference labels in ``label_dir``: ``<case id>.nii[.gz]`` files and BraTS ``<id>/<id>_seg.nii[.gz]``."""
+    """Reference labels in ``label_dir``: ``<case id>.nii[.gz]`` files and BraTS case folders
+    (``<id>/<id>_seg.nii[.gz]``, BraTS 2023's ``<id>/<id>-seg.nii.gz``)."""
     label_dir = Path(label_dir)
     if not label_dir.is_dir():
         raise UserError(f"--label_dir {label_dir}: not a folder")
     result = nifti_files(label_dir)
     for case_dir in sorted(p for p in label_dir.iterdir() if p.is_dir()):
-        for suffix in (".nii.gz", ".nii"):
-            if (case_dir / f"{case_dir.name}_seg{suffix}").is_file():
-                result.setdefault(case_dir.name, case_dir / f"{case_dir.name}_seg{suffix}")
-                break
+        found = label_file(case_dir)
+        if found is not None:
+            result.setdefault(case_dir.name, found)
     return result
 
 
-def group_label_files(config, group):
+def group_label_files(experiment, group):
     """Reference labels of a config group: ``{case id: label path}``."""
-    labelled = {case["id"]: case["label"] for case in cases(config, group) if "label" in case}
+    labelled = {case.id: case.label for case in experiment.cases(group) if case.label}
     if not labelled:
         raise UserError(f"config key '{group}_filenames' has no 'label' entries to evaluate against")
     return labelled
@@ -66,18 +68,17 @@ def read_label_map(path):
     return np.asarray(image.dataobj).round().astype(np.int32), image.affine
 
 
-def evaluate_case(prediction_file, reference_file, labels, hierarchy, hausdorff=True):
+def evaluate_case(prediction_file, reference_file, scheme, hausdorff=True):
     """Rows of ``region_metrics`` for one case, after checking both files share a grid."""
     predicted, affine = read_label_map(prediction_file)
     reference, reference_affine = read_label_map(reference_file)
-    if predicted.shape != reference.shape or not np.allclose(affine, reference_affine, atol=1e-3):
+    if predicted.shape != reference.shape or not np.allclose(affine, reference_affine, atol=AFFINE_TOLERANCE_MM):
         raise UserError(f"{prediction_file}: not on the grid of {reference_file} "
                         f"(shapes {predicted.shape} and {reference.shape}, or affines differ)")
-    return region_metrics(region_masks(predicted, labels, hierarchy), region_masks(reference, labels, hierarchy),
-                          reference_affine, region_names(labels, hierarchy), hausdorff)
+    return region_metrics(scheme.masks(predicted), scheme.masks(reference), reference_affine, scheme.names, hausdorff)
 
 
-def evaluate_files(prediction_files, reference_files, labels, hierarchy, hausdorff=True):
+def evaluate_files(prediction_files, reference_files, scheme, hausdorff=True):
     """Per case and region metrics as a DataFrame (columns ``case``, ``region``, ``METRICS``)."""
     unmatched = sorted(set(prediction_files) - set(reference_files))
     if unmatched:
@@ -89,7 +90,7 @@ def evaluate_files(prediction_files, reference_files, labels, hierarchy, hausdor
         log.info("%d reference case(s) have no prediction and are not evaluated", missing)
     rows = []
     for case_id in sorted(prediction_files):
-        for row in evaluate_case(prediction_files[case_id], reference_files[case_id], labels, hierarchy, hausdorff):
+        for row in evaluate_case(prediction_files[case_id], reference_files[case_id], scheme, hausdorff):
             rows.append({"case": case_id, **row})
     return pandas.DataFrame(rows, columns=["case", "region", *METRICS])
 
@@ -116,9 +117,9 @@ def summary_filename(output_filename):
     return output_filename.with_name(f"{output_filename.stem}_summary{output_filename.suffix or '.csv'}")
 
 
-def evaluate_predictions(prediction_dir, reference_files, labels=BRATS_LABELS, hierarchy=True, output_filename=None,
-                         hausdorff=True):
-    """Evaluate ``prediction_dir`` against ``{case id: label path}``; writes both CSVs, returns ``(per_case, summary)``.
+def evaluate_folder(prediction_dir, references, scheme, output_filename=None, hausdorff=True):
+    """Evaluate ``prediction_dir`` against ``references`` (``{case id: label path}``) per region of ``scheme``
+    (a ``LabelScheme``); writes both CSVs, returns ``(per_case, summary)``.
 
     The per-case CSV goes to ``output_filename`` (default ``<prediction_dir>/evaluation.csv``)
     and the summary beside it as ``<name>_summary.csv``.
@@ -126,7 +127,7 @@ def evaluate_predictions(prediction_dir, reference_files, labels=BRATS_LABELS, h
     prediction_dir = Path(prediction_dir)
     if not prediction_dir.is_dir():
         raise UserError(f"--prediction_dir {prediction_dir}: not a folder")
-    per_case = evaluate_files(nifti_files(prediction_dir), reference_files, list(labels), hierarchy, hausdorff)
+    per_case = evaluate_files(nifti_files(prediction_dir), references, scheme, hausdorff)
     summary = summarize(per_case)
     output_filename = Path(output_filename or prediction_dir / "evaluation.csv")
     write_csv(per_case, output_filename)
@@ -135,20 +136,18 @@ def evaluate_predictions(prediction_dir, reference_files, labels=BRATS_LABELS, h
     return per_case, summary
 
 
-def evaluate_folder(prediction_dir, config=None, group=None, label_dir=None, labels=None, hierarchy=False,
-                    output_filename=None, hausdorff=True):
-    """``evaluate_predictions`` with references from a config group or a label folder.
-
-    Labels: ``labels`` and ``hierarchy`` when given, else the config's ``dataset.labels``
-    and ``setup_label_hierarchy``, else the BraTS hierarchy 2, 1, 4.
-    """
+def evaluation_inputs(experiment=None, group=None, label_dir=None, labels=None, hierarchy=False):
+    """``(references, scheme)`` for ``evaluate_folder``: references from a config group or a label folder;
+    the label scheme from ``labels`` and ``hierarchy``, else the config's, else the BraTS hierarchy 2, 1, 4."""
     if (group is None) == (label_dir is None):
         raise UserError("give the references with either --config_filename and --group, or --label_dir")
-    if group is not None and config is None:
+    if group is not None and experiment is None:
         raise UserError("--group needs --config_filename")
-    if not labels and config is not None and config["dataset"].get("labels"):
-        labels, hierarchy = config["dataset"]["labels"], config["dataset"].get("setup_label_hierarchy", False)
-    elif not labels:
-        labels, hierarchy = BRATS_LABELS, True
-    references = group_label_files(config, group) if group is not None else label_files(label_dir)
-    return evaluate_predictions(prediction_dir, references, labels, hierarchy, output_filename, hausdorff)
+    if labels:
+        scheme = LabelScheme(tuple(labels), hierarchy)
+    elif experiment is not None and experiment.labels.values:
+        scheme = experiment.labels
+    else:
+        scheme = LabelScheme.brats()
+    references = group_label_files(experiment, group) if group is not None else label_files(label_dir)
+    return references, scheme

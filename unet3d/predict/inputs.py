@@ -5,9 +5,9 @@ from pathlib import Path
 
 import nibabel
 
+from unet3d.config.experiment import make_case, unique_cases
 from unet3d.data.brats import brats_cases
-from unet3d.data.checks import check_cases
-from unet3d.data.files import case_id, cases, check_files_exist, preflight
+from unet3d.data.files import preflight
 from unet3d.errors import UserError
 
 GLOB_CHARACTERS = set("*?[")
@@ -27,41 +27,30 @@ def model_filenames(patterns):
     return result
 
 
-def select_cases(config, group=None, images=None, input_dir=None):
+def select_cases(experiment, group=None, images=None, input_dir=None):
     """The cases to predict: a config group, image lists (one list per case) or a BraTS folder; checked."""
     if sum(source is not None for source in (group, images, input_dir)) != 1:
         raise UserError("give exactly one of --group, --images or --input_dir")
     if group is not None:
-        preflight(config, [group])
-        case_list = cases(config, group)
+        case_list = experiment.cases(group)
+        preflight(case_list, experiment.labels.values)
     else:
         # brats_cases names each case after its folder where the file names alone cannot (BraTS 2023).
         found = [{"image": paths} for paths in images] if images is not None else brats_cases(input_dir, with_label=False)
-        case_list = [{"id": case.get("id") or case_id([str(p) for p in case["image"]]),
-                      "image": [str(Path(p).resolve()) for p in case["image"]]} for case in found]
-        check_unique_ids(case_list)
-        check_files_exist(case_list)
-        check_cases(case_list)
-    check_modalities(config, case_list)
+        entries = [{**entry, "image": [str(Path(p).resolve()) for p in entry["image"]]} for entry in found]
+        case_list = list(unique_cases([make_case(entry) for entry in entries],
+                                      "the cases to predict (outputs are named by case id)"))
+        preflight(case_list)
+    check_modalities(experiment, case_list)
     return case_list
 
 
-def check_unique_ids(case_list):
-    """Raise when two cases would write the same ``<case id>.nii.gz``."""
-    seen = {}
-    for case in case_list:
-        if case["id"] in seen:
-            raise UserError(f"two cases are both named '{case['id']}' ({seen[case['id']]} and {case['image'][0]}); "
-                            "outputs are named by case id")
-        seen[case["id"]] = case["image"][0]
-
-
-def check_modalities(config, case_list):
+def check_modalities(experiment, case_list):
     """Raise when a case has a different number of channels (images, or a 4D image's volumes) than the model takes."""
-    expected = config["model"].get("in_channels")
+    expected = experiment.in_channels
     for case in case_list:
-        images = case["image"]
+        images = case.images
         channels = len(images) if len(images) > 1 else (nibabel.load(images[0]).shape[3:] or (1,))[0]
         if expected is not None and channels != expected:
-            raise UserError(f"case '{case['id']}' has {channels} image(s) but the model takes "
+            raise UserError(f"case '{case.id}' has {channels} image(s) but the model takes "
                             f"{expected} (config key 'model.in_channels'); give one file per modality, in training order")

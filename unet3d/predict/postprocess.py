@@ -5,11 +5,13 @@ import warnings
 import torch
 from monai.transforms import KeepLargestConnectedComponent, RemoveSmallObjects
 
-from unet3d.data.labels import decode_regions, region_masks
 
 
-def clean_label_map(label_map, labels, hierarchy, min_component_size=0, keep_largest=False):
+def clean_label_map(label_map, scheme, min_component_size=0, keep_largest=False):
     """Drop components under ``min_component_size`` voxels and, with ``keep_largest``, all but the largest.
+
+    ``label_map`` is a torch tensor of label values; ``scheme`` the ``LabelScheme`` that
+    splits it into regions and paints them back.
 
     Each region (BraTS: WT, TC, ET) or label is cleaned on its own. In a hierarchy an
     inner region is then cut to what is left of the outer one, so a tumour removed from
@@ -17,7 +19,7 @@ def clean_label_map(label_map, labels, hierarchy, min_component_size=0, keep_lar
     """
     if not min_component_size and not keep_largest:
         return label_map
-    masks = torch.as_tensor(region_masks(label_map, labels, hierarchy))
+    masks = scheme.masks(torch.as_tensor(label_map))
     if min_component_size:
         with warnings.catch_warnings():
             # MONAI passes scikit-image's older min_size argument, which newer versions deprecate.
@@ -27,10 +29,10 @@ def clean_label_map(label_map, labels, hierarchy, min_component_size=0, keep_lar
             remove = RemoveSmallObjects(min_size=min_component_size)
             masks = torch.stack([torch.as_tensor(remove(mask[None]))[0] for mask in masks])
     if keep_largest:
-        channels = list(range(len(labels)))
+        channels = list(range(scheme.n_channels))
         masks = KeepLargestConnectedComponent(applied_labels=channels, is_onehot=True, independent=True)(masks)
     masks = torch.as_tensor(masks).bool()
-    if hierarchy:
+    if scheme.hierarchy:
         for index in range(1, len(masks)):
             masks[index] &= masks[index - 1]
-    return decode_regions(masks.float().numpy(), labels, hierarchy)
+    return scheme.decode(masks.float())

@@ -10,17 +10,16 @@ import nibabel
 import numpy as np
 
 from unet3d.atomic import atomic_path
+from unet3d.data.checks import AFFINE_TOLERANCE_MM
 from unet3d.errors import UserError
 
-# Inversion by resampling round-trips an affine to float32 precision, not exactly.
-AFFINE_TOLERANCE = 1e-3
 
 
 def output_paths(case_list, output_dir, overwrite=False):
     """``{case id: output_dir/<case id>.nii.gz}``, refusing inputs always and existing files without ``overwrite``."""
     output_dir = Path(output_dir)
-    targets = {case["id"]: output_dir / f"{case['id']}.nii.gz" for case in case_list}
-    inputs = {Path(p).resolve() for case in case_list for p in case["image"] + [case.get("label", "")] if p}
+    targets = {case.id: output_dir / f"{case.id}.nii.gz" for case in case_list}
+    inputs = {Path(p).resolve() for case in case_list for p in case.files}
     for target in targets.values():
         if target.resolve() in inputs:
             raise UserError(f"{target}: output would overwrite an input file; choose another output directory")
@@ -41,7 +40,7 @@ def write_prediction(array, reference_filename, filename, affine=None):
     reference = nibabel.load(reference_filename)
     if tuple(array.shape[:3]) != tuple(reference.shape[:3]):
         raise ValueError(f"prediction shape {array.shape[:3]} differs from {reference_filename} {reference.shape[:3]}")
-    if affine is not None and not np.allclose(np.asarray(affine), reference.affine, atol=AFFINE_TOLERANCE):
+    if affine is not None and not np.allclose(np.asarray(affine), reference.affine, atol=AFFINE_TOLERANCE_MM):
         raise ValueError(f"prediction affine differs from {reference_filename}'s:\n{np.asarray(affine)}\n{reference.affine}")
     header = reference.header.copy()
     header.set_data_dtype(array.dtype)

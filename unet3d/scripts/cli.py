@@ -5,8 +5,7 @@ import logging
 import sys
 import warnings
 
-from unet3d.errors import UserError
-from unet3d.train.signals import Interrupted
+from unet3d.errors import Interrupted, UserError
 
 
 def parser(prog, description):

@@ -25,12 +25,12 @@ def main(argv=None):
 
 
 def _evaluate(args):
-    from unet3d.config.load import load_config
-    from unet3d.evaluate.evaluation import evaluate_folder, summary_table
+    from unet3d.config.experiment import load_experiment
+    from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs, summary_table
 
-    config = load_config(args.config_filename) if args.config_filename else None
-    _, summary = evaluate_folder(args.prediction_dir, config=config, group=args.group, label_dir=args.label_dir,
-                                 labels=args.labels, hierarchy=args.hierarchy, output_filename=args.output_filename,
+    experiment = load_experiment(args.config_filename) if args.config_filename else None
+    references, scheme = evaluation_inputs(experiment, args.group, args.label_dir, args.labels, args.hierarchy)
+    _, summary = evaluate_folder(args.prediction_dir, references, scheme, args.output_filename,
                                  hausdorff=not args.no_hausdorff)
     print(summary_table(summary))
 

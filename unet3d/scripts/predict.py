@@ -16,8 +16,10 @@ def build_parser():
                         help="one case's images, one per modality in training order; repeat for more cases")
     source.add_argument("--input_dir", help="a folder of BraTS cases: <id>/<id>_{flair,t1,t1ce,t2}.nii.gz")
     parser.add_argument("--output_directory", required=True, help="folder for one <case id>.nii.gz per case")
-    parser.add_argument("--activation", default="sigmoid", help="sigmoid (default), softmax or none")
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold for label maps")
+    parser.add_argument("--activation", help="sigmoid, softmax or none (default: config 'prediction.activation', "
+                                              "else the label scheme's: sigmoid)")
+    parser.add_argument("--threshold", type=float,
+                        help="probability threshold for label maps (default: config 'prediction.threshold' or 0.5)")
     parser.add_argument("--save_probabilities", action="store_true",
                         help="write float32 probability maps (X, Y, Z, channel) instead of labels")
     parser.add_argument("--min_component_size", type=int,
@@ -42,17 +44,20 @@ def main(argv=None):
 
 
 def _predict(args):
+    from unet3d.config.experiment import load_experiment
     from unet3d.config.resolve import load_plugins
     from unet3d.device import choose_device
     from unet3d.predict.inference import predict
 
     load_plugins(args.plugin)
-    predict(args.config_filename, args.model_filename, args.output_directory, choose_device(args.device),
-            group=args.group, images=args.images, input_dir=args.input_dir, activation=args.activation,
-            threshold=args.threshold, save_probabilities=args.save_probabilities,
-            min_component_size=args.min_component_size, keep_largest=args.keep_largest, tta=args.tta,
-            overlap=args.overlap, sw_batch_size=args.sw_batch_size, amp=not args.no_amp,
-            overwrite=args.overwrite, num_workers=args.nthreads, allow_unknown_keys=args.allow_unknown_keys)
+    experiment = load_experiment(args.config_filename, args.allow_unknown_keys)
+    prediction = experiment.prediction.override(
+        activation=args.activation, threshold=args.threshold, min_component_size=args.min_component_size,
+        overlap=args.overlap, sw_batch_size=args.sw_batch_size)
+    predict(experiment, args.model_filename, args.output_directory, choose_device(args.device),
+            group=args.group, images=args.images, input_dir=args.input_dir, prediction=prediction,
+            save_probabilities=args.save_probabilities, keep_largest=args.keep_largest, tta=args.tta,
+            amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads)
 
 
 if __name__ == "__main__":

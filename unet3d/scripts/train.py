@@ -58,11 +58,12 @@ def main(argv=None):
 
 
 def _train(args, argv):
+    from unet3d.config.experiment import load_experiment
     from unet3d.config.resolve import load_plugins
     from unet3d.device import choose_device
     from unet3d.errors import UserError
+    from unet3d.runs import workflow
     from unet3d.train import distributed
-    from unet3d.train.experiment import resolved_settings, run_experiment
 
     cli.refuse_together(args, CONFLICTS)
     for flag in SLURM_FLAGS:
@@ -71,22 +72,30 @@ def _train(args, argv):
     load_plugins(args.plugin)
     if args.nthreads < 0:
         raise UserError(f"--nthreads must be 0 or more, got {args.nthreads}")
-    slurm = {"template_filename": args.slurm_template, "account": args.slurm_account, "time": args.slurm_time,
-             "partition": args.slurm_partition, "gpus": args.slurm_gpus, "cpus": args.slurm_cpus}
     if args.ngpus < 1:
         raise UserError(f"--ngpus must be 1 or more, got {args.ngpus}")
-    options = {"cache_dir": args.cache_dir, "allow_unknown_keys": args.allow_unknown_keys}
-    if args.check:
-        run_experiment(args.config_filename, args.output_dir, check_only=True, **options)
-        print(json.dumps(resolved_settings(args.config_filename, args.allow_unknown_keys), indent=2, default=str))
+    experiment = load_experiment(args.config_filename, args.allow_unknown_keys)
+    work_dir = workflow.work_dir_for(args.config_filename, args.output_dir)
+    if args.summarize:
+        workflow.summarize_cross_validation(experiment, work_dir)
         return
-    if args.ngpus > 1 and not distributed.from_environment().enabled:
+    if args.setup_crossval_only:
+        slurm = {"template_filename": args.slurm_template, "account": args.slurm_account, "time": args.slurm_time,
+                 "partition": args.slurm_partition, "gpus": args.slurm_gpus, "cpus": args.slurm_cpus}
+        print(f"sbatch {workflow.setup_cross_validation(experiment, work_dir, slurm)}")
+        return
+    if args.check:
+        workflow.check_experiment(experiment, work_dir, args.cache_dir or workflow.default_cache_dir(experiment, work_dir))
+        print(json.dumps(workflow.resolved_settings(experiment), indent=2, default=str))
+        return
+    context = distributed.from_environment()
+    if args.ngpus > 1 and not context.enabled:
         # Mistakes surface here as one line, before torchrun starts the processes.
-        run_experiment(args.config_filename, args.output_dir, check_only=True, **options)
+        workflow.check_experiment(experiment, work_dir)
         sys.exit(distributed.launch(args.ngpus, distributed.strip_flag(argv, "--ngpus")))
-    with distributed.process_group(choose_device(args.device)) as (_, device):
-        run_experiment(args.config_filename, args.output_dir, device, args.setup_crossval_only, args.nthreads,
-                       fold=args.fold, restart=args.restart, summarize_only=args.summarize, slurm=slurm, **options)
+    with distributed.process_group(context, choose_device(args.device)) as device:
+        workflow.train_experiment(experiment, work_dir, device, context, args.fold, args.nthreads, args.cache_dir,
+                                  args.restart, args.allow_unknown_keys)
 
 
 if __name__ == "__main__":

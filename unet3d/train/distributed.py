@@ -41,14 +41,13 @@ def from_environment():
 
 
 @contextmanager
-def process_group(device):
-    """Join the process group (NCCL on CUDA, Gloo on CPU) for the block and always leave it.
+def process_group(context, device):
+    """Join the process group of ``context`` (NCCL on CUDA, Gloo on CPU) for the block and always leave it.
 
-    Yields ``(context, device)``; on CUDA each process takes the GPU of its local rank.
+    Yields the device this process uses: on CUDA each process takes the GPU of its local rank.
     """
-    context = from_environment()
     if not context.enabled:
-        yield context, device
+        yield device
         return
     if not context.is_main:
         logging.getLogger("unet3d").setLevel(logging.WARNING)
@@ -57,7 +56,7 @@ def process_group(device):
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        yield context, device
+        yield device
     finally:
         dist.destroy_process_group()
 

@@ -6,17 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from monai.metrics import compute_dice
 from monai.utils import convert_to_tensor
 
 from unet3d.atomic import remove_stale_temporaries
-from unet3d.config.resolve import resolve
-from unet3d.data.files import cases, require_labels
-from unet3d.data.labels import region_names
+from unet3d.data.dataset import build_dataset
 from unet3d.data.loaders import batches, make_loader
-from unet3d.data.transforms import inference_window
-from unet3d.train import checkpoint, distributed
+from unet3d.models.inferer import Inferer
+from unet3d.models.weights import model_weights, save
+from unet3d.train import distributed
+from unet3d.train.checkpoint import load_training_state, save_training_state
 from unet3d.train.compilation import compile_requested, compile_seconds, compiled
 from unet3d.train.deep_supervision import DeepSupervisedLoss
 from unet3d.train.log import TrainingLog
@@ -26,87 +25,76 @@ from unet3d.train.progress import BatchProgress, plot_progress
 from unet3d.train.random_state import RandomStates, seed_epoch, seed_everything
 from unet3d.train.sampling import EpochSamples
 from unet3d.train.schedulers import build_scheduler, step_scheduler
-from unet3d.train.settings import training_settings
 from unet3d.train.signals import raise_if_stopped, stop_on_signals
 
-__all__ = ["fit", "train_one_epoch", "evaluate", "training_settings"]
+__all__ = ["fit", "train_one_epoch", "validate"]
 
 log = logging.getLogger("unet3d")
 
 
-def fit(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
-    """Train the model ``config`` describes into ``work_dir``, resuming from its checkpoint
+def fit(experiment, work_dir, device, context=distributed.Context(), num_workers=0, cache_dir=None, restart=False):
+    """Train the model an ``Experiment`` describes into ``work_dir``, resuming from its checkpoint
     unless ``restart``; preprocessed cases are kept in ``cache_dir``.
 
     Returns the number of epochs trained in this call (0 when the run was already finished).
     """
-    work_dir = Path(work_dir)
-    settings = training_settings(config)
-    dataset_spec = config["dataset"]
-    labels = dataset_spec.get("labels") or []
-    names = region_names(labels, dataset_spec.get("setup_label_hierarchy", False))
-    roi_size = inference_window(dataset_spec)
-
-    training_cases = cases(config, "training")
-    require_labels(training_cases, "training")
-    validation_cases = cases(config, "validation") if "validation_filenames" in config else []
-    require_labels(validation_cases, "validation")
-    training_data = resolve("dataset", dataset_spec, "dataset", data=training_cases, split="training", cache_dir=cache_dir)
-    validation_data = (
-        resolve("dataset", dataset_spec, "dataset", data=validation_cases, split="validation", cache_dir=cache_dir)
-        if validation_cases else None
-    )
-    validation_columns = ["val_loss", *(f"val_dice_{name}" for name in names), "val_dice_mean"]
+    work_dir, settings = Path(work_dir), experiment.training
+    experiment.labels.require("they are needed to train")
+    training_data = build_dataset(experiment.dataset, experiment.labels, experiment.labelled_cases("training"),
+                                  "training", cache_dir)
+    validation_cases = experiment.labelled_cases("validation")
+    validation_data = build_dataset(experiment.dataset, experiment.labels, validation_cases, "validation",
+                                    cache_dir) if validation_cases else None
+    validation_columns = ["val_loss", *(f"val_dice_{name}" for name in experiment.labels.names), "val_dice_mean"]
     monitor = monitor_from_settings(settings, ["loss", "lr", *(validation_columns if validation_data else [])])
 
-    context = distributed.from_environment()
     shard = (context.rank, context.world_size) if context.enabled else None
-    seed_everything(settings["seed"], settings["deterministic"])
-    model = resolve("model", config["model"], "model").to(device)
-    loss_function = DeepSupervisedLoss(resolve("loss", config["loss"], "loss"))
-    optimizer = resolve("optimizer", config["optimizer"], "optimizer", model.parameters())
-    scheduler, step_per_batch = build_scheduler(config.get("scheduler"), optimizer, monitor.mode)
-    precision = Precision(settings["amp"], device)
-    if settings["samples_per_epoch"]:
-        training_data = EpochSamples(training_data, settings["samples_per_epoch"])
-    train_loader = make_loader(training_data, settings["batch_size"], True, num_workers, settings["seed"], shard=shard)
-    validation_loader = (
-        make_loader(validation_data, settings["validation_batch_size"], False, num_workers, shard=shard)
-        if validation_data else None
-    )
+    seed_everything(settings.seed, settings.deterministic)
+    model = experiment.model.build().to(device)
+    loss_function = DeepSupervisedLoss(experiment.loss.build())
+    optimizer = experiment.optimizer.build(model.parameters())
+    scheduler = build_scheduler(experiment.scheduler, optimizer, monitor.mode)
+    step_per_batch = experiment.scheduler is not None and experiment.scheduler.step_per_batch
+    precision = Precision(settings.amp, device)
+    inferer = Inferer.from_experiment(experiment, autocast=precision.autocast)
+    if settings.samples_per_epoch:
+        training_data = EpochSamples(training_data, settings.samples_per_epoch)
+    train_loader = make_loader(training_data, settings.batch_size, True, num_workers, settings.seed, shard=shard)
+    validation_loader = (make_loader(validation_data, settings.validation_batch_size, False, num_workers, shard=shard)
+                         if validation_data else None)
 
     # Everything a resumed run needs to continue exactly as an uninterrupted one would.
     state = {"optimizer": optimizer, "scheduler": scheduler, "scaler": precision.scaler, "monitor": monitor,
              "rng": RandomStates(train_loader.generator)}
     checkpoint_path = work_dir / "checkpoint.pth"
-    config_hash = checkpoint.config_hash(config, training_cases, validation_cases)
+    fingerprint = experiment.fingerprint()
     rows = []
     if checkpoint_path.is_file() and not restart:
-        rows = checkpoint.load_training_state(checkpoint_path, model, config_hash, **state)
+        rows = load_training_state(checkpoint_path, model, fingerprint, **state)
         log.info("resuming %s after epoch %d", work_dir, len(rows))
     training_log = TrainingLog(work_dir / "training_log.csv", rows)
     if context.is_main:
         remove_stale_temporaries(work_dir)
         training_log.write()
     network = distributed.data_parallel(model, context, device)
-    network = compiled(network) if compile_requested(settings["compile"]) else network
+    network = compiled(network) if compile_requested(settings.compile) else network
 
     first_epoch = len(rows) + 1
     with stop_on_signals():
-        for epoch in range(first_epoch, settings["n_epochs"] + 1):
+        for epoch in range(first_epoch, settings.n_epochs + 1):
             if monitor.should_stop:
                 log.info("early stopping: %s did not improve for %d epochs", monitor.metric, monitor.patience)
                 break
             start, compile_start = time.perf_counter(), compile_seconds()
-            seed_epoch(train_loader, settings["seed"], epoch)
+            seed_epoch(train_loader, settings.seed, epoch)
             if isinstance(training_data, EpochSamples):
                 training_data.shuffle()
             lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch, **train_one_epoch(network, train_loader, loss_function, optimizer, precision, device,
-                                                     settings["clip_grad_norm"], scheduler if step_per_batch else None,
-                                                     f"epoch {epoch}/{settings['n_epochs']}", context), "lr": lr}
+                                                     settings.clip_grad_norm, scheduler if step_per_batch else None,
+                                                     f"epoch {epoch}/{settings.n_epochs}", context), "lr": lr}
             if validation_loader is not None:
-                row.update(evaluate(network, validation_loader, loss_function, precision, device, roi_size, names, context))
+                row.update(validate(network, validation_loader, loss_function, inferer, device, context))
             if scheduler is not None and not step_per_batch:
                 step_scheduler(scheduler, row[monitor.metric])
             compile_time = compile_seconds() - compile_start
@@ -119,8 +107,8 @@ def fit(config, work_dir, device, num_workers=0, cache_dir=None, restart=False):
             if context.is_main:  # every process holds the same figures and weights; one writes them
                 # The checkpoint marks the epoch done, so it comes after the model files: a kill
                 # between them replays the epoch, which rewrites the same files.
-                save_models(checkpoint.model_weights(model), work_dir, epoch, improved, settings)
-                checkpoint.save_training_state(checkpoint_path, model, epoch, rows, config_hash, **state)
+                save_models(model_weights(model), work_dir, epoch, improved, settings)
+                save_training_state(checkpoint_path, model, epoch, rows, fingerprint, **state)
                 training_log.append(row)
                 plot_progress(rows, work_dir / "progress.png")
                 summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
@@ -162,9 +150,11 @@ def train_one_epoch(model, loader, loss_function, optimizer, precision, device, 
 
 
 @torch.no_grad()
-def evaluate(model, loader, loss_function, precision, device, roi_size, names, context=distributed.Context()):
-    """Validation loss and Dice per output channel (sigmoid > 0.5), averaged over the cases of all processes."""
+def validate(model, loader, loss_function, inferer, device, context=distributed.Context()):
+    """Validation loss, and Dice per output channel of the label maps ``inferer`` decodes (what prediction
+    writes), averaged over the cases of all processes."""
     model.eval()
+    names = inferer.labels.names
     # Per-batch compute_dice, not DiceMetric: its buffer is all-gathered across processes
     # by MONAI itself, which would count cases twice and hang a process without batches.
     total, count, dice_sums = 0.0, 0, torch.zeros(len(names), dtype=torch.float64)
@@ -172,12 +162,11 @@ def evaluate(model, loader, loss_function, precision, device, roi_size, names, c
         for batch in iterator:
             raise_if_stopped()
             image, label = plain(batch["image"], device), plain(batch["label"], device)
-            with precision.autocast():
-                logits = sliding_window_inference(image, roi_size, 1, model) if roi_size else model(image)
-            logits = logits.float()
+            logits = inferer.logits(model, image)
             total += loss_function(logits, label).item() * len(image)
             count += len(image)
-            dice = compute_dice((torch.sigmoid(logits) > 0.5).float(), label, include_background=True, ignore_empty=False)
+            predicted = [inferer.labels.masks(inferer.decode(case)) for case in inferer.to_probabilities(logits)]
+            dice = compute_dice(torch.stack(predicted).float(), label, include_background=True, ignore_empty=False)
             dice_sums += dice.sum(dim=0).double().cpu()
     total, count, *dice_sums = distributed.sum_across(context, total, count, *dice_sums.tolist())
     scores = [value / max(count, 1) for value in dice_sums]
@@ -195,14 +184,14 @@ def plain(tensor, device):
 def save_models(weights, work_dir, epoch, improved, settings):
     """``model.pth``; ``model_best.pth`` when ``improved``; ``model_epoch<k>.pth`` every ``save_every_n_epochs``,
     keeping the last ``save_last_n_models``."""
-    checkpoint.save(weights, work_dir / "model.pth")
-    if improved and settings["save_best"]:
-        checkpoint.save(weights, work_dir / "model_best.pth")
-    every = settings["save_every_n_epochs"]
+    save(weights, work_dir / "model.pth")
+    if improved and settings.save_best:
+        save(weights, work_dir / "model_best.pth")
+    every = settings.save_every_n_epochs
     if not every or epoch % every:
         return
-    checkpoint.save(weights, work_dir / f"model_epoch{epoch}.pth")
-    keep = settings["save_last_n_models"]
+    save(weights, work_dir / f"model_epoch{epoch}.pth")
+    keep = settings.save_last_n_models
     if keep:
         saved = sorted(work_dir.glob("model_epoch*.pth"), key=lambda p: int(p.stem.removeprefix("model_epoch")))
         for old in saved[:-keep]:

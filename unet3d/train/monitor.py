@@ -5,21 +5,6 @@ import math
 from unet3d.errors import UserError
 
 
-def metric_mode(metric, mode=None):
-    """``"min"`` or ``"max"``: ``mode`` when given, else loss-like metrics are minimized and Dice maximized."""
-    if not isinstance(metric, str):
-        raise UserError(f"config key 'training.metric_to_monitor' must be a CSV column name, got {metric!r}")
-    if mode is not None:
-        if mode not in ("min", "max"):
-            raise UserError(f"config key 'training.metric_mode' must be \"min\" or \"max\", got {mode!r}")
-        return mode
-    if "dice" in metric:
-        return "max"
-    if "loss" in metric:
-        return "min"
-    raise UserError(f"config key 'training.metric_mode' is needed: is {metric!r} to be minimized or maximized?")
-
-
 class MetricMonitor:
     """Best value of one CSV column, its epoch, and the epochs since it last improved.
 
@@ -62,10 +47,13 @@ class MetricMonitor:
 
 
 def monitor_from_settings(settings, columns):
-    """The ``MetricMonitor`` that ``training.metric_to_monitor`` asks for, among the CSV's ``columns``."""
-    metric = settings["metric_to_monitor"]
+    """The ``MetricMonitor`` that ``training.metric_to_monitor`` asks for, among the CSV's ``columns``.
+
+    ``settings`` are the ``TrainingSettings``; without validation cases ``val_loss`` falls back to ``loss``.
+    """
+    metric = settings.metric_to_monitor
     if metric == "val_loss" and metric not in columns:
-        metric = "loss"  # no validation cases
+        metric = "loss"
     if metric not in columns:
         raise UserError(f"config key 'training.metric_to_monitor': {metric!r} is not logged; one of {', '.join(columns)}")
-    return MetricMonitor(metric, metric_mode(metric, settings["metric_mode"]), settings["early_stopping_patience"])
+    return MetricMonitor(metric, settings.monitor_mode, settings.early_stopping_patience)

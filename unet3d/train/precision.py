@@ -5,16 +5,8 @@ from contextlib import nullcontext
 
 import torch
 
-from unet3d.errors import UserError
-
-DTYPES = {False: None, None: None, "fp32": None, True: torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def amp_dtype(amp):
-    """The autocast dtype ``training.amp`` asks for (None: float32)."""
-    if not isinstance(amp, (bool, str, type(None))) or amp not in DTYPES:
-        raise UserError(f"config key 'training.amp' must be false, true, \"fp16\" or \"bf16\", got {amp!r}")
-    return DTYPES[amp]
+# training.amp's values (checked by the config's schema) -> the autocast dtype (None: float32).
+DTYPES = {False: None, "fp32": None, True: torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class Precision:
@@ -27,7 +19,7 @@ class Precision:
 
     def __init__(self, amp, device):
         self.device_type = device.type
-        self.dtype = amp_dtype(amp)
+        self.dtype = DTYPES[amp]
         if self.dtype is torch.float16 and device.type != "cuda":
             warnings.warn("training.amp asks for float16 but the device is CPU: training in float32", stacklevel=2)
             self.dtype = None

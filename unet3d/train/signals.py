@@ -4,16 +4,9 @@ import signal
 import threading
 from contextlib import contextmanager
 
+from unet3d.errors import Interrupted
+
 _received = []  # signals received while stop_on_signals() is active
-
-
-class Interrupted(Exception):
-    """Training was stopped by a signal; the checkpoint of the last finished epoch is on disk."""
-
-    def __init__(self, signum):
-        self.exit_status = 128 + signum
-        super().__init__(f"stopped by {signal.Signals(signum).name}; rerun the same command to resume "
-                         "after the last finished epoch")
 
 
 @contextmanager

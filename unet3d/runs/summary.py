@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 
-from unet3d.train.monitor import metric_mode
+from unet3d.config.settings import column_mode
 
 
 def best_row(log, metric, mode):
@@ -26,11 +26,10 @@ def evaluation_means(path):
 def summarize_folds(fold_dirs, settings):
     """One row per finished fold (best epoch, monitored value, validation Dice), then mean and std.
 
-    ``settings`` are the training settings (``unet3d.train.settings.training_settings``).
+    ``settings`` are the experiment's ``TrainingSettings``.
     Returns ``None`` when no fold has a training log yet.
     """
-    metric = settings["metric_to_monitor"]
-    mode = metric_mode(metric, settings["metric_mode"])
+    metric, mode = settings.metric_to_monitor, settings.monitor_mode
     rows = []
     for fold_dir in fold_dirs:
         path = fold_dir / "training_log.csv"
@@ -38,8 +37,8 @@ def summarize_folds(fold_dirs, settings):
             continue
         log = pd.read_csv(path)
         # A fold logged without the monitored column is ranked by its training loss, minimized.
-        column, column_mode = (metric, mode) if metric in log else ("loss", metric_mode("loss"))
-        best = best_row(log, column, column_mode)
+        column, rank = (metric, mode) if metric in log else ("loss", column_mode("loss"))
+        best = best_row(log, column, rank)
         row = {"fold": fold_dir.name, "epochs": int(log["epoch"].max()), "best_epoch": int(best["epoch"]),
                f"best_{column}": float(best[column])}
         row.update({c: float(best[c]) for c in log.columns if c.startswith("val_dice_")})

@@ -1,36 +1,23 @@
 """Cross-validation: split ``training_filenames`` into folds and write one config per fold."""
 
-import copy
 import functools
 import hashlib
 import json
 from pathlib import Path
 
 from unet3d.config.load import write_json
-from unet3d.config.schema import settings
-from unet3d.data.files import case_id
 from unet3d.errors import UserError
 
 
-def cross_validation_settings(config):
-    """The ``cross_validation`` section with 3DUnetCNN's spellings accepted and values checked (see the schema)."""
-    return settings(config, "cross_validation")
-
-
-def _entry_id(entry):
-    images = entry["image"]
-    return entry.get("id") or case_id([images] if isinstance(images, str) else images)
-
-
-def _entry_value(entry, key, index, setting):
+def _case_value(case, key, index, setting):
     if key == "labels_present":
-        return labels_present(entry["label"])
-    if key not in entry:
+        return labels_present(case.label)
+    if key not in case.metadata:
         raise UserError(
             f"config key 'training_filenames'[{index}] has no '{key}', which "
             f"'cross_validation.{setting}' names (add \"{key}\": ... to every case)"
         )
-    return str(entry[key])
+    return str(case.metadata[key])
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,19 +30,19 @@ def labels_present(label_filename):
     return ",".join(str(int(v)) for v in values if v != 0)
 
 
-def split_folds(entries, n_folds, seed, group_by=None, stratify_by=None):
-    """Indices of the validation cases of each fold.
+def split_folds(cases, n_folds, seed, group_by=None, stratify_by=None):
+    """Indices of the validation cases of each fold, from a list of ``Case`` objects.
 
-    Units (single cases, or all cases sharing ``entry[group_by]``) are ordered by stratum
-    (``entry[stratify_by]``, or the label values present for ``"labels_present"``) and,
+    Units (single cases, or all cases sharing the metadata ``group_by``) are ordered by stratum
+    (the metadata ``stratify_by``, or the label values present for ``"labels_present"``) and,
     within it, by a hash of ``seed`` and the unit's name; each unit then joins the fold
     with the fewest cases. So the split depends on nothing but the seed and the case list
     (not on the Python or NumPy version), every case is validated exactly once, strata
     spread evenly, and without groups fold sizes differ by at most one.
     """
     units = {}
-    for index, entry in enumerate(entries):
-        name = _entry_value(entry, group_by, index, "group_by") if group_by else _entry_id(entry)
+    for index, case in enumerate(cases):
+        name = _case_value(case, group_by, index, "group_by") if group_by else case.id
         units.setdefault(name, []).append(index)
     if n_folds > len(units):
         what = f"distinct '{group_by}' values" if group_by else "training cases"
@@ -66,7 +53,7 @@ def split_folds(entries, n_folds, seed, group_by=None, stratify_by=None):
 
     def order(name):
         first = units[name][0]
-        stratum = _entry_value(entries[first], stratify_by, first, "stratify_by") if stratify_by else ""
+        stratum = _case_value(cases[first], stratify_by, first, "stratify_by") if stratify_by else ""
         return stratum, hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
 
     folds = [[] for _ in range(n_folds)]
@@ -76,34 +63,27 @@ def split_folds(entries, n_folds, seed, group_by=None, stratify_by=None):
     return [sorted(fold) for fold in folds]
 
 
-def fold_configs(config):
+def fold_configs(experiment):
     """Self-contained configs, one per fold, with ``training_filenames`` and ``validation_filenames``."""
-    if "validation_filenames" in config:
+    if "validation" in experiment.groups:
         raise UserError(
             "config has both 'cross_validation' and 'validation_filenames': cross-validation "
             "takes its validation cases from 'training_filenames'; remove one of the two"
         )
-    settings = cross_validation_settings(config)
-    entries = config["training_filenames"]
-    configs = []
-    folds = split_folds(entries, settings["n_folds"], settings["random_seed"], settings["group_by"], settings["stratify_by"])
-    for validation in folds:
-        fold = copy.deepcopy({k: v for k, v in config.items() if k != "cross_validation"})
-        chosen = set(validation)
-        fold["training_filenames"] = [entries[i] for i in range(len(entries)) if i not in chosen]
-        fold["validation_filenames"] = [entries[i] for i in validation]
-        configs.append(fold)
-    return configs
+    settings = experiment.cross_validation
+    folds = split_folds(experiment.cases("training"), settings.n_folds, settings.random_seed, settings.group_by,
+                        settings.stratify_by)
+    return [experiment.split_config(validation) for validation in folds]
 
 
-def write_fold_configs(config, work_dir, write=True):
+def write_fold_configs(experiment, work_dir, write=True):
     """Write ``fold<k>.json`` (k from 1) into ``work_dir``; returns their paths.
 
     A fold file is rewritten only when its content changes, so reruns leave it untouched.
     With ``write`` false (processes other than the main one) only the paths are returned.
     """
     paths = []
-    for number, fold in enumerate(fold_configs(config), start=1):
+    for number, fold in enumerate(fold_configs(experiment), start=1):
         path = Path(work_dir) / f"fold{number}.json"
         if write and (not path.is_file() or _read_json(path) != fold):
             write_json(fold, path)

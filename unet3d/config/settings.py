@@ -1,0 +1,250 @@
+"""Typed settings, one class per config section: each field's type, default, bounds and meaning.
+
+These classes are the one source of truth for the config's own keys. ``Settings.parse``
+checks a section and fills in its defaults (null means the default); every stage below
+receives the resulting objects and trusts them.
+"""
+
+import dataclasses
+from typing import ClassVar
+
+from unet3d.config.keys import REQUIRED, keys_of, setting, unknown_key
+from unet3d.errors import UserError
+
+SPLITS = ("training", "validation")
+
+
+class Settings:
+    """Parsing and defaults shared by the settings classes (which are frozen dataclasses)."""
+
+    aliases: ClassVar[dict] = {}
+
+    @classmethod
+    def keys(cls):
+        """``{name: Key}`` of the section's keys."""
+        return keys_of(cls)
+
+    @classmethod
+    def defaults(cls):
+        """``{name: default}`` of the keys that have one."""
+        return {name: key.default for name, key in cls.keys().items() if key.default is not REQUIRED}
+
+    @classmethod
+    def parse(cls, given, where, allow_unknown_keys=False, extra_ok=False, skip=()):
+        """The section ``given`` (a JSON object) checked, with defaults filled in; errors name ``where``.
+
+        Unknown keys are errors; with ``allow_unknown_keys`` they are warnings and are
+        removed from ``given``. With ``extra_ok`` they are left alone (the keyword arguments
+        of a named section's class), as are the names in ``skip`` (read by another class).
+        """
+        if given is None:
+            given = {}
+        if not isinstance(given, dict):
+            raise UserError(f"config key '{where}' must be an object")
+        keys = cls.keys()
+        values = {}
+        for name, value in canonical(given, cls.aliases, where).items():
+            if name in keys:
+                values[name] = keys[name].parse(value, f"{where}.{name}")
+            elif not extra_ok and name != "name" and name not in skip:
+                unknown_key(f"{where}.{name}", name, [*keys, *cls.aliases], allow_unknown_keys)
+                del given[name]
+        missing = [name for name, key in keys.items() if key.default is REQUIRED and name not in values]
+        if missing:
+            raise UserError(f"config key '{where}.{missing[0]}' is missing (expected {keys[missing[0]].expected()})")
+        return cls(**values)
+
+    def as_dict(self):
+        """The settings as JSON-able values (tuples as lists)."""
+        return {name: _jsonable(getattr(self, name)) for name in self.keys()}
+
+
+def canonical(given, aliases, where):
+    """``given`` with aliases (3DUnetCNN's spellings) renamed; both spellings at once is an error."""
+    result = {}
+    for name, value in given.items():
+        name_to_use = aliases.get(name, name)
+        if name_to_use != name and name_to_use in given:
+            raise UserError(f"config key '{where}' has both '{name}' and '{name_to_use}'; keep one")
+        result[name_to_use] = value
+    return result
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings(Settings):
+    """How the model is trained, saved and stopped; `null` means the default."""
+
+    n_epochs: int = setting(["integer"], 1, "epochs to train; raising it continues a finished run", minimum=1)
+    batch_size: int = setting(["integer"], 1, "training batch size", minimum=1)
+    validation_batch_size: int = setting(["integer"], 1, "validation batch size", minimum=1)
+    samples_per_epoch: int = setting(["integer"], None, "training samples per epoch, by repeating the shuffled cases "
+                                                        "(default: all cases)", minimum=1)
+    amp: object = setting(["boolean", "string"], False, "false; true or \"fp16\": float16 autocast on CUDA; "
+                                                        "\"bf16\": bfloat16 autocast",
+                          choices=(False, True, "fp32", "fp16", "bf16"))
+    compile: bool = setting(["boolean"], False, "`torch.compile` the model (also `UNET3D_COMPILE=1`)")
+    clip_grad_norm: float = setting(["number"], None, "clip the gradients' total norm to this", above=0)
+    metric_to_monitor: str = setting(["string"], "val_loss", "CSV column that picks `model_best.pth`, feeds "
+                                                             "ReduceLROnPlateau and early stopping")
+    metric_mode: str = setting(["string"], None, "\"min\" or \"max\" (default: losses are minimized, `val_dice_*` "
+                                                 "maximized)", choices=("min", "max"))
+    save_best: bool = setting(["boolean"], True, "write `model_best.pth` when the monitored metric improves")
+    save_every_n_epochs: int = setting(["integer"], None, "write `model_epoch<k>.pth` every k epochs", minimum=1)
+    save_last_n_models: int = setting(["integer"], None, "keep only the last n `model_epoch<k>.pth`", minimum=1)
+    early_stopping_patience: int = setting(["integer"], None, "stop after this many epochs in a row without "
+                                                              "improvement", minimum=1)
+    seed: int = setting(["integer"], 0, "seeds Python, NumPy and torch, and every epoch's batches")
+    deterministic: bool = setting(["boolean"], False, "also ask torch for deterministic algorithms")
+
+    def __post_init__(self):
+        if self.monitor_mode is None:
+            raise UserError(f"config key 'training.metric_mode' is needed: is {self.metric_to_monitor!r} "
+                            "to be minimized or maximized?")
+
+    @property
+    def monitor_mode(self):
+        """``metric_mode``, else "max" for a Dice column and "min" for a loss (None when neither)."""
+        return self.metric_mode or column_mode(self.metric_to_monitor)
+
+
+def column_mode(column):
+    """"max" for Dice columns, "min" for losses, None for anything else."""
+    return "max" if "dice" in column else "min" if "loss" in column else None
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionSettings(Settings):
+    """Optional: the sliding-window inference of validation, of the predictions after training and of `unet3d-predict`."""
+
+    window: tuple = setting(["list", "null"], None, "window size (default: `dataset.patch_size`, else "
+                                                    "`dataset.desired_shape`, else the whole volume)", triple=int)
+    overlap: float = setting(["number"], 0.5, "overlap of neighbouring windows", minimum=0, below=1)
+    sw_batch_size: int = setting(["integer"], 4, "windows per forward pass", minimum=1)
+    activation: str = setting(["string"], None, "\"sigmoid\", \"softmax\" or \"none\" (default: \"sigmoid\", one "
+                                                "channel per label or region)", choices=("sigmoid", "softmax", "none"))
+    threshold: float = setting(["number"], 0.5, "probability a voxel needs to be labelled", above=0, below=1)
+    min_component_size: int = setting(["integer"], 0, "remove connected components under this many voxels from each "
+                                                      "region of the written label maps (BraTS: a few voxels of "
+                                                      "enhancing tumour in a case without any score ET Dice 0)",
+                                      minimum=0)
+
+    def override(self, **values):
+        """A copy with the command line's values (``--overlap`` ...; None: keep), checked as the config's are."""
+        keys, changes = self.keys(), {}
+        for name, value in values.items():
+            if value is not None and not keys[name].accepts(value):
+                raise UserError(f"--{name} {value}: must be {keys[name].expected()} (like config key 'prediction.{name}')")
+            if value is not None:
+                changes[name] = keys[name].parse(value, f"prediction.{name}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossValidationSettings(Settings):
+    """Optional: split `training_filenames` into folds, one model per fold (3DUnetCNN's `folds` and `seed` are accepted)."""
+
+    aliases: ClassVar[dict] = {"folds": "n_folds", "seed": "random_seed"}
+
+    n_folds: int = setting(["integer"], REQUIRED, "number of folds", minimum=2)
+    random_seed: int = setting(["integer"], 0, "seed of the split (folds depend only on it and the case ids)")
+    group_by: str = setting(["string"], None, "a key of each case (e.g. \"subject\"): cases sharing it stay in one fold")
+    stratify_by: str = setting(["string"], None, "a key of each case to balance over folds, or \"labels_present\"")
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerOptions(Settings):
+    """The keys of the `scheduler` section that unet3d reads itself."""
+
+    step_per_batch: bool = setting(["boolean"], False, "step after every batch (OneCycleLR and the like) instead "
+                                                       "of every epoch")
+    schedulers: list = setting(["list"], None, "for SequentialLR and ChainedScheduler: the inner schedulers, built "
+                                               "the same way")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSettings(Settings):
+    """The keys of the `dataset` section that say what the labels are (see ``unet3d.config.labels``)."""
+
+    labels: tuple = setting(["list", "null"], None, "the label values, e.g. [2, 1, 4]; needed to train", items="integer")
+    setup_label_hierarchy: bool = setting(["boolean"], False, "labels are nested regions, outermost first "
+                                                              "(BraTS WT, TC, ET)")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSettings(Settings):
+    """The preprocessing, patch and augmentation settings of `SegmentationDataset`.
+
+    ``training`` and ``validation`` hold settings that replace the others for that split
+    (see ``for_split``); ``split`` is the split these settings are for (None: all).
+    """
+
+    normalization: object = setting(["string", "list", "null"], None, "a MONAI intensity transform name, or a list "
+                                                                      "of names")
+    normalization_kwargs: object = setting(["object", "list", "null"], None, "its keyword arguments: one object, or "
+                                                                             "one per name")
+    crop_foreground: bool = setting(["boolean"], False, "crop every case to the bounding box of its non-zero image voxels")
+    resample: bool = setting(["boolean"], False, "resize every case to `desired_shape`")
+    desired_shape: tuple = setting(["list", "null"], None, "with `resample`: the shape", triple=int)
+    spacing: tuple = setting(["list", "null"], None, "resample to this voxel spacing in mm", triple=float)
+    patch_size: tuple = setting(["list", "null"], None, "train on random patches of this size", triple=int)
+    divisible_by: tuple = setting(["list", "null"], None, "pad volumes to a multiple of this (the network's total "
+                                                          "stride)", triple=int)
+    foreground_oversampling: float = setting(["number"], 0.33, "share of patches centred on the label",
+                                             minimum=0, maximum=1)
+    patches_per_case: int = setting(["integer"], 1, "patches drawn from each case per epoch", minimum=1)
+    spatial_augmentations: list = setting(["list", "null"], None, "MONAI dictionary transforms `{\"name\": ..., "
+                                                                  "**kwargs}` for image and label, training only")
+    intensity_augmentations: list = setting(["list", "null"], None, "MONAI dictionary transforms for the image only, "
+                                                                    "training only")
+    training: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
+                                                       "training split")
+    validation: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
+                                                         "validation split")
+
+    RANDOM: ClassVar[tuple] = ("foreground_oversampling", "patches_per_case", "spatial_augmentations",
+                               "intensity_augmentations")
+
+    def __post_init__(self):
+        if self.resample and self.patch_size is None and self.desired_shape is None:
+            raise UserError("config key 'dataset.desired_shape' is missing: 'dataset.resample' resizes every case to it")
+
+    @classmethod
+    def parse(cls, given, where, allow_unknown_keys=False, extra_ok=False, skip=()):
+        """As ``Settings.parse``; each split's replacements are checked against the same keys."""
+        settings = super().parse(given, where, allow_unknown_keys, extra_ok, skip=tuple(LabelSettings.keys()))
+        split_keys = [name for name in cls.keys() if name not in SPLITS]
+        replacements = {}
+        for split in SPLITS:
+            override = getattr(settings, split) or {}
+            values = {}
+            for name, value in list(override.items()):
+                if name in split_keys:
+                    values[name] = cls.keys()[name].parse(value, f"{where}.{split}.{name}")
+                else:
+                    unknown_key(f"{where}.{split}.{name}", name, split_keys, allow_unknown_keys)
+                    del override[name]
+            replacements[split] = values or None
+        return dataclasses.replace(settings, **replacements)
+
+    def for_split(self, split):
+        """The settings of one split: augmentation for training only, then ``dataset.<split>`` on top."""
+        changes = {} if split == "training" else {"spatial_augmentations": None, "intensity_augmentations": None}
+        changes.update((split in SPLITS and getattr(self, split)) or {})
+        return dataclasses.replace(self, **changes, training=None, validation=None)
+
+    @property
+    def inference_window(self):
+        """The window validation and prediction use unless ``prediction.window`` says otherwise."""
+        return self.patch_size or self.desired_shape
+
+    def deterministic(self):
+        """The settings of the cacheable preprocessing (everything but patches and augmentation), JSON-able."""
+        return {name: value for name, value in self.as_dict().items() if name not in (*self.RANDOM, *SPLITS)}

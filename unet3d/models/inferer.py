@@ -1,0 +1,84 @@
+"""How a trained model is applied to a volume, for validation and prediction alike.
+
+Validation Dice is computed from the label maps this inferer decodes, so it is the Dice
+of what ``model_best.pth`` writes (in the preprocessed space): same window, overlap,
+Gaussian blending, activation, threshold and decoding.
+"""
+
+import itertools
+from contextlib import nullcontext
+
+import torch
+from monai.inferers import SlidingWindowInferer
+
+ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "softmax": lambda logits: torch.softmax(logits, dim=1),
+    "none": lambda logits: logits,
+}
+SPATIAL_AXES = (2, 3, 4)  # of a (batch, channel, x, y, z) tensor
+
+
+def mirrorings(tta):
+    """Spatial axes to flip: none, or with ``tta`` all 8 combinations of the three axes."""
+    if not tta:
+        return [()]
+    return [axes for count in range(4) for axes in itertools.combinations(SPATIAL_AXES, count)]
+
+
+class Inferer:
+    """Sliding-window logits, probabilities (averaged over models and mirrorings) and label maps.
+
+    Args:
+        labels: the ``LabelScheme`` that decodes probabilities into label values.
+        window: the window size (None: the whole volume in one window).
+        overlap, sw_batch_size: of the sliding windows, blended with Gaussian weights.
+        activation: "sigmoid", "softmax" or "none" (None: the label scheme's).
+        threshold: the probability a voxel needs to be labelled.
+        tta: also average over the 8 mirrorings of the spatial axes.
+        autocast: a callable giving the context forward passes run in (mixed precision).
+    """
+
+    def __init__(self, labels, window=None, overlap=0.5, sw_batch_size=4, activation=None, threshold=0.5, tta=False,
+                 autocast=nullcontext):
+        self.labels = labels
+        self.window, self.overlap, self.sw_batch_size = window, overlap, sw_batch_size
+        self.activation = activation or labels.activation
+        self.threshold, self.tta, self.autocast = threshold, tta, autocast
+
+    @classmethod
+    def from_experiment(cls, experiment, prediction=None, **options):
+        """The inferer of an ``Experiment``'s prediction settings (or ``prediction``, the command line's copy)."""
+        prediction = prediction or experiment.prediction
+        return cls(experiment.labels, prediction.window or experiment.window, prediction.overlap,
+                   prediction.sw_batch_size, prediction.activation, prediction.threshold, **options)
+
+    def logits(self, model, image):
+        """Blended float32 logits (B, C, ...) of one model for ``image`` (B, channels, ...)."""
+        window = self.window or tuple(image.shape[2:])
+        inferer = SlidingWindowInferer(window, self.sw_batch_size, self.overlap, mode="gaussian")
+        with self.autocast():
+            return inferer(image, model).float()
+
+    def to_probabilities(self, logits):
+        """Logits -> probabilities by the activation."""
+        return ACTIVATIONS[self.activation](logits)
+
+    def probabilities(self, models, image):
+        """Probabilities (B, C, ...) for ``image``, averaged over ``models`` and, with ``tta``, over mirrorings.
+
+        Runs under ``torch.no_grad`` and adds out of place: tensors made in inference
+        mode cannot be updated in place outside it, which broke fold ensembles elsewhere.
+        """
+        flips = mirrorings(self.tta)
+        total = None
+        with torch.no_grad():
+            for model, axes in itertools.product(models, flips):
+                probabilities = self.to_probabilities(self.logits(model, image.flip(axes) if axes else image))
+                probabilities = probabilities.flip(axes) if axes else probabilities
+                total = probabilities if total is None else total + probabilities
+        return total / (len(models) * len(flips))
+
+    def decode(self, probabilities):
+        """Probabilities (C, ...) of one case -> its integer label map (...)."""
+        return self.labels.decode(probabilities, self.threshold)

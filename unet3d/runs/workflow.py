@@ -1,0 +1,172 @@
+"""Whole runs of an experiment, one function per command-line mode: check, set up folds, train, summarize.
+
+Training a config trains each cross-validation fold (or its one model), then predicts every
+other group with the best weights and evaluates the groups that have labels.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+from unet3d.atomic import write_csv
+from unet3d.config.experiment import load_experiment
+from unet3d.config.schema import SECTIONS, resolved
+from unet3d.data.dataset import build_dataset
+from unet3d.data.files import preflight
+from unet3d.errors import UserError
+from unet3d.evaluate.evaluation import evaluate_folder, group_label_files
+from unet3d.models.inferer import Inferer
+from unet3d.models.weights import trained_model
+from unet3d.predict.inference import predict_cases
+from unet3d.runs.folds import fold_configs, write_fold_configs
+from unet3d.runs.slurm import write_slurm_script
+from unet3d.runs.summary import format_summary, summarize_folds
+from unet3d.train import distributed
+from unet3d.train.loop import fit
+from unet3d.train.schedulers import build_scheduler
+
+log = logging.getLogger("unet3d")
+
+
+def work_dir_for(config_filename, output_dir=None):
+    """``<output_dir or the config's folder>/<config name>``."""
+    config_filename = Path(config_filename)
+    base = Path(output_dir) if output_dir else config_filename.resolve().parent
+    return base / config_filename.stem
+
+
+def default_cache_dir(experiment, work_dir):
+    """Where preprocessed cases go: ``<work dir>/cache`` for a cross-validation config, else beside the work dir.
+
+    Both give the same folder for a config's folds, whether trained by one run of the whole
+    config or as separate ``fold<k>.json`` jobs.
+    """
+    work_dir = Path(work_dir)
+    return work_dir / "cache" if experiment.cross_validation else work_dir.parent / "cache"
+
+
+def build_components(experiment):
+    """Build every component the config names once, so that its mistakes surface before any file is read."""
+    model = experiment.model.build()
+    optimizer = experiment.optimizer.build(model.parameters())
+    build_scheduler(experiment.scheduler, optimizer, experiment.training.monitor_mode)
+    experiment.loss.build()
+    for split in ("training", "validation"):  # each split's transforms, augmentation included
+        build_dataset(experiment.dataset, experiment.labels, [], split)
+    Inferer.from_experiment(experiment)
+    if experiment.cross_validation:
+        fold_configs(experiment)
+
+
+def check_experiment(experiment, work_dir, cache_dir=None):
+    """Build every component and check the output folder and every case's files, before any work.
+
+    Cases that pass the value checks are remembered under ``cache_dir`` (None: not remembered).
+    """
+    build_components(experiment)
+    check_output_folder(work_dir)
+    preflight([case for group in experiment.groups.values() for case in group], experiment.labels.values, cache_dir)
+
+
+def resolved_settings(experiment):
+    """The config with every default filled in (the schema's and the named classes'), for ``--check``."""
+    return resolved(experiment.source, {name: getattr(experiment, name) for name in SECTIONS})
+
+
+def check_output_folder(work_dir):
+    """Raise when ``work_dir`` cannot be created or written, before any work is done."""
+    existing = Path(work_dir)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"output folder {work_dir}: {existing} is a file, not a folder (see --output_dir)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {work_dir}: {existing} is not writable (see --output_dir)")
+
+
+def require_cross_validation(experiment, flag):
+    """Raise when ``flag`` is used with a config that has no ``cross_validation`` section."""
+    if not experiment.cross_validation:
+        raise UserError(f"{experiment.filename}: {flag} needs a 'cross_validation' section")
+
+
+def setup_cross_validation(experiment, work_dir, slurm=None):
+    """Write ``fold<k>.json`` and the SLURM job array ``submit_folds.sh`` that trains each fold; returns the script."""
+    require_cross_validation(experiment, "--setup_crossval_only")
+    check_experiment(experiment, work_dir)
+    fold_filenames = write_fold_configs(experiment, work_dir)
+    script = write_slurm_script(work_dir, len(fold_filenames), Path(work_dir).name, **(slurm or {}))
+    log.info("wrote %d fold configs and %s; train one fold with: unet3d-train --config_filename %s",
+             len(fold_filenames), script.name, fold_filenames[0])
+    return script
+
+
+def train_experiment(experiment, work_dir, device, context=distributed.Context(), fold=None, num_workers=0,
+                     cache_dir=None, restart=False, allow_unknown_keys=False):
+    """Train (every fold of, or fold ``fold`` of) an experiment and predict its other groups.
+
+    Under torchrun every process runs this with its own ``context``; only the main one writes files.
+    """
+    if fold is not None:
+        require_cross_validation(experiment, "--fold")
+    cache_dir = cache_dir or default_cache_dir(experiment, work_dir)
+    check_experiment(experiment, work_dir, cache_dir)
+    if not experiment.cross_validation:
+        train_and_predict(experiment, work_dir, device, context, num_workers, cache_dir, restart)
+        return
+    fold_filenames = write_fold_configs(experiment, work_dir, write=context.is_main)
+    distributed.barrier(context)
+    if fold is not None and not 1 <= fold <= len(fold_filenames):
+        raise UserError(f"--fold {fold}: the config has folds 1 to {len(fold_filenames)}")
+    for fold_filename in [fold_filenames[fold - 1]] if fold else fold_filenames:
+        log.info("fold %s", fold_filename.stem)
+        fold_experiment = load_experiment(fold_filename, allow_unknown_keys)
+        train_and_predict(fold_experiment, Path(work_dir) / fold_filename.stem, device, context, num_workers,
+                          cache_dir, restart)
+    if context.is_main:
+        summarize_cross_validation(experiment, work_dir, require_all=True)
+
+
+def summarize_cross_validation(experiment, work_dir, require_all=False):
+    """Write ``cv_summary.csv`` and print it; with ``require_all``, only once every fold has a log."""
+    require_cross_validation(experiment, "--summarize")
+    n_folds = experiment.cross_validation.n_folds
+    fold_dirs = [Path(work_dir) / f"fold{k}" for k in range(1, n_folds + 1)]
+    trained = [d for d in fold_dirs if (d / "training_log.csv").is_file()]
+    if require_all and len(trained) < n_folds:
+        log.info("%d of %d folds trained; the summary is written once all are", len(trained), n_folds)
+        return
+    table = summarize_folds(fold_dirs, experiment.training)
+    if table is None:
+        raise UserError(f"{work_dir}: no fold has a training_log.csv yet")
+    write_csv(table, Path(work_dir) / "cv_summary.csv")
+    print(format_summary(table))
+
+
+def train_and_predict(experiment, work_dir, device, context=distributed.Context(), num_workers=0, cache_dir=None,
+                      restart=False):
+    """Train one model into ``work_dir`` then predict every group but training with its best weights.
+
+    Groups with labels (validation) are evaluated into ``predictions/<group>/evaluation.csv``.
+
+    Predictions of a model that trained further in this call replace older ones; a rerun
+    of a finished model only fills in predictions that are missing.
+    """
+    work_dir = Path(work_dir)
+    trained_epochs = fit(experiment, work_dir, device, context, num_workers, cache_dir=cache_dir, restart=restart)
+    if not context.is_main:
+        return
+    best = work_dir / "model_best.pth"
+    model = trained_model(experiment.model, best if best.is_file() else work_dir / "model.pth", device)
+    for group, cases in experiment.groups.items():
+        if group == "training":
+            continue
+        output_dir = work_dir / "predictions" / group
+        todo = list(cases)
+        if not trained_epochs:
+            todo = [case for case in todo if not (output_dir / f"{case.id}.nii.gz").exists()]
+        if todo:
+            predict_cases(experiment, model, todo, output_dir, device, overwrite=True, num_workers=num_workers)
+        if all(case.label for case in cases) and (todo or not (output_dir / "evaluation.csv").is_file()):
+            # evaluation.csv, evaluation_summary.csv
+            evaluate_folder(output_dir, group_label_files(experiment, group), experiment.labels)
