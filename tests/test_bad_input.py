@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_SETTINGS, edit_config, run
+from helpers import TINY_SETTINGS, edit_config, run
 from unet3d.data.brats import write_brats_config
 from unet3d.scripts.predict import main as predict_main
 from unet3d.scripts.train import main as train_main

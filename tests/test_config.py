@@ -9,7 +9,7 @@ from unet3d.config import load_config, resolve
 from unet3d.config.load import validate_config
 from unet3d.errors import UserError
 
-from conftest import REPO, TINY_SETTINGS, run
+from helpers import REPO, TINY_SETTINGS, run
 
 REFERENCE = REPO.parent / "shared" / "reference" / "upstream_brats2020_config.json"
 EXAMPLE = REPO / "examples" / "brats2020" / "brats2020_config.json"

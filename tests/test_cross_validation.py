@@ -7,7 +7,7 @@ import pytest
 from unet3d.errors import UserError
 from unet3d.train.folds import cross_validation_settings, split_folds
 
-from conftest import edit_config, run
+from helpers import edit_config, run
 
 
 def cases(n, **keys):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.transforms import Invertd
 
-from conftest import TINY_SETTINGS, edit_config, run
+from helpers import TINY_SETTINGS, edit_config, run
 from unet3d.config.load import load_config
 from unet3d.data.brats import brats_cases, write_brats_config
 from unet3d.data.dataset import SegmentationDataset

@@ -1,6 +1,5 @@
 """Data-parallel training: two Gloo processes on CPU train like one process with the same global batch."""
 
-import csv
 import os
 import signal
 import subprocess
@@ -8,18 +7,13 @@ import time
 
 import pytest
 
-from conftest import command, edit_config, run
+from helpers import command, edit_config, read_log, run
 from unet3d.train.distributed import strip_flag
 
 # Gradients are averaged over processes in another order than over one batch, so the
 # figures agree to rounding, not bit for bit.
 TOLERANCE = 1e-4
 COMPARED = ("loss", "val_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET")
-
-
-def read_log(path):
-    with open(path) as stream:
-        return list(csv.DictReader(stream))
 
 
 @pytest.fixture

@@ -6,16 +6,7 @@ import nibabel
 import numpy as np
 import pytest
 
-from conftest import edit_config, run
-
-
-def assert_one_line_error(result, *fragments, prog="unet3d-train"):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"{prog}: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
+from helpers import assert_one_line_error, edit_config, run
 
 
 def test_missing_config(tmp_path):

@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from conftest import edit_config
-from test_training_loop import assert_same_weights, figures, read_log
+from helpers import TINY_SETTINGS, assert_same_weights, edit_config, figures, read_log
 from unet3d.train import checkpoint
 from unet3d.train.experiment import run_experiment
 
@@ -54,7 +53,6 @@ def experiment(tmp_path_factory, brats_data):
     """A 3-epoch single-model config and the work folder of its uninterrupted run."""
     import json
 
-    from conftest import TINY_SETTINGS
     from unet3d.data.brats import write_brats_config
 
     root = tmp_path_factory.mktemp("faults")

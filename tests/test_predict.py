@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.transforms import Compose, DivisiblePadd, EnsureTyped, Invertd, LoadImaged, Orientationd, Spacingd
 
-from conftest import TINY_SETTINGS, run
+from helpers import TINY_SETTINGS, run
 from unet3d.config.resolve import resolve
 from unet3d.data.labels import decode_regions
 from unet3d.errors import UserError

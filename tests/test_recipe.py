@@ -7,7 +7,7 @@ import nibabel
 import numpy as np
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from unet3d.config.load import load_config
 from unet3d.data.synthetic import synthetic_case, write_synthetic_brats
 from unet3d.train.experiment import check_config

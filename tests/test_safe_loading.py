@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 
-from conftest import REPO, command, edit_config
+from helpers import REPO, command, edit_config
 from unet3d.data.transforms import augmentations, normalizations
 from unet3d.errors import UserError
 from unet3d.scripts.train import main as train

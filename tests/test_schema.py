@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_SETTINGS, edit_config
+from helpers import REPO, TINY_SETTINGS, edit_config
 from unet3d.config import schema
 from unet3d.config.load import load_config
 from unet3d.data.dataset import SegmentationDataset

@@ -1,6 +1,5 @@
 """The training loop: exact resume after a kill, signals, config changes, metrics, schedulers, precision."""
 
-import csv
 import math
 import multiprocessing
 import os
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import command, edit_config, run
+from helpers import assert_same_weights, command, edit_config, figures, read_log, run
 from unet3d.config.load import load_config
 from unet3d.train import checkpoint
 from unet3d.train.compilation import compile_requested
@@ -26,29 +25,12 @@ from unet3d.train.random_state import RandomStates
 from unet3d.train.sampling import EpochSamples
 from unet3d.train.schedulers import build_scheduler
 
-TIMING_COLUMNS = {"epoch_time", "data_time", "compile_time"}
 CPU = torch.device("cpu")
 WARMUP_THEN_POLYNOMIAL = {  # per batch: 2 batches an epoch
     "name": "SequentialLR", "milestones": [2], "step_per_batch": True,
     "schedulers": [{"name": "LinearLR", "start_factor": 0.25, "total_iters": 2},
                    {"name": "PolynomialLR", "total_iters": 6, "power": 1.0}],
 }
-
-
-def read_log(path):
-    with open(path) as stream:
-        return list(csv.DictReader(stream))
-
-
-def figures(rows):
-    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
-
-
-def assert_same_weights(a, b):
-    first, second = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
-    assert first.keys() == second.keys()
-    for key in first:
-        assert torch.equal(first[key], second[key]), key
 
 
 def start_training(config, output_dir, *args):

@@ -1,17 +1,11 @@
 """unet3d-train and unet3d-predict end to end on tiny synthetic BraTS cases."""
 
-import csv
 import json
 
 import nibabel
 import numpy as np
 
-from conftest import edit_config, run
-
-
-def read_log(path):
-    with open(path) as stream:
-        return list(csv.DictReader(stream))
+from helpers import edit_config, read_log, run
 
 
 def assert_on_input_grid(prediction, reference):
