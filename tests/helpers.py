@@ -64,6 +64,16 @@ def run(name, *args, cwd=None, check=True, env=None):
     return result
 
 
+def start(name, *args, env=None, **popen_kwargs):
+    """Start a console script in the background; returns the Popen.
+
+    ``name`` may also be the absolute path of a program (``sys.executable``); ``env``
+    adds variables to the environment and ``popen_kwargs`` go to ``subprocess.Popen``.
+    """
+    program = name if os.path.isabs(name) else command(name)
+    return subprocess.Popen([program, *map(str, args)], env=environment(env), **popen_kwargs)
+
+
 def edit_config(path, change):
     """Apply ``change(config)`` to the JSON config at ``path`` in place."""
     config = json.loads(Path(path).read_text())

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import command, edit_config, read_log, run
+from helpers import edit_config, read_log, run, start
 from unet3d.train.distributed import strip_flag
 
 # Gradients are averaged over processes in another order than over one batch, so the
@@ -37,8 +37,7 @@ def test_two_processes_match_one_and_resume_after_a_kill(three_epochs, tmp_path)
     edit_config(config, lambda c: c["training"].update(batch_size=1))
     args = ["--config_filename", str(config), "--device", "cpu", "--output_dir", str(tmp_path / "two"), "--ngpus", "2"]
     log_path = tmp_path / "two" / "tiny" / "training_log.csv"
-    process = subprocess.Popen([command("unet3d-train"), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    process = start("unet3d-train", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         if log_path.is_file() and len(read_log(log_path)) >= 1:

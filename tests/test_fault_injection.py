@@ -5,7 +5,6 @@ and ends with the log and weights of a run that was never interrupted. Three tri
 by default; ``pytest -m slow tests/test_fault_injection.py`` runs 24 more.
 """
 
-import os
 import random
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import TINY_SETTINGS, assert_same_weights, edit_config, figures, read_log
+from helpers import TINY_SETTINGS, assert_same_weights, edit_config, figures, read_log, start
 from unet3d.train import checkpoint
 from unet3d.train.experiment import run_experiment
 
@@ -75,10 +74,9 @@ def experiment(tmp_path_factory, brats_data):
 def launch(config, output_dir, pause):
     marker = output_dir / "paused"
     output_dir.mkdir(parents=True)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "UNET3D_TEST_PAUSE": pause, "UNET3D_TEST_MARKER": str(marker)}
-    process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, "--config_filename", str(config), "--device", "cpu", "--output_dir", str(output_dir)],
-        stdout=subprocess.DEVNULL, stderr=(output_dir / "stderr.txt").open("w"), env=env)
+    process = start(sys.executable, "-c", LAUNCHER, "--config_filename", config, "--device", "cpu",
+                    "--output_dir", output_dir, stdout=subprocess.DEVNULL, stderr=(output_dir / "stderr.txt").open("w"),
+                    env={"UNET3D_TEST_PAUSE": pause, "UNET3D_TEST_MARKER": str(marker)})
     return process, marker
 
 

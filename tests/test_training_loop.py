@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_same_weights, command, edit_config, figures, read_log, run
+from helpers import assert_same_weights, edit_config, figures, read_log, run, start
 from unet3d.config.load import load_config
 from unet3d.train import checkpoint
 from unet3d.train.compilation import compile_requested
@@ -37,11 +37,8 @@ def start_training(config, output_dir, *args):
     """Start unet3d-train in the background, stderr to a file; returns (process, stderr path)."""
     stderr = Path(output_dir) / "stderr.txt"
     stderr.parent.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [command("unet3d-train"), "--config_filename", str(config), "--device", "cpu", "--output_dir", str(output_dir),
-         *args],
-        stdout=subprocess.DEVNULL, stderr=stderr.open("w"), env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+    process = start("unet3d-train", "--config_filename", config, "--device", "cpu", "--output_dir", output_dir, *args,
+                    stdout=subprocess.DEVNULL, stderr=stderr.open("w"))
     return process, stderr
 
 
