@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -110,3 +113,11 @@ def assert_one_line_error(result, *fragments, prog="unet3d-train"):
     assert lines[0].startswith(f"{prog}: error: ")
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+def assert_on_input_grid(prediction, reference):
+    """The label map at ``prediction`` lies on the grid of the scan at ``reference`` and holds BraTS labels only."""
+    predicted, source = nibabel.load(prediction), nibabel.load(reference)
+    assert predicted.shape == source.shape
+    np.testing.assert_allclose(predicted.affine, source.affine, atol=1e-5)
+    assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2, 4}

@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.transforms import Invertd
 
-from helpers import TINY_SETTINGS, edit_config, run
+from helpers import TINY_SETTINGS, assert_on_input_grid, edit_config, run
 from unet3d.config.load import load_config
 from unet3d.data.brats import brats_cases, write_brats_config
 from unet3d.data.dataset import SegmentationDataset
@@ -197,11 +197,7 @@ def test_train_and_predict_real_world_inputs(scans, tmp_path, mode):
     config = load_config(config_path)
     for group in ("validation", "test"):
         for case in cases(config, group):
-            prediction = nibabel.load(tmp_path / "run" / "predictions" / group / f"{case['id']}.nii.gz")
-            source = nibabel.load(case["image"][0])
-            assert prediction.shape == source.shape
-            np.testing.assert_allclose(prediction.affine, source.affine, atol=1e-5)
-            assert set(np.unique(np.asarray(prediction.dataobj)).tolist()) <= {0, 1, 2, 4}
+            assert_on_input_grid(tmp_path / "run" / "predictions" / group / f"{case['id']}.nii.gz", case["image"][0])
 
 
 def test_a_misspelled_augmentation_is_reported_when_the_config_is_checked():
