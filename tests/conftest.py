@@ -1,13 +1,10 @@
 """Fixtures: tiny synthetic BraTS data and configs over it. Shared helpers live in helpers.py."""
 
-import json
-
 import pytest
 
 pytest.register_assert_rewrite("helpers")
 
-from helpers import TINY_SETTINGS, edit_config  # noqa: E402
-from unet3d.data.brats import write_brats_config  # noqa: E402
+from helpers import edit_config, write_config  # noqa: E402
 from unet3d.data.synthetic import write_synthetic_brats  # noqa: E402
 
 
@@ -24,12 +21,7 @@ def brats_data(tmp_path_factory):
 @pytest.fixture
 def tiny_config(brats_data, tmp_path):
     """Write ``tmp_path/experiment/tiny.json`` over the shared data; returns its path."""
-    template = tmp_path / "template.json"
-    template.write_text(json.dumps(TINY_SETTINGS))
-    path = tmp_path / "experiment" / "tiny.json"
-    path.parent.mkdir()
-    write_brats_config(template, path, brats_data / "train", [("test", brats_data / "test")])
-    return path
+    return write_config(tmp_path / "experiment" / "tiny.json", brats_data / "train", [("test", brats_data / "test")])
 
 
 @pytest.fixture

@@ -6,10 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nibabel
 import numpy as np
+
+from unet3d.data.brats import write_brats_config
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -75,6 +78,20 @@ def start(name, *args, env=None, **popen_kwargs):
     """
     program = name if os.path.isabs(name) else command(name)
     return subprocess.Popen([program, *map(str, args)], env=environment(env), **popen_kwargs)
+
+
+def write_config(path, training_dir, groups=(), settings=TINY_SETTINGS):
+    """Write the config ``path``: ``settings`` with filename lists from BraTS folders; returns ``path``.
+
+    As a user would, through ``write_brats_config`` and a template (kept nowhere);
+    ``groups`` are ``(name, folder)`` pairs of unlabelled cases. Makes ``path``'s folder.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        template = Path(folder) / "template.json"
+        template.write_text(json.dumps(settings))
+        write_brats_config(template, path, training_dir, groups)
+    return path
 
 
 def edit_config(path, change):

@@ -9,7 +9,6 @@ Only ``--debug`` shows the traceback behind the one line.
 import errno
 import gzip
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -21,8 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TINY_SETTINGS, edit_config, run
-from unet3d.data.brats import write_brats_config
+from helpers import TINY_SETTINGS, edit_config, run, write_config
 from unet3d.scripts.predict import main as predict_main
 from unet3d.scripts.train import main as train_main
 
@@ -65,14 +63,10 @@ def checksums(root):
 
 @pytest.fixture
 def workspace(brats_data, tmp_path):
-    shutil.copytree(brats_data / "train", tmp_path / "data" / "train", ignore=shutil.ignore_patterns("*_00[56]*"))
-    shutil.copytree(brats_data / "test", tmp_path / "data" / "test")
-    template = tmp_path / "template.json"
-    template.write_text(json.dumps(TINY_SETTINGS))
-    (tmp_path / "experiment").mkdir()
-    write_brats_config(template, tmp_path / "experiment" / "tiny.json", tmp_path / "data" / "train",
-                       [("test", tmp_path / "data" / "test")])
-    template.unlink()
+    data = tmp_path / "data"
+    shutil.copytree(brats_data / "train", data / "train", ignore=shutil.ignore_patterns("*_00[56]*"))
+    shutil.copytree(brats_data / "test", data / "test")
+    write_config(tmp_path / "experiment" / "tiny.json", data / "train", [("test", data / "test")])
     return Workspace(tmp_path)
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from monai.transforms import Invertd
 
-from helpers import TINY_SETTINGS, assert_on_input_grid, edit_config, run
+from helpers import TINY_SETTINGS, assert_on_input_grid, edit_config, run, write_config
 from unet3d.config.load import load_config
-from unet3d.data.brats import brats_cases, write_brats_config
+from unet3d.data.brats import brats_cases
 from unet3d.data.dataset import SegmentationDataset
 from unet3d.data.files import cases
 from unet3d.data.labels import decode_regions
@@ -179,15 +179,12 @@ def test_decathlon_datalist_becomes_filename_lists(tmp_path):
 @pytest.mark.parametrize("mode", ["patches", "whole_volume"])
 def test_train_and_predict_real_world_inputs(scans, tmp_path, mode):
     """One epoch on LPS/int16/.nii/anisotropic/odd-sized cases, then predictions on each input's grid."""
-    template = tmp_path / "template.json"
     settings = {k: v for k, v in TINY_SETTINGS.items() if k != "cross_validation"}
     if mode == "patches":
         settings["dataset"] = {**PATCH_SETTINGS, "patches_per_case": 1}
     else:
         settings["dataset"] = {**settings["dataset"], "spatial_augmentations": PATCH_SETTINGS["spatial_augmentations"]}
-    template.write_text(json.dumps(settings))
-    config_path = tmp_path / "run.json"
-    write_brats_config(template, config_path, scans / "train", [("test", scans / "test")])
+    config_path = write_config(tmp_path / "run.json", scans / "train", [("test", scans / "test")], settings=settings)
     edit_config(config_path, lambda c: c.update(validation_filenames=c["training_filenames"][1:3],
                                                 training={**c["training"], "n_epochs": 1}))
     result = run("unet3d-train", "--config_filename", config_path, "--device", "cpu",

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import TINY_SETTINGS, assert_same_weights, edit_config, figures, read_log, start
+from helpers import assert_same_weights, edit_config, figures, read_log, start, write_config
 from unet3d.train import checkpoint
 from unet3d.train.experiment import run_experiment
 
@@ -50,15 +50,8 @@ WRITE_TRIALS = [("replace", "checkpoint.pth", 1), ("replace", "model.pth", 2)]
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory, brats_data):
     """A 3-epoch single-model config and the work folder of its uninterrupted run."""
-    import json
-
-    from unet3d.data.brats import write_brats_config
-
     root = tmp_path_factory.mktemp("faults")
-    template = root / "template.json"
-    template.write_text(json.dumps(TINY_SETTINGS))
-    config = root / "tiny.json"
-    write_brats_config(template, config, brats_data / "train")
+    config = write_config(root / "tiny.json", brats_data / "train")
 
     def change(c):
         del c["cross_validation"]
