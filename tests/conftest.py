@@ -1,64 +1,11 @@
-"""Tiny synthetic BraTS data and helpers to run unet3d's commands as a user would."""
-
-import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
+"""Fixtures: tiny synthetic BraTS data and configs over it. Shared helpers live in helpers.py."""
 
 import pytest
 
-from unet3d.data.brats import write_brats_config
-from unet3d.data.synthetic import write_synthetic_brats
+pytest.register_assert_rewrite("helpers")
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-TINY_SETTINGS = {
-    "model": {
-        "name": "DynUNet",
-        "spatial_dims": 3,
-        "in_channels": 4,
-        "out_channels": 3,
-        "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
-        "filters": [4, 8, 16],
-        "kernel_size": [[3, 3, 3], [3, 3, 3], [3, 3, 3]],
-        "upsample_kernel_size": [[2, 2, 2], [2, 2, 2]],
-    },
-    "optimizer": {"name": "Adam", "lr": 0.01},
-    "loss": {"name": "DiceCELoss", "sigmoid": True},
-    "scheduler": {"name": "ReduceLROnPlateau", "patience": 2, "factor": 0.5},
-    "cross_validation": {"n_folds": 2, "random_seed": 25},
-    "dataset": {
-        "name": "SegmentationDataset",
-        "desired_shape": [16, 16, 16],
-        "labels": [2, 1, 4],
-        "setup_label_hierarchy": True,
-        "normalization": "NormalizeIntensityD",
-        "normalization_kwargs": {"channel_wise": True, "nonzero": True},
-        "resample": True,
-        "crop_foreground": True,
-    },
-    "training": {"batch_size": 2, "validation_batch_size": 2, "n_epochs": 2, "amp": False},
-}
-
-
-def command(name):
-    """Path of an installed console script (``unet3d-train``, ...)."""
-    path = BIN / name
-    return str(path) if path.exists() else shutil.which(name)
-
-
-def run(name, *args, cwd=None, check=True):
-    """Run a console script; returns the CompletedProcess with text output."""
-    result = subprocess.run(
-        [command(name), *map(str, args)], cwd=cwd, capture_output=True, text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{name} {' '.join(map(str, args))} failed:\n{result.stderr}")
-    return result
+from helpers import edit_config, write_config  # noqa: E402
+from unet3d.data.synthetic import write_synthetic_brats  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -74,12 +21,7 @@ def brats_data(tmp_path_factory):
 @pytest.fixture
 def tiny_config(brats_data, tmp_path):
     """Write ``tmp_path/experiment/tiny.json`` over the shared data; returns its path."""
-    template = tmp_path / "template.json"
-    template.write_text(json.dumps(TINY_SETTINGS))
-    path = tmp_path / "experiment" / "tiny.json"
-    path.parent.mkdir()
-    write_brats_config(template, path, brats_data / "train", [("test", brats_data / "test")])
-    return path
+    return write_config(tmp_path / "experiment" / "tiny.json", brats_data / "train", [("test", brats_data / "test")])
 
 
 @pytest.fixture
@@ -91,10 +33,3 @@ def single_config(tiny_config):
             config["training_filenames"][2:], config["training_filenames"][:2])
     edit_config(tiny_config, change)
     return tiny_config
-
-
-def edit_config(path, change):
-    """Apply ``change(config)`` to the JSON config at ``path`` in place."""
-    config = json.loads(Path(path).read_text())
-    change(config)
-    Path(path).write_text(json.dumps(config))

@@ -3,12 +3,12 @@
 Every case runs on its own copy of the tiny data set (``workspace``); its spoiler breaks
 one thing (the config, a data file, the output folder, a checkpoint or the command line).
 Most run ``main([...])`` in-process; those marked ``script`` run the console script.
+Only ``--debug`` shows the traceback behind the one line.
 """
 
 import errno
 import gzip
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_SETTINGS, edit_config, run
-from unet3d.data.brats import write_brats_config
+from helpers import TINY_SETTINGS, edit_config, run, write_config
 from unet3d.scripts.predict import main as predict_main
 from unet3d.scripts.train import main as train_main
 
@@ -64,14 +63,10 @@ def checksums(root):
 
 @pytest.fixture
 def workspace(brats_data, tmp_path):
-    shutil.copytree(brats_data / "train", tmp_path / "data" / "train", ignore=shutil.ignore_patterns("*_00[56]*"))
-    shutil.copytree(brats_data / "test", tmp_path / "data" / "test")
-    template = tmp_path / "template.json"
-    template.write_text(json.dumps(TINY_SETTINGS))
-    (tmp_path / "experiment").mkdir()
-    write_brats_config(template, tmp_path / "experiment" / "tiny.json", tmp_path / "data" / "train",
-                       [("test", tmp_path / "data" / "test")])
-    template.unlink()
+    data = tmp_path / "data"
+    shutil.copytree(brats_data / "train", data / "train", ignore=shutil.ignore_patterns("*_00[56]*"))
+    shutil.copytree(brats_data / "test", data / "test")
+    write_config(tmp_path / "experiment" / "tiny.json", data / "train", [("test", data / "test")])
     return Workspace(tmp_path)
 
 
@@ -132,7 +127,7 @@ CONFIG = [
     Bad("unknown-model", lambda ws: ws.edit(lambda c: c["model"].update(name="DynUNett")),
         ("config key 'model.name'", "closest matches: DynUNet")),
     Bad("bad-model-kwarg", lambda ws: ws.edit(lambda c: c["model"].update(filterz=[4, 8, 16])),
-        ("config key 'model'", "did you mean 'filters'")),
+        ("config key 'model'", "'filterz'", "did you mean 'filters'")),
     Bad("missing-model-kwarg", lambda ws: ws.edit(lambda c: c["model"].pop("spatial_dims")),
         ("config key 'model': DynUNet needs 'spatial_dims'",)),
     Bad("model-wrong-kwarg-value", lambda ws: ws.edit(lambda c: c["model"].update(strides=[[1, 1, 1]])),
@@ -202,6 +197,13 @@ CONFIG = [
 ]
 
 
+def modality_elsewhere(ws):
+    """The first case's T2 becomes a 10x10x10 scan outside the data folder."""
+    path = ws.root / "small_t2.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.eye(4)), path)
+    ws.edit(lambda c: c["training_filenames"][0]["image"].__setitem__(3, str(path)))
+
+
 def all_labels(ws, change):
     for path in sorted(ws.root.glob("data/train/*/*_seg.nii.gz")):
         image = nibabel.load(path)
@@ -211,6 +213,8 @@ def all_labels(ws, change):
 DATA = [
     Bad("missing-image", lambda ws: ws.file("t1").unlink(), ("1 data file(s) named in the config do not exist",
                                                              "BraTS20_Training_001_t1.nii.gz")),
+    Bad("missing-label", lambda ws: ws.edit(lambda c: c["training_filenames"][1].update(label="gone/seg.nii.gz")),
+        ("1 data file(s) named in the config do not exist", "gone/seg.nii.gz")),
     Bad("empty-image", lambda ws: ws.file("t1").write_bytes(b""), ("BraTS20_Training_001_t1.nii.gz: cannot read",)),
     Bad("truncated-image", lambda ws: truncate(ws.file("t2")), ("BraTS20_Training_001_t2.nii.gz", "truncated")),
     Bad("truncated-label", lambda ws: truncate(ws.file("seg"), 0.3), ("BraTS20_Training_001_seg.nii.gz", "cannot read")),
@@ -221,6 +225,8 @@ DATA = [
     Bad("2d-image", lambda ws: ws.nifti("t1", np.zeros((24, 24), np.float32)), ("_t1.nii.gz is 2D", "expected a 3D volume")),
     Bad("4d-label", lambda ws: ws.nifti("seg", np.zeros((24, 24, 24, 2), np.uint8)), ("_seg.nii.gz is 4D",)),
     Bad("shape-mismatch", lambda ws: ws.nifti("t1ce", np.zeros((24, 24, 20), np.float32)), ("shapes differ",)),
+    Bad("modality-elsewhere-of-another-shape", modality_elsewhere,
+        ("case 'BraTS20_Training_001'", "shapes differ", "small_t2.nii.gz (10, 10, 10)")),
     Bad("affine-mismatch", lambda ws: ws.nifti("t2", ws.volume("t2"), np.diag([2.0, 1.0, 1.0, 1.0])),
         ("has another affine", "_t2.nii.gz")),
     Bad("nan-image", lambda ws: ws.nifti("flair", np.where(ws.volume("flair") > 0, np.nan, 0).astype(np.float32)),
@@ -261,6 +267,8 @@ CHECKPOINTS = [
         ("other.pth: weights do not fit the config's model",), prog="predict", args=("--model_filename", "{root}/other.pth")),
     Bad("garbage-model-file", lambda ws: (ws.root / "model.pth").write_bytes(b"PK\x03\x04 not a zip"),
         ("model.pth: cannot read as a unet3d checkpoint",), prog="predict", args=("--model_filename", "{root}/model.pth")),
+    Bad("text-model-file", lambda ws: (ws.root / "m.pth").write_bytes(b"not a checkpoint"),
+        ("m.pth: cannot read as a unet3d checkpoint",), prog="predict", args=("--model_filename", "{root}/m.pth")),
     Bad("missing-model-file", lambda ws: None, ("gone.pth: model file not found",), prog="predict",
         args=("--model_filename", "{root}/gone.pth")),
 ]
@@ -284,7 +292,7 @@ CLI = [
         args=("--model_filename", "{root}/model.pth", "--activation", "softplus")),
     Bad("predict-component-size", lambda ws: tiny_weights(ws), ("--min_component_size -1: must be an integer of at least 0",), prog="predict",
         args=("--model_filename", "{root}/model.pth", "--min_component_size", "-1")),
-    Bad("predict-unknown-group", lambda ws: tiny_weights(ws), ("no 'tset_filenames'",), prog="predict",
+    Bad("predict-unknown-group", lambda ws: tiny_weights(ws), ("no 'tset_filenames'", "training, test"), prog="predict",
         args=("--model_filename", "{root}/model.pth", "--group", "tset")),
 ]
 
@@ -333,6 +341,8 @@ def test_bad_input_stops_with_one_line_and_changes_nothing(bad, workspace, capsy
         assert fragment in lines[0], lines[0]
     after = checksums(workspace.root)
     assert {path: after.get(path) for path in before} == before
+    if bad.prog == "predict":
+        assert not (workspace.root / "predictions").exists()  # no output folder either
 
 
 def test_one_label_without_foreground_is_a_warning(workspace, caplog):
@@ -346,3 +356,8 @@ def test_one_label_without_foreground_is_a_warning(workspace, caplog):
     preflight(cases, experiment.labels.values, cache_dir=workspace.root / "cache")  # the second run reads markers
     warnings = [r.message for r in caplog.records if "has no foreground" in r.message]
     assert len(warnings) == 2 and "BraTS20_Training_001_seg.nii.gz" in warnings[0] and "negative case" in warnings[0]
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run("unet3d-train", "--config_filename", tmp_path / "nope.json", "--debug", check=False)
+    assert result.returncode != 0 and "Traceback" in result.stderr

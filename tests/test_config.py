@@ -9,7 +9,7 @@ from unet3d.config import experiment_from_dict, load_experiment
 from unet3d.data.dataset import build_dataset
 from unet3d.errors import UserError
 
-from conftest import REPO, TINY_SETTINGS, run
+from helpers import REPO, TINY_SETTINGS, run
 
 REFERENCE = REPO.parent / "shared" / "reference" / "upstream_brats2020_config.json"
 EXAMPLE = REPO / "examples" / "brats2020" / "brats2020_config.json"

@@ -9,7 +9,7 @@ from unet3d.config.settings import CrossValidationSettings
 from unet3d.errors import UserError
 from unet3d.runs.folds import split_folds
 
-from conftest import edit_config, run
+from helpers import edit_config, run
 
 
 def cases(n, **keys):

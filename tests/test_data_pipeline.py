@@ -10,11 +10,11 @@ import pytest
 import torch
 from monai.transforms import Invertd
 
-from conftest import TINY_SETTINGS, edit_config, run
+from helpers import TINY_SETTINGS, assert_on_input_grid, edit_config, run, write_config
 from unet3d.config.experiment import load_experiment, make_case
 from unet3d.config.labels import LabelScheme, label_scheme
 from unet3d.config.settings import DatasetSettings, LabelSettings
-from unet3d.data.brats import brats_cases, write_brats_config
+from unet3d.data.brats import brats_cases
 from unet3d.data.dataset import SegmentationDataset
 from unet3d.data.loaders import batches, make_loader
 from unet3d.data.synthetic import write_synthetic_brats
@@ -185,15 +185,12 @@ def test_decathlon_datalist_becomes_filename_lists(tmp_path):
 @pytest.mark.parametrize("mode", ["patches", "whole_volume"])
 def test_train_and_predict_real_world_inputs(scans, tmp_path, mode):
     """One epoch on LPS/int16/.nii/anisotropic/odd-sized cases, then predictions on each input's grid."""
-    template = tmp_path / "template.json"
     settings = {k: v for k, v in TINY_SETTINGS.items() if k != "cross_validation"}
     if mode == "patches":
         settings["dataset"] = {**PATCH_SETTINGS, "patches_per_case": 1}
     else:
         settings["dataset"] = {**settings["dataset"], "spatial_augmentations": PATCH_SETTINGS["spatial_augmentations"]}
-    template.write_text(json.dumps(settings))
-    config_path = tmp_path / "run.json"
-    write_brats_config(template, config_path, scans / "train", [("test", scans / "test")])
+    config_path = write_config(tmp_path / "run.json", scans / "train", [("test", scans / "test")], settings=settings)
     edit_config(config_path, lambda c: c.update(validation_filenames=c["training_filenames"][1:3],
                                                 training={**c["training"], "n_epochs": 1}))
     result = run("unet3d-train", "--config_filename", config_path, "--device", "cpu",
@@ -203,11 +200,7 @@ def test_train_and_predict_real_world_inputs(scans, tmp_path, mode):
     experiment = load_experiment(config_path)
     for group in ("validation", "test"):
         for case in experiment.cases(group):
-            prediction = nibabel.load(tmp_path / "run" / "predictions" / group / f"{case.id}.nii.gz")
-            source = nibabel.load(case.images[0])
-            assert prediction.shape == source.shape
-            np.testing.assert_allclose(prediction.affine, source.affine, atol=1e-5)
-            assert set(np.unique(np.asarray(prediction.dataobj)).tolist()) <= {0, 1, 2, 4}
+            assert_on_input_grid(tmp_path / "run" / "predictions" / group / f"{case.id}.nii.gz", case.images[0])
 
 
 def test_a_misspelled_augmentation_is_reported_when_the_config_is_checked():

@@ -1,6 +1,5 @@
 """Data-parallel training: two Gloo processes on CPU train like one process with the same global batch."""
 
-import csv
 import os
 import signal
 import subprocess
@@ -8,18 +7,13 @@ import time
 
 import pytest
 
-from conftest import command, edit_config, run
+from helpers import edit_config, read_log, run, start
 from unet3d.train.distributed import strip_flag
 
 # Gradients are averaged over processes in another order than over one batch, so the
 # figures agree to rounding, not bit for bit.
 TOLERANCE = 1e-4
 COMPARED = ("loss", "val_loss", "val_dice_WT", "val_dice_TC", "val_dice_ET")
-
-
-def read_log(path):
-    with open(path) as stream:
-        return list(csv.DictReader(stream))
 
 
 @pytest.fixture
@@ -43,8 +37,7 @@ def test_two_processes_match_one_and_resume_after_a_kill(three_epochs, tmp_path)
     edit_config(config, lambda c: c["training"].update(batch_size=1))
     args = ["--config_filename", str(config), "--device", "cpu", "--output_dir", str(tmp_path / "two"), "--ngpus", "2"]
     log_path = tmp_path / "two" / "tiny" / "training_log.csv"
-    process = subprocess.Popen([command("unet3d-train"), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    process = start("unet3d-train", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         if log_path.is_file() and len(read_log(log_path)) >= 1:

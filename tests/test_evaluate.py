@@ -1,6 +1,5 @@
 """unet3d-evaluate: metrics against hand-computed values, BraTS conventions for empty masks, CSVs."""
 
-import csv
 import math
 import shutil
 
@@ -8,7 +7,7 @@ import nibabel
 import numpy as np
 import pytest
 
-from conftest import run
+from helpers import read_log, run
 from unet3d.config.experiment import load_experiment
 from unet3d.errors import UserError
 from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs
@@ -68,11 +67,6 @@ def brats_label_map(enhancing=True):
     return label_map
 
 
-def read_csv(path):
-    with open(path) as stream:
-        return list(csv.DictReader(stream))
-
-
 def test_evaluate_brats_regions_from_a_label_folder(tmp_path):
     predictions, labels = tmp_path / "predictions", tmp_path / "labels"
     write_label_map(predictions / "case1.nii.gz", brats_label_map())
@@ -82,13 +76,13 @@ def test_evaluate_brats_regions_from_a_label_folder(tmp_path):
     write_label_map(labels / "case3.nii.gz", brats_label_map())  # not predicted: skipped
     result = run("unet3d-evaluate", "--prediction_dir", predictions, "--label_dir", labels,
                  "--output_filename", tmp_path / "scores.csv")
-    rows = {(r["case"], r["region"]): r for r in read_csv(tmp_path / "scores.csv")}
+    rows = {(r["case"], r["region"]): r for r in read_log(tmp_path / "scores.csv")}
     assert sorted(rows) == [(c, r) for c in ("case1", "case2") for r in ("ET", "TC", "WT")]
     assert all(float(rows["case1", region]["dice"]) == 1.0 for region in ("WT", "TC", "ET"))
     assert float(rows["case2", "WT"]["dice"]) == 1.0 and float(rows["case2", "TC"]["dice"]) == 1.0
     assert float(rows["case2", "ET"]["dice"]) == 0.0 and float(rows["case2", "ET"]["hd95"]) == BRATS_MAX_HD95
     assert float(rows["case2", "ET"]["reference_volume_ml"]) == pytest.approx(8 * 0.002)
-    summary = {(r["region"], r["statistic"]): r for r in read_csv(tmp_path / "scores_summary.csv")}
+    summary = {(r["region"], r["statistic"]): r for r in read_log(tmp_path / "scores_summary.csv")}
     assert {s for _, s in summary} == {"mean", "std", "median", "25%", "75%", "count"}
     assert float(summary["ET", "mean"]["dice"]) == 0.5 and float(summary["ET", "median"]["dice"]) == 0.5
     assert float(summary["ET", "25%"]["dice"]) == 0.25 and float(summary["ET", "count"]["dice"]) == 2

@@ -5,7 +5,6 @@ and ends with the log and weights of a run that was never interrupted. Three tri
 by default; ``pytest -m slow tests/test_fault_injection.py`` runs 24 more.
 """
 
-import os
 import random
 import signal
 import subprocess
@@ -14,8 +13,7 @@ import time
 
 import pytest
 
-from conftest import edit_config
-from test_training_loop import assert_same_weights, figures, read_log
+from helpers import assert_same_weights, edit_config, figures, read_log, start, write_config
 from unet3d.config.experiment import load_experiment
 from unet3d.models.weights import load
 from unet3d.runs.workflow import train_experiment, work_dir_for
@@ -53,24 +51,14 @@ WRITE_TRIALS = [("replace", "checkpoint.pth", 1), ("replace", "model.pth", 2)]
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory, brats_data):
     """A 3-epoch single-model config and the work folder of its uninterrupted run."""
-    import json
-
-    from conftest import TINY_SETTINGS
-    from unet3d.data.brats import write_brats_config
-
     root = tmp_path_factory.mktemp("faults")
-    template = root / "template.json"
-    template.write_text(json.dumps(TINY_SETTINGS))
-    config = root / "tiny.json"
-    write_brats_config(template, config, brats_data / "train")
+    config = write_config(root / "tiny.json", brats_data / "train")
 
     def change(c):
         del c["cross_validation"]
         c["training_filenames"] = c["training_filenames"][:2]  # no validation group: nothing to predict after training
         c["training"].update(n_epochs=N_EPOCHS, save_every_n_epochs=1, save_last_n_models=1)
     edit_config(config, change)
-    import torch
-
     reference = train(config, root / "reference")
     return config, reference
 
@@ -87,10 +75,9 @@ def train(config, output_dir):
 def launch(config, output_dir, pause):
     marker = output_dir / "paused"
     output_dir.mkdir(parents=True)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "UNET3D_TEST_PAUSE": pause, "UNET3D_TEST_MARKER": str(marker)}
-    process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, "--config_filename", str(config), "--device", "cpu", "--output_dir", str(output_dir)],
-        stdout=subprocess.DEVNULL, stderr=(output_dir / "stderr.txt").open("w"), env=env)
+    process = start(sys.executable, "-c", LAUNCHER, "--config_filename", config, "--device", "cpu",
+                    "--output_dir", output_dir, stdout=subprocess.DEVNULL, stderr=(output_dir / "stderr.txt").open("w"),
+                    env={"UNET3D_TEST_PAUSE": pause, "UNET3D_TEST_MARKER": str(marker)})
     return process, marker
 
 
@@ -113,8 +100,6 @@ def assert_readable(work_dir):
 
 def trial(experiment, output_dir, pause=None, delay=None):
     """Start a run, kill it at the pause (or ``delay`` seconds into training), check, resume, compare."""
-    import torch
-
     config, reference = experiment
     output_dir = output_dir / "run"
     process, marker = launch(config, output_dir, pause or "fsync::0")

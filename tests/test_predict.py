@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.transforms import Compose, DivisiblePadd, EnsureTyped, Invertd, LoadImaged, Orientationd, Spacingd
 
-from conftest import TINY_SETTINGS, run
+from helpers import TINY_SETTINGS, run
 from unet3d.config.experiment import experiment_from_dict, load_experiment, make_case
 from unet3d.config.labels import LabelScheme
 from unet3d.data.synthetic import write_synthetic_brats

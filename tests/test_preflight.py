@@ -4,8 +4,7 @@ import nibabel
 import numpy as np
 import pytest
 
-from conftest import run
-from test_errors import assert_one_line_error
+from helpers import assert_one_line_error, run
 from unet3d.data import checks
 from unet3d.config.experiment import make_case
 from unet3d.data.brats import brats_cases

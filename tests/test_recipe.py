@@ -7,7 +7,7 @@ import nibabel
 import numpy as np
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from unet3d.config.experiment import load_experiment
 from unet3d.data.synthetic import synthetic_case, write_synthetic_brats
 from unet3d.runs.workflow import build_components

@@ -2,7 +2,6 @@
 
 import importlib
 import json
-import os
 import re
 import subprocess
 import types
@@ -10,7 +9,7 @@ import types
 import pytest
 import torch
 
-from conftest import REPO, command, edit_config
+from helpers import REPO, edit_config, run
 from unet3d.data.transforms import augmentations, normalizations
 from unet3d.errors import UserError
 from unet3d.scripts.train import main as train
@@ -115,9 +114,8 @@ def test_plugin_models_are_named_only_with_the_flag(tiny_config, tmp_path, capsy
         train(["--config_filename", str(tiny_config), "--check", "--plugin", "lab_models_missing"])
     assert "--plugin lab_models_missing: cannot import it" in capsys.readouterr().err
 
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugins"), "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([command("unet3d-train"), "--config_filename", str(tiny_config), "--check",
-                             "--plugin", "lab_models"], capture_output=True, text=True, env=env)
+    result = run("unet3d-train", "--config_filename", tiny_config, "--check", "--plugin", "lab_models", check=False,
+                 env={"PYTHONPATH": str(tmp_path / "plugins")})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model"] == {"name": "TinyNet", "width": 4, "in_channels": 4, "out_channels": 3}
     monkeypatch.syspath_prepend(str(tmp_path / "plugins"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_SETTINGS, edit_config
+from helpers import REPO, TINY_SETTINGS, edit_config
 from unet3d.config import schema
 from unet3d.config.docs import markdown
 from unet3d.config.experiment import experiment_from_dict, load_experiment

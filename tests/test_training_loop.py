@@ -1,6 +1,5 @@
 """The training loop: exact resume after a kill, signals, config changes, metrics, schedulers, precision."""
 
-import csv
 import math
 import multiprocessing
 import os
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import command, edit_config, run
+from helpers import assert_same_weights, edit_config, figures, read_log, run, start
 from unet3d.config.experiment import load_experiment
 from unet3d.config.schema import parse_scheduler
 from unet3d.models.weights import load
@@ -27,7 +26,6 @@ from unet3d.train.random_state import RandomStates
 from unet3d.train.sampling import EpochSamples
 from unet3d.train.schedulers import build_scheduler
 
-TIMING_COLUMNS = {"epoch_time", "data_time", "compile_time"}
 CPU = torch.device("cpu")
 WARMUP_THEN_POLYNOMIAL = {  # per batch: 2 batches an epoch
     "name": "SequentialLR", "milestones": [2], "step_per_batch": True,
@@ -36,31 +34,12 @@ WARMUP_THEN_POLYNOMIAL = {  # per batch: 2 batches an epoch
 }
 
 
-def read_log(path):
-    with open(path) as stream:
-        return list(csv.DictReader(stream))
-
-
-def figures(rows):
-    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
-
-
-def assert_same_weights(a, b):
-    first, second = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
-    assert first.keys() == second.keys()
-    for key in first:
-        assert torch.equal(first[key], second[key]), key
-
-
 def start_training(config, output_dir, *args):
     """Start unet3d-train in the background, stderr to a file; returns (process, stderr path)."""
     stderr = Path(output_dir) / "stderr.txt"
     stderr.parent.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [command("unet3d-train"), "--config_filename", str(config), "--device", "cpu", "--output_dir", str(output_dir),
-         *args],
-        stdout=subprocess.DEVNULL, stderr=stderr.open("w"), env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+    process = start("unet3d-train", "--config_filename", config, "--device", "cpu", "--output_dir", output_dir, *args,
+                    stdout=subprocess.DEVNULL, stderr=stderr.open("w"))
     return process, stderr
 
 

@@ -1,25 +1,12 @@
 """unet3d-train and unet3d-predict end to end on tiny synthetic BraTS cases."""
 
-import csv
 import json
 
 import nibabel
 import numpy as np
 import pytest
 
-from conftest import edit_config, run
-
-
-def read_log(path):
-    with open(path) as stream:
-        return list(csv.DictReader(stream))
-
-
-def assert_on_input_grid(prediction, reference):
-    predicted, source = nibabel.load(prediction), nibabel.load(reference)
-    assert predicted.shape == source.shape
-    np.testing.assert_allclose(predicted.affine, source.affine, atol=1e-5)
-    assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2, 4}
+from helpers import assert_on_input_grid, edit_config, read_log, run
 
 
 def test_cross_validation_trains_predicts_and_resumes(tiny_config, brats_data):

@@ -1,0 +1,140 @@
+"""What the tests share: tiny settings, running unet3d's commands as a user would, reading their outputs."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nibabel
+import numpy as np
+
+from unet3d.data.brats import write_brats_config
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+TINY_SETTINGS = {
+    "model": {
+        "name": "DynUNet",
+        "spatial_dims": 3,
+        "in_channels": 4,
+        "out_channels": 3,
+        "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+        "filters": [4, 8, 16],
+        "kernel_size": [[3, 3, 3], [3, 3, 3], [3, 3, 3]],
+        "upsample_kernel_size": [[2, 2, 2], [2, 2, 2]],
+    },
+    "optimizer": {"name": "Adam", "lr": 0.01},
+    "loss": {"name": "DiceCELoss", "sigmoid": True},
+    "scheduler": {"name": "ReduceLROnPlateau", "patience": 2, "factor": 0.5},
+    "cross_validation": {"n_folds": 2, "random_seed": 25},
+    "dataset": {
+        "name": "SegmentationDataset",
+        "desired_shape": [16, 16, 16],
+        "labels": [2, 1, 4],
+        "setup_label_hierarchy": True,
+        "normalization": "NormalizeIntensityD",
+        "normalization_kwargs": {"channel_wise": True, "nonzero": True},
+        "resample": True,
+        "crop_foreground": True,
+    },
+    "training": {"batch_size": 2, "validation_batch_size": 2, "n_epochs": 2, "amp": False},
+}
+
+# Columns of a training log that measure time: they differ between otherwise identical runs.
+TIMING_COLUMNS = {"epoch_time", "data_time", "compile_time"}
+
+
+def command(name):
+    """Path of an installed console script (``unet3d-train``, ...)."""
+    path = BIN / name
+    return str(path) if path.exists() else shutil.which(name)
+
+
+def environment(env=None):
+    """The environment commands run in: this one, warnings off, plus ``env``."""
+    return {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+
+
+def run(name, *args, cwd=None, check=True, env=None):
+    """Run a console script; returns the CompletedProcess with text output."""
+    result = subprocess.run(
+        [command(name), *map(str, args)], cwd=cwd, capture_output=True, text=True, env=environment(env),
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} {' '.join(map(str, args))} failed:\n{result.stderr}")
+    return result
+
+
+def start(name, *args, env=None, **popen_kwargs):
+    """Start a console script in the background; returns the Popen.
+
+    ``name`` may also be the absolute path of a program (``sys.executable``); ``env``
+    adds variables to the environment and ``popen_kwargs`` go to ``subprocess.Popen``.
+    """
+    program = name if os.path.isabs(name) else command(name)
+    return subprocess.Popen([program, *map(str, args)], env=environment(env), **popen_kwargs)
+
+
+def write_config(path, training_dir, groups=(), settings=TINY_SETTINGS):
+    """Write the config ``path``: ``settings`` with filename lists from BraTS folders; returns ``path``.
+
+    As a user would, through ``write_brats_config`` and a template (kept nowhere);
+    ``groups`` are ``(name, folder)`` pairs of unlabelled cases. Makes ``path``'s folder.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        template = Path(folder) / "template.json"
+        template.write_text(json.dumps(settings))
+        write_brats_config(template, path, training_dir, groups)
+    return path
+
+
+def edit_config(path, change):
+    """Apply ``change(config)`` to the JSON config at ``path`` in place."""
+    config = json.loads(Path(path).read_text())
+    change(config)
+    Path(path).write_text(json.dumps(config))
+
+
+def read_log(path):
+    """The rows of a CSV that unet3d wrote (a training log, an evaluation) as dicts of strings."""
+    with open(path) as stream:
+        return list(csv.DictReader(stream))
+
+
+def figures(rows):
+    """Training log rows without their timing columns: what two runs must agree on."""
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+def assert_same_weights(a, b):
+    """The weight files ``a`` and ``b`` hold the same tensors, bit for bit."""
+    import torch
+
+    first, second = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def assert_one_line_error(result, *fragments, prog="unet3d-train"):
+    """A console script stopped with status 2 and one ``<prog>: error:`` line holding every fragment."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{prog}: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def assert_on_input_grid(prediction, reference):
+    """The label map at ``prediction`` lies on the grid of the scan at ``reference`` and holds BraTS labels only."""
+    predicted, source = nibabel.load(prediction), nibabel.load(reference)
+    assert predicted.shape == source.shape
+    np.testing.assert_allclose(predicted.affine, source.affine, atol=1e-5)
+    assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2, 4}
