@@ -75,7 +75,7 @@ def test_evaluate_brats_regions_from_a_label_folder(tmp_path):
     write_label_map(labels / "case2.nii.gz", brats_label_map())  # flat layout
     write_label_map(labels / "case3.nii.gz", brats_label_map())  # not predicted: skipped
     result = run("unet3d-evaluate", "--prediction_dir", predictions, "--label_dir", labels,
-                 "--output_filename", tmp_path / "scores.csv")
+                 "--labels", "2", "1", "4", "--label_mode", "regions", "--output_filename", tmp_path / "scores.csv")
     rows = {(r["case"], r["region"]): r for r in read_log(tmp_path / "scores.csv")}
     assert sorted(rows) == [(c, r) for c in ("case1", "case2") for r in ("ET", "TC", "WT")]
     assert all(float(rows["case1", region]["dice"]) == 1.0 for region in ("WT", "TC", "ET"))
@@ -105,3 +105,24 @@ def test_evaluate_a_config_group_and_refuse_mismatched_grids(tiny_config, brats_
         evaluate_folder(predictions, references, scheme)
     with pytest.raises(UserError, match="either --config_filename and --group, or --label_dir"):
         evaluation_inputs(experiment)
+
+
+def test_evaluate_never_guesses_the_labels_and_skips_predictions_without_a_reference(tmp_path):
+    predictions, labels = tmp_path / "predictions", tmp_path / "labels"
+    brats_2023 = np.where(brats_label_map() == 4, 3, brats_label_map())  # enhancing tumour is 3 in BraTS 2023
+    write_label_map(predictions / "BraTS-GLI-00001-000.nii.gz", brats_2023)
+    write_label_map(predictions / "stray.nii.gz", brats_2023)  # no reference: listed, not evaluated
+    write_label_map(labels / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-seg.nii.gz", brats_2023)
+    result = run("unet3d-evaluate", "--prediction_dir", predictions, "--label_dir", labels, "--no_hausdorff")
+    rows = read_log(predictions / "evaluation.csv")
+    assert [row["region"] for row in rows] == ["label1", "label2", "label3"]  # the values in the references
+    assert "label values 1, 2, 3 read from the reference label maps" in result.stderr
+    assert "1 prediction(s) have no reference label and are not evaluated: stray" in result.stderr
+    run("unet3d-evaluate", "--prediction_dir", predictions, "--label_dir", labels, "--no_hausdorff",
+        "--labels", "2", "1", "3", "--hierarchy", "--label_names", "whole", "core", "enhancing")
+    rows = read_log(predictions / "evaluation.csv")
+    assert [row["region"] for row in rows] == ["whole", "core", "enhancing"]
+    assert float(rows[1]["reference_volume_ml"]) == pytest.approx(27 * 0.002)  # core: necrosis 1 and enhancing 3
+    (predictions / "BraTS-GLI-00001-000.nii.gz").unlink()
+    result = run("unet3d-evaluate", "--prediction_dir", predictions, "--label_dir", labels, check=False)
+    assert result.returncode == 2 and "none of the 1 prediction(s) has a reference label: stray" in result.stderr

@@ -62,12 +62,23 @@ def test_no_module_is_over_400_lines():
     assert not long, long
 
 
+LABEL_KEYS = {"labels", "label_mode", "label_names", "setup_label_hierarchy"}
+
+
 def test_label_keys_are_read_in_config_only():
+    """No code outside config/ reads a label key from a mapping (``x["labels"]``, ``x.get("label_mode")``)."""
     readers = []
     for path in modules():
         if stage(path) == "config":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and node.value in ("labels", "setup_label_hierarchy"):
+            key = None
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+                key = node.slice.value
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and node.func.attr in ("get", "pop", "setdefault") and node.args
+                  and isinstance(node.args[0], ast.Constant)):
+                key = node.args[0].value
+            if key in LABEL_KEYS:
                 readers.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert not readers, readers

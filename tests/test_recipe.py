@@ -6,11 +6,13 @@ import sys
 import nibabel
 import numpy as np
 import pytest
+import torch
 
 from helpers import REPO
 from unet3d.config.experiment import load_experiment
 from unet3d.data.synthetic import synthetic_case, write_synthetic_brats
 from unet3d.runs.workflow import build_components
+from unet3d.train.schedulers import build_scheduler
 
 EXAMPLES = REPO / "examples" / "brats2020"
 RECIPES = ["cpu_recipe_config.json", "brats2020_recipe_config.json"]
@@ -26,9 +28,10 @@ def test_recommended_configs_build_and_their_schedule_spans_the_training(name):
     assert config["model"]["deep_supervision"] and config["dataset"]["normalization_kwargs"]["nonzero"]
     # The warm-up plus the polynomial decay last exactly as many optimizer steps as training does.
     steps = training["n_epochs"] * training["samples_per_epoch"] // training["batch_size"]
-    warmup, decay = scheduler["schedulers"]
-    assert scheduler["step_per_batch"] and scheduler["milestones"] == [warmup["total_iters"]]
-    assert warmup["total_iters"] + decay["total_iters"] == steps
+    assert scheduler["step_per_batch"] and [s["total_iters"] for s in scheduler["schedulers"]] == ["auto", "auto"]
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    warmup, decay = build_scheduler(experiment.scheduler, optimizer, length=steps)._schedulers
+    assert scheduler["milestones"] == [warmup.total_iters] and warmup.total_iters + decay.total_iters == steps
 
 
 def test_make_synthetic_data_spacing_covers_the_brats_field_of_view(tmp_path):

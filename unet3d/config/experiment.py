@@ -70,9 +70,13 @@ def make_case(entry):
 
 
 def unique_cases(case_list, where):
-    """``case_list`` as a tuple, or a UserError naming ``where`` when two cases share an id (outputs are named by id)."""
+    """``case_list`` as a tuple, or a UserError naming ``where`` when an id cannot name an output file
+    (``<id>.nii.gz`` in an output folder) or two cases share one."""
     seen = {}
     for case in case_list:
+        if any(separator in case.id for separator in ("/", "\\", "\0")) or case.id.startswith("."):
+            raise UserError(f"{where}: case id {case.id!r} cannot name an output file; ids may not hold path "
+                            "separators or start with '.'")
         if case.id in seen:
             raise UserError(f"{where}: two cases are both named '{case.id}' (from {seen[case.id]} and "
                             f"{case.images[0]}); give each an 'id'")
@@ -145,6 +149,14 @@ class Experiment:
         return config
 
     @property
+    def one_hot_classes(self):
+        """For classes whose loss takes one-hot targets (no ``to_onehot_y``): how many channels to expand the
+        class indices to; None otherwise."""
+        if self.labels.mode == "classes" and not self.loss.options.get("to_onehot_y"):
+            return self.labels.n_channels
+        return None
+
+    @property
     def in_channels(self):
         """The input channels the model takes (``model.in_channels``), or None when its class names them otherwise."""
         return self.model.options.get("in_channels")
@@ -160,11 +172,35 @@ class Experiment:
                 for key, value in parts.items()}
 
 
+def check_fit_to_labels(model, loss, prediction, labels):
+    """Raise when the network's outputs, the loss or the activation do not fit the label mode, naming the keys."""
+    if not labels.values:
+        return
+    mode, expected = labels.mode, labels.n_channels
+    out_channels = model.options.get("out_channels")
+    if isinstance(out_channels, int) and out_channels != expected:
+        why = ("background + one per label" if mode == "classes" else f"one per {'region' if mode == 'regions' else 'label'}")
+        hint = "; the background channel is missing" if mode == "classes" and out_channels == expected - 1 else ""
+        raise UserError(f"config key 'model.out_channels' is {out_channels} but label_mode \"{mode}\" with "
+                        f"{len(labels.values)} labels needs {expected} ({why}){hint}")
+    wrong = ("sigmoid",) if mode == "classes" else ("softmax", "to_onehot_y")
+    for option in wrong:
+        if loss.options.get(option):
+            needs = ("a softmax (\"softmax\": true, \"to_onehot_y\": true for MONAI's losses)" if mode == "classes"
+                     else "a sigmoid per channel (\"sigmoid\": true)")
+            raise UserError(f"config key 'loss.{option}' is true but label_mode \"{mode}\" takes {needs}")
+    if prediction.activation and (prediction.activation == "sigmoid") == (mode == "classes"):
+        raise UserError(f"config key 'prediction.activation' is \"{prediction.activation}\" but label_mode "
+                        f"\"{mode}\" decodes {labels.activation} probabilities")
+
+
 def experiment_from_dict(config, filename=None, allow_unknown_keys=False):
     """The ``Experiment`` of a config object; relative data paths resolve against the folder of ``filename``
     (the working folder without one). Errors name ``filename`` when given."""
     try:
         checked, sections = parse_config(config, allow_unknown_keys)
+        labels = label_scheme(sections["dataset"].labels)
+        check_fit_to_labels(sections["model"], sections["loss"], sections["prediction"], labels)
     except UserError as error:
         raise UserError(f"{filename or 'config'}: {error}") from None
     checked = resolve_paths(checked, Path(filename).resolve().parent if filename else Path.cwd())
@@ -173,8 +209,8 @@ def experiment_from_dict(config, filename=None, allow_unknown_keys=False):
         if key.endswith(FILENAMES_SUFFIX):
             group = key[: -len(FILENAMES_SUFFIX)]
             groups[group] = unique_cases([make_case(entry) for entry in checked[key]], f"config key '{key}'")
-    return Experiment(source=checked, filename=Path(filename) if filename else None,
-                      labels=label_scheme(sections["dataset"].labels), groups=groups, **sections)
+    return Experiment(source=checked, filename=Path(filename) if filename else None, labels=labels, groups=groups,
+                      **sections)
 
 
 def load_experiment(path, allow_unknown_keys=False):

@@ -1,9 +1,16 @@
 """The label scheme: what the label values are, what the output channels mean, and the way between them.
 
-With ``setup_label_hierarchy`` (BraTS: ``labels = [2, 1, 4]``) channel ``i`` is the union
-of ``labels[i:]``: whole tumour {1, 2, 4}, tumour core {1, 4}, enhancing tumour {4}.
-Without it, channel ``i`` is ``label == labels[i]``. Training targets, validation Dice,
-prediction decoding, evaluation and summaries all ask this one object.
+Three modes (``dataset.label_mode``):
+
+- ``regions``: nested regions, outermost first, one sigmoid channel each. BraTS
+  (``labels = [2, 1, 4]``): channel ``i`` is the union of ``labels[i:]``, so whole tumour
+  {1, 2, 4}, tumour core {1, 4}, enhancing tumour {4}.
+- ``labels``: one sigmoid channel per label, ``label == labels[i]``.
+- ``classes``: mutually exclusive classes, a softmax over background and the labels;
+  training targets are class indices (0 background, ``i`` for ``labels[i - 1]``).
+
+Training targets, validation Dice, prediction decoding, evaluation and summaries all ask
+this one object.
 """
 
 import dataclasses
@@ -14,7 +21,9 @@ import torch
 from unet3d.errors import UserError
 
 BRATS_LABELS = (2, 1, 4)
+BRATS_2023_LABELS = (2, 1, 3)  # edema 2, necrosis 1, enhancing tumour 3
 BRATS_REGIONS = ("WT", "TC", "ET")
+MODES = ("regions", "labels", "classes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,35 +31,44 @@ class LabelScheme:
     """Label values and how they map to output channels and back.
 
     Args:
-        values: the label values, outermost first for a hierarchy (empty: none configured).
-        hierarchy: nested regions (BraTS) instead of one channel per label.
+        values: the label values, outermost first for regions (empty: none configured).
+        mode: "regions", "labels" or "classes" (see the module's docstring).
+        label_names: a name per value (None: WT/TC/ET for BraTS regions, else ``label<value>``).
     """
 
     values: tuple = ()
-    hierarchy: bool = False
+    mode: str = "labels"
+    label_names: tuple = None
 
     @classmethod
     def brats(cls):
         """The BraTS 2020 regions: WT {1, 2, 4}, TC {1, 4}, ET {4}."""
-        return cls(BRATS_LABELS, True)
+        return cls(BRATS_LABELS, "regions")
+
+    @property
+    def hierarchy(self):
+        """Whether the channels are nested regions."""
+        return self.mode == "regions"
 
     @property
     def names(self):
-        """Names of the output channels: WT/TC/ET for the BraTS hierarchy, else ``label<value>``/``region<value>``."""
-        if self.hierarchy and self.values == BRATS_LABELS:
+        """A name per label, region or class (background aside), for CSV columns, plots and evaluation."""
+        if self.label_names:
+            return list(self.label_names)
+        if self.hierarchy and self.values in (BRATS_LABELS, BRATS_2023_LABELS):
             return list(BRATS_REGIONS)
         prefix = "region" if self.hierarchy else "label"
         return [f"{prefix}{value}" for value in self.values]
 
     @property
     def n_channels(self):
-        """Output channels of a network trained on this scheme."""
-        return len(self.values)
+        """Output channels of a network trained on this scheme: one per label, plus background for classes."""
+        return len(self.values) + (self.mode == "classes")
 
     @property
     def activation(self):
-        """How logits become probabilities: each channel is a sigmoid of its own."""
-        return "sigmoid"
+        """How logits become probabilities: a softmax over classes, else a sigmoid per channel."""
+        return "softmax" if self.mode == "classes" else "sigmoid"
 
     def require(self, why):
         """Raise a UserError when no labels are configured; ``why`` says what needs them."""
@@ -59,7 +77,7 @@ class LabelScheme:
         return self
 
     def masks(self, label):
-        """One boolean mask per channel, stacked first, from an integer ``label`` array (NumPy or torch)."""
+        """One boolean mask per label or region, stacked first, from an integer ``label`` array (NumPy or torch)."""
         module = torch if isinstance(label, torch.Tensor) else np
         masks = []
         for index in range(len(self.values)):
@@ -70,17 +88,48 @@ class LabelScheme:
             masks.append(mask)
         return module.stack(masks)
 
+    def targets(self, label):
+        """Training targets from a label map (torch, any shape): the region or label masks as floats, or for
+        classes one channel of class indices."""
+        if self.mode != "classes":
+            return self.masks(label).float()
+        indices = torch.zeros_like(label, dtype=torch.float32)
+        for index, value in enumerate(self.values, start=1):
+            indices[label == value] = index
+        return indices[None]
+
+    def target_masks(self, targets):
+        """The label or region masks (B, labels, ...) of a batch of ``targets`` (B, target channels, ...)."""
+        if self.mode != "classes":
+            return targets.bool()
+        if targets.shape[1] == 1:  # class indices
+            return torch.stack([targets[:, 0] == index for index in range(1, len(self.values) + 1)], dim=1)
+        return targets[:, 1:].bool()  # one-hot, background first
+
+    def paint(self, masks):
+        """Label or region masks (labels, ...) -> integer label map: regions painted outer to inner."""
+        masks = torch.as_tensor(masks).bool()
+        dtype = torch.uint8 if max(self.values) < 256 else torch.int32
+        label_map = torch.zeros(masks.shape[1:], dtype=dtype, device=masks.device)
+        inside = torch.ones_like(label_map, dtype=torch.bool)
+        for mask, value in zip(masks, self.values):
+            inside = inside & mask if self.hierarchy else mask
+            label_map[inside] = value
+        return label_map
+
     def decode(self, probabilities, threshold=0.5):
         """Per-channel probabilities (C, ...) -> integer label map (...), on the tensor's device.
 
-        Hierarchical channels are painted outer to inner, each only inside the ones before
-        it (BraTS: edema 2 in the whole tumour, core 1 inside it, enhancing 4 inside the
-        core): regions are nested by definition, so an inner channel firing outside its
-        outer one is dropped rather than allowed to spill a label over the scan. Plain
-        channels take the most probable label where it passes ``threshold``.
+        Regions are painted outer to inner, each only inside the ones before it (BraTS:
+        edema 2 in the whole tumour, core 1 inside it, enhancing 4 inside the core): regions
+        are nested by definition, so an inner channel firing outside its outer one is dropped
+        rather than allowed to spill a label over the scan. Labels take the most probable
+        channel where it passes ``threshold``; classes the most probable class, background
+        included.
         """
         probabilities = torch.as_tensor(probabilities)
         dtype = torch.uint8 if max(self.values) < 256 else torch.int32
+        values = torch.as_tensor(self.values, dtype=dtype, device=probabilities.device)
         label_map = torch.zeros(probabilities.shape[1:], dtype=dtype, device=probabilities.device)
         if self.hierarchy:
             inside = torch.ones(label_map.shape, dtype=torch.bool, device=probabilities.device)
@@ -88,8 +137,12 @@ class LabelScheme:
                 inside &= probabilities[index] > threshold
                 label_map[inside] = value
             return label_map
+        if self.mode == "classes":
+            index = probabilities.argmax(dim=0)
+            foreground = index > 0
+            label_map[foreground] = values[index[foreground] - 1]
+            return label_map
         best, index = probabilities.max(dim=0)
-        values = torch.as_tensor(self.values, dtype=dtype, device=probabilities.device)
         confident = best > threshold
         label_map[confident] = values[index[confident]]
         return label_map
@@ -97,4 +150,5 @@ class LabelScheme:
 
 def label_scheme(settings):
     """The scheme of a config's ``dataset`` label keys (``LabelSettings``)."""
-    return LabelScheme(tuple(settings.labels or ()), settings.setup_label_hierarchy)
+    names = tuple(settings.label_names) if settings.label_names else None
+    return LabelScheme(tuple(settings.labels or ()), settings.mode, names)

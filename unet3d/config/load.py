@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import re
 from pathlib import Path
 
 from unet3d.atomic import write_text
@@ -52,7 +53,26 @@ def expand_decathlon_datalist(config, base_dir):
         except (OSError, KeyError, TypeError) as error:
             raise UserError(f"config key '{DECATHLON_KEY}': {datalist}: cannot read ({error})") from None
         config[group] = [{k: v for k, v in entry.items() if k in ("image", "label")} for entry in entries]
-    return config
+    return with_datalist_labels(config, datalist)
+
+
+def with_datalist_labels(config, datalist):
+    """``config`` whose ``dataset`` takes its ``labels`` and ``label_names`` from the datalist's ``labels``
+    (``{"0": "background", "1": "edema", ...}``) when it names neither."""
+    dataset = config.get("dataset")
+    if not isinstance(dataset, dict) or "labels" in dataset or "label_names" in dataset:
+        return config
+    try:
+        names = json.loads(Path(datalist).read_text()).get("labels")
+        values = sorted(int(value) for value in names if int(value) != 0)
+    except (AttributeError, TypeError, ValueError):
+        return config  # no usable label table: the config must give its labels
+    if not values:
+        return config
+    label_names = [re.sub(r"[^A-Za-z0-9_-]+", "_", str(names[str(value)])).strip("_") or f"label{value}"
+                   for value in values]
+    unique = label_names if len(set(label_names)) == len(label_names) else None
+    return {**config, "dataset": {**dataset, "labels": values, **({"label_names": unique} if unique else {})}}
 
 
 def resolve_paths(config, base_dir):

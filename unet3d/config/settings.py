@@ -85,6 +85,8 @@ class TrainingSettings(Settings):
     n_epochs: int = setting(["integer"], 1, "epochs to train; raising it continues a finished run", minimum=1)
     batch_size: int = setting(["integer"], 1, "training batch size", minimum=1)
     validation_batch_size: int = setting(["integer"], 1, "validation batch size", minimum=1)
+    validation_interval: int = setting(["integer"], 1, "validate every k epochs, and after the last; the best model "
+                                                       "and early stopping count validated epochs", minimum=1)
     samples_per_epoch: int = setting(["integer"], None, "training samples per epoch, by repeating the shuffled cases "
                                                         "(default: all cases)", minimum=1)
     amp: object = setting(["boolean", "string"], False, "false; true or \"fp16\": float16 autocast on CUDA; "
@@ -131,6 +133,9 @@ class PredictionSettings(Settings):
     activation: str = setting(["string"], None, "\"sigmoid\", \"softmax\" or \"none\" (default: \"sigmoid\", one "
                                                 "channel per label or region)", choices=("sigmoid", "softmax", "none"))
     threshold: float = setting(["number"], 0.5, "probability a voxel needs to be labelled", above=0, below=1)
+    mask_to_nonzero: bool = setting(["boolean"], False, "no foreground where every channel of the network's input "
+                                                        "is 0 (outside a skull-stripped brain; with a normalization "
+                                                        "that keeps zeros, e.g. `\"nonzero\": true`)")
     min_component_size: int = setting(["integer"], 0, "remove connected components under this many voxels from each "
                                                       "region of the written label maps (BraTS: a few voxels of "
                                                       "enhancing tumour in a case without any score ET Dice 0)",
@@ -174,8 +179,35 @@ class LabelSettings(Settings):
     """The keys of the `dataset` section that say what the labels are (see ``unet3d.config.labels``)."""
 
     labels: tuple = setting(["list", "null"], None, "the label values, e.g. [2, 1, 4]; needed to train", items="integer")
-    setup_label_hierarchy: bool = setting(["boolean"], False, "labels are nested regions, outermost first "
-                                                              "(BraTS WT, TC, ET)")
+    label_mode: str = setting(["string"], None, "\"regions\": nested regions, outermost first, one sigmoid channel each "
+                                                "(BraTS WT, TC, ET); \"labels\": one sigmoid channel per label; "
+                                                "\"classes\": mutually exclusive classes, softmax over background + "
+                                                "labels (default: \"regions\" with `setup_label_hierarchy`, else "
+                                                "\"labels\")", choices=("regions", "labels", "classes"))
+    label_names: tuple = setting(["list", "null"], None, "a name per label (region, class), in `labels`' order, for "
+                                                         "`val_dice_<name>` columns, plots and evaluation (default: "
+                                                         "WT/TC/ET for BraTS regions, else `label<value>`)",
+                                 items="string")
+    setup_label_hierarchy: bool = setting(["boolean"], False, "3DUnetCNN's spelling of `\"label_mode\": \"regions\"`")
+
+    def __post_init__(self):
+        if self.setup_label_hierarchy and self.label_mode not in (None, "regions"):
+            raise UserError(f"config key 'dataset.label_mode' is \"{self.label_mode}\" but "
+                            "'dataset.setup_label_hierarchy' asks for nested regions; keep one")
+        if self.label_names is None:
+            return
+        if self.labels is None or len(self.label_names) != len(self.labels):
+            raise UserError(f"config key 'dataset.label_names' must have one name per label of 'dataset.labels' "
+                            f"({len(self.labels or [])}), got {len(self.label_names)}")
+        if len(set(self.label_names)) != len(self.label_names) or not all(
+                name and name.replace("_", "").replace("-", "").isalnum() for name in self.label_names):
+            raise UserError(f"config key 'dataset.label_names' must be distinct names of letters, digits, '_' and "
+                            f"'-' (they become CSV columns), got {list(self.label_names)}")
+
+    @property
+    def mode(self):
+        """The label mode, with 3DUnetCNN's ``setup_label_hierarchy`` as ``regions``."""
+        return self.label_mode or ("regions" if self.setup_label_hierarchy else "labels")
 
 
 @dataclasses.dataclass(frozen=True)

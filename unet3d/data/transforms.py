@@ -46,7 +46,7 @@ def preprocessing(settings, labels, with_label=True):
     if settings.spacing is not None:
         steps.append(Spacingd(keys, pixdim=settings.spacing, mode=modes))
     if with_label:
-        steps.append(LabelsToRegionsd("label", labels.require("they are needed to train").values, labels.hierarchy))
+        steps.append(LabelsToRegionsd("label", labels.require("they are needed to train").values, mode=labels.mode))
     if settings.crop_foreground:
         steps.append(CropForegroundd(keys, source_key="image", allow_smaller=True))
     steps.extend(normalizations(settings.normalization, settings.normalization_kwargs))

@@ -17,6 +17,7 @@ from unet3d.config.experiment import NIFTI_SUFFIX
 from unet3d.config.labels import LabelScheme
 from unet3d.data.brats import label_file
 from unet3d.data.checks import AFFINE_TOLERANCE_MM
+from unet3d.data.files import listing
 from unet3d.errors import UserError
 from unet3d.evaluate.metrics import METRICS, region_metrics
 
@@ -80,16 +81,19 @@ def evaluate_case(prediction_file, reference_file, scheme, hausdorff=True):
 
 def evaluate_files(prediction_files, reference_files, scheme, hausdorff=True):
     """Per case and region metrics as a DataFrame (columns ``case``, ``region``, ``METRICS``)."""
-    unmatched = sorted(set(prediction_files) - set(reference_files))
-    if unmatched:
-        raise UserError(f"{len(unmatched)} prediction(s) have no reference label: {', '.join(unmatched[:5])}")
     if not prediction_files:
         raise UserError("no predictions (<case id>.nii.gz) to evaluate")
+    unmatched = sorted(set(prediction_files) - set(reference_files))
+    if len(unmatched) == len(prediction_files):
+        raise UserError(f"none of the {len(unmatched)} prediction(s) has a reference label: {listing(unmatched)}")
+    if unmatched:
+        log.warning("%d prediction(s) have no reference label and are not evaluated: %s", len(unmatched),
+                    listing(unmatched))
     missing = len(set(reference_files) - set(prediction_files))
     if missing:
         log.info("%d reference case(s) have no prediction and are not evaluated", missing)
     rows = []
-    for case_id in sorted(prediction_files):
+    for case_id in sorted(set(prediction_files) & set(reference_files)):
         for row in evaluate_case(prediction_files[case_id], reference_files[case_id], scheme, hausdorff):
             rows.append({"case": case_id, **row})
     return pandas.DataFrame(rows, columns=["case", "region", *METRICS])
@@ -136,18 +140,29 @@ def evaluate_folder(prediction_dir, references, scheme, output_filename=None, ha
     return per_case, summary
 
 
-def evaluation_inputs(experiment=None, group=None, label_dir=None, labels=None, hierarchy=False):
-    """``(references, scheme)`` for ``evaluate_folder``: references from a config group or a label folder;
-    the label scheme from ``labels`` and ``hierarchy``, else the config's, else the BraTS hierarchy 2, 1, 4."""
+def evaluation_inputs(experiment=None, group=None, label_dir=None, labels=None, label_mode=None, label_names=None):
+    """``(references, scheme)`` for ``evaluate_folder``: references from a config group or a label folder.
+
+    The label scheme is never guessed: ``labels`` (with ``label_mode``, default "labels",
+    and ``label_names``) when given, else the config's, else every value present in the
+    references, each its own label (and a log line says so).
+    """
     if (group is None) == (label_dir is None):
         raise UserError("give the references with either --config_filename and --group, or --label_dir")
     if group is not None and experiment is None:
         raise UserError("--group needs --config_filename")
-    if labels:
-        scheme = LabelScheme(tuple(labels), hierarchy)
-    elif experiment is not None and experiment.labels.values:
-        scheme = experiment.labels
-    else:
-        scheme = LabelScheme.brats()
     references = group_label_files(experiment, group) if group is not None else label_files(label_dir)
-    return references, scheme
+    if labels:
+        if label_names and len(label_names) != len(labels):
+            raise UserError(f"--label_names: {len(label_names)} names for {len(labels)} --labels")
+        return references, LabelScheme(tuple(labels), label_mode or "labels", tuple(label_names or ()) or None)
+    if label_mode or label_names:
+        raise UserError("--label_mode and --label_names go with --labels")
+    if experiment is not None and experiment.labels.values:
+        return references, experiment.labels
+    values = sorted(set().union(*(np.unique(read_label_map(path)[0]).tolist() for path in references.values())) - {0})
+    if not values:
+        raise UserError("the reference label maps hold no label but 0; give the label values with --labels")
+    log.info("label values %s read from the reference label maps, each scored on its own; give --labels "
+             "(and --label_mode regions for nested regions such as BraTS's) to choose", ", ".join(map(str, values)))
+    return references, LabelScheme(tuple(values), "labels")

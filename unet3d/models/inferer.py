@@ -36,22 +36,24 @@ class Inferer:
         activation: "sigmoid", "softmax" or "none" (None: the label scheme's).
         threshold: the probability a voxel needs to be labelled.
         tta: also average over the 8 mirrorings of the spatial axes.
+        mask_to_nonzero: no foreground where every input channel is 0 (outside a skull-stripped brain).
         autocast: a callable giving the context forward passes run in (mixed precision).
     """
 
     def __init__(self, labels, window=None, overlap=0.5, sw_batch_size=4, activation=None, threshold=0.5, tta=False,
-                 autocast=nullcontext):
+                 mask_to_nonzero=False, autocast=nullcontext):
         self.labels = labels
         self.window, self.overlap, self.sw_batch_size = window, overlap, sw_batch_size
         self.activation = activation or labels.activation
-        self.threshold, self.tta, self.autocast = threshold, tta, autocast
+        self.threshold, self.tta, self.mask_to_nonzero, self.autocast = threshold, tta, mask_to_nonzero, autocast
 
     @classmethod
     def from_experiment(cls, experiment, prediction=None, **options):
         """The inferer of an ``Experiment``'s prediction settings (or ``prediction``, the command line's copy)."""
         prediction = prediction or experiment.prediction
         return cls(experiment.labels, prediction.window or experiment.window, prediction.overlap,
-                   prediction.sw_batch_size, prediction.activation, prediction.threshold, **options)
+                   prediction.sw_batch_size, prediction.activation, prediction.threshold,
+                   mask_to_nonzero=prediction.mask_to_nonzero, **options)
 
     def logits(self, model, image):
         """Blended float32 logits (B, C, ...) of one model for ``image`` (B, channels, ...)."""
@@ -60,9 +62,16 @@ class Inferer:
         with self.autocast():
             return inferer(image, model).float()
 
-    def to_probabilities(self, logits):
-        """Logits -> probabilities by the activation."""
-        return ACTIVATIONS[self.activation](logits)
+    def to_probabilities(self, logits, image):
+        """Logits (B, C, ...) of ``image`` -> probabilities, by the activation and, with ``mask_to_nonzero``,
+        without foreground where the image is 0 in every channel."""
+        probabilities = ACTIVATIONS[self.activation](logits)
+        if not self.mask_to_nonzero:
+            return probabilities
+        signal = (image != 0).any(dim=1, keepdim=True)
+        if self.activation == "softmax":  # the background channel takes what the others lose
+            return torch.cat([torch.where(signal, probabilities[:, :1], 1.0), probabilities[:, 1:] * signal], dim=1)
+        return probabilities * signal
 
     def probabilities(self, models, image):
         """Probabilities (B, C, ...) for ``image``, averaged over ``models`` and, with ``tta``, over mirrorings.
@@ -74,7 +83,8 @@ class Inferer:
         total = None
         with torch.no_grad():
             for model, axes in itertools.product(models, flips):
-                probabilities = self.to_probabilities(self.logits(model, image.flip(axes) if axes else image))
+                flipped = image.flip(axes) if axes else image
+                probabilities = self.to_probabilities(self.logits(model, flipped), flipped)
                 probabilities = probabilities.flip(axes) if axes else probabilities
                 total = probabilities if total is None else total + probabilities
         return total / (len(models) * len(flips))

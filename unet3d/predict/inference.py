@@ -28,17 +28,21 @@ def predict_on_input_grid(inferer, models, item, invert, device):
     if not item["image"].applied_operations:  # nothing to undo (Invertd would warn)
         probabilities.affine = item["image"].affine
         return probabilities
-    return invert({**item, "pred": probabilities})["pred"]
+    inverted = invert({**item, "pred": probabilities})["pred"]
+    if inferer.activation == "softmax":
+        # Voxels outside a crop come back as 0 in every channel: they are background.
+        inverted[0] = (1 - inverted[1:].sum(dim=0)).clamp(0, 1)
+    return inverted
 
 
-def predict(experiment, model_patterns, output_dir, device, group=None, images=None, input_dir=None,
+def predict(experiment, model_patterns, output_dir, device, group=None, images=None, input_dir=None, ids=None,
             save_probabilities=False, **options):
     """Predict a config group, image lists or a BraTS folder with one model or an ensemble; returns the paths.
 
     The other ``options`` are those of ``predict_cases``.
     """
     check_before_loading(experiment, save_probabilities)
-    case_list = select_cases(experiment, group, images, input_dir)
+    case_list = select_cases(experiment, group, images, input_dir, ids)
     models = [trained_model(experiment.model, filename, device) for filename in model_filenames(model_patterns)]
     log.info("predicting %d case(s) with %d model(s)", len(case_list), len(models))
     return predict_cases(experiment, models, case_list, output_dir, device, save_probabilities=save_probabilities,

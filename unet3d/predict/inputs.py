@@ -27,16 +27,23 @@ def model_filenames(patterns):
     return result
 
 
-def select_cases(experiment, group=None, images=None, input_dir=None):
-    """The cases to predict: a config group, image lists (one list per case) or a BraTS folder; checked."""
+def select_cases(experiment, group=None, images=None, input_dir=None, ids=None):
+    """The cases to predict: a config group, image lists (one list per case, named by ``ids`` when given)
+    or a BraTS folder; checked."""
     if sum(source is not None for source in (group, images, input_dir)) != 1:
         raise UserError("give exactly one of --group, --images or --input_dir")
+    if ids is not None and (images is None or len(ids) != len(images)):
+        raise UserError(f"--ids names the cases of --images, one id per --images: got {len(ids)} id(s) for "
+                        f"{len(images or [])} case(s)")
     if group is not None:
         case_list = experiment.cases(group)
         preflight(case_list, experiment.labels.values)
     else:
         # brats_cases names each case after its folder where the file names alone cannot (BraTS 2023).
-        found = [{"image": paths} for paths in images] if images is not None else brats_cases(input_dir, with_label=False)
+        if images is not None:
+            found = [{"image": paths, **({"id": ids[index]} if ids else {})} for index, paths in enumerate(images)]
+        else:
+            found = brats_cases(input_dir, with_label=False)
         entries = [{**entry, "image": [str(Path(p).resolve()) for p in entry["image"]]} for entry in found]
         case_list = list(unique_cases([make_case(entry) for entry in entries],
                                       "the cases to predict (outputs are named by case id)"))

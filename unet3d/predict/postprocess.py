@@ -31,8 +31,4 @@ def clean_label_map(label_map, scheme, min_component_size=0, keep_largest=False)
     if keep_largest:
         channels = list(range(scheme.n_channels))
         masks = KeepLargestConnectedComponent(applied_labels=channels, is_onehot=True, independent=True)(masks)
-    masks = torch.as_tensor(masks).bool()
-    if scheme.hierarchy:
-        for index in range(1, len(masks)):
-            masks[index] &= masks[index - 1]
-    return scheme.decode(masks.float())
+    return scheme.paint(masks)

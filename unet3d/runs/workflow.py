@@ -23,7 +23,7 @@ from unet3d.runs.slurm import write_slurm_script
 from unet3d.runs.summary import format_summary, summarize_folds
 from unet3d.train import distributed
 from unet3d.train.loop import fit
-from unet3d.train.schedulers import build_scheduler
+from unet3d.train.schedulers import build_scheduler, schedule_length
 
 log = logging.getLogger("unet3d")
 
@@ -49,7 +49,10 @@ def build_components(experiment):
     """Build every component the config names once, so that its mistakes surface before any file is read."""
     model = experiment.model.build()
     optimizer = experiment.optimizer.build(model.parameters())
-    build_scheduler(experiment.scheduler, optimizer, experiment.training.monitor_mode)
+    training = experiment.training
+    batches = -(-(training.samples_per_epoch or len(experiment.groups["training"])) // training.batch_size)
+    length = schedule_length(experiment.scheduler, training.n_epochs, batches)
+    build_scheduler(experiment.scheduler, optimizer, training.monitor_mode, length)
     experiment.loss.build()
     for split in ("training", "validation"):  # each split's transforms, augmentation included
         build_dataset(experiment.dataset, experiment.labels, [], split)

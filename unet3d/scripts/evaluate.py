@@ -11,8 +11,12 @@ def build_parser():
     parser.add_argument("--group", help="the config's <group>_filenames whose 'label' files are the references")
     parser.add_argument("--label_dir", help="reference labels: <case id>.nii.gz files or BraTS <id>/<id>_seg.nii.gz")
     parser.add_argument("--labels", type=int, nargs="+",
-                        help="label values (default: the config's dataset.labels, else BraTS 2 1 4 with --hierarchy)")
-    parser.add_argument("--hierarchy", action="store_true", help="with --labels: nested regions, outermost first")
+                        help="label values (default: the config's dataset.labels, else every value in the references)")
+    parser.add_argument("--label_mode", choices=("regions", "labels", "classes"),
+                        help="with --labels: regions (nested, outermost first, e.g. BraTS 2 1 4), labels or classes "
+                             "(each value on its own; the default)")
+    parser.add_argument("--hierarchy", action="store_true", help="the same as --label_mode regions")
+    parser.add_argument("--label_names", nargs="+", help="with --labels: a name per label, in the same order")
     parser.add_argument("--output_filename", help="per-case CSV (default <prediction_dir>/evaluation.csv); "
                                                   "the summary goes beside it as <name>_summary.csv")
     parser.add_argument("--no_hausdorff", action="store_true", help="skip the 95%% Hausdorff distance (the slow part)")
@@ -26,10 +30,15 @@ def main(argv=None):
 
 def _evaluate(args):
     from unet3d.config.experiment import load_experiment
+    from unet3d.errors import UserError
     from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs, summary_table
 
     experiment = load_experiment(args.config_filename) if args.config_filename else None
-    references, scheme = evaluation_inputs(experiment, args.group, args.label_dir, args.labels, args.hierarchy)
+    if args.hierarchy and args.label_mode not in (None, "regions"):
+        raise UserError(f"--hierarchy and --label_mode {args.label_mode} contradict each other; keep one")
+    label_mode = "regions" if args.hierarchy else args.label_mode
+    references, scheme = evaluation_inputs(experiment, args.group, args.label_dir, args.labels, label_mode,
+                                           args.label_names)
     _, summary = evaluate_folder(args.prediction_dir, references, scheme, args.output_filename,
                                  hausdorff=not args.no_hausdorff)
     print(summary_table(summary))

@@ -14,6 +14,9 @@ def build_parser():
     source.add_argument("--group", help="predict the config's <group>_filenames, e.g. test")
     source.add_argument("--images", nargs="+", action="append", metavar="IMAGE",
                         help="one case's images, one per modality in training order; repeat for more cases")
+    parser.add_argument("--ids", nargs="+", metavar="ID",
+                        help="with --images: the output name of each case, in order (e.g. the config's ids, so that "
+                             "the predictions can be evaluated against a config group); default: the files' common prefix")
     source.add_argument("--input_dir", help="a folder of BraTS cases: <id>/<id>_{flair,t1,t1ce,t2}.nii.gz")
     parser.add_argument("--output_directory", required=True, help="folder for one <case id>.nii.gz per case")
     parser.add_argument("--activation", help="sigmoid, softmax or none (default: config 'prediction.activation', "
@@ -55,7 +58,7 @@ def _predict(args):
         activation=args.activation, threshold=args.threshold, min_component_size=args.min_component_size,
         overlap=args.overlap, sw_batch_size=args.sw_batch_size)
     predict(experiment, args.model_filename, args.output_directory, choose_device(args.device),
-            group=args.group, images=args.images, input_dir=args.input_dir, prediction=prediction,
+            group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids, prediction=prediction,
             save_probabilities=args.save_probabilities, keep_largest=args.keep_largest, tta=args.tta,
             amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads)
 

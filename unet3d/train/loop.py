@@ -24,7 +24,7 @@ from unet3d.train.precision import Precision
 from unet3d.train.progress import BatchProgress, plot_progress
 from unet3d.train.random_state import RandomStates, seed_epoch, seed_everything
 from unet3d.train.sampling import EpochSamples
-from unet3d.train.schedulers import build_scheduler, step_scheduler
+from unet3d.train.schedulers import ScheduleState, build_scheduler, schedule_length, step_scheduler
 from unet3d.train.signals import raise_if_stopped, stop_on_signals
 
 __all__ = ["fit", "train_one_epoch", "validate"]
@@ -51,10 +51,8 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
     shard = (context.rank, context.world_size) if context.enabled else None
     seed_everything(settings.seed, settings.deterministic)
     model = experiment.model.build().to(device)
-    loss_function = DeepSupervisedLoss(experiment.loss.build())
+    loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
     optimizer = experiment.optimizer.build(model.parameters())
-    scheduler = build_scheduler(experiment.scheduler, optimizer, monitor.mode)
-    step_per_batch = experiment.scheduler is not None and experiment.scheduler.step_per_batch
     precision = Precision(settings.amp, device)
     inferer = Inferer.from_experiment(experiment, autocast=precision.autocast)
     if settings.samples_per_epoch:
@@ -62,10 +60,13 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
     train_loader = make_loader(training_data, settings.batch_size, True, num_workers, settings.seed, shard=shard)
     validation_loader = (make_loader(validation_data, settings.validation_batch_size, False, num_workers, shard=shard)
                          if validation_data else None)
+    length = schedule_length(experiment.scheduler, settings.n_epochs, len(train_loader))
+    scheduler = build_scheduler(experiment.scheduler, optimizer, monitor.mode, length)
+    step_per_batch = experiment.scheduler is not None and experiment.scheduler.step_per_batch
 
     # Everything a resumed run needs to continue exactly as an uninterrupted one would.
-    state = {"optimizer": optimizer, "scheduler": scheduler, "scaler": precision.scaler, "monitor": monitor,
-             "rng": RandomStates(train_loader.generator)}
+    state = {"optimizer": optimizer, "scheduler": ScheduleState(scheduler, experiment.scheduler) if scheduler else None,
+             "scaler": precision.scaler, "monitor": monitor, "rng": RandomStates(train_loader.generator)}
     checkpoint_path = work_dir / "checkpoint.pth"
     fingerprint = experiment.fingerprint()
     rows = []
@@ -93,10 +94,11 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
             row = {"epoch": epoch, **train_one_epoch(network, train_loader, loss_function, optimizer, precision, device,
                                                      settings.clip_grad_norm, scheduler if step_per_batch else None,
                                                      f"epoch {epoch}/{settings.n_epochs}", context), "lr": lr}
-            if validation_loader is not None:
+            if validation_loader is not None and (epoch % settings.validation_interval == 0
+                                                  or epoch == settings.n_epochs):
                 row.update(validate(network, validation_loader, loss_function, inferer, device, context))
             if scheduler is not None and not step_per_batch:
-                step_scheduler(scheduler, row[monitor.metric])
+                step_scheduler(scheduler, row, monitor.metric)
             compile_time = compile_seconds() - compile_start
             row["epoch_time"] = round(time.perf_counter() - start - compile_time, 3)
             if compile_time:
@@ -165,8 +167,10 @@ def validate(model, loader, loss_function, inferer, device, context=distributed.
             logits = inferer.logits(model, image)
             total += loss_function(logits, label).item() * len(image)
             count += len(image)
-            predicted = [inferer.labels.masks(inferer.decode(case)) for case in inferer.to_probabilities(logits)]
-            dice = compute_dice(torch.stack(predicted).float(), label, include_background=True, ignore_empty=False)
+            predicted = [inferer.labels.masks(inferer.decode(case)) for case in inferer.to_probabilities(logits, image)]
+            reference = inferer.labels.target_masks(label)
+            dice = compute_dice(torch.stack(predicted).float(), reference.float(), include_background=True,
+                                ignore_empty=False)
             dice_sums += dice.sum(dim=0).double().cpu()
     total, count, *dice_sums = distributed.sum_across(context, total, count, *dice_sums.tolist())
     scores = [value / max(count, 1) for value in dice_sums]

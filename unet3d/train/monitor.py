@@ -21,7 +21,10 @@ class MetricMonitor:
         self.epochs_without_improvement = 0
 
     def update(self, row):
-        """Record an epoch's row; returns whether it is the best so far."""
+        """Record an epoch's row; returns whether it is the best so far. An epoch without the metric (not
+        validated) is not counted."""
+        if self.metric not in row:
+            return False
         value = row[self.metric]
         improved = value < self.best_value if self.mode == "min" else value > self.best_value
         if improved:
