@@ -10,7 +10,8 @@ from unet3d.errors import Interrupted, UserError
 
 def parser(prog, description):
     """An ArgumentParser with the flags every command has."""
-    result = argparse.ArgumentParser(prog=prog, description=description)
+    # No abbreviations: a mistyped or unknown flag such as --set must not be taken for --setup_crossval_only.
+    result = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False)
     result.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     return result
 
