@@ -1,6 +1,8 @@
-"""The brain tissue example: its synthetic subjects, made from nilearn's MNI template."""
+"""The brain tissue example: its synthetic subjects, made from nilearn's MNI template, and its config."""
 
 import filecmp
+import importlib.util
+import json
 import subprocess
 import sys
 
@@ -73,3 +75,27 @@ def test_without_nilearn_it_stops_with_one_line(tmp_path):
     assert_one_line_error(result, 'pip install "unet3d[examples]"', prog="make_data.py")
     assert not any(tmp_path.iterdir())
 
+
+def test_config_lists_what_make_data_writes_by_default_and_its_schedule_spans_training(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_data", MAKE_DATA)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    defaults = module.arguments(["--output_dir", str(tmp_path)])
+    config = json.loads((EXAMPLE / "tissue_config.json").read_text())
+
+    def subject_files(split, indices):
+        names = [f"subject_{i:03d}" for i in indices]
+        return [{"image": [f"data/{split}/{n}/{n}_t1.nii.gz"], "label": f"data/{split}/{n}/{n}_seg.nii.gz"}
+                for n in names]
+
+    n_train, n_test = defaults.n_train, defaults.n_test
+    listed = config["training_filenames"] + config["validation_filenames"]
+    assert listed == subject_files("train", range(n_train)) and len(config["validation_filenames"]) >= 2
+    assert config["test_filenames"] == subject_files("test", range(n_train, n_train + n_test))
+    assert "cross_validation" not in config
+    assert config["model"]["out_channels"] == len(config["dataset"]["labels"]) + 1
+    training, scheduler = config["training"], config["scheduler"]
+    steps = training["n_epochs"] * training["samples_per_epoch"] // training["batch_size"]
+    warmup, decay = scheduler["schedulers"]
+    assert scheduler["step_per_batch"] and scheduler["milestones"] == [warmup["total_iters"]]
+    assert warmup["total_iters"] + decay["total_iters"] == steps
