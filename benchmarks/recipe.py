@@ -24,7 +24,6 @@ The synthetic cases (``unet3d.data.synthetic``) cover BraTS's field of view at
 """
 
 import argparse
-import copy
 import json
 import os
 import signal
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import pandas
 
+from unet3d.config.overrides import apply_overrides
 from unet3d.data.brats import brats_cases
 from unet3d.data.synthetic import brats_shape, write_synthetic_brats
 
@@ -84,30 +84,10 @@ def synthetic_groups(data_dir, counts, spacing):
     return folders
 
 
-def override(config, assignment):
-    """Apply one ``KEY=JSON`` to ``config`` in place; a dotted key reaches into sections."""
-    key, sep, text = assignment.partition("=")
-    if not sep:
-        raise SystemExit(f"--set {assignment!r}: expected KEY=JSON")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = text  # a plain string
-    *parents, last = key.split(".")
-    section = config
-    for name in parents:
-        section = section.setdefault(name, {})
-    if value is None:
-        section.pop(last, None)
-    else:
-        section[last] = value
-
-
 def run_configs(template, folders, seed, overrides, run_dir):
     """Write ``train.json`` (training + validation) and ``test.json`` (+ labelled held-out cases); return both paths."""
-    config = copy.deepcopy({k: v for k, v in template.items() if not k.endswith("_filenames") and k != "cross_validation"})
-    for assignment in overrides:
-        override(config, assignment)
+    config = {k: v for k, v in template.items() if not k.endswith("_filenames") and k != "cross_validation"}
+    config = apply_overrides(config, overrides)
     config.setdefault("training", {})["seed"] = seed
     config["training_filenames"] = brats_cases(folders["train"])
     config["validation_filenames"] = brats_cases(folders["validation"])

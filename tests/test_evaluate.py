@@ -126,3 +126,15 @@ def test_evaluate_never_guesses_the_labels_and_skips_predictions_without_a_refer
     (predictions / "BraTS-GLI-00001-000.nii.gz").unlink()
     result = run("unet3d-evaluate", "--prediction_dir", predictions, "--label_dir", labels, check=False)
     assert result.returncode == 2 and "none of the 1 prediction(s) has a reference label: stray" in result.stderr
+
+
+def test_the_output_is_a_new_csv_never_a_label_map(tmp_path):
+    predictions, labels = tmp_path / "predictions", tmp_path / "labels"
+    write_label_map(predictions / "case1.nii.gz", brats_label_map())
+    write_label_map(labels / "case1.nii.gz", brats_label_map())
+    before = (labels / "case1.nii.gz").read_bytes()
+    for target in (labels / "case1.nii.gz", tmp_path / "scores.txt"):
+        result = run("unet3d-evaluate", "--prediction_dir", predictions, "--label_dir", labels, "--labels", "1",
+                     "--output_filename", target, check=False)
+        assert result.returncode == 2 and "expected a new .csv file" in result.stderr
+    assert (labels / "case1.nii.gz").read_bytes() == before and not (tmp_path / "scores.txt").exists()

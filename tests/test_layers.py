@@ -11,7 +11,7 @@ LAYERS = [
     {"data", "models", "losses"},
     {"train", "predict", "evaluate"},
     {"runs"},
-    {"scripts"},
+    {"scripts", "api"},
 ]
 LAYER = {name: index for index, names in enumerate(LAYERS) for name in names}
 MAX_LINES = 400

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from unet3d.config.labels import LabelScheme, label_scheme
 from unet3d.config.load import read_config, resolve_paths
+from unet3d.config.overrides import apply_overrides
 from unet3d.config.resolve import Component
 from unet3d.config.schema import FILENAMES_SUFFIX, DatasetSpec, SchedulerSpec, parse_config
 from unet3d.config.settings import CrossValidationSettings, PredictionSettings, TrainingSettings
@@ -24,6 +25,7 @@ NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$|\.gz$", re.IGNORECASE)
 # made under other values of these still resumes.
 BOOKKEEPING_KEYS = frozenset({
     "n_epochs", "save_best", "save_every_n_epochs", "save_last_n_models", "early_stopping_patience", "compile",
+    "pretrained",
 })
 HASHED_SECTIONS = ("model", "loss", "optimizer", "scheduler", "dataset", "training")
 
@@ -213,6 +215,7 @@ def experiment_from_dict(config, filename=None, allow_unknown_keys=False):
                       **sections)
 
 
-def load_experiment(path, allow_unknown_keys=False):
-    """The ``Experiment`` of the config file at ``path``; relative data paths resolve against its folder."""
-    return experiment_from_dict(read_config(path), path, allow_unknown_keys)
+def load_experiment(path, allow_unknown_keys=False, overrides=()):
+    """The ``Experiment`` of the config file at ``path``, with ``--set`` ``overrides`` (``"key.path=value"``)
+    applied; relative data paths resolve against its folder."""
+    return experiment_from_dict(apply_overrides(read_config(path), overrides), path, allow_unknown_keys)

@@ -22,13 +22,32 @@ def read_config(path):
         raise UserError(f"{path}: config file not found") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: cannot read config file ({error.__class__.__name__})") from None
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") from None
+    config = parse_json(text, path)
     if isinstance(config, dict) and DECATHLON_KEY in config:
         config = expand_decathlon_datalist(config, path.resolve().parent)
     return config
+
+
+def parse_json(text, path):
+    """Strict JSON: ``NaN``/``Infinity`` and a key given twice in one object are errors naming it (Python's
+    reader accepts the first and keeps the last duplicate silently); nesting deeper than Python's stack is too."""
+    def unique_keys(pairs):
+        seen = {}
+        for key, value in pairs:
+            if key in seen:
+                raise UserError(f"{path}: key '{key}' is given twice in one object; keep one")
+            seen[key] = value
+        return seen
+
+    def no_constant(name):
+        raise UserError(f"{path}: {name} is not a JSON number; write a finite number (or null)")
+
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys, parse_constant=no_constant)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") from None
+    except RecursionError:
+        raise UserError(f"{path}: the JSON is nested too deeply to read") from None
 
 
 def expand_decathlon_datalist(config, base_dir):
@@ -76,8 +95,12 @@ def with_datalist_labels(config, datalist):
 
 
 def resolve_paths(config, base_dir):
-    """Return a copy of ``config`` whose data paths are absolute, relative ones taken from ``base_dir``."""
+    """Return a copy of ``config`` whose data paths (and ``training.pretrained``) are absolute, relative ones
+    taken from ``base_dir``."""
     config = copy.deepcopy(config)
+    training = config.get("training")
+    if isinstance(training, dict) and isinstance(training.get("pretrained"), str):
+        training["pretrained"] = _absolute(training["pretrained"], base_dir)
     for group in [key for key in config if key.endswith(FILENAMES_SUFFIX)]:
         for case in config[group]:
             if isinstance(case["image"], str):
@@ -95,3 +118,32 @@ def _absolute(path, base_dir):
 def write_json(config, path):
     """Write ``config`` to ``path`` as indented JSON, atomically."""
     write_text(path, json.dumps(config, indent=2) + "\n")
+
+
+MACHINE_KEYS = {"n_workers": int, "n_gpus": int, "pin_memory": bool}
+MACHINE_KEYS_IGNORED = ("directory", "use_multiprocessing")
+
+
+def read_machine_config(path):
+    """3DUnetCNN's machine config (``--machine_config_filename``): ``{"n_workers", "n_gpus", "pin_memory"}``,
+    checked; the original's ``directory`` and ``use_multiprocessing`` are accepted and not used."""
+    try:
+        machine = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: machine config file not found") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: cannot read the machine config as JSON ({error})") from None
+    if not isinstance(machine, dict):
+        raise UserError(f"{path}: expected a JSON object with n_workers, n_gpus, pin_memory")
+    result = {}
+    for key, value in machine.items():
+        if key in MACHINE_KEYS_IGNORED:
+            continue
+        kind = MACHINE_KEYS.get(key)
+        if kind is None:
+            raise UserError(f"{path}: unknown machine config key '{key}'; expected {', '.join(MACHINE_KEYS)}")
+        if type(value) is not kind or (kind is int and value < (1 if key == "n_gpus" else 0)):
+            raise UserError(f"{path}: '{key}' must be {'true or false' if kind is bool else 'a whole number'} "
+                            f"({'at least 1' if key == 'n_gpus' else '0 or more'} for numbers), got {json.dumps(value)}")
+        result[key] = value
+    return result

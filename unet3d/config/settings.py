@@ -103,6 +103,12 @@ class TrainingSettings(Settings):
     save_last_n_models: int = setting(["integer"], None, "keep only the last n `model_epoch<k>.pth`", minimum=1)
     early_stopping_patience: int = setting(["integer"], None, "stop after this many epochs in a row without "
                                                               "improvement", minimum=1)
+    pretrained: str = setting(["string"], None, "weights a fresh run starts from (relative to the config): parameters "
+                                                "whose names and shapes match are loaded, the others keep their "
+                                                "initialisation (3DUnetCNN's `--pretrained_model_filename`)")
+    freeze: list = setting(["list"], None, "parameter-name prefixes kept frozen, e.g. [\"input_block\", "
+                                           "\"downsamples\"]: not trained and left out of the optimizer",
+                           items="string")
     seed: int = setting(["integer"], 0, "seeds Python, NumPy and torch, and every epoch's batches")
     deterministic: bool = setting(["boolean"], False, "also ask torch for deterministic algorithms")
 

@@ -131,9 +131,13 @@ def evaluate_folder(prediction_dir, references, scheme, output_filename=None, ha
     prediction_dir = Path(prediction_dir)
     if not prediction_dir.is_dir():
         raise UserError(f"--prediction_dir {prediction_dir}: not a folder")
-    per_case = evaluate_files(nifti_files(prediction_dir), references, scheme, hausdorff)
-    summary = summarize(per_case)
     output_filename = Path(output_filename or prediction_dir / "evaluation.csv")
+    predictions = nifti_files(prediction_dir)
+    inputs = {Path(path).resolve() for path in [*predictions.values(), *references.values()]}
+    if output_filename.suffix != ".csv" or output_filename.resolve() in inputs:
+        raise UserError(f"--output_filename {output_filename}: expected a new .csv file, not one of the label maps")
+    per_case = evaluate_files(predictions, references, scheme, hausdorff)
+    summary = summarize(per_case)
     write_csv(per_case, output_filename)
     write_csv(summary, summary_filename(output_filename))
     log.info("wrote %s and %s", output_filename, summary_filename(output_filename))

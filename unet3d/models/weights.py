@@ -58,3 +58,27 @@ def trained_model(component, path, device):
     model = component.build()
     load_model_weights(model, path)
     return model.to(device).eval()
+
+
+def load_matching_weights(model, path):
+    """Load the parameters of ``path`` whose names and shapes match ``model``'s; the others keep theirs.
+
+    Returns ``(loaded, absent, differing)``: how many of the model's tensors were loaded,
+    had no counterpart in the file, or had one of another shape. A file that matches
+    nothing is a UserError naming it.
+    """
+    state = load(path)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a state dict of weights")
+    state = {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
+    own = model.state_dict()
+    matching = {key: value for key, value in state.items()
+                if key in own and getattr(value, "shape", None) == own[key].shape}
+    if not matching:
+        raise UserError(f"{path}: no parameter matches the config's model by name and shape; is it a model of "
+                        "another architecture?")
+    model.load_state_dict(matching, strict=False)
+    differing = sum(key in state and key not in matching for key in own)
+    return len(matching), len(own) - len(matching) - differing, differing

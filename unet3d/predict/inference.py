@@ -2,11 +2,13 @@
 
 import logging
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from monai.data import MetaTensor, decollate_batch
 from monai.transforms import Invertd
 
+from unet3d.config.load import write_json
 from unet3d.data.dataset import build_dataset
 from unet3d.data.loaders import batches, make_loader
 from unet3d.models.inferer import Inferer
@@ -36,15 +38,18 @@ def predict_on_input_grid(inferer, models, item, invert, device):
 
 
 def predict(experiment, model_patterns, output_dir, device, group=None, images=None, input_dir=None, ids=None,
-            save_probabilities=False, **options):
+            save_probabilities=False, keep_config=False, **options):
     """Predict a config group, image lists or a BraTS folder with one model or an ensemble; returns the paths.
 
-    The other ``options`` are those of ``predict_cases``.
+    With ``keep_config`` (a config changed by ``--set``) the config as read is written to
+    ``<output_dir>/predict_config.json``. The other ``options`` are those of ``predict_cases``.
     """
     check_before_loading(experiment, save_probabilities)
     case_list = select_cases(experiment, group, images, input_dir, ids)
     models = [trained_model(experiment.model, filename, device) for filename in model_filenames(model_patterns)]
     log.info("predicting %d case(s) with %d model(s)", len(case_list), len(models))
+    if keep_config:
+        write_json(experiment.source, Path(output_dir) / "predict_config.json")
     return predict_cases(experiment, models, case_list, output_dir, device, save_probabilities=save_probabilities,
                          **options)
 

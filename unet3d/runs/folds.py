@@ -85,14 +85,17 @@ def write_fold_configs(experiment, work_dir, write=True):
     paths = []
     for number, fold in enumerate(fold_configs(experiment), start=1):
         path = Path(work_dir) / f"fold{number}.json"
-        if write and (not path.is_file() or _read_json(path) != fold):
-            write_json(fold, path)
+        if write:
+            write_if_changed(fold, path)
         paths.append(path)
     return paths
 
 
-def _read_json(path):
+def write_if_changed(config, path):
+    """Write ``config`` as JSON to ``path`` unless the file already holds it, so reruns leave it untouched."""
     try:
-        return json.loads(Path(path).read_text())
+        unchanged = json.loads(Path(path).read_text()) == config
     except (OSError, ValueError):
-        return None
+        unchanged = False
+    if not unchanged:
+        write_json(config, path)

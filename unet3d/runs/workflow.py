@@ -4,6 +4,7 @@ Training a config trains each cross-validation fold (or its one model), then pre
 other group with the best weights and evaluates the groups that have labels.
 """
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -16,16 +17,41 @@ from unet3d.data.files import preflight
 from unet3d.errors import UserError
 from unet3d.evaluate.evaluation import evaluate_folder, group_label_files
 from unet3d.models.inferer import Inferer
-from unet3d.models.weights import trained_model
+from unet3d.models.weights import load_matching_weights, trained_model
 from unet3d.predict.inference import predict_cases
-from unet3d.runs.folds import fold_configs, write_fold_configs
+from unet3d.runs.folds import fold_configs, write_fold_configs, write_if_changed
 from unet3d.runs.slurm import write_slurm_script
 from unet3d.runs.summary import format_summary, summarize_folds
 from unet3d.train import distributed
+from unet3d.train.examples import write_examples
+from unet3d.train.finetune import freeze
 from unet3d.train.loop import fit
 from unet3d.train.schedulers import build_scheduler, schedule_length
 
 log = logging.getLogger("unet3d")
+EFFECTIVE_CONFIG = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a run uses this machine and its files; none of it changes what is learned.
+
+    Args:
+        num_workers, pin_memory: of the data loaders (pin_memory None: when CUDA is available).
+        cache_dir: preprocessed cases (None: ``default_cache_dir``).
+        restart: train every model from scratch instead of resuming its checkpoint.
+        n_examples: first write this many training items as NIfTI (``data_loader_testing/``).
+        log_copy: a second path for the training log (3DUnetCNN's ``--training_log_filename``).
+        allow_unknown_keys: for the fold configs, as for the config.
+    """
+
+    num_workers: int = 0
+    pin_memory: bool = None
+    cache_dir: Path = None
+    restart: bool = False
+    n_examples: int = 0
+    log_copy: Path = None
+    allow_unknown_keys: bool = False
 
 
 def work_dir_for(config_filename, output_dir=None):
@@ -48,7 +74,9 @@ def default_cache_dir(experiment, work_dir):
 def build_components(experiment):
     """Build every component the config names once, so that its mistakes surface before any file is read."""
     model = experiment.model.build()
-    optimizer = experiment.optimizer.build(model.parameters())
+    if experiment.training.pretrained:
+        load_matching_weights(model, experiment.training.pretrained)
+    optimizer = experiment.optimizer.build(freeze(model, experiment.training.freeze))
     training = experiment.training
     batches = -(-(training.samples_per_epoch or len(experiment.groups["training"])) // training.batch_size)
     length = schedule_length(experiment.scheduler, training.n_epochs, batches)
@@ -104,30 +132,35 @@ def setup_cross_validation(experiment, work_dir, slurm=None):
     return script
 
 
-def train_experiment(experiment, work_dir, device, context=distributed.Context(), fold=None, num_workers=0,
-                     cache_dir=None, restart=False, allow_unknown_keys=False):
-    """Train (every fold of, or fold ``fold`` of) an experiment and predict its other groups.
+def train_experiment(experiment, work_dir, device, context=distributed.Context(), fold=None, options=RunOptions()):
+    """Train (every fold of, or fold ``fold`` of) an experiment and predict its other groups; returns ``work_dir``.
 
-    Under torchrun every process runs this with its own ``context``; only the main one writes files.
+    The config as read (``--set`` included, data paths absolute) is kept as
+    ``<work_dir>/config.json``. Under torchrun every process runs this with its own
+    ``context``; only the main one writes files.
     """
     if fold is not None:
         require_cross_validation(experiment, "--fold")
-    cache_dir = cache_dir or default_cache_dir(experiment, work_dir)
-    check_experiment(experiment, work_dir, cache_dir)
+    if options.log_copy and experiment.cross_validation and fold is None:
+        raise UserError("--training_log_filename names one log: give --fold K with a cross-validation config")
+    options = dataclasses.replace(options, cache_dir=options.cache_dir or default_cache_dir(experiment, work_dir))
+    check_experiment(experiment, work_dir, options.cache_dir)
+    if context.is_main:
+        write_if_changed(experiment.source, Path(work_dir) / EFFECTIVE_CONFIG)
     if not experiment.cross_validation:
-        train_and_predict(experiment, work_dir, device, context, num_workers, cache_dir, restart)
-        return
+        train_and_predict(experiment, work_dir, device, context, options)
+        return work_dir
     fold_filenames = write_fold_configs(experiment, work_dir, write=context.is_main)
     distributed.barrier(context)
     if fold is not None and not 1 <= fold <= len(fold_filenames):
         raise UserError(f"--fold {fold}: the config has folds 1 to {len(fold_filenames)}")
     for fold_filename in [fold_filenames[fold - 1]] if fold else fold_filenames:
         log.info("fold %s", fold_filename.stem)
-        fold_experiment = load_experiment(fold_filename, allow_unknown_keys)
-        train_and_predict(fold_experiment, Path(work_dir) / fold_filename.stem, device, context, num_workers,
-                          cache_dir, restart)
+        fold_experiment = load_experiment(fold_filename, options.allow_unknown_keys)
+        train_and_predict(fold_experiment, Path(work_dir) / fold_filename.stem, device, context, options)
     if context.is_main:
         summarize_cross_validation(experiment, work_dir, require_all=True)
+    return work_dir
 
 
 def summarize_cross_validation(experiment, work_dir, require_all=False):
@@ -146,8 +179,7 @@ def summarize_cross_validation(experiment, work_dir, require_all=False):
     print(format_summary(table))
 
 
-def train_and_predict(experiment, work_dir, device, context=distributed.Context(), num_workers=0, cache_dir=None,
-                      restart=False):
+def train_and_predict(experiment, work_dir, device, context=distributed.Context(), options=RunOptions()):
     """Train one model into ``work_dir`` then predict every group but training with its best weights.
 
     Groups with labels (validation) are evaluated into ``predictions/<group>/evaluation.csv``.
@@ -156,7 +188,10 @@ def train_and_predict(experiment, work_dir, device, context=distributed.Context(
     of a finished model only fills in predictions that are missing.
     """
     work_dir = Path(work_dir)
-    trained_epochs = fit(experiment, work_dir, device, context, num_workers, cache_dir=cache_dir, restart=restart)
+    if options.n_examples and context.is_main:
+        write_examples(experiment, work_dir, options.n_examples, options.cache_dir)
+    trained_epochs = fit(experiment, work_dir, device, context, options.num_workers, options.cache_dir,
+                         options.restart, options.pin_memory, options.log_copy)
     if not context.is_main:
         return
     best = work_dir / "model_best.pth"
@@ -169,7 +204,7 @@ def train_and_predict(experiment, work_dir, device, context=distributed.Context(
         if not trained_epochs:
             todo = [case for case in todo if not (output_dir / f"{case.id}.nii.gz").exists()]
         if todo:
-            predict_cases(experiment, model, todo, output_dir, device, overwrite=True, num_workers=num_workers)
+            predict_cases(experiment, model, todo, output_dir, device, overwrite=True, num_workers=options.num_workers)
         if all(case.label for case in cases) and (todo or not (output_dir / "evaluation.csv").is_file()):
             # evaluation.csv, evaluation_summary.csv
             evaluate_folder(output_dir, group_label_files(experiment, group), experiment.labels)

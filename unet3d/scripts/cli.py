@@ -13,11 +13,37 @@ def parser(prog, description):
     # No abbreviations: a mistyped or unknown flag such as --set must not be taken for --setup_crossval_only.
     result = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False)
     result.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+    result.add_argument("--version", action=VersionAction, nargs=0,
+                        help="print the versions of unet3d, torch, MONAI and Python, and exit")
     return result
 
 
+class VersionAction(argparse.Action):
+    """``--version``: the versions are looked up only when asked for (importing torch takes seconds)."""
+
+    def __call__(self, arg_parser, namespace, values, option_string=None):
+        print(version_text(arg_parser.prog))
+        arg_parser.exit()
+
+
+def version_text(prog):
+    """``unet3d-train 0.1.0 (torch 2.13.0, MONAI 1.6.0, Python 3.11.7)``."""
+    import platform
+
+    import monai
+    import torch
+
+    from unet3d import __version__
+
+    return f"{prog} {__version__} (torch {torch.__version__}, MONAI {monai.__version__}, Python {platform.python_version()})"
+
+
 def add_config_flags(arg_parser):
-    """``--plugin`` and ``--allow_unknown_keys``, shared by the commands that read a config."""
+    """``--set``, ``--plugin`` and ``--allow_unknown_keys``, shared by the commands that read a config."""
+    arg_parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+                            help="change one config value, e.g. --set training.n_epochs=40 or --set "
+                                 "'loss={\"name\": \"DiceLoss\", \"sigmoid\": true}' (a JSON value; null removes the "
+                                 "key); repeat for several")
     arg_parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                             help="import MODULE (on PYTHONPATH) first; the models, losses, transforms, ... it "
                                  "defines can then be named in the config. Repeat for several")

@@ -20,6 +20,8 @@ def build_parser():
     parser.add_argument("--output_filename", help="per-case CSV (default <prediction_dir>/evaluation.csv); "
                                                   "the summary goes beside it as <name>_summary.csv")
     parser.add_argument("--no_hausdorff", action="store_true", help="skip the 95%% Hausdorff distance (the slow part)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+                        help="change one value of --config_filename, e.g. --set 'dataset.label_names=[\"a\", \"b\"]'")
     return parser
 
 
@@ -33,7 +35,9 @@ def _evaluate(args):
     from unet3d.errors import UserError
     from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs, summary_table
 
-    experiment = load_experiment(args.config_filename) if args.config_filename else None
+    if args.overrides and not args.config_filename:
+        raise UserError("--set changes a config: give --config_filename")
+    experiment = load_experiment(args.config_filename, overrides=args.overrides) if args.config_filename else None
     if args.hierarchy and args.label_mode not in (None, "regions"):
         raise UserError(f"--hierarchy and --label_mode {args.label_mode} contradict each other; keep one")
     label_mode = "regions" if args.hierarchy else args.label_mode

@@ -18,7 +18,8 @@ def build_parser():
                         help="with --images: the output name of each case, in order (e.g. the config's ids, so that "
                              "the predictions can be evaluated against a config group); default: the files' common prefix")
     source.add_argument("--input_dir", help="a folder of BraTS cases: <id>/<id>_{flair,t1,t1ce,t2}.nii.gz")
-    parser.add_argument("--output_directory", required=True, help="folder for one <case id>.nii.gz per case")
+    parser.add_argument("--output_dir", "--output_directory", required=True, dest="output_dir",
+                        help="folder for one <case id>.nii.gz per case (--output_directory: the older spelling)")
     parser.add_argument("--activation", help="sigmoid, softmax or none (default: config 'prediction.activation', "
                                               "else the label scheme's: sigmoid)")
     parser.add_argument("--threshold", type=float,
@@ -53,14 +54,14 @@ def _predict(args):
     from unet3d.predict.inference import predict
 
     load_plugins(args.plugin)
-    experiment = load_experiment(args.config_filename, args.allow_unknown_keys)
+    experiment = load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
     prediction = experiment.prediction.override(
         activation=args.activation, threshold=args.threshold, min_component_size=args.min_component_size,
         overlap=args.overlap, sw_batch_size=args.sw_batch_size)
-    predict(experiment, args.model_filename, args.output_directory, choose_device(args.device),
+    predict(experiment, args.model_filename, args.output_dir, choose_device(args.device),
             group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids, prediction=prediction,
             save_probabilities=args.save_probabilities, keep_largest=args.keep_largest, tta=args.tta,
-            amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads)
+            amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads, keep_config=bool(args.overrides))
 
 
 if __name__ == "__main__":

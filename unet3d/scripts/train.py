@@ -15,6 +15,8 @@ CONFLICTS = {
     ("--check", "--summarize"): "--check validates a config, --summarize reports a trained one",
     ("--check", "--restart"): "--check trains nothing to restart",
     ("--check", "--fold"): "--check checks every fold",
+    ("--check", "--n_examples"): "--check writes nothing",
+    ("--summarize", "--n_examples"): "--summarize only reads what is trained",
 }
 SLURM_FLAGS = ("--slurm_account", "--slurm_time", "--slurm_partition", "--slurm_gpus", "--slurm_cpus", "--slurm_template")
 
@@ -48,6 +50,18 @@ def build_parser():
     parser.add_argument("--ngpus", type=int, default=1,
                         help="train one model data-parallel in N processes on this node (torchrun; one per GPU, "
                              "or Gloo processes with --device cpu)")
+    original = parser.add_argument_group("3DUnetCNN's flags")
+    original.add_argument("--pretrained_model_filename",
+                          help="start a fresh run from these weights: parameters whose names and shapes match are "
+                               "loaded, the others keep their initialisation (as training.pretrained). Not used when "
+                               "the run resumes from its checkpoint")
+    original.add_argument("--training_log_filename", help="also write the training log CSV here")
+    original.add_argument("--batch_size", type=int, help="override training.batch_size")
+    original.add_argument("--machine_config_filename",
+                          help="JSON with n_workers, n_gpus and pin_memory; replaces --nthreads and --ngpus")
+    original.add_argument("--n_examples", type=int,
+                          help="first write N training inputs and targets as the network sees them (preprocessed, "
+                               "patched, augmented) to <work folder>/data_loader_testing/")
     return parser
 
 
@@ -58,7 +72,11 @@ def main(argv=None):
 
 
 def _train(args, argv):
+    import logging
+    import os
+
     from unet3d.config.experiment import load_experiment
+    from unet3d.config.load import read_machine_config
     from unet3d.config.resolve import load_plugins
     from unet3d.device import choose_device
     from unet3d.errors import UserError
@@ -70,11 +88,19 @@ def _train(args, argv):
         if cli.given(args, flag) and not args.setup_crossval_only:
             raise UserError(f"{flag} only applies to the job array that --setup_crossval_only writes")
     load_plugins(args.plugin)
-    if args.nthreads < 0:
-        raise UserError(f"--nthreads must be 0 or more, got {args.nthreads}")
-    if args.ngpus < 1:
-        raise UserError(f"--ngpus must be 1 or more, got {args.ngpus}")
-    experiment = load_experiment(args.config_filename, args.allow_unknown_keys)
+    machine = read_machine_config(args.machine_config_filename) if args.machine_config_filename else {}
+    nthreads, ngpus = machine.get("n_workers", args.nthreads), machine.get("n_gpus", args.ngpus)
+    for flag, value, least in (("--nthreads", nthreads, 0), ("--ngpus", ngpus, 1), ("--n_examples", args.n_examples, 0),
+                               ("--batch_size", args.batch_size, 1)):
+        if value is not None and value < least:
+            raise UserError(f"{flag} must be {least} or more, got {value}")
+    overrides = list(args.overrides)
+    if args.batch_size is not None:
+        logging.getLogger("unet3d").warning("--batch_size %d overrides training.batch_size", args.batch_size)
+        overrides.append(f"training.batch_size={args.batch_size}")
+    if args.pretrained_model_filename:
+        overrides.append(f"training.pretrained={json.dumps(os.path.abspath(args.pretrained_model_filename))}")
+    experiment = load_experiment(args.config_filename, args.allow_unknown_keys, overrides)
     work_dir = workflow.work_dir_for(args.config_filename, args.output_dir)
     if args.summarize:
         workflow.summarize_cross_validation(experiment, work_dir)
@@ -89,13 +115,15 @@ def _train(args, argv):
         print(json.dumps(workflow.resolved_settings(experiment), indent=2, default=str))
         return
     context = distributed.from_environment()
-    if args.ngpus > 1 and not context.enabled:
+    if ngpus > 1 and not context.enabled:
         # Mistakes surface here as one line, before torchrun starts the processes.
         workflow.check_experiment(experiment, work_dir)
-        sys.exit(distributed.launch(args.ngpus, distributed.strip_flag(argv, "--ngpus")))
+        sys.exit(distributed.launch(ngpus, distributed.strip_flag(argv, "--ngpus")))
+    options = workflow.RunOptions(
+        num_workers=nthreads, pin_memory=machine.get("pin_memory"), cache_dir=args.cache_dir, restart=args.restart,
+        n_examples=args.n_examples or 0, log_copy=args.training_log_filename, allow_unknown_keys=args.allow_unknown_keys)
     with distributed.process_group(context, choose_device(args.device)) as device:
-        workflow.train_experiment(experiment, work_dir, device, context, args.fold, args.nthreads, args.cache_dir,
-                                  args.restart, args.allow_unknown_keys)
+        workflow.train_experiment(experiment, work_dir, device, context, args.fold, options)
 
 
 if __name__ == "__main__":

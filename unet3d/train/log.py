@@ -7,14 +7,15 @@ from unet3d.atomic import write_text
 
 
 class TrainingLog:
-    """Rows of per-epoch figures, rewritten atomically as a CSV after every epoch.
+    """Rows of per-epoch figures, rewritten atomically as a CSV after every epoch (and to ``copy``, when given:
+    3DUnetCNN's ``--training_log_filename``).
 
     The rows also live in the training checkpoint, so after a crash the CSV is rebuilt
     from the checkpoint and the two always agree.
     """
 
-    def __init__(self, path, rows=()):
-        self.path = path
+    def __init__(self, path, rows=(), copy=None):
+        self.path, self.copy = path, copy
         self.rows = [dict(row) for row in rows]
 
     def append(self, row):
@@ -31,4 +32,6 @@ class TrainingLog:
         writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
-        write_text(self.path, stream.getvalue())
+        for path in (self.path, self.copy):
+            if path is not None:
+                write_text(path, stream.getvalue())

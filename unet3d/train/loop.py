@@ -18,6 +18,7 @@ from unet3d.train import distributed
 from unet3d.train.checkpoint import load_training_state, save_training_state
 from unet3d.train.compilation import compile_requested, compile_seconds, compiled
 from unet3d.train.deep_supervision import DeepSupervisedLoss
+from unet3d.train.finetune import freeze, load_pretrained
 from unet3d.train.log import TrainingLog
 from unet3d.train.monitor import monitor_from_settings
 from unet3d.train.precision import Precision
@@ -32,9 +33,11 @@ __all__ = ["fit", "train_one_epoch", "validate"]
 log = logging.getLogger("unet3d")
 
 
-def fit(experiment, work_dir, device, context=distributed.Context(), num_workers=0, cache_dir=None, restart=False):
+def fit(experiment, work_dir, device, context=distributed.Context(), num_workers=0, cache_dir=None, restart=False,
+        pin_memory=None, log_copy=None):
     """Train the model an ``Experiment`` describes into ``work_dir``, resuming from its checkpoint
-    unless ``restart``; preprocessed cases are kept in ``cache_dir``.
+    unless ``restart``; preprocessed cases are kept in ``cache_dir``. ``num_workers`` and
+    ``pin_memory`` go to the data loaders; ``log_copy`` is a second path the CSV log is written to.
 
     Returns the number of epochs trained in this call (0 when the run was already finished).
     """
@@ -52,14 +55,15 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
     seed_everything(settings.seed, settings.deterministic)
     model = experiment.model.build().to(device)
     loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
-    optimizer = experiment.optimizer.build(model.parameters())
+    optimizer = experiment.optimizer.build(freeze(model, settings.freeze))
     precision = Precision(settings.amp, device)
     inferer = Inferer.from_experiment(experiment, autocast=precision.autocast)
     if settings.samples_per_epoch:
         training_data = EpochSamples(training_data, settings.samples_per_epoch)
-    train_loader = make_loader(training_data, settings.batch_size, True, num_workers, settings.seed, shard=shard)
-    validation_loader = (make_loader(validation_data, settings.validation_batch_size, False, num_workers, shard=shard)
-                         if validation_data else None)
+    train_loader = make_loader(training_data, settings.batch_size, True, num_workers, settings.seed, pin_memory,
+                               shard=shard)
+    validation_loader = (make_loader(validation_data, settings.validation_batch_size, False, num_workers,
+                                     pin_memory=pin_memory, shard=shard) if validation_data else None)
     length = schedule_length(experiment.scheduler, settings.n_epochs, len(train_loader))
     scheduler = build_scheduler(experiment.scheduler, optimizer, monitor.mode, length)
     step_per_batch = experiment.scheduler is not None and experiment.scheduler.step_per_batch
@@ -72,8 +76,11 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
     rows = []
     if checkpoint_path.is_file() and not restart:
         rows = load_training_state(checkpoint_path, model, fingerprint, **state)
-        log.info("resuming %s after epoch %d", work_dir, len(rows))
-    training_log = TrainingLog(work_dir / "training_log.csv", rows)
+        unused = f"; {settings.pretrained} (pretrained) starts fresh runs only: not used" if settings.pretrained else ""
+        log.info("resuming %s after epoch %d%s", work_dir, len(rows), unused)
+    elif settings.pretrained:
+        load_pretrained(model, settings.pretrained)
+    training_log = TrainingLog(work_dir / "training_log.csv", rows, log_copy)
     if context.is_main:
         remove_stale_temporaries(work_dir)
         training_log.write()
