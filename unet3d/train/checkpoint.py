@@ -1,4 +1,5 @@
-"""The resumable training state: weights, log rows, the config's fingerprint and every component's state."""
+"""The resumable training state (weights, log rows, the config's fingerprint, every component's state) and the
+weight files written after each epoch."""
 
 from unet3d.errors import UserError
 from unet3d.models.weights import load, load_weights, model_weights, save
@@ -35,3 +36,20 @@ def load_training_state(path, model, fingerprint, **components):
         if part is not None and saved.get(name) is not None:
             part.load_state_dict(saved[name])
     return saved["rows"]
+
+
+def save_models(weights, work_dir, epoch, improved, settings):
+    """``model.pth``; ``model_best.pth`` when ``improved``; ``model_epoch<k>.pth`` every ``save_every_n_epochs``,
+    keeping the last ``save_last_n_models``."""
+    save(weights, work_dir / "model.pth")
+    if improved and settings.save_best:
+        save(weights, work_dir / "model_best.pth")
+    every = settings.save_every_n_epochs
+    if not every or epoch % every:
+        return
+    save(weights, work_dir / f"model_epoch{epoch}.pth")
+    keep = settings.save_last_n_models
+    if keep:
+        saved = sorted(work_dir.glob("model_epoch*.pth"), key=lambda p: int(p.stem.removeprefix("model_epoch")))
+        for old in saved[:-keep]:
+            old.unlink()

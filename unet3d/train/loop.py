@@ -13,9 +13,9 @@ from unet3d.atomic import remove_stale_temporaries
 from unet3d.data.dataset import build_dataset
 from unet3d.data.loaders import batches, make_loader
 from unet3d.models.inferer import Inferer
-from unet3d.models.weights import model_weights, save
+from unet3d.models.weights import model_weights
 from unet3d.train import distributed
-from unet3d.train.checkpoint import load_training_state, save_training_state
+from unet3d.train.checkpoint import load_training_state, save_models, save_training_state
 from unet3d.train.compilation import compile_requested, compile_seconds, compiled
 from unet3d.train.deep_supervision import DeepSupervisedLoss
 from unet3d.train.finetune import freeze, load_pretrained
@@ -190,20 +190,3 @@ def validate(model, loader, loss_function, inferer, device, context=distributed.
 def plain(tensor, device):
     """A batch tensor on ``device`` without MONAI's metadata, which torch.compile cannot trace and every op pays for."""
     return convert_to_tensor(tensor, device=device, track_meta=False)
-
-
-def save_models(weights, work_dir, epoch, improved, settings):
-    """``model.pth``; ``model_best.pth`` when ``improved``; ``model_epoch<k>.pth`` every ``save_every_n_epochs``,
-    keeping the last ``save_last_n_models``."""
-    save(weights, work_dir / "model.pth")
-    if improved and settings.save_best:
-        save(weights, work_dir / "model_best.pth")
-    every = settings.save_every_n_epochs
-    if not every or epoch % every:
-        return
-    save(weights, work_dir / f"model_epoch{epoch}.pth")
-    keep = settings.save_last_n_models
-    if keep:
-        saved = sorted(work_dir.glob("model_epoch*.pth"), key=lambda p: int(p.stem.removeprefix("model_epoch")))
-        for old in saved[:-keep]:
-            old.unlink()
