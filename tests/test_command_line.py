@@ -109,5 +109,27 @@ def test_python_api_trains_predicts_and_evaluates_a_dict_config(single_config, t
     per_case, summary = unet3d.evaluate(tmp_path / "predicted", config=single_config, group="validation")
     assert set(per_case["region"]) == {"WT", "TC", "ET"} and len(per_case) == 6
     assert (tmp_path / "predicted" / "evaluation.csv").is_file()
-    with pytest.raises(ValueError, match="needs output_dir"):
+    from unet3d.errors import UserError
+
+    with pytest.raises(UserError, match="needs output_dir"):
         unet3d.train(config)
+
+
+def test_a_model_folder_in_use_is_refused_and_a_dead_runs_lock_taken_over(single_config):
+    import os
+    import socket
+    import subprocess
+
+    edit_config(single_config, lambda c: c["training"].update(n_epochs=1))
+    work = single_config.parent / single_config.stem
+    work.mkdir()
+    lock = work / ".unet3d.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # this test: alive
+    result = run("unet3d-train", "--config_filename", single_config, "--device", "cpu", check=False)
+    assert_one_line_error(result, "another run", f"pid {os.getpid()} on this machine", ".unet3d.lock")
+    assert [p.name for p in work.iterdir()] == [".unet3d.lock"]  # nothing written beside the other run
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))  # a run that is gone: taken over
+    run("unet3d-train", "--config_filename", single_config, "--device", "cpu")
+    assert (work / "model.pth").is_file() and not lock.exists()

@@ -164,3 +164,29 @@ def test_brats_2023_template_reads_2023_folders(tmp_path):
     experiment = load_experiment(tmp_path / "brats2023.json")
     assert experiment.labels == LabelScheme((2, 1, 3), "regions", ("WT", "TC", "ET"))
     assert experiment.cases("training")[0].label.endswith("-seg.nii.gz")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"dataset": {"name": "SegmentationDataset", "labels": [0, 1]}}, "'dataset.labels' must be distinct positive"),
+    ({"dataset": {"name": "SegmentationDataset", "labels": [1, 1]}}, "'dataset.labels' must be distinct positive"),
+    ({"scheduler": {"name": "StepLR", "step_size": "auto"}}, "'scheduler.step_size' is \"auto\", which only"),
+    ({"scheduler": {"name": "SequentialLR", "milestones": [2], "schedulers": [
+        {"name": "LinearLR"}, {"name": "OneCycleLR", "max_lr": 1, "step_per_batch": True}]}},
+     "'scheduler.schedulers[1].step_per_batch': set it on the outer 'scheduler'"),
+    ({"training": {"name": "x"}}, "'training.name' is not known"),
+])
+def test_labels_and_scheduler_options_that_cannot_work_are_refused(change, message):
+    from helpers import TINY_SETTINGS
+    from unet3d.errors import UserError
+
+    config = {**TINY_SETTINGS, "training_filenames": [{"image": "a.nii", "label": "b.nii"}], **change}
+    config["model"] = {**config["model"], "out_channels": 2} if "dataset" in change else config["model"]
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        experiment_from_dict(config)
+
+
+def test_null_cross_validation_means_none():
+    from helpers import TINY_SETTINGS
+
+    config = {**TINY_SETTINGS, "cross_validation": None, "training_filenames": [{"image": "a.nii", "label": "b.nii"}]}
+    assert experiment_from_dict(config).cross_validation is None

@@ -20,7 +20,7 @@ class _Stage:
     __doc__ = property(lambda self: self._function().__doc__)
 
     def __init__(self, name):
-        self._name = name
+        object.__setattr__(self, "_name", name)
 
     def _function(self):
         return getattr(importlib.import_module("unet3d.api"), self._name)
@@ -34,6 +34,12 @@ class _Stage:
             return inspect.signature(function) if attribute == "__signature__" else function
         return getattr(importlib.import_module(f"unet3d.{self._name}"), attribute)
 
+    def __setattr__(self, attribute, value):
+        setattr(importlib.import_module(f"unet3d.{self._name}"), attribute, value)
+
+    def __delattr__(self, attribute):
+        delattr(importlib.import_module(f"unet3d.{self._name}"), attribute)
+
     def __repr__(self):
         return f"<unet3d.{self._name}: the API function, and the stage package of that name>"
 
@@ -45,8 +51,9 @@ class _Package(types.ModuleType):
 
     def __getattribute__(self, name):
         if name in __all__:
-            return _Stage(name)
+            return _STAGES[name]
         return super().__getattribute__(name)
 
 
+_STAGES = {name: _Stage(name) for name in __all__}
 sys.modules[__name__].__class__ = _Package

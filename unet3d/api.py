@@ -10,17 +10,18 @@ from pathlib import Path
 from unet3d.config.experiment import experiment_from_dict, load_experiment
 from unet3d.config.overrides import apply_overrides
 from unet3d.device import choose_device
+from unet3d.errors import UserError
 from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs
 from unet3d.predict.inference import predict as predict_experiment
 from unet3d.runs import workflow
 from unet3d.train.distributed import Context
 
 
-def _experiment(config, overrides=()):
+def _experiment(config, overrides=(), allow_unknown_keys=False):
     """``(Experiment, config filename or None)`` of a path or a dict."""
     if isinstance(config, dict):
-        return experiment_from_dict(apply_overrides(config, overrides)), None
-    return load_experiment(config, overrides=overrides), Path(config)
+        return experiment_from_dict(apply_overrides(config, overrides), allow_unknown_keys=allow_unknown_keys), None
+    return load_experiment(config, allow_unknown_keys, overrides), Path(config)
 
 
 def train(config, output_dir=None, name="experiment", device="auto", fold=None, overrides=(), **options):
@@ -36,9 +37,9 @@ def train(config, output_dir=None, name="experiment", device="auto", fold=None, 
         overrides: ``--set`` assignments, e.g. ``["training.n_epochs=5"]``.
         options: fields of ``unet3d.runs.workflow.RunOptions`` (``num_workers``, ``cache_dir``, ``restart``, ...).
     """
-    experiment, filename = _experiment(config, overrides)
+    experiment, filename = _experiment(config, overrides, options.get("allow_unknown_keys", False))
     if filename is None and output_dir is None:
-        raise ValueError("train(config=<dict>) needs output_dir")
+        raise UserError("train(config=<dict>) needs output_dir: a dict has no folder to write beside")
     work_dir = workflow.work_dir_for(filename, output_dir) if filename else Path(output_dir) / name
     return workflow.train_experiment(experiment, work_dir, choose_device(device), Context(), fold,
                                      workflow.RunOptions(**options))

@@ -37,11 +37,12 @@ def remove_stale_temporaries(folder):
     """
     for tmp in Path(folder).glob(".tmp-*"):
         pid = tmp.name.split("-")[1]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not process_running(int(pid)):
             tmp.unlink(missing_ok=True)
 
 
-def _running(pid):
+def process_running(pid):
+    """Whether a process of this id runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

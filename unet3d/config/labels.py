@@ -33,7 +33,8 @@ class LabelScheme:
     Args:
         values: the label values, outermost first for regions (empty: none configured).
         mode: "regions", "labels" or "classes" (see the module's docstring).
-        label_names: a name per value (None: WT/TC/ET for BraTS regions, else ``label<value>``).
+        label_names: a name per value (None: WT/TC/ET for BraTS regions, ``region<value>`` for other regions,
+            else ``label<value>``).
     """
 
     values: tuple = ()

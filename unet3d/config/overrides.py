@@ -53,13 +53,19 @@ def _step(target, name, assignment, where):
         return target[_index(target, name, assignment, where)]
     if not isinstance(target, dict):
         raise UserError(f"--set {assignment!r}: '{where}' is not an object")
-    child = target.setdefault(name, {})
+    if target.get(name) is None:  # absent, or null (the default): an object to fill
+        target[name] = {}
+    child = target[name]
     if not isinstance(child, (dict, list)):
         raise UserError(f"--set {assignment!r}: '{where}' holds {json.dumps(child)}, not an object")
     return child
 
 
 def _index(target, name, assignment, where):
-    if not name.lstrip("-").isdigit() or not -len(target) <= int(name) < len(target):
+    try:
+        index = int(name)
+    except ValueError:
+        index = None
+    if index is None or not -len(target) <= index < len(target):
         raise UserError(f"--set {assignment!r}: '{where}' is not an index of a list of {len(target)}")
-    return int(name)
+    return index

@@ -28,6 +28,9 @@ FILENAMES_SUFFIX = "_filenames"
 # metadata (``"subject"``, ``"grade"``) that cross_validation.group_by/stratify_by may name.
 MISSPELLING_CUTOFF = 0.75
 SEGMENTATION_DATASET = "SegmentationDataset"
+# Scheduler lengths that "auto" fills from the run (see unet3d.train.schedulers).
+AUTO_LENGTH = "auto"
+AUTO_LENGTH_KEYS = ("total_iters", "total_steps", "T_max")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +140,10 @@ def parse_config(config, allow_unknown_keys=False):
                 raise UserError(f"config key '{name}' is missing (expected {expected})")
         if spec.kind:
             sections[name] = _named_section(name, config.get(name), allow_unknown_keys)
-        elif name in config or name != "cross_validation":
+        elif config.get(name) is not None or name != "cross_validation":
             sections[name] = spec.settings[0].parse(config.get(name), name, allow_unknown_keys)
         else:
-            sections[name] = None
+            sections[name] = None  # no cross-validation (null, as for any key, means the default)
     if "training_filenames" not in config:
         raise UserError("config key 'training_filenames' is missing (expected a list of cases)")
     _check_scheduler_mode(sections["scheduler"], sections["training"])
@@ -161,7 +164,7 @@ def _named_section(name, value, allow_unknown_keys):
     labels = LabelSettings.parse(value, name, extra_ok=True)
     if value["name"] != SEGMENTATION_DATASET:
         return DatasetSpec(component, None, labels)
-    settings = DatasetSettings.parse(value, name, allow_unknown_keys)
+    settings = DatasetSettings.parse(value, name, allow_unknown_keys)  # "name" and the label keys are read above
     options = {k: v for k, v in value.items() if k != "name"}
     return DatasetSpec(dataclasses.replace(component, options=options), settings, labels)
 
@@ -178,6 +181,11 @@ def parse_scheduler(value, key, allow_unknown_keys=False):
         inner = tuple(parse_scheduler(spec, f"{key}.schedulers[{index}]", allow_unknown_keys)
                       for index, spec in enumerate(options.schedulers))
     kwargs = {k: v for k, v in value.items() if k not in ("name", *SchedulerOptions.keys())}
+    for name, option in kwargs.items():
+        if option == AUTO_LENGTH and name not in AUTO_LENGTH_KEYS:
+            raise UserError(f"config key '{key}.{name}' is \"auto\", which only {', '.join(AUTO_LENGTH_KEYS)} take")
+    if key != "scheduler" and "step_per_batch" in value:
+        raise UserError(f"config key '{key}.step_per_batch': set it on the outer 'scheduler', which steps them all")
     return SchedulerSpec(Component("scheduler", key, value["name"], kwargs), options.step_per_batch, inner)
 
 
@@ -242,7 +250,9 @@ def resolved(config, sections):
             parameters = ()
         filled = {p.name: p.default for p in parameters
                   if p.default is not p.empty and p.name not in UNET3D_ARGUMENTS and p.kind is not p.VAR_KEYWORD}
-        given = {k: v for k, v in config[name].items() if k != "name"}
+        keys = spec.keys
+        given = {k: (keys[k].parse(v, f"{name}.{k}") if k in keys else v)
+                 for k, v in config[name].items() if k != "name" and not (k in keys and v is None)}
         for settings in spec.settings if spec.keys_for in (None, component.name) else ():
             given = {**settings.defaults(), **given}
         result[name] = {"name": component.name, **filled, **given}

@@ -46,7 +46,7 @@ class Settings:
         for name, value in canonical(given, cls.aliases, where).items():
             if name in keys:
                 values[name] = keys[name].parse(value, f"{where}.{name}")
-            elif not extra_ok and name != "name" and name not in skip:
+            elif not extra_ok and name not in skip:
                 unknown_key(f"{where}.{name}", name, [*keys, *cls.aliases], allow_unknown_keys)
                 del given[name]
         missing = [name for name, key in keys.items() if key.default is REQUIRED and name not in values]
@@ -192,11 +192,16 @@ class LabelSettings(Settings):
                                                 "\"labels\")", choices=("regions", "labels", "classes"))
     label_names: tuple = setting(["list", "null"], None, "a name per label (region, class), in `labels`' order, for "
                                                          "`val_dice_<name>` columns, plots and evaluation (default: "
-                                                         "WT/TC/ET for BraTS regions, else `label<value>`)",
+                                                         "WT/TC/ET for BraTS regions, `region<value>` for other "
+                                                         "regions, else `label<value>`)",
                                  items="string")
     setup_label_hierarchy: bool = setting(["boolean"], False, "3DUnetCNN's spelling of `\"label_mode\": \"regions\"`")
 
     def __post_init__(self):
+        values = list(self.labels or ())
+        if any(value <= 0 for value in values) or len(set(values)) != len(values):
+            raise UserError(f"config key 'dataset.labels' must be distinct positive label values (0 is the "
+                            f"background), got {values}")
         if self.setup_label_hierarchy and self.label_mode not in (None, "regions"):
             raise UserError(f"config key 'dataset.label_mode' is \"{self.label_mode}\" but "
                             "'dataset.setup_label_hierarchy' asks for nested regions; keep one")
@@ -257,7 +262,7 @@ class DatasetSettings(Settings):
     @classmethod
     def parse(cls, given, where, allow_unknown_keys=False, extra_ok=False, skip=()):
         """As ``Settings.parse``; each split's replacements are checked against the same keys."""
-        settings = super().parse(given, where, allow_unknown_keys, extra_ok, skip=tuple(LabelSettings.keys()))
+        settings = super().parse(given, where, allow_unknown_keys, extra_ok, skip=("name", *LabelSettings.keys()))
         split_keys = [name for name in cls.keys() if name not in SPLITS]
         replacements = {}
         for split in SPLITS:

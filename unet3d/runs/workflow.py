@@ -7,6 +7,7 @@ other group with the best weights and evaluates the groups that have labels.
 import dataclasses
 import logging
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 from unet3d.atomic import write_csv
@@ -25,6 +26,7 @@ from unet3d.runs.summary import format_summary, summarize_folds
 from unet3d.train import distributed
 from unet3d.train.examples import write_examples
 from unet3d.train.finetune import freeze
+from unet3d.train.lock import model_folder_lock
 from unet3d.train.loop import fit
 from unet3d.train.schedulers import build_scheduler, schedule_length
 
@@ -136,8 +138,9 @@ def train_experiment(experiment, work_dir, device, context=distributed.Context()
     """Train (every fold of, or fold ``fold`` of) an experiment and predict its other groups; returns ``work_dir``.
 
     The config as read (``--set`` included, data paths absolute) is kept as
-    ``<work_dir>/config.json``. Under torchrun every process runs this with its own
-    ``context``; only the main one writes files.
+    ``<work_dir>/config.json``. The main process holds the lock of ``work_dir`` (but for a
+    single ``fold``) and of each fold's folder, so a second run into one folder is refused.
+    Under torchrun every process runs this with its own ``context``; only the main one writes.
     """
     if fold is not None:
         require_cross_validation(experiment, "--fold")
@@ -145,22 +148,30 @@ def train_experiment(experiment, work_dir, device, context=distributed.Context()
         raise UserError("--training_log_filename names one log: give --fold K with a cross-validation config")
     options = dataclasses.replace(options, cache_dir=options.cache_dir or default_cache_dir(experiment, work_dir))
     check_experiment(experiment, work_dir, options.cache_dir)
-    if context.is_main:
-        write_if_changed(experiment.source, Path(work_dir) / EFFECTIVE_CONFIG)
-    if not experiment.cross_validation:
-        train_and_predict(experiment, work_dir, device, context, options)
-        return work_dir
-    fold_filenames = write_fold_configs(experiment, work_dir, write=context.is_main)
-    distributed.barrier(context)
-    if fold is not None and not 1 <= fold <= len(fold_filenames):
-        raise UserError(f"--fold {fold}: the config has folds 1 to {len(fold_filenames)}")
-    for fold_filename in [fold_filenames[fold - 1]] if fold else fold_filenames:
-        log.info("fold %s", fold_filename.stem)
-        fold_experiment = load_experiment(fold_filename, options.allow_unknown_keys)
-        train_and_predict(fold_experiment, Path(work_dir) / fold_filename.stem, device, context, options)
-    if context.is_main:
-        summarize_cross_validation(experiment, work_dir, require_all=True)
+    # Jobs of single folds (--fold K) may share the parent folder: they write the same fold configs.
+    with locked(work_dir, context, fold is None):
+        if context.is_main and fold is None:
+            write_if_changed(experiment.source, Path(work_dir) / EFFECTIVE_CONFIG)
+        if not experiment.cross_validation:
+            train_and_predict(experiment, work_dir, device, context, options)
+            return work_dir
+        fold_filenames = write_fold_configs(experiment, work_dir, write=context.is_main)
+        distributed.barrier(context)
+        if fold is not None and not 1 <= fold <= len(fold_filenames):
+            raise UserError(f"--fold {fold}: the config has folds 1 to {len(fold_filenames)}")
+        for fold_filename in [fold_filenames[fold - 1]] if fold else fold_filenames:
+            log.info("fold %s", fold_filename.stem)
+            fold_experiment = load_experiment(fold_filename, options.allow_unknown_keys)
+            with locked(Path(work_dir) / fold_filename.stem, context):  # a fold may also run as a job of its own
+                train_and_predict(fold_experiment, Path(work_dir) / fold_filename.stem, device, context, options)
+        if context.is_main:
+            summarize_cross_validation(experiment, work_dir, require_all=True)
     return work_dir
+
+
+def locked(folder, context, wanted=True):
+    """``folder``'s lock for the main process (see ``unet3d.train.lock``); nothing for the others."""
+    return model_folder_lock(folder) if context.is_main and wanted else nullcontext()
 
 
 def summarize_cross_validation(experiment, work_dir, require_all=False):
@@ -192,8 +203,16 @@ def train_and_predict(experiment, work_dir, device, context=distributed.Context(
         write_examples(experiment, work_dir, options.n_examples, options.cache_dir)
     trained_epochs = fit(experiment, work_dir, device, context, options.num_workers, options.cache_dir,
                          options.restart, options.pin_memory, options.log_copy)
-    if not context.is_main:
-        return
+    if context.is_main:
+        predict_groups(experiment, work_dir, device, trained_epochs, options.num_workers)
+
+
+def predict_groups(experiment, work_dir, device, trained_epochs, num_workers=0):
+    """Predict every group but training with the best weights in ``work_dir``; evaluate those with labels.
+
+    After ``trained_epochs`` of new training every prediction is written again; after none,
+    only the missing ones are.
+    """
     best = work_dir / "model_best.pth"
     model = trained_model(experiment.model, best if best.is_file() else work_dir / "model.pth", device)
     for group, cases in experiment.groups.items():
@@ -204,7 +223,7 @@ def train_and_predict(experiment, work_dir, device, context=distributed.Context(
         if not trained_epochs:
             todo = [case for case in todo if not (output_dir / f"{case.id}.nii.gz").exists()]
         if todo:
-            predict_cases(experiment, model, todo, output_dir, device, overwrite=True, num_workers=options.num_workers)
+            predict_cases(experiment, model, todo, output_dir, device, overwrite=True, num_workers=num_workers)
         if all(case.label for case in cases) and (todo or not (output_dir / "evaluation.csv").is_file()):
             # evaluation.csv, evaluation_summary.csv
             evaluate_folder(output_dir, group_label_files(experiment, group), experiment.labels)

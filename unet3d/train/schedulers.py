@@ -11,8 +11,7 @@ import dataclasses
 
 import torch
 
-AUTO = "auto"
-LENGTH_KEYS = ("total_iters", "total_steps", "T_max")
+from unet3d.config.schema import AUTO_LENGTH as AUTO, AUTO_LENGTH_KEYS as LENGTH_KEYS
 # State that a scheduler derives from its length at construction (OneCycleLR's phases).
 DERIVED_FROM_LENGTH = ("_schedule_phases",)
 
