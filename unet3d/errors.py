@@ -1,4 +1,5 @@
-"""The exceptions a command reports as one line: mistakes a user can fix, and a stop by a signal."""
+"""The exceptions a command reports as one line (mistakes a user can fix, a stop by a signal), and how
+their messages list many items."""
 
 import signal
 
@@ -17,3 +18,13 @@ class Interrupted(Exception):
         self.exit_status = 128 + signum
         super().__init__(f"stopped by {signal.Signals(signum).name}; rerun the same command to resume "
                          "after the last finished epoch")
+
+
+MAX_LISTED = 5
+
+
+def listing(items):
+    """The first few ``items`` joined, and how many more there are, for a one-line message."""
+    shown = ", ".join(str(i) for i in items[:MAX_LISTED])
+    more = f" (and {len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
+    return shown + more

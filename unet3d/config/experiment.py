@@ -18,7 +18,7 @@ from unet3d.config.overrides import apply_overrides
 from unet3d.config.resolve import Component
 from unet3d.config.schema import FILENAMES_SUFFIX, DatasetSpec, SchedulerSpec, parse_config
 from unet3d.config.settings import CrossValidationSettings, PredictionSettings, TrainingSettings
-from unet3d.errors import UserError
+from unet3d.errors import UserError, listing
 
 NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$|\.gz$", re.IGNORECASE)
 # Training keys that change when or what is saved, not what is learned: a checkpoint
@@ -129,9 +129,8 @@ class Experiment:
             return []
         unlabeled = [case.id for case in self.groups[group] if not case.label]
         if unlabeled:
-            shown = ", ".join(unlabeled[:5]) + (f" (and {len(unlabeled) - 5} more)" if len(unlabeled) > 5 else "")
             raise UserError(f"config key '{group}{FILENAMES_SUFFIX}': {len(unlabeled)} case(s) have no 'label' "
-                            f"but the group is used for training or validation: {shown}")
+                            f"but the group is used for training or validation: {listing(unlabeled)}")
         return list(self.groups[group])
 
     @property

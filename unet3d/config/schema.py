@@ -157,16 +157,14 @@ def _named_section(name, value, allow_unknown_keys):
         raise UserError(f"config key '{name}' must be an object with a string 'name'")
     if name == "scheduler":
         return parse_scheduler(value, name, allow_unknown_keys)
+    settings = labels = None
+    if name == "dataset":
+        # The label keys say what the labels are, whichever class loads them.
+        labels = LabelSettings.parse(value, name, extra_ok=True)
+        if value["name"] == SEGMENTATION_DATASET:  # (parsing drops unknown keys that are allowed)
+            settings = DatasetSettings.parse(value, name, allow_unknown_keys)
     component = Component(SECTIONS[name].kind, name, value["name"], {k: v for k, v in value.items() if k != "name"})
-    if name != "dataset":
-        return component
-    # The label keys say what the labels are, whichever class loads them.
-    labels = LabelSettings.parse(value, name, extra_ok=True)
-    if value["name"] != SEGMENTATION_DATASET:
-        return DatasetSpec(component, None, labels)
-    settings = DatasetSettings.parse(value, name, allow_unknown_keys)  # "name" and the label keys are read above
-    options = {k: v for k, v in value.items() if k != "name"}
-    return DatasetSpec(dataclasses.replace(component, options=options), settings, labels)
+    return DatasetSpec(component, settings, labels) if name == "dataset" else component
 
 
 def parse_scheduler(value, key, allow_unknown_keys=False):

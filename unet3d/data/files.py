@@ -3,10 +3,7 @@
 import os
 
 from unet3d.data.checks import check_cases
-from unet3d.errors import UserError
-
-MAX_LISTED = 5
-
+from unet3d.errors import UserError, listing
 
 def check_files_exist(case_list):
     """Raise one error listing the first few missing data files, and how many."""
@@ -25,10 +22,3 @@ def preflight(case_list, labels=(), cache_dir=None):
     """
     check_files_exist(case_list)
     check_cases(case_list, labels=list(labels), cache_dir=cache_dir)
-
-
-def listing(items):
-    """The first few ``items`` joined, and how many more there are."""
-    shown = ", ".join(str(i) for i in items[:MAX_LISTED])
-    more = f" (and {len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
-    return shown + more

@@ -17,8 +17,7 @@ from unet3d.config.experiment import NIFTI_SUFFIX
 from unet3d.config.labels import LabelScheme
 from unet3d.data.brats import label_file
 from unet3d.data.checks import AFFINE_TOLERANCE_MM
-from unet3d.data.files import listing
-from unet3d.errors import UserError
+from unet3d.errors import UserError, listing
 from unet3d.evaluate.metrics import METRICS, region_metrics
 
 log = logging.getLogger("unet3d")

@@ -34,11 +34,25 @@ def model_weights(model):
     return model.state_dict()
 
 
+def plain_state(state):
+    """A state dict without the wrappers' key prefixes (DDP/DataParallel ``module.``, torch.compile)."""
+    return {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
+
+
+def read_weights(path):
+    """The weights in ``path``: a plain state dict or a training checkpoint's ``model`` entry, prefixes stripped."""
+    state = load(path)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a state dict of weights")
+    return plain_state(state)
+
+
 def load_weights(model, state, path):
     """Load the state dict ``state`` (read from ``path``) into ``model`` strictly, wrappers' prefixes stripped."""
-    state = {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(plain_state(state), strict=True)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         raise UserError(f"{path}: weights do not fit the config's model ({first})") from None
@@ -47,10 +61,7 @@ def load_weights(model, state, path):
 
 def load_model_weights(model, path):
     """Load plain weights (or a training checkpoint's ``model`` entry) from ``path`` into ``model``, strictly."""
-    state = load(path)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    return load_weights(model, state, path)
+    return load_weights(model, read_weights(path), path)
 
 
 def trained_model(component, path, device):
@@ -67,12 +78,7 @@ def load_matching_weights(model, path):
     had no counterpart in the file, or had one of another shape. A file that matches
     nothing is a UserError naming it.
     """
-    state = load(path)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: not a state dict of weights")
-    state = {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
+    state = read_weights(path)
     own = model.state_dict()
     matching = {key: value for key, value in state.items()
                 if key in own and getattr(value, "shape", None) == own[key].shape}
