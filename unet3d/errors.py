@@ -1,7 +1,10 @@
-"""The exceptions a command reports as one line (mistakes a user can fix, a stop by a signal), and how
-their messages list many items."""
+"""The exceptions a command reports as one line (mistakes a user can fix, a stop by a signal), how
+their messages list many items and name the pip command of a missing extra."""
 
 import signal
+
+# The name pip installs unet3d by (``unet3d`` on PyPI is another project); the import package is ``unet3d``.
+DISTRIBUTION = "unet3d-toolkit"
 
 
 class UserError(Exception):
@@ -18,6 +21,11 @@ class Interrupted(Exception):
         self.exit_status = 128 + signum
         super().__init__(f"stopped by {signal.Signals(signum).name}; rerun the same command to resume "
                          "after the last finished epoch")
+
+
+def install_hint(extra):
+    """The pip command that installs an optional part of unet3d (an extra in setup.cfg)."""
+    return f'pip install "{DISTRIBUTION}[{extra}]"'
 
 
 MAX_LISTED = 5

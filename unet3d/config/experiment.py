@@ -25,7 +25,7 @@ NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$|\.gz$", re.IGNORECASE)
 # made under other values of these still resumes.
 BOOKKEEPING_KEYS = frozenset({
     "n_epochs", "save_best", "save_every_n_epochs", "save_last_n_models", "early_stopping_patience", "compile",
-    "pretrained",
+    "pretrained", "trackers", "tracker_image_interval",
 })
 HASHED_SECTIONS = ("model", "loss", "optimizer", "scheduler", "dataset", "training")
 

@@ -12,6 +12,7 @@ from unet3d.config.keys import REQUIRED, keys_of, setting, unknown_key
 from unet3d.errors import UserError
 
 SPLITS = ("training", "validation")
+TRACKERS = ("tensorboard", "mlflow")
 
 
 class Settings:
@@ -111,8 +112,17 @@ class TrainingSettings(Settings):
                            items="string")
     seed: int = setting(["integer"], 0, "seeds Python, NumPy and torch, and every epoch's batches")
     deterministic: bool = setting(["boolean"], False, "also ask torch for deterministic algorithms")
+    trackers: list = setting(["list", "null"], None, "experiment trackers that also get the training log's figures: "
+                                                     "\"tensorboard\", \"mlflow\" (default: none; also `--trackers`)",
+                             items="string")
+    tracker_image_interval: int = setting(["integer"], 10, "TensorBoard: the middle slice of a validation case with its "
+                                                           "prediction, every k epochs (when validated)", minimum=1)
 
     def __post_init__(self):
+        unknown = [name for name in self.trackers or () if name not in TRACKERS]
+        if unknown:
+            raise UserError(f"config key 'training.trackers' holds {unknown[0]!r}; expected a list of "
+                            + " and ".join(f'"{name}"' for name in TRACKERS))
         if self.monitor_mode is None:
             raise UserError(f"config key 'training.metric_mode' is needed: is {self.metric_to_monitor!r} "
                             "to be minimized or maximized?")

@@ -29,6 +29,7 @@ from unet3d.train.finetune import freeze
 from unet3d.train.lock import model_folder_lock
 from unet3d.train.loop import fit
 from unet3d.train.schedulers import build_scheduler, schedule_length
+from unet3d.train.trackers import require_trackers
 
 log = logging.getLogger("unet3d")
 EFFECTIVE_CONFIG = "config.json"
@@ -92,12 +93,13 @@ def build_components(experiment):
 
 
 def check_experiment(experiment, work_dir, cache_dir=None):
-    """Build every component and check the output folder and every case's files, before any work.
+    """Build every component and check the output folder, the trackers' packages and every case's files, before any work.
 
     Cases that pass the value checks are remembered under ``cache_dir`` (None: not remembered).
     """
     build_components(experiment)
     check_output_folder(work_dir)
+    require_trackers(experiment.training.trackers, work_dir)
     preflight([case for group in experiment.groups.values() for case in group], experiment.labels.values, cache_dir)
 
 

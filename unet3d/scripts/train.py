@@ -47,6 +47,9 @@ def build_parser():
     parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes (default 0: load in the main process)")
     parser.add_argument("--cache_dir", help="folder for preprocessed cases, shared by folds and reruns "
                         "(default: <output_dir>/<config name>/cache for a cross-validation config, else <output_dir>/cache)")
+    parser.add_argument("--trackers", nargs="*", metavar="NAME",
+                        help="log to these experiment trackers too: tensorboard, mlflow (overrides training.trackers; "
+                             "none after the flag: no tracker)")
     parser.add_argument("--ngpus", type=int, default=1,
                         help="train one model data-parallel in N processes on this node (torchrun; one per GPU, "
                              "or Gloo processes with --device cpu)")
@@ -78,6 +81,7 @@ def _train(args, argv):
     from unet3d.config.experiment import load_experiment
     from unet3d.config.load import read_machine_config
     from unet3d.config.resolve import load_plugins
+    from unet3d.config.settings import TRACKERS
     from unet3d.device import choose_device
     from unet3d.errors import UserError
     from unet3d.runs import workflow
@@ -98,6 +102,11 @@ def _train(args, argv):
     if args.batch_size is not None:
         logging.getLogger("unet3d").warning("--batch_size %d overrides training.batch_size", args.batch_size)
         overrides.append(f"training.batch_size={args.batch_size}")
+    if args.trackers is not None:
+        for name in args.trackers:
+            if name not in TRACKERS:
+                raise UserError(f"--trackers {name}: expected " + " or ".join(TRACKERS))
+        overrides.append(f"training.trackers={json.dumps(args.trackers)}")
     if args.pretrained_model_filename:
         overrides.append(f"training.pretrained={json.dumps(os.path.abspath(args.pretrained_model_filename))}")
     experiment = load_experiment(args.config_filename, args.allow_unknown_keys, overrides)

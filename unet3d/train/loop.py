@@ -27,6 +27,7 @@ from unet3d.train.random_state import RandomStates, seed_epoch, seed_everything
 from unet3d.train.sampling import EpochSamples
 from unet3d.train.schedulers import ScheduleState, build_scheduler, schedule_length, step_scheduler
 from unet3d.train.signals import raise_if_stopped, stop_on_signals
+from unet3d.train.trackers import Trackers, mid_slice
 
 __all__ = ["fit", "train_one_epoch", "validate"]
 
@@ -67,10 +68,12 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
     length = schedule_length(experiment.scheduler, settings.n_epochs, len(train_loader))
     scheduler = build_scheduler(experiment.scheduler, optimizer, monitor.mode, length)
     step_per_batch = experiment.scheduler is not None and experiment.scheduler.step_per_batch
+    trackers = Trackers(experiment, work_dir, context.is_main)
 
     # Everything a resumed run needs to continue exactly as an uninterrupted one would.
     state = {"optimizer": optimizer, "scheduler": ScheduleState(scheduler, experiment.scheduler) if scheduler else None,
-             "scaler": precision.scaler, "monitor": monitor, "rng": RandomStates(train_loader.generator)}
+             "scaler": precision.scaler, "monitor": monitor, "rng": RandomStates(train_loader.generator),
+             "trackers": trackers}
     checkpoint_path = work_dir / "checkpoint.pth"
     fingerprint = experiment.fingerprint()
     rows = []
@@ -86,9 +89,10 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
         training_log.write()
     network = distributed.data_parallel(model, context, device)
     network = compiled(network) if compile_requested(settings.compile) else network
+    trackers.start(rows, len(train_loader))
 
     first_epoch = len(rows) + 1
-    with stop_on_signals():
+    with stop_on_signals(), trackers:
         for epoch in range(first_epoch, settings.n_epochs + 1):
             if monitor.should_stop:
                 log.info("early stopping: %s did not improve for %d epochs", monitor.metric, monitor.patience)
@@ -100,10 +104,13 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
             lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch, **train_one_epoch(network, train_loader, loss_function, optimizer, precision, device,
                                                      settings.clip_grad_norm, scheduler if step_per_batch else None,
-                                                     f"epoch {epoch}/{settings.n_epochs}", context), "lr": lr}
+                                                     f"epoch {epoch}/{settings.n_epochs}", context,
+                                                     trackers.record_lr), "lr": lr}
+            example = None
             if validation_loader is not None and (epoch % settings.validation_interval == 0
                                                   or epoch == settings.n_epochs):
-                row.update(validate(network, validation_loader, loss_function, inferer, device, context))
+                scores, example = validate(network, validation_loader, loss_function, inferer, device, context)
+                row.update(scores)
             if scheduler is not None and not step_per_batch:
                 step_scheduler(scheduler, row, monitor.metric)
             compile_time = compile_seconds() - compile_start
@@ -117,6 +124,7 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
                 # The checkpoint marks the epoch done, so it comes after the model files: a kill
                 # between them replays the epoch, which rewrites the same files.
                 save_models(model_weights(model), work_dir, epoch, improved, settings)
+                trackers.log_epoch(row, example)  # before the checkpoint too (see unet3d.train.trackers)
                 save_training_state(checkpoint_path, model, epoch, rows, fingerprint, **state)
                 training_log.append(row)
                 plot_progress(rows, work_dir / "progress.png")
@@ -126,10 +134,11 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
 
 
 def train_one_epoch(model, loader, loss_function, optimizer, precision, device, clip_grad_norm=None,
-                    batch_scheduler=None, description="epoch", context=distributed.Context()):
+                    batch_scheduler=None, description="epoch", context=distributed.Context(), on_step=None):
     """One pass over ``loader``; returns the mean training loss (over all processes) and the seconds spent waiting for batches.
 
-    ``batch_scheduler``, when given, steps after every optimizer step (OneCycleLR and the like).
+    ``batch_scheduler``, when given, steps after every optimizer step (OneCycleLR and the like);
+    ``on_step``, when given, is called with the learning rate of every optimizer step.
     """
     model.train()
     total, count, data_time = 0.0, 0, 0.0
@@ -148,6 +157,8 @@ def train_one_epoch(model, loader, loss_function, optimizer, precision, device, 
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             precision.scaler.step(optimizer)
             precision.scaler.update()
+            if on_step is not None:
+                on_step(optimizer.param_groups[0]["lr"])
             if batch_scheduler is not None:
                 batch_scheduler.step()
             total += loss.item() * len(image)
@@ -161,12 +172,12 @@ def train_one_epoch(model, loader, loss_function, optimizer, precision, device, 
 @torch.no_grad()
 def validate(model, loader, loss_function, inferer, device, context=distributed.Context()):
     """Validation loss, and Dice per output channel of the label maps ``inferer`` decodes (what prediction
-    writes), averaged over the cases of all processes."""
+    writes), averaged over the cases of all processes; and the ``mid_slice`` of this process's first case."""
     model.eval()
     names = inferer.labels.names
     # Per-batch compute_dice, not DiceMetric: its buffer is all-gathered across processes
     # by MONAI itself, which would count cases twice and hang a process without batches.
-    total, count, dice_sums = 0.0, 0, torch.zeros(len(names), dtype=torch.float64)
+    total, count, dice_sums, example = 0.0, 0, torch.zeros(len(names), dtype=torch.float64), None
     with batches(loader) as iterator:
         for batch in iterator:
             raise_if_stopped()
@@ -176,6 +187,7 @@ def validate(model, loader, loss_function, inferer, device, context=distributed.
             count += len(image)
             predicted = [inferer.labels.masks(inferer.decode(case)) for case in inferer.to_probabilities(logits, image)]
             reference = inferer.labels.target_masks(label)
+            example = example or mid_slice(image[0], predicted[0], reference[0])
             dice = compute_dice(torch.stack(predicted).float(), reference.float(), include_background=True,
                                 ignore_empty=False)
             dice_sums += dice.sum(dim=0).double().cpu()
@@ -184,7 +196,7 @@ def validate(model, loader, loss_function, inferer, device, context=distributed.
     row = {"val_loss": total / max(count, 1)}
     row.update({f"val_dice_{name}": score for name, score in zip(names, scores)})
     row["val_dice_mean"] = float(np.mean(scores))
-    return row
+    return row, example
 
 
 def plain(tensor, device):

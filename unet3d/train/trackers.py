@@ -1,0 +1,256 @@
+"""Experiment trackers, optional and off by default: TensorBoard and MLflow get the figures of ``training_log.csv``.
+
+The CSV stays the source of truth. Steps count optimizer steps (as in Lightning): the learning
+rate is logged at every step as ``lr_step``, and an epoch's CSV columns at the epoch's last step.
+An epoch reaches the trackers in one go, just before the checkpoint marks it done, so a resumed
+run replays only an epoch they may already hold: TensorBoard purges it (``purge_step``) and
+MLflow skips the steps its run has. The MLflow run id is kept in the checkpoint, so a resumed
+run appends to the same run; a run with no trackers pays nothing for them.
+"""
+
+import importlib
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from unet3d.config.settings import TRACKERS
+from unet3d.errors import UserError, install_hint
+
+log = logging.getLogger("unet3d")
+# Database stores (MLflow's default, SQLite, among them) need SQLAlchemy and Alembic besides the client.
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+# Colours of the first masks (labels, regions) of the overlay image, then repeated.
+COLOURS = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.3, 0.5, 1.0], [1.0, 1.0, 0.2], [1.0, 0.3, 1.0]])
+BATCH = 1000  # MLflow takes at most 1000 metrics and 100 params per request
+PARAM_BATCH = 100
+
+
+def require_trackers(names, work_dir):
+    """Raise a UserError naming the pip command when a tracker in ``names`` is not installed (pre-flight)."""
+    for name in names or ():
+        modules = ["tensorboard"] if name == "tensorboard" else ["mlflow"]
+        if name == "mlflow" and is_database(tracking_uri(work_dir)):
+            modules += ["sqlalchemy", "alembic"]
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise UserError(f"training.trackers: {name} needs the {module} package: {install_hint(name)}") from None
+
+
+def store_folder(work_dir):
+    """The folder of the config a model belongs to (a fold's parent): where MLflow's default store lives."""
+    work_dir = Path(work_dir).resolve()
+    return work_dir.parent if re.fullmatch(r"fold\d+", work_dir.name) else work_dir
+
+
+def tracking_uri(work_dir):
+    """``MLFLOW_TRACKING_URI``, else an SQLite store ``mlflow.db`` in ``store_folder(work_dir)``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_folder(work_dir) / 'mlflow.db'}"
+
+
+def is_database(uri):
+    """Whether an MLflow tracking URI names a database store (``sqlite:///...``, ``postgresql+psycopg2://...``)."""
+    return "://" in uri and uri.split("://")[0].split("+")[0] in DATABASE_SCHEMES
+
+
+def mid_slice(image, predicted, reference):
+    """The middle slice (last axis) of a case's first image channel and of its predicted and reference masks,
+    on the CPU: what ``overlay`` draws."""
+    middle = image.shape[-1] // 2
+    return image[0, ..., middle].float().cpu(), predicted[..., middle].cpu(), reference[..., middle].cpu()
+
+
+def overlay(example, alpha=0.5):
+    """An RGB image (3, H, 2W) in [0, 1] from ``mid_slice``: the prediction's masks in colour over the slice, and
+    beside it the reference's."""
+    image, predicted, reference = example
+    low, high = image.min(), image.max()
+    grey = (image - low) / (high - low) if high > low else torch.zeros_like(image)
+    panels = []
+    for masks in (predicted, reference):
+        rgb = grey.expand(3, *grey.shape).clone()
+        for index, mask in enumerate(masks.bool()):
+            colour = COLOURS[index % len(COLOURS)].view(3, 1, 1)
+            rgb = torch.where(mask, (1 - alpha) * rgb + alpha * colour, rgb)
+        panels.append(rgb)
+    return torch.cat(panels, dim=2)
+
+
+def flat_params(experiment):
+    """The config as MLflow parameters: dotted keys, JSON values; case lists as their counts."""
+    params = {f"{group}_cases": len(cases) for group, cases in experiment.groups.items()}
+
+    def walk(prefix, value):
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            params[prefix] = value if isinstance(value, str) else json.dumps(value)
+
+    walk("", {k: v for k, v in experiment.source.items() if not k.endswith("_filenames")})
+    return params
+
+
+class Trackers:
+    """The trackers ``training.trackers`` names, held by the main process only (elsewhere every call is a no-op).
+
+    The loop calls ``start`` once the checkpoint is read, ``record_lr`` after each optimizer step,
+    ``log_epoch`` when an epoch's row is complete, and uses the object as a context manager around
+    its epochs (which ends the tracker runs). ``state_dict`` goes into the training checkpoint.
+    """
+
+    def __init__(self, experiment, work_dir, enabled=True):
+        self.experiment, self.work_dir = experiment, Path(work_dir)
+        self.names = list(dict.fromkeys(experiment.training.trackers or ())) if enabled else []
+        self.interval = experiment.training.tracker_image_interval
+        self.saved, self.open, self.lrs, self.steps_per_epoch = {}, [], [], 1
+
+    def start(self, rows, steps_per_epoch):
+        """Open each tracker after the epochs in ``rows`` (already trained), adding those it lacks."""
+        self.steps_per_epoch = steps_per_epoch
+        kinds = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker}
+        self.open = [kinds[name](self.experiment, self.work_dir, rows, steps_per_epoch, self.saved.get(name))
+                     for name in self.names]
+
+    def record_lr(self, lr):
+        """The learning rate of one optimizer step, logged with the epoch's row."""
+        if self.open:
+            self.lrs.append(lr)
+
+    def log_epoch(self, row, example=None):
+        """One epoch's CSV row, its steps' learning rates and, every ``tracker_image_interval`` epochs, the overlay
+        of ``example`` (``mid_slice`` of the validation pass; None when the epoch was not validated)."""
+        epoch, first = row["epoch"], (row["epoch"] - 1) * self.steps_per_epoch
+        steps, self.lrs = list(enumerate(self.lrs, start=first + 1)), []
+        image = overlay(example) if example is not None and epoch % self.interval == 0 else None
+        for tracker in self.open:
+            tracker.log_epoch(row, epoch * self.steps_per_epoch, steps, image)
+
+    def state_dict(self):
+        return {**self.saved, **{tracker.name: tracker.state() for tracker in self.open}}
+
+    def load_state_dict(self, state):
+        self.saved = dict(state)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        status = "FINISHED" if exc_type is None else "FAILED" if issubclass(exc_type, Exception) else "KILLED"
+        best = self.work_dir / "model_best.pth"
+        for tracker in self.open:
+            tracker.close(status, best if status == "FINISHED" and best.is_file() else None)
+        self.open = []
+
+
+def numeric(row):
+    """The CSV columns of ``row`` that hold numbers."""
+    return {key: float(value) for key, value in row.items() if isinstance(value, (int, float))}
+
+
+class TensorBoardTracker:
+    """Event files in ``<work dir>/tensorboard``: the CSV columns, ``lr_step`` and ``validation_overlay``."""
+
+    name = "tensorboard"
+
+    def __init__(self, experiment, work_dir, rows, steps_per_epoch, saved=None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        folder = Path(work_dir) / "tensorboard"
+        resumed = folder.is_dir() and any(folder.iterdir())
+        # Events at or after the first step to (re)train are hidden: an epoch logged before a crash is replayed.
+        self.writer = SummaryWriter(str(folder), purge_step=len(rows) * steps_per_epoch + 1 if resumed else None)
+        if not resumed:  # trackers named only now: the CSV's earlier epochs
+            for row in rows:
+                self.log_epoch(row, row["epoch"] * steps_per_epoch)
+
+    def log_epoch(self, row, step, lr_steps=(), image=None):
+        """Scalars of one epoch (and its steps' learning rates, and an image) at optimizer step ``step``."""
+        for key, value in numeric(row).items():
+            self.writer.add_scalar(key, value, step)
+        for lr_step, lr in lr_steps:
+            self.writer.add_scalar("lr_step", lr, lr_step)
+        if image is not None:
+            self.writer.add_image("validation_overlay", image, step)
+        self.writer.flush()
+
+    def state(self):
+        return {}
+
+    def close(self, status, best_model=None):
+        self.writer.close()
+
+
+class MLflowTracker:
+    """One MLflow run per model (named after its folder; the experiment after the config, or
+    ``MLFLOW_EXPERIMENT_NAME``): the config as parameters, the CSV columns and ``lr_step`` as metrics,
+    ``model_best.pth`` as an artifact when training ends."""
+
+    name = "mlflow"
+
+    def __init__(self, experiment, work_dir, rows, steps_per_epoch, saved=None):
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        uri = tracking_uri(work_dir)
+        self.client = MlflowClient(uri)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or store_folder(work_dir).name
+        found = self.client.get_experiment_by_name(name)
+        local = None if os.environ.get("MLFLOW_TRACKING_URI") else (store_folder(work_dir) / "mlartifacts").as_uri()
+        experiment_id = found.experiment_id if found else self.client.create_experiment(name, local)
+        self.run_id = None
+        if saved and saved.get("run_id"):
+            try:
+                if self.client.get_run(saved["run_id"]).info.lifecycle_stage == "active":
+                    self.run_id = saved["run_id"]
+                    self.client.update_run(self.run_id, status="RUNNING")
+            except MlflowException:
+                log.warning("MLflow run %s is not in %s: starting a new run", saved["run_id"], uri)
+        if self.run_id is None:
+            run = self.client.create_run(experiment_id, run_name=Path(work_dir).name,
+                                         tags={"unet3d.work_dir": str(Path(work_dir).resolve())})
+            self.run_id = run.info.run_id
+        log.info("MLflow run %s in %s", self.run_id, uri)
+        self.log_params(flat_params(experiment))
+        self.last_step = max((metric.step for metric in self.client.get_metric_history(self.run_id, "loss")), default=0)
+        for row in rows:  # epochs the run lacks (trackers named only now, another store)
+            self.log_epoch(row, row["epoch"] * steps_per_epoch)
+
+    def log_params(self, params):
+        """Log the parameters the run lacks; one that changed since (``training.n_epochs``) keeps its first value."""
+        from mlflow.entities import Param
+
+        logged = self.client.get_run(self.run_id).data.params
+        changed = [key for key, value in params.items() if key in logged and logged[key] != str(value)]
+        if changed:
+            log.info("MLflow keeps the first value of the parameters %s", ", ".join(changed))
+        new = [Param(key, str(value)) for key, value in params.items() if key not in logged]
+        for start in range(0, len(new), PARAM_BATCH):
+            self.client.log_batch(self.run_id, params=new[start: start + PARAM_BATCH])
+
+    def log_epoch(self, row, step, lr_steps=(), image=None):
+        """Metrics of one epoch at optimizer step ``step``, unless the run has them already."""
+        from mlflow.entities import Metric
+
+        if step <= self.last_step:
+            return
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, value, now, step) for key, value in numeric(row).items()]
+        metrics += [Metric("lr_step", lr, now, lr_step) for lr_step, lr in lr_steps]
+        for start in range(0, len(metrics), BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[start: start + BATCH])
+        self.last_step = step
+
+    def state(self):
+        return {"run_id": self.run_id}
+
+    def close(self, status, best_model=None):
+        if best_model is not None:
+            self.client.log_artifact(self.run_id, str(best_model))
+        self.client.set_terminated(self.run_id, status)
