@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,6 +183,8 @@ CONFIG = [
         ("'prediction.window'", "three positive integers")),
     Bad("amp-fp8", lambda ws: ws.edit(lambda c: c["training"].update(amp="fp8")),
         ("config key 'training.amp' must be one of",)),
+    Bad("unknown-tracker", lambda ws: ws.edit(lambda c: c["training"].update(trackers=["tensorboard", "wandb"])),
+        ("config key 'training.trackers' holds 'wandb'; expected names among \"tensorboard\", \"mlflow\"",)),
     Bad("metric-mode", lambda ws: ws.edit(lambda c: c["training"].update(metric_mode="maximum")),
         ("config key 'training.metric_mode' must be one of \"min\", \"max\"",)),
     Bad("string-labels", lambda ws: ws.edit(lambda c: c["dataset"].update(labels=["1", "2"])),
@@ -273,6 +276,9 @@ ENVIRONMENT = [
         (": No space left on device",), monkeypatch=no_space),
     Bad("cache-is-a-file", lambda ws: (ws.root / "cache").write_text("x"), ("cache", "Not a directory"),
         args=("--cache_dir", "{root}/cache")),
+    Bad("tracker-not-installed", lambda ws: None, ("training.trackers: tensorboard needs the tensorboard package: "
+                                                   'pip install "unet3d-toolkit[tensorboard]"',),
+        args=("--trackers", "tensorboard"), monkeypatch=lambda mp: mp.setitem(sys.modules, "tensorboard", None)),
 ]
 
 CHECKPOINTS = [
@@ -306,6 +312,8 @@ CLI = [
     Bad("fold-without-folds", lambda ws: ws.edit(lambda c: c.pop("cross_validation")),
         ("--fold needs a 'cross_validation' section",), args=("--fold", "1")),
     Bad("slurm-without-setup", lambda ws: None, ("--slurm_time only applies",), args=("--slurm_time", "1:00:00")),
+    Bad("trackers-flag", lambda ws: None, ("--trackers wandb: expected tensorboard or mlflow",),
+        args=("--trackers", "wandb")),
     Bad("missing-plugin", lambda ws: None, ("--plugin lab_nets: cannot import it",), args=("--plugin", "lab_nets")),
     Bad("predict-overlap", lambda ws: tiny_weights(ws), ("--overlap 1.5: must be a number in [0, 1)",), prog="predict",
         args=("--model_filename", "{root}/model.pth", "--overlap", "1.5"), script=True),

@@ -15,6 +15,7 @@ PROGRAMS = ("unet3d-train", "unet3d-predict", "unet3d-evaluate")
 def test_every_command_has_version(prog):
     result = run(prog, "--version")
     assert result.stdout.startswith(f"{prog} 0.1.0 (torch ") and "MONAI" in result.stdout
+    assert result.stdout.strip().endswith("; tested with torch 2.13.0, MONAI 1.6.1)")
 
 
 def test_set_changes_a_value_and_a_changed_training_setting_is_refused_like_an_edit(single_config):

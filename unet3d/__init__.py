@@ -10,6 +10,8 @@ import sys
 import types
 
 __version__ = "0.1.0"
+# The releases the test suite passed on (the lower bounds of setup.cfg's requirements); --version prints them.
+TESTED_WITH = {"torch": ("2.13.0",), "MONAI": ("1.6.1",)}
 __all__ = ["train", "predict", "evaluate"]
 
 

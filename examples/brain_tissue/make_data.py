@@ -31,7 +31,7 @@ def template_folder():
     spec = importlib.util.find_spec("nilearn")
     folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data" if spec else None
     if folder is None or not all((folder / TEMPLATE.format(k)).exists() for k in ("t1", "gm", "wm")):
-        print('make_data.py: error: the brain tissue example needs nilearn: pip install "unet3d[examples]"',
+        print('make_data.py: error: the brain tissue example needs nilearn: pip install "unet3d-toolkit[examples]"',
               file=sys.stderr)
         sys.exit(2)
     return folder

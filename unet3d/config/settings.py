@@ -121,8 +121,8 @@ class TrainingSettings(Settings):
     def __post_init__(self):
         unknown = [name for name in self.trackers or () if name not in TRACKERS]
         if unknown:
-            raise UserError(f"config key 'training.trackers' holds {unknown[0]!r}; expected a list of "
-                            + " and ".join(f'"{name}"' for name in TRACKERS))
+            raise UserError(f"config key 'training.trackers' holds {unknown[0]!r}; expected names among "
+                            + ", ".join(f'"{name}"' for name in TRACKERS))
         if self.monitor_mode is None:
             raise UserError(f"config key 'training.metric_mode' is needed: is {self.metric_to_monitor!r} "
                             "to be minimized or maximized?")

@@ -14,7 +14,7 @@ def parser(prog, description):
     result = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False)
     result.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     result.add_argument("--version", action=VersionAction, nargs=0,
-                        help="print the versions of unet3d, torch, MONAI and Python, and exit")
+                        help="print the versions of unet3d, torch, MONAI and Python, and those unet3d was tested with, and exit")
     return result
 
 
@@ -27,15 +27,17 @@ class VersionAction(argparse.Action):
 
 
 def version_text(prog):
-    """``unet3d-train 0.1.0 (torch 2.13.0, MONAI 1.6.0, Python 3.11.7)``."""
+    """``unet3d-train 0.1.0 (torch 2.15.0, MONAI 1.6.1, Python 3.11.7; tested with torch 2.13.0, MONAI 1.6.1)``."""
     import platform
 
     import monai
     import torch
 
-    from unet3d import __version__
+    from unet3d import TESTED_WITH, __version__
 
-    return f"{prog} {__version__} (torch {torch.__version__}, MONAI {monai.__version__}, Python {platform.python_version()})"
+    tested = ", ".join(f"{name} {' and '.join(versions)}" for name, versions in TESTED_WITH.items())
+    return (f"{prog} {__version__} (torch {torch.__version__}, MONAI {monai.__version__}, "
+            f"Python {platform.python_version()}; tested with {tested})")
 
 
 def add_config_flags(arg_parser):
