@@ -2,9 +2,10 @@
 
 import pytest
 
+import unet3d
 from helpers import edit_config, read_log, run
 from unet3d.config.experiment import load_experiment
-from unet3d.train.trackers import MLflowTracker, TensorBoardTracker, Trackers, mid_slice, overlay
+from unet3d.train.trackers import MLflowTracker, TensorBoardTracker, Trackers, mid_slice, overlay, store_folder
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 mlflow_tracking = pytest.importorskip("mlflow.tracking")
@@ -37,9 +38,11 @@ def test_both_trackers_log_the_csv_per_epoch_and_a_resumed_run_appends(single_co
     assert first.info.status == "FINISHED" and first.info.run_name == "tiny"
     assert [a.path for a in client.list_artifacts(first.info.run_id)] == ["model_best.pth"]
 
-    # Resumed for a second epoch: the same run and log folder, every step once.
-    run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--trackers", "tensorboard", "mlflow",
-        "--set", "training.n_epochs=2", env=env)
+    # Resumed for a second epoch (from Python, the config key naming the trackers): the same run and log folder,
+    # every step once.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    unet3d.train(single_config, device="cpu", overrides=["training.n_epochs=2",
+                                                         'training.trackers=["tensorboard", "mlflow"]'])
     rows = read_log(work / "training_log.csv")
     steps_per_epoch = 2  # 4 training cases in batches of 2
     events, scalars = tensorboard_scalars(work / "tensorboard")
@@ -105,6 +108,8 @@ def test_only_the_main_process_tracks_and_the_overlay_shows_the_masks(single_con
     others.record_lr(0.01)
     others.log_epoch({"epoch": 1, "loss": 1.0})
     assert not (tmp_path / "tensorboard").exists() and others.state_dict() == {}
+    # The folds of a config share its MLflow store.
+    assert store_folder(tmp_path / "tiny" / "fold2") == store_folder(tmp_path / "tiny") == (tmp_path / "tiny").resolve()
 
     image = torch.zeros(1, 4, 4, 3)
     predicted = torch.zeros(3, 4, 4, 3, dtype=torch.bool)
