@@ -19,15 +19,16 @@ from pathlib import Path
 import torch
 
 from unet3d.config.settings import TRACKERS
-from unet3d.errors import UserError, install_hint
+from unet3d.errors import Interrupted, UserError, install_hint
 
 log = logging.getLogger("unet3d")
 # Database stores (MLflow's default, SQLite, among them) need SQLAlchemy and Alembic besides the client.
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 # Colours of the first masks (labels, regions) of the overlay image, then repeated.
 COLOURS = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.3, 0.5, 1.0], [1.0, 1.0, 0.2], [1.0, 0.3, 1.0]])
-BATCH = 1000  # MLflow takes at most 1000 metrics and 100 params per request
+BATCH = 1000  # MLflow takes at most 1000 metrics and 100 params per request, and values of 6000 characters
 PARAM_BATCH = 100
+PARAM_LENGTH = 6000
 
 
 def require_trackers(names, work_dir):
@@ -142,7 +143,8 @@ class Trackers:
         return self
 
     def __exit__(self, exc_type, exc, traceback):
-        status = "FINISHED" if exc_type is None else "FAILED" if issubclass(exc_type, Exception) else "KILLED"
+        stopped = exc_type is not None and (issubclass(exc_type, Interrupted) or not issubclass(exc_type, Exception))
+        status = "FINISHED" if exc_type is None else "KILLED" if stopped else "FAILED"
         best = self.work_dir / "model_best.pth"
         for tracker in self.open:
             tracker.close(status, best if status == "FINISHED" and best.is_file() else None)
@@ -226,11 +228,12 @@ class MLflowTracker:
         """Log the parameters the run lacks; one that changed since (``training.n_epochs``) keeps its first value."""
         from mlflow.entities import Param
 
+        params = {key: str(value)[:PARAM_LENGTH] for key, value in params.items()}
         logged = self.client.get_run(self.run_id).data.params
-        changed = [key for key, value in params.items() if key in logged and logged[key] != str(value)]
+        changed = [key for key, value in params.items() if key in logged and logged[key] != value]
         if changed:
             log.info("MLflow keeps the first value of the parameters %s", ", ".join(changed))
-        new = [Param(key, str(value)) for key, value in params.items() if key not in logged]
+        new = [Param(key, value) for key, value in params.items() if key not in logged]
         for start in range(0, len(new), PARAM_BATCH):
             self.client.log_batch(self.run_id, params=new[start: start + PARAM_BATCH])
 
