@@ -127,6 +127,8 @@ class Trackers:
     def log_epoch(self, row, example=None):
         """One epoch's CSV row, its steps' learning rates and, every ``tracker_image_interval`` epochs, the overlay
         of ``example`` (``mid_slice`` of the validation pass; None when the epoch was not validated)."""
+        if not self.open:
+            return
         epoch, first = row["epoch"], (row["epoch"] - 1) * self.steps_per_epoch
         steps, self.lrs = list(enumerate(self.lrs, start=first + 1)), []
         image = overlay(example) if example is not None and epoch % self.interval == 0 else None
@@ -134,9 +136,11 @@ class Trackers:
             tracker.log_epoch(row, epoch * self.steps_per_epoch, steps, image)
 
     def state_dict(self):
+        """What each tracker needs to continue its run on resume (MLflow's run id), for the checkpoint."""
         return {**self.saved, **{tracker.name: tracker.state() for tracker in self.open}}
 
     def load_state_dict(self, state):
+        """The checkpoint's ``state_dict``, used by ``start``."""
         self.saved = dict(state)
 
     def __enter__(self):
@@ -183,9 +187,11 @@ class TensorBoardTracker:
         self.writer.flush()
 
     def state(self):
+        """Nothing: the log folder is the run."""
         return {}
 
     def close(self, status, best_model=None):
+        """Flush and close the event file."""
         self.writer.close()
 
 
@@ -251,9 +257,11 @@ class MLflowTracker:
         self.last_step = step
 
     def state(self):
+        """The run's id, so that a resumed run appends to it."""
         return {"run_id": self.run_id}
 
     def close(self, status, best_model=None):
+        """Upload ``best_model`` (when given) and end the run with ``status`` (FINISHED, KILLED, FAILED)."""
         if best_model is not None:
             self.client.log_artifact(self.run_id, str(best_model))
         self.client.set_terminated(self.run_id, status)
