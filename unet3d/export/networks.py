@@ -34,6 +34,7 @@ def quiet_exporters():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks in MONAI's blocks, not data flow
             yield
     finally:
         for logger, level in zip(loggers, levels):
