@@ -89,6 +89,26 @@ def decoding(labels, threshold):
     return f"$lambda p: torch.as_tensor({table}, dtype={dtype})[{index}][None]"
 
 
+def component_clean_up(labels):
+    """``unet3d.predict.postprocess.clean_label_map`` on a label map (1, ...): split into region (or label)
+    masks, remove small components from each mask on its own, paint the masks back."""
+    dtype = "torch.uint8" if max(labels.values) < 256 else "torch.int32"
+    members = [list(labels.values[index:]) if labels.hierarchy else [value]
+               for index, value in enumerate(labels.values)]
+    # Nested regions paint the innermost whose outer ones remain; label masks are disjoint.
+    index = "m.int().cumprod(0).sum(0)" if labels.hierarchy else f"(m.int() * torch.arange(1, {len(members) + 1})" \
+        "[:, None, None, None]).sum(0)"
+    return [
+        transform("Lambdad", keys="pred", func=f"$lambda p: torch.stack([torch.isin(p[0], torch.as_tensor(v)) "
+                                                f"for v in {members}])"),
+        # One mask at a time: given all at once, scikit-image would join components across masks.
+        transform("Lambdad", keys="pred", func="$lambda m: torch.stack([torch.as_tensor(@remove_small_objects("
+                                                "mask[None]))[0] for mask in m])"),
+        transform("Lambdad", keys="pred", func=f"$lambda m: torch.as_tensor({[0, *labels.values]}, "
+                                                f"dtype={dtype})[{index}][None]"),
+    ]
+
+
 def postprocessing(experiment, prediction):
     """Activation, the mask outside a skull-stripped brain, inversion to the scan's grid, decoding, saving."""
     activation = prediction.activation or experiment.labels.activation
@@ -107,6 +127,8 @@ def postprocessing(experiment, prediction):
         steps.append(transform("Lambdad", keys="pred", func="$lambda p: torch.cat([(1 - p[1:].sum(0, keepdim=True))"
                                                             ".clamp(0, 1), p[1:]])"))
     steps.append(transform("Lambdad", keys="pred", func=decoding(experiment.labels, prediction.threshold)))
+    if prediction.min_component_size:
+        steps.extend(component_clean_up(experiment.labels))
     dtype = "uint8" if max(experiment.labels.values) < 256 else "int32"
     steps.append(transform("SaveImaged", keys="pred", output_dir="@output_dir", output_postfix="",
                            separate_folder=False, resample=False, output_dtype=dtype, print_log=False,
@@ -165,6 +187,8 @@ def inference_config(experiment, prediction, window):
         "dataset": {"_target_": "monai.data.Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "inferer": {"_target_": "monai.inferers.SlidingWindowInferer", "roi_size": list(window or WHOLE_VOLUME),
                     "sw_batch_size": prediction.sw_batch_size, "overlap": prediction.overlap, "mode": "gaussian"},
+        "remove_small_objects": {"_target_": f"{MONAI_TRANSFORMS}.RemoveSmallObjects",
+                                 "min_size": max(prediction.min_component_size, 1)},
         "postprocessing": {"_target_": f"{MONAI_TRANSFORMS}.Compose",
                            "transforms": postprocessing(experiment, prediction)},
         # One case: its logits, then the postprocessing, which writes the label map; returns the file written.

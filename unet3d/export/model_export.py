@@ -34,6 +34,7 @@ log = logging.getLogger("unet3d")
 FORMATS = ("torchscript", "onnx", "bundle")
 FILES = {"torchscript": "model.ts", "onnx": "model.onnx", "manifest": "manifest.json"}
 BUNDLE_FILES = ("configs/inference.json", "configs/metadata.json", "models/model.pt")
+BUNDLE_DIFFERENCE = "unet3d-predict runs float16 autocast on CUDA unless --no_amp; the bundle runs float32"
 # The check's input when the config has no window (whole volumes): divisible by the stride of 5-level U-Nets.
 CHECK_WINDOW = (32, 32, 32)
 
@@ -104,7 +105,7 @@ def export_model(experiment, model_filename, output_dir, formats=FORMATS, predic
         check_agreement(diffs)
         if bundle is not None:
             write_bundle(staging / "bundle", bundle, network, experiment)
-            exports["bundle"] = {"folder": "bundle", "differences": bundle_differences(prediction)}
+            exports["bundle"] = {"folder": "bundle", "differences": [BUNDLE_DIFFERENCE]}
         check = {"input_shape": list(example.shape), "distribution": "standard normal", "seed": 0,
                  "tolerance": TOLERANCE, "compared": "max abs difference of the logits from PyTorch's (CPU)"}
         write_json(manifest(experiment, prediction, window, model_filename, exports, check),
@@ -114,17 +115,6 @@ def export_model(experiment, model_filename, output_dir, formats=FORMATS, predic
                 shutil.copyfile(staging / name, tmp)
     log.info("exported %s to %s", ", ".join(formats), output_dir)
     return json.loads((Path(output_dir) / FILES["manifest"]).read_text())
-
-
-def bundle_differences(prediction):
-    """What ``unet3d-predict`` does with these settings that the bundle does not."""
-    differences = ["unet3d-predict runs float16 autocast on CUDA unless --no_amp; the bundle runs float32"]
-    if prediction.min_component_size:
-        differences.append(f"prediction.min_component_size {prediction.min_component_size}: the bundle keeps "
-                           "small connected components")
-        log.warning("the bundle does not remove connected components under prediction.min_component_size "
-                    "(%d voxels) as unet3d-predict does", prediction.min_component_size)
-    return differences
 
 
 def write_bundle(folder, inference, network, experiment):
