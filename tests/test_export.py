@@ -37,6 +37,7 @@ def exported(brats_data, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("export")
     config = write_config(root / "experiment" / "tiny.json", brats_data / "train", [("test", brats_data / "test")])
+    edit_config(config, lambda settings: settings.update(prediction={"min_component_size": 30}))
     weights = random_weights(config, root / "model.pth")
     export_main(["--config_filename", str(config), "--model_filename", str(weights), "--output_dir", str(root / "export")])
     return config, weights, root / "export"
@@ -101,41 +102,41 @@ def test_the_bundle_builds_its_network_with_monai_and_predicts_like_unet3d_predi
     parser.read_meta(str(folder / "bundle" / "configs" / "metadata.json"))
 
     theirs = bundle_predictions(folder / "bundle", brats_data / "test", tmp_path / "bundle")
-    ours = predict(load_experiment(config), [weights], tmp_path / "unet3d", CPU, input_dir=str(brats_data / "test"))
+    experiment = load_experiment(config)
+    ours = predict(experiment, [weights], tmp_path / "unet3d", CPU, input_dir=str(brats_data / "test"))
     assert_same_label_maps(sorted(ours), theirs)
     assert set(np.unique(np.asarray(nibabel.load(theirs[0]).dataobj))) == {0, 1, 2, 4}  # every region decoded
+    assert_cleaned(experiment, weights, brats_data / "test", tmp_path / "raw", theirs)
 
 
-def classes_with_the_brain_mask(settings):
-    """Softmax (and the background of cropped voxels), patches at a spacing, prediction.mask_to_nonzero."""
-    settings["model"]["out_channels"] = 4
-    settings["loss"] = {"name": "DiceCELoss", "softmax": True, "to_onehot_y": True}
-    settings["dataset"].update(label_mode="classes", setup_label_hierarchy=False, resample=False,
-                               patch_size=[16, 16, 16], spacing=[1.5, 1.5, 1.5])
-    settings["prediction"] = {"mask_to_nonzero": True, "overlap": 0.25, "min_component_size": 10}
+def assert_cleaned(experiment, weights, cases, output_dir, cleaned):
+    """Predictions without prediction.min_component_size differ from ``cleaned``: the clean-up was tested."""
+    raw = predict(experiment, [weights], output_dir, CPU, input_dir=str(cases),
+                  prediction=experiment.prediction.override(min_component_size=0))
+    assert any((np.asarray(nibabel.load(a).dataobj) != np.asarray(nibabel.load(b).dataobj)).any()
+               for a, b in zip(sorted(raw), cleaned))
 
 
-def regions_cleaned(settings):
-    """The tiny BraTS regions with small components removed (prediction.min_component_size)."""
-    settings["prediction"] = {"min_component_size": 30}
-
-
-@pytest.mark.parametrize("change", [classes_with_the_brain_mask, regions_cleaned], ids=lambda change: change.__name__)
-def test_the_bundle_predicts_like_unet3d_predict_with_other_settings(brats_data, tmp_path, change):
+def test_classes_with_the_brain_mask_predict_alike(brats_data, tmp_path):
+    """Softmax (and the background of cropped voxels), patches at a spacing, mask_to_nonzero, label clean-up."""
     from helpers import write_config
 
-    config = write_config(tmp_path / "other.json", brats_data / "train", [("test", brats_data / "test")])
-    edit_config(config, change)
+    def classes(settings):
+        settings["model"]["out_channels"] = 4
+        settings["loss"] = {"name": "DiceCELoss", "softmax": True, "to_onehot_y": True}
+        settings["dataset"].update(label_mode="classes", setup_label_hierarchy=False, resample=False,
+                                   patch_size=[16, 16, 16], spacing=[1.5, 1.5, 1.5])
+        settings["prediction"] = {"mask_to_nonzero": True, "overlap": 0.25, "min_component_size": 10}
+
+    config = write_config(tmp_path / "classes.json", brats_data / "train", [("test", brats_data / "test")])
+    edit_config(config, classes)
     experiment = load_experiment(config)
     weights = random_weights(config, tmp_path / "model.pth", seed=2)
     model_export.export_model(experiment, weights, tmp_path / "export", formats=["bundle"])
     theirs = bundle_predictions(tmp_path / "export" / "bundle", brats_data / "test", tmp_path / "bundle")
     ours = predict(experiment, [weights], tmp_path / "unet3d", CPU, input_dir=str(brats_data / "test"))
     assert_same_label_maps(sorted(ours), theirs)
-    raw = predict(experiment, [weights], tmp_path / "raw", CPU, input_dir=str(brats_data / "test"),
-                  prediction=experiment.prediction.override(min_component_size=0))
-    assert any((np.asarray(nibabel.load(a).dataobj) != np.asarray(nibabel.load(b).dataobj)).any()
-               for a, b in zip(sorted(raw), theirs))  # the clean-up removed something
+    assert_cleaned(experiment, weights, brats_data / "test", tmp_path / "raw", theirs)
 
 
 @pytest.mark.parametrize("mode, values", [("regions", (2, 1, 4)), ("labels", (1, 2, 4)), ("classes", (3, 1)),

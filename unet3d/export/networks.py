@@ -57,8 +57,12 @@ def example_input(in_channels, window, batch=1, seed=0):
 def torchscript(network, example, path):
     """Trace ``network`` on ``example`` and save it at ``path`` (shapes other than the example's work for
     networks without shape-dependent Python branches, such as MONAI's U-Nets)."""
-    with torch.no_grad():
-        traced = torch.jit.trace(network, example, check_trace=False)
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(network, example, check_trace=False)
+    except Exception as error:  # tracing raises whatever the network's forward raises
+        raise UserError(f"torch.jit.trace cannot trace the config's model ({failure(error)}); leave torchscript out "
+                        "of --formats") from error
     torch.jit.save(traced, str(path))
 
 
@@ -70,20 +74,27 @@ def onnx(network, example, path, opset=None):
     trace with free sizes is exported for ``example``'s shape only.
     """
     # torch.export specialises axes whose example size is 1, so the batch axis is traced at 2.
-    example = example.expand(2, *example.shape[1:]).contiguous()
+    batch = example.expand(2, *example.shape[1:]).contiguous()
     dims = {0: torch.export.Dim("batch")}
     dims.update({axis: torch.export.Dim(name, min=2) for axis, name in zip((2, 3, 4), SPATIAL_NAMES)})
-    for dynamic_shapes in ((dims,), None):
+    options = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset, "verbose": False}
+    try:
+        program = torch.onnx.export(network, (batch,), dynamic_shapes=(dims,), **options)
+        dynamic = True
+    except Exception:  # torch raises many types when free sizes do not trace; fixed sizes may still do
         try:
-            program = torch.onnx.export(network, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                        dynamic_shapes=dynamic_shapes, opset_version=opset, verbose=False)
-        except Exception:  # torch raises many types when free sizes do not trace; retry with fixed ones
-            if dynamic_shapes is None:
-                raise
-            continue
-        program.save(str(path), external_data=False)
-        return dynamic_shapes is not None
-    raise AssertionError("unreachable")
+            program = torch.onnx.export(network, (example,), **options)
+        except Exception as error:
+            raise UserError(f"torch.onnx.export cannot export the config's model ({failure(error)}); leave onnx "
+                            "out of --formats") from error
+        dynamic = False
+    program.save(str(path), external_data=False)
+    return dynamic
+
+
+def failure(error):
+    """``TypeName: first line of the message`` of an exception, for a one-line error."""
+    return f"{error.__class__.__name__}: {(str(error).strip().splitlines() or [''])[0]}"
 
 
 def max_abs_diffs(network, example, torchscript_path=None, onnx_path=None):
