@@ -1,6 +1,7 @@
 """unet3d-export: TorchScript and ONNX agree with PyTorch, the MONAI bundle parses and predicts like unet3d-predict."""
 
 import json
+import subprocess
 import sys
 
 import nibabel
@@ -9,7 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from helpers import edit_config, run
+from helpers import edit_config, run, write_config
 from unet3d.config.experiment import load_experiment
 from unet3d.config.labels import LabelScheme
 from unet3d.config.settings import DatasetSettings
@@ -33,8 +34,6 @@ def random_weights(config, path, seed=1):
 @pytest.fixture(scope="module")
 def exported(brats_data, tmp_path_factory):
     """The tiny BraTS config, its weights and everything ``unet3d-export`` wrote for them (run in-process)."""
-    from helpers import write_config
-
     root = tmp_path_factory.mktemp("export")
     config = write_config(root / "experiment" / "tiny.json", brats_data / "train", [("test", brats_data / "test")])
     edit_config(config, lambda settings: settings.update(prediction={"min_component_size": 30}))
@@ -119,8 +118,6 @@ def assert_cleaned(experiment, weights, cases, output_dir, cleaned):
 
 def test_classes_with_the_brain_mask_predict_alike(brats_data, tmp_path):
     """Softmax (and the background of cropped voxels), patches at a spacing, mask_to_nonzero, label clean-up."""
-    from helpers import write_config
-
     def classes(settings):
         settings["model"]["out_channels"] = 4
         settings["loss"] = {"name": "DiceCELoss", "softmax": True, "to_onehot_y": True}
@@ -194,9 +191,7 @@ def test_the_console_scripts_export_and_monai_runs_the_bundle(tiny_config, brats
     weights = random_weights(tiny_config, tmp_path / "model.pth")
     result = run("unet3d-export", "--config_filename", tiny_config, "--model_filename", weights, "--output_dir",
                  tmp_path / "export")
-    assert "onnx: model.onnx, max abs difference from PyTorch" in result.stdout
-    import subprocess
-
+    assert f"onnx: {tmp_path / 'export' / 'model.onnx'}, max abs difference from PyTorch" in result.stdout
     bundle_dir = tmp_path / "export" / "bundle"
     subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
                     bundle_dir / "configs" / "inference.json", "--meta_file", bundle_dir / "configs" / "metadata.json",

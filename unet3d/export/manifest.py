@@ -48,8 +48,8 @@ def manifest(experiment, prediction, window, weights, exports, check):
     settings = experiment.dataset.settings
     labels = experiment.labels
     result = {
-        "config": str(experiment.filename) if experiment.filename else None,
-        "weights": str(weights),
+        "config": str(experiment.filename.resolve()) if experiment.filename else None,
+        "weights": str(Path(weights).resolve()),
         "weights_sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest(),
         "network": network_def(experiment.model),
         "input": {"channels": experiment.in_channels, "channel_order": channel_order(experiment),

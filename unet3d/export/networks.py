@@ -35,6 +35,8 @@ def quiet_exporters():
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks in MONAI's blocks, not data flow
+            # DynUNet fills a list of deep supervision outputs in forward; eval mode returns none of them.
+            warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
             yield
     finally:
         for logger, level in zip(loggers, levels):

@@ -1,5 +1,7 @@
 """unet3d-export: a trained model as TorchScript, ONNX and a MONAI bundle, with a manifest of its preprocessing."""
 
+from pathlib import Path
+
 from unet3d.scripts import cli
 
 FORMATS = ("torchscript", "onnx", "bundle")
@@ -32,12 +34,15 @@ def _export(args):
     load_plugins(args.plugin)
     experiment = load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
     exported = export_model(experiment, args.model_filename, args.output_dir, args.formats, overwrite=args.overwrite)
+    check = exported["check"]
     for name, details in exported["exports"].items():
+        path = Path(args.output_dir) / (details.get("file") or details.get("folder"))
         if "max_abs_diff" in details:
-            print(f"{name}: {details['file']}, max abs difference from PyTorch {details['max_abs_diff']:.3g} "
-                  f"(tolerance {exported['check']['tolerance']:g}, input {tuple(exported['check']['input_shape'])})")
+            print(f"{name}: {path}, max abs difference from PyTorch {details['max_abs_diff']:.3g} "
+                  f"(tolerance {check['tolerance']:g}, input {tuple(check['input_shape'])})")
         else:
-            print(f"{name}: {details.get('file') or details.get('folder')}")
+            print(f"{name}: {path}")
+    print(f"manifest: {Path(args.output_dir) / 'manifest.json'}")
 
 
 if __name__ == "__main__":
