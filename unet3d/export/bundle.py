@@ -72,27 +72,27 @@ def normalizations(names, kwargs):
              **extra, "keys": "image"} for name, extra in zip(names, kwargs)]
 
 
+def label_dtype(labels):
+    """The data type of label maps, as ``LabelScheme`` makes them: uint8 where the values fit."""
+    return "uint8" if max(labels.values) < 256 else "int32"
+
+
 def decoding(labels, threshold):
     """A ``$`` expression of a function: per-channel probabilities (C, ...) -> a label map (1, ...), as
     ``LabelScheme.decode`` does it."""
-    dtype = "torch.uint8" if max(labels.values) < 256 else "torch.int32"
-    values = list(labels.values)
-    if labels.mode == "regions":
-        # Regions are nested: the label is that of the innermost region whose outer ones all pass too.
-        table, index = [0, *values], f"(p > {threshold!r}).int().cumprod(0).sum(0)"
-    elif labels.mode == "classes":
-        table, index = [0, *values], "p.argmax(0)"
-    else:
-        best = "p.max(0)"
-        return (f"$lambda p: (lambda best: torch.where(best.values > {threshold!r}, torch.as_tensor({values}, "
-                f"dtype={dtype})[best.indices], 0).to({dtype}))({best})[None]")
-    return f"$lambda p: torch.as_tensor({table}, dtype={dtype})[{index}][None]"
+    dtype = f"torch.{label_dtype(labels)}"
+    if labels.mode == "labels":
+        return (f"$lambda p: (lambda best: torch.where(best.values > {threshold!r}, torch.as_tensor("
+                f"{list(labels.values)}, dtype={dtype})[best.indices], 0).to({dtype}))(p.max(0))[None]")
+    # Nested regions: the label of the innermost region whose outer ones all pass too.
+    index = f"(p > {threshold!r}).int().cumprod(0).sum(0)" if labels.hierarchy else "p.argmax(0)"
+    return f"$lambda p: torch.as_tensor({[0, *labels.values]}, dtype={dtype})[{index}][None]"
 
 
 def component_clean_up(labels):
     """``unet3d.predict.postprocess.clean_label_map`` on a label map (1, ...): split into region (or label)
     masks, remove small components from each mask on its own, paint the masks back."""
-    dtype = "torch.uint8" if max(labels.values) < 256 else "torch.int32"
+    dtype = f"torch.{label_dtype(labels)}"
     members = [list(labels.values[index:]) if labels.hierarchy else [value]
                for index, value in enumerate(labels.values)]
     # Nested regions paint the innermost whose outer ones remain; label masks are disjoint.
@@ -129,9 +129,9 @@ def postprocessing(experiment, prediction):
     steps.append(transform("Lambdad", keys="pred", func=decoding(experiment.labels, prediction.threshold)))
     if prediction.min_component_size:
         steps.extend(component_clean_up(experiment.labels))
-    dtype = "uint8" if max(experiment.labels.values) < 256 else "int32"
     steps.append(transform("SaveImaged", keys="pred", output_dir="@output_dir", output_postfix="",
-                           separate_folder=False, resample=False, output_dtype=dtype, print_log=False,
+                           separate_folder=False, resample=False, output_dtype=label_dtype(experiment.labels),
+                           print_log=False,
                            output_name_formatter="@output_name", savepath_in_metadict=True))
     return steps
 

@@ -6,7 +6,7 @@ import platform
 from pathlib import Path
 
 from unet3d import __version__
-from unet3d.export.bundle import image_suffixes, network_def, preprocessing
+from unet3d.export.bundle import image_suffixes, label_dtype, network_def, preprocessing
 
 DECODING = {
     "regions": "channel i is the nested region of labels[i:] (sigmoid); a voxel takes labels[i] of the innermost "
@@ -66,7 +66,7 @@ def manifest(experiment, prediction, window, weights, exports, check):
         },
         "labels": {"mode": labels.mode, "values": list(labels.values), "names": labels.names,
                    "decoding": DECODING[labels.mode],
-                   "dtype": "uint8" if max(labels.values) < 256 else "int32"},
+                   "dtype": label_dtype(labels)},
         "exports": exports,
         "check": check,
         "versions": versions(),
