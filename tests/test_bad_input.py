@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from helpers import TINY_SETTINGS, edit_config, run, write_config
+from unet3d.scripts.export import main as export_main
 from unet3d.scripts.predict import main as predict_main
 from unet3d.scripts.train import main as train_main
 
@@ -325,12 +326,36 @@ CLI = [
         args=("--model_filename", "{root}/model.pth", "--group", "tset")),
 ]
 
-CORPUS = CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI
-PROGRAMS = {"train": ("unet3d-train", train_main), "predict": ("unet3d-predict", predict_main)}
+def earlier_export(ws):
+    tiny_weights(ws)
+    (ws.root / "export").mkdir()
+    (ws.root / "export" / "manifest.json").write_text("{}")
+
+
+EXPORT = [
+    Bad("export-missing-weights", lambda ws: None, ("gone.pth: model file not found",), prog="export",
+        args=("--model_filename", "{root}/gone.pth")),
+    Bad("export-weights-of-another-architecture", lambda ws: tiny_weights(ws, "other.pth", {
+        "name": "UNet", "spatial_dims": 3, "in_channels": 4, "out_channels": 3, "channels": [4, 8], "strides": [2]}),
+        ("other.pth: weights do not fit the config's model",), prog="export", args=("--model_filename", "{root}/other.pth")),
+    Bad("export-output-dir-is-a-file", lambda ws: (tiny_weights(ws), (ws.root / "export.txt").write_text("x")),
+        ("export.txt: --output_dir is a file; expected a folder",), prog="export", args=("--output_dir", "{root}/export.txt")),
+    Bad("export-over-an-earlier-export", earlier_export, ("export/manifest.json: exists", "--overwrite"), prog="export"),
+    Bad("export-without-labels", lambda ws: (tiny_weights(ws), ws.edit(lambda c: c["dataset"].pop("labels"))),
+        ("config key 'dataset.labels' is missing", "decode the network's outputs"), prog="export"),
+]
+
+CORPUS = CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI + EXPORT
+PROGRAMS = {"train": ("unet3d-train", train_main), "predict": ("unet3d-predict", predict_main),
+            "export": ("unet3d-export", export_main)}
 
 
 def command_line(bad, ws):
     args = ["--config_filename", str(ws.config), *(a.format(root=ws.root) for a in bad.args)]
+    if bad.prog == "export":
+        if "--model_filename" not in args:
+            args += ["--model_filename", str(ws.root / "model.pth")]
+        return args if "--output_dir" in args else [*args, "--output_dir", str(ws.root / "export")]
     if "--device" not in args:
         args += ["--device", "cpu"]
     if bad.prog == "predict":
@@ -372,6 +397,8 @@ def test_bad_input_stops_with_one_line_and_changes_nothing(bad, workspace, capsy
     assert {path: after.get(path) for path in before} == before
     if bad.prog == "predict":
         assert not (workspace.root / "predictions").exists()  # no output folder either
+    if bad.prog == "export":
+        assert set(after) == set(before)  # no file written
 
 
 def test_one_label_without_foreground_is_a_warning(workspace, caplog):

@@ -1,0 +1,201 @@
+"""A MONAI bundle of a trained model: ``configs/inference.json``, ``configs/metadata.json``, ``models/model.pt``.
+
+The bundle needs MONAI and PyTorch only: ``network_def`` is the config's network (a MONAI
+network by its ``monai.networks.nets`` name), the preprocessing is the MONAI transforms unet3d
+runs for prediction (``unet3d.data.transforms.preprocessing``), inference MONAI's
+``SlidingWindowInferer`` with Gaussian blending, and the probabilities are brought back to
+each scan's grid with ``Invertd`` before they are decoded to label values, as
+``unet3d-predict`` does. The decoding of the label scheme is one small expression.
+"""
+
+import importlib
+import os
+
+from unet3d.config.resolve import lookup
+from unet3d.data.transforms import AXIS_LABELS, ORIENTATION
+from unet3d.errors import UserError
+
+MONAI_NETWORKS, MONAI_TRANSFORMS = "monai.networks.nets", "monai.transforms"
+# Used instead of the config's window when it has none (the whole volume): -1 is MONAI's "the image's size".
+WHOLE_VOLUME = (-1, -1, -1)
+
+
+def class_path(cls, public_module):
+    """``monai.transforms.NormalizeIntensityd`` for a class ``public_module`` exports, else its own dotted path."""
+    if getattr(importlib.import_module(public_module), cls.__name__, None) is cls:
+        return f"{public_module}.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def network_def(model):
+    """The ``network_def`` of the config's ``model`` component: its class and constructor arguments."""
+    return {"_target_": class_path(model.lookup(), MONAI_NETWORKS), **model.options}
+
+
+def transform(name, **kwargs):
+    """One MONAI transform of the bundle."""
+    return {"_target_": f"{MONAI_TRANSFORMS}.{name}", **kwargs}
+
+
+def preprocessing(settings):
+    """The transforms of ``unet3d.data.transforms.preprocessing`` for prediction (image only), as bundle configs.
+
+    ``settings`` are the ``DatasetSettings`` of prediction (no split).
+    """
+    steps = [
+        transform("LoadImaged", keys="image", ensure_channel_first=True, image_only=True),
+        transform("EnsureTyped", keys="image", dtype="float32", track_meta=True),
+        transform("Orientationd", keys="image", axcodes=ORIENTATION, labels=[list(pair) for pair in AXIS_LABELS]),
+    ]
+    if settings.spacing is not None:
+        steps.append(transform("Spacingd", keys="image", pixdim=list(settings.spacing), mode="bilinear"))
+    if settings.crop_foreground:
+        steps.append(transform("CropForegroundd", keys="image", source_key="image", allow_smaller=True))
+    steps.extend(normalizations(settings.normalization, settings.normalization_kwargs))
+    if settings.patch_size is not None:
+        steps.append(transform("SpatialPadd", keys="image", spatial_size=list(settings.patch_size)))
+    elif settings.resample:
+        steps.append(transform("Resized", keys="image", spatial_size=list(settings.desired_shape), mode="trilinear"))
+    if settings.divisible_by is not None:
+        steps.append(transform("DivisiblePadd", keys="image", k=list(settings.divisible_by)))
+    return steps
+
+
+def normalizations(names, kwargs):
+    """``dataset.normalization`` (a name or a list, with one kwargs object or one per name) as bundle configs."""
+    if names is None:
+        return []
+    names = [names] if isinstance(names, str) else list(names)
+    if not isinstance(kwargs, list):
+        kwargs = [kwargs or {} for _ in names]
+    return [{"_target_": class_path(lookup("transform", name, "dataset.normalization"), MONAI_TRANSFORMS),
+             **extra, "keys": "image"} for name, extra in zip(names, kwargs)]
+
+
+def label_dtype(labels):
+    """The data type of label maps, as ``LabelScheme`` makes them: uint8 where the values fit."""
+    return "uint8" if max(labels.values) < 256 else "int32"
+
+
+def decoding(labels, threshold):
+    """A ``$`` expression of a function: per-channel probabilities (C, ...) -> a label map (1, ...), as
+    ``LabelScheme.decode`` does it."""
+    dtype = f"torch.{label_dtype(labels)}"
+    if labels.mode == "labels":
+        return (f"$lambda p: (lambda best: torch.where(best.values > {threshold!r}, torch.as_tensor("
+                f"{list(labels.values)}, dtype={dtype})[best.indices], 0).to({dtype}))(p.max(0))[None]")
+    # Nested regions: the label of the innermost region whose outer ones all pass too.
+    index = f"(p > {threshold!r}).int().cumprod(0).sum(0)" if labels.hierarchy else "p.argmax(0)"
+    return f"$lambda p: torch.as_tensor({[0, *labels.values]}, dtype={dtype})[{index}][None]"
+
+
+def component_clean_up(labels):
+    """``unet3d.predict.postprocess.clean_label_map`` on a label map (1, ...): split into region (or label)
+    masks, remove small components from each mask on its own, paint the masks back."""
+    dtype = f"torch.{label_dtype(labels)}"
+    members = [list(labels.values[index:]) if labels.hierarchy else [value]
+               for index, value in enumerate(labels.values)]
+    # Nested regions paint the innermost whose outer ones remain; label masks are disjoint.
+    index = "m.int().cumprod(0).sum(0)" if labels.hierarchy else f"(m.int() * torch.arange(1, {len(members) + 1})" \
+        "[:, None, None, None]).sum(0)"
+    return [
+        transform("Lambdad", keys="pred", func=f"$lambda p: torch.stack([torch.isin(p[0], torch.as_tensor(v)) "
+                                                f"for v in {members}])"),
+        # One mask at a time: given all at once, scikit-image would join components across masks.
+        transform("Lambdad", keys="pred", func="$lambda m: torch.stack([torch.as_tensor(@remove_small_objects("
+                                                "mask[None]))[0] for mask in m])"),
+        transform("Lambdad", keys="pred", func=f"$lambda m: torch.as_tensor({[0, *labels.values]}, "
+                                                f"dtype={dtype})[{index}][None]"),
+    ]
+
+
+def postprocessing(experiment, prediction):
+    """Activation, the mask outside a skull-stripped brain, inversion to the scan's grid, decoding, saving."""
+    activation = prediction.activation or experiment.labels.activation
+    steps = []
+    if activation != "none":
+        steps.append(transform("Activationsd", keys="pred", **{activation: True}))
+    if prediction.mask_to_nonzero:
+        signal = "(d['image'].as_tensor() != 0).any(0, keepdim=True)"
+        masked = (f"torch.cat([torch.where({signal}, d['pred'][:1], 1.0), d['pred'][1:] * {signal}])"
+                  if activation == "softmax" else f"d['pred'] * {signal}")
+        steps.append(transform("Lambda", func=f"$lambda d: {{**d, 'pred': {masked}}}"))
+    steps.append(transform("Invertd", keys="pred", transform="@preprocessing", orig_keys="image",
+                           nearest_interp=False))
+    if activation == "softmax":
+        # Voxels outside a crop come back as 0 in every channel: they are background.
+        steps.append(transform("Lambdad", keys="pred", func="$lambda p: torch.cat([(1 - p[1:].sum(0, keepdim=True))"
+                                                            ".clamp(0, 1), p[1:]])"))
+    steps.append(transform("Lambdad", keys="pred", func=decoding(experiment.labels, prediction.threshold)))
+    if prediction.min_component_size:
+        steps.extend(component_clean_up(experiment.labels))
+    steps.append(transform("SaveImaged", keys="pred", output_dir="@output_dir", output_postfix="",
+                           separate_folder=False, resample=False, output_dtype=label_dtype(experiment.labels),
+                           print_log=False,
+                           output_name_formatter="@output_name", savepath_in_metadict=True))
+    return steps
+
+
+def image_suffixes(experiment):
+    """How a case's image files are named after its id (``["_flair.nii.gz", "_t1.nii.gz", ...]``), from the
+    config's first case; None for cases of one image."""
+    cases = [case for group in experiment.groups.values() for case in group]
+    if not cases or len(cases[0].images) == 1:
+        return None
+    names = [os.path.basename(path) for path in cases[0].images]
+    if all(name.startswith(cases[0].id) for name in names):
+        return [name[len(cases[0].id):] for name in names]
+    return [f"_{index:04d}.nii.gz" for index in range(len(names))]  # nnU-Net's naming
+
+
+def case_finding(suffixes):
+    """The bundle's ``datalist`` and ``output_name``: one case per file of ``dataset_dir`` (one image per
+    case), or per sub-folder ``<id>/<id><suffix>`` (several), each written as ``<id>.nii.gz``."""
+    if suffixes is None:
+        return {
+            "datalist": "$[{'image': [f]} for f in sorted(glob.glob(os.path.join(@dataset_dir, '*.nii*')))]",
+            "output_name": "$lambda meta, saver: {'subject': os.path.basename(str(meta['filename_or_obj']))"
+                           ".split('.nii')[0]}",
+        }
+    return {
+        "image_suffixes": suffixes,
+        "datalist": "$[{'image': [os.path.join(d, os.path.basename(d) + s) for s in @image_suffixes]} "
+                    "for d in sorted(glob.glob(os.path.join(@dataset_dir, '*'))) if os.path.isdir(d)]",
+        "output_name": "$lambda meta, saver: {'subject': os.path.basename(os.path.dirname(str("
+                       "meta['filename_or_obj'])))}",
+    }
+
+
+def inference_config(experiment, prediction, window):
+    """``configs/inference.json``: run with ``python -m monai.bundle run --config_file configs/inference.json
+    --bundle_root <bundle> --dataset_dir <cases> --output_dir <predictions>``."""
+    settings = experiment.dataset.settings
+    if settings is None:
+        raise UserError(f"config key 'dataset.name': a bundle can be written for SegmentationDataset's "
+                        f"preprocessing only, not {experiment.dataset.component.name}'s; use --formats "
+                        "torchscript onnx")
+    return {
+        "imports": ["$import glob", "$import os", "$import torch", "$import monai"],
+        "bundle_root": ".",
+        "dataset_dir": "$@bundle_root + '/cases'",
+        "output_dir": "$@bundle_root + '/predictions'",
+        "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
+        **case_finding(image_suffixes(experiment)),
+        "network_def": network_def(experiment.model),
+        "network": "$@network_def.to(@device)",
+        "preprocessing": {"_target_": f"{MONAI_TRANSFORMS}.Compose", "transforms": preprocessing(settings.for_split(None))},
+        "dataset": {"_target_": "monai.data.Dataset", "data": "@datalist", "transform": "@preprocessing"},
+        "inferer": {"_target_": "monai.inferers.SlidingWindowInferer", "roi_size": list(window or WHOLE_VOLUME),
+                    "sw_batch_size": prediction.sw_batch_size, "overlap": prediction.overlap, "mode": "gaussian"},
+        "remove_small_objects": {"_target_": f"{MONAI_TRANSFORMS}.RemoveSmallObjects",
+                                 "min_size": max(prediction.min_component_size, 1)},
+        "postprocessing": {"_target_": f"{MONAI_TRANSFORMS}.Compose",
+                           "transforms": postprocessing(experiment, prediction)},
+        # One case: its logits, then the postprocessing, which writes the label map; returns the file written.
+        "predict": "$torch.no_grad()(lambda item: @postprocessing({**item, 'pred': monai.data.MetaTensor("
+                   "@inferer(item['image'].as_tensor()[None].to(@device), @network)[0].float().cpu())})"
+                   "['pred'].meta['saved_to'])",
+        "initialize": ["$@network.load_state_dict(torch.load(@bundle_root + '/models/model.pt', map_location=@device, "
+                       "weights_only=True))", "$@network.eval()"],
+        "run": ["$[@predict(item) for item in @dataset]"],
+    }
