@@ -181,7 +181,7 @@ def test_a_missing_onnx_extra_names_the_pip_command(tiny_config, tmp_path, monke
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
-    with pytest.raises(UserError, match=r'needs onnxscript: pip install "unet3d\[export\]"'):
+    with pytest.raises(UserError, match=r'needs onnxscript: pip install "unet3d-toolkit\[export\]"'):
         model_export.export_model(load_experiment(tiny_config), tmp_path / "model.pth", tmp_path / "out",
                                   formats=["onnx"])
 

@@ -12,11 +12,10 @@ import warnings
 import numpy as np
 import torch
 
-from unet3d.errors import UserError
+from unet3d.errors import UserError, install_hint
 
 TOLERANCE = 1e-4  # max abs difference of the logits allowed between PyTorch and an export
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # torch's default (dynamo) exporter needs onnxscript
-INSTALL_EXPORT = 'pip install "unet3d[export]"'  # the distribution name of setup.cfg
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 SPATIAL_NAMES = ("x", "y", "z")
 # The exporters log each graph pass (and torchvision's absence) at INFO and WARNING; the check reports what matters.
@@ -47,7 +46,7 @@ def require_onnx_packages():
     """Raise a one-line UserError with the pip command when the ``export`` extra is missing."""
     missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        raise UserError(f"ONNX export needs {', '.join(missing)}: {INSTALL_EXPORT} (or leave onnx out of --formats)")
+        raise UserError(f"ONNX export needs {', '.join(missing)}: {install_hint('export')} (or leave onnx out of --formats)")
 
 
 def example_input(in_channels, window, batch=1, seed=0):
