@@ -3,16 +3,19 @@
 import copy
 import json
 import shutil
+import sys
 
 import itk
 import nibabel
 import numpy as np
 import pytest
+from monai.data import NibabelReader
 from monai.transforms import LoadImage
 
 from helpers import convert_image, write_config
 from unet3d import api
 from unet3d.data.formats import image_files, read_array, read_header, readers, write_image
+from unet3d.errors import UserError
 
 # An oblique grid: the voxel axes run along world y, -x and z, with three spacings.
 AFFINE = np.array([[0.0, -1.2, 0.0, 10.0], [0.9, 0.0, 0.0, -5.0], [0.0, 0.0, 1.5, 3.0], [0.0, 0.0, 0.0, 1.0]])
@@ -109,11 +112,22 @@ def test_training_and_prediction_on_nrrd_metaimage_and_dicom(brats_data, tmp_pat
     dicom_prediction = predictions / "BraTS20_Validation_002.nii.gz"  # DICOM series give NIfTI
     np.testing.assert_allclose(nibabel.load(dicom_prediction).affine, read_header(dicom_case["image"][0]).affine,
                                atol=1e-5)
+    # The NIfTI originals, predicted as NRRD (prediction.output_format) onto their own grid.
     from_nifti = api.predict(config_path, tmp_path / "experiment" / "formats" / "model_best.pth",
-                             tmp_path / "from_nifti", device="cpu",
+                             tmp_path / "from_nifti", device="cpu", overrides=["prediction.output_format=nrrd"],
                              images=[[str(config_path.parent / p) for p in case["image"]] for case in nifti_test])
-    same = read_array(nrrd_prediction) == np.asanyarray(nibabel.load(from_nifti[0]).dataobj)
-    assert same.all()
+    assert [p.name for p in from_nifti] == ["BraTS20_Validation_001.nrrd", "BraTS20_Validation_002.nrrd"]
+    assert_same_grid(from_nifti[0], nrrd_prediction, atol=1e-6)  # the NIfTI's float32 affine
+    np.testing.assert_array_equal(read_array(nrrd_prediction), read_array(from_nifti[0]))
     # DICOM slices round intensities to integers: a few voxels on a threshold may flip.
-    same = np.asanyarray(nibabel.load(dicom_prediction).dataobj) == np.asanyarray(nibabel.load(from_nifti[1]).dataobj)
-    assert same.mean() > 0.99
+    assert (read_array(dicom_prediction) == read_array(from_nifti[1])).mean() > 0.99
+
+
+def test_nifti_needs_no_itk(scan, monkeypatch):
+    _, nifti, copies = scan
+    monkeypatch.setitem(sys.modules, "itk", None)
+    assert [type(reader) for reader in readers()] == [NibabelReader]
+    loaded = LoadImage(reader=readers(), image_only=True)(str(nifti))
+    np.testing.assert_allclose(np.asarray(loaded.affine), AFFINE, atol=1e-6)
+    with pytest.raises(UserError, match=r"scan.mha: MetaImage images need ITK.*pip install"):
+        read_header(copies["scan.mha"])

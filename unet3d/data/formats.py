@@ -12,11 +12,13 @@ direction exactly, not as recomputed from an affine.
 import dataclasses
 import os
 import re
+import warnings
 from pathlib import Path
 
 import nibabel
 import numpy as np
 from monai.data import ITKReader, NibabelReader
+from monai.utils import OptionalImportError
 
 from unet3d.atomic import atomic_path
 from unet3d.errors import UserError
@@ -75,8 +77,11 @@ def output_suffix(input_path, output_format=None):
 
 
 def readers():
-    """MONAI readers for ``LoadImage``: nibabel is tried first, ITK reads what it refuses."""
-    return [ITKReader(), NibabelReader()]
+    """MONAI readers for ``LoadImage``: nibabel is tried first, ITK (where installed) reads what it refuses."""
+    try:
+        return [ITKReader(), NibabelReader()]
+    except OptionalImportError:  # NIfTI needs no ITK; pre-flight names any other file that does
+        return [NibabelReader()]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -228,6 +233,9 @@ def _nifti_image(array, reference):
 
 
 def _itk(path, fmt):
+    # ITK's SWIG modules warn about their own types as they load (on first use, not at import).
+    warnings.filterwarnings("ignore", message=r"builtin type \w+ has no __module__ attribute",
+                            category=DeprecationWarning)
     try:
         import itk
     except ImportError:
