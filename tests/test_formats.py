@@ -131,3 +131,14 @@ def test_nifti_needs_no_itk(scan, monkeypatch):
     np.testing.assert_allclose(np.asarray(loaded.affine), AFFINE, atol=1e-6)
     with pytest.raises(UserError, match=r"scan.mha: MetaImage images need ITK.*pip install"):
         read_header(copies["scan.mha"])
+
+
+def test_evaluation_reads_nrrd_predictions_against_metaimage_labels(scan, tmp_path):
+    volume, nifti, _ = scan
+    nibabel.save(nibabel.Nifti1Image((volume > 500).astype(np.uint8), AFFINE), tmp_path / "case.nii.gz")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "predictions").mkdir()
+    convert_image(tmp_path / "case.nii.gz", tmp_path / "labels" / "case.mha")
+    convert_image(tmp_path / "case.nii.gz", tmp_path / "predictions" / "case.nrrd")
+    per_case, _ = api.evaluate(tmp_path / "predictions", label_dir=tmp_path / "labels", labels=[1], hausdorff=False)
+    assert per_case["case"].tolist() == ["case"] and per_case["dice"].tolist() == [1.0]
