@@ -138,3 +138,41 @@ def assert_on_input_grid(prediction, reference):
     assert predicted.shape == source.shape
     np.testing.assert_allclose(predicted.affine, source.affine, atol=1e-5)
     assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2, 4}
+
+
+def convert_image(source, target, series_uid="1.2.826.0.1.3680043.10.1.1"):
+    """Write the image file ``source`` again as ``target`` with ITK alone: a file (``.nrrd``, ``.mha``, ...) or,
+    for a target without suffix, a folder holding a DICOM series of int16 axial slices; returns ``target``."""
+    import itk
+
+    itk.ProcessObject.SetGlobalWarningDisplay(False)  # NIfTI header fields MetaImage has no place for
+    image = itk.imread(str(source))
+    if Path(target).suffix:
+        itk.imwrite(image, str(target), compression=True)
+        return target
+    volume = np.rint(itk.array_from_image(image)).astype(np.int16)  # (Z, Y, X)
+    direction = itk.array_from_matrix(image.GetDirection())
+    spacing, origin = np.asarray(image.GetSpacing()), np.asarray(image.GetOrigin())
+    return write_dicom_series(volume, spacing, origin, direction, target, series_uid)
+
+
+def write_dicom_series(volume, spacing, origin, direction, folder, series_uid, first_number=1):
+    """Write ``volume`` (Z, Y, X) as one DICOM file per slice in ``folder``, with the given LPS geometry."""
+    import itk
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    io = itk.GDCMImageIO.New()
+    io.SetKeepOriginalUID(True)  # keep the series UID given below
+    orientation = "\\".join(f"{v:.6f}" for v in [*direction[:, 0], *direction[:, 1]])
+    for index, plane in enumerate(volume):
+        image = itk.image_from_array(np.ascontiguousarray(plane))
+        image.SetSpacing([float(spacing[0]), float(spacing[1])])
+        position = np.asarray(origin) + direction[:, 2] * spacing[2] * index
+        tags = {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.10.1", "0020|000e": series_uid,
+                "0020|0013": str(first_number + index), "0020|0037": orientation,
+                "0020|0032": "\\".join(f"{v:.6f}" for v in position)}
+        dictionary = image.GetMetaDataDictionary()
+        for key, value in tags.items():
+            dictionary[key] = value
+        itk.imwrite(image, str(Path(folder) / f"slice{first_number + index:04d}.dcm"), imageio=io)
+    return folder

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TINY_SETTINGS, edit_config, run, write_config
+from helpers import TINY_SETTINGS, convert_image, edit_config, run, write_config, write_dicom_series
 from unet3d.scripts.export import main as export_main
 from unet3d.scripts.predict import main as predict_main
 from unet3d.scripts.train import main as train_main
@@ -57,6 +57,24 @@ class Workspace:
 
     def write_json(self, text):
         self.config.write_text(text)
+
+    def swap(self, name, target):
+        """The config names ``target`` (relative to the case's folder) instead of the first case's ``name`` file."""
+        path = self.file(name).parent / target
+        old = os.path.basename(self.file(name))
+
+        def change(config):
+            case = config["training_filenames"][0]
+            if name == "seg":
+                case["label"] = str(path)
+            else:
+                case["image"] = [str(path) if p.endswith(old) else p for p in case["image"]]
+        self.edit(change)
+        return path
+
+    def convert(self, name, suffix, nifti=None):
+        """The first case's ``name`` file (or ``nifti`` instead) converted by ITK and named in the config."""
+        return convert_image(nifti or self.file(name), self.swap(name, f"{CASE.rsplit('/', 1)[1]}_{name}{suffix}"))
 
 
 def checksums(root):
@@ -235,6 +253,31 @@ def all_labels(ws, change):
         nibabel.save(nibabel.Nifti1Image(change(np.asanyarray(image.dataobj).copy()), image.affine), path)
 
 
+def corrupt_nrrd(ws):
+    ws.swap("flair", "BraTS20_Training_001_flair.nrrd").write_text(
+        "NRRD0004\ntype: float\ndimension: 3\nsizes: 24 24\nencoding: raw\n\n")
+
+
+def dicom_series_of_two(ws):
+    """The first case's FLAIR as a folder holding two DICOM series of two slices each."""
+    folder = ws.swap("flair", "flair_dicom")
+    for number, uid in ((1, "1.2.826.0.1.3680043.10.1.1"), (3, "1.2.826.0.1.3680043.10.1.2")):
+        write_dicom_series(np.zeros((2, 24, 24), np.int16), (1, 1, 1), (0, 0, number), np.eye(3), folder, uid, number)
+
+
+def nan_geometry(ws):
+    ws.swap("t1", "BraTS20_Training_001_t1.nrrd").write_bytes(
+        b"NRRD0004\ntype: float\ndimension: 3\nspace: left-posterior-superior\nsizes: 24 24 24\n"
+        b"space directions: (0,0,0) (0,1,0) (0,0,1)\nkinds: domain domain domain\nendian: little\n"
+        b"encoding: raw\nspace origin: (0,0,0)\n\n" + bytes(4 * 24 ** 3))
+
+
+def nrrd_of_another_grid(ws):
+    """The first case's T2 as NRRD with 2 mm voxels along x."""
+    ws.nifti("t2", ws.volume("t2"), np.diag([2.0, 1.0, 1.0, 1.0]) @ nibabel.load(ws.file("t2")).affine)
+    ws.convert("t2", ".nrrd")
+
+
 DATA = [
     Bad("missing-image", lambda ws: ws.file("t1").unlink(), ("1 data file(s) named in the config do not exist",
                                                              "BraTS20_Training_001_t1.nii.gz")),
@@ -262,6 +305,17 @@ DATA = [
         ("_seg.nii.gz has label values 3 not in dataset.labels",)),
     Bad("no-foreground-anywhere", lambda ws: all_labels(ws, np.zeros_like),
         ("_seg.nii.gz has no foreground", "nor has any other label")),
+    Bad("rgb-image", lambda ws: ws.nifti("t1", np.zeros((24, 24, 24), [("R", "u1"), ("G", "u1"), ("B", "u1")])),
+        ("_t1.nii.gz holds rgb voxels; expected one number per voxel",)),
+    Bad("corrupt-nrrd", corrupt_nrrd, ("_flair.nrrd: cannot read as NRRD", "parsed 2 values, but dimension is 3")),
+    Bad("truncated-nrrd", lambda ws: truncate(ws.convert("flair", ".mha")), ("_flair.mha: cannot read its voxels",)),
+    Bad("nan-geometry", nan_geometry, ("_t1.nrrd has a voxel-to-world affine that is not finite or is singular",)),
+    Bad("nrrd-of-another-grid", nrrd_of_another_grid, ("_t2.nrrd has another affine than BraTS20_Training_001_flair",)),
+    Bad("dicom-two-series", dicom_series_of_two, ("flair_dicom: holds 2 DICOM series; expected one series per folder",)),
+    Bad("dicom-no-slices", lambda ws: ws.swap("flair", "flair_dicom").mkdir(), ("flair_dicom: no DICOM slices",)),
+    Bad("itk-missing", lambda ws: ws.convert("flair", ".nrrd"),
+        ("_flair.nrrd: NRRD images need ITK, which is not installed: pip install \"unet3d-toolkit[formats]\"",),
+        monkeypatch=lambda mp: mp.setitem(sys.modules, "itk", None)),
     Bad("duplicate-ids", lambda ws: ws.edit(lambda c: c["training_filenames"].append(c["training_filenames"][0])),
         ("two cases are both named 'BraTS20_Training_001'",)),
 ]
@@ -320,6 +374,9 @@ CLI = [
         args=("--model_filename", "{root}/model.pth", "--overlap", "1.5"), script=True),
     Bad("predict-activation", lambda ws: tiny_weights(ws), ("--activation softplus: must be one of \"sigmoid\", \"softmax\", \"none\"",), prog="predict",
         args=("--model_filename", "{root}/model.pth", "--activation", "softplus")),
+    Bad("predict-output-format", lambda ws: tiny_weights(ws),
+        ("--output_format dicom: must be one of \"nifti\", \"nrrd\", \"mha\"",), prog="predict",
+        args=("--model_filename", "{root}/model.pth", "--output_format", "dicom")),
     Bad("predict-component-size", lambda ws: tiny_weights(ws), ("--min_component_size -1: must be an integer of at least 0",), prog="predict",
         args=("--model_filename", "{root}/model.pth", "--min_component_size", "-1")),
     Bad("predict-unknown-group", lambda ws: tiny_weights(ws), ("no 'tset_filenames'", "training, test"), prog="predict",

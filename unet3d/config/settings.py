@@ -156,6 +156,9 @@ class PredictionSettings(Settings):
                                                       "region of the written label maps (BraTS: a few voxels of "
                                                       "enhancing tumour in a case without any score ET Dice 0)",
                                       minimum=0)
+    output_format: str = setting(["string"], None, "format of the written predictions: \"nifti\" (`.nii.gz`), "
+                                                   "\"nrrd\" or \"mha\" (default: the input's; NIfTI for DICOM "
+                                                   "series)", choices=("nifti", "nrrd", "mha"))
 
     def override(self, **values):
         """A copy with the command line's values (``--overlap`` ...; None: keep), checked as the config's are."""

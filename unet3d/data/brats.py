@@ -2,6 +2,8 @@
 
 BraTS 2020 and 2021 name files ``<id>_{flair,t1,t1ce,t2,seg}.nii[.gz]``; BraTS 2023
 ``<id>-{t2f,t1n,t1c,t2w,seg}.nii.gz``. Modalities are listed in that order for every release.
+The same names with another suffix that ``unet3d.data.formats`` reads (``.nrrd``, ``.mha``, ...),
+or without one for a folder holding a DICOM series, are found too.
 """
 
 import json
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from unet3d.config.experiment import case_id
 from unet3d.config.load import write_json
+from unet3d.data.formats import SUFFIXES
 from unet3d.errors import UserError
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
@@ -18,11 +21,12 @@ LAYOUTS = (("_", MODALITIES), ("-", ("t2f", "t1n", "t1c", "t2w")))
 
 
 def _find(case_dir, stem):
-    for suffix in (".nii.gz", ".nii"):
+    for suffix in SUFFIXES:
         path = case_dir / f"{stem}{suffix}"
         if path.is_file():
             return path
-    return None
+    # A folder <id>_flair/ holds the modality as a DICOM series.
+    return case_dir / stem if (case_dir / stem).is_dir() else None
 
 
 def label_file(case_dir):

@@ -20,6 +20,7 @@ import torch
 from monai.data import MetaTensor
 
 from unet3d.atomic import atomic_path, write_text
+from unet3d.data.formats import image_files
 
 CACHE_VERSION = 1
 UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -33,7 +34,9 @@ def file_identity(path):
 
 def identity_key(files, settings):
     """A hex digest of the files' identities and the settings that produce the cached content."""
-    text = json.dumps({"version": CACHE_VERSION, "files": [file_identity(p) for p in files], "settings": settings},
+    # A DICOM series is a folder of slices, a .mhd or .nhdr header names a data file: each of those files counts.
+    identities = [file_identity(p) for image in files for p in image_files(image)]
+    text = json.dumps({"version": CACHE_VERSION, "files": identities, "settings": settings},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -1,6 +1,7 @@
 """Per-case checks of the data files, run over the whole case list before any training.
 
-Header checks (readable, 3D, shapes and affines agree) read NIfTI headers only. Value
+Header checks (readable, 3D, scalar voxels, a usable affine, shapes and affines agree) read
+headers only, of any format ``unet3d.data.formats`` knows. Value
 checks (no NaN or Inf in images, label values among the config's labels) read the data;
 a case that passed them is remembered under ``<cache_dir>/preflight/`` by the same file
 identity the preprocessing cache uses, so reruns and other folds skip the reading.
@@ -11,12 +12,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import nibabel
 import numpy as np
 from tqdm import tqdm
 
 from unet3d.atomic import write_text
 from unet3d.data.cache import identity_key
+from unet3d.data.formats import read_array, read_header
 from unet3d.errors import UserError
 
 # Files of one case, and a prediction inverted by resampling (float32 precision), agree this closely.
@@ -26,22 +27,21 @@ EMPTY_LABEL = "empty label"  # what a passed case's marker holds when its label 
 log = logging.getLogger("unet3d")
 
 
-def read_header(path):
-    """The nibabel image at ``path`` (data not read yet), or a UserError naming the file."""
-    try:
-        return nibabel.load(path)
-    except Exception as error:  # nibabel raises many types for unreadable files
-        raise UserError(f"{path}: cannot read as NIfTI ({error})") from None
-
-
 def check_headers(case):
-    """Raise when a case's files are not 3D or differ in shape or affine (headers only)."""
+    """Raise when a case's files are not 3D scalar volumes with a usable affine, or differ in shape or affine
+    (headers only)."""
     images = {path: read_header(path) for path in case.files}
     for path, image in images.items():
         # One 4D file may hold all modalities (Medical Segmentation Decathlon); labels are 3D.
         four_d_ok = len(case.images) == 1 and path == case.images[0]
         if len(image.shape) != 3 and not (four_d_ok and len(image.shape) == 4):
             raise UserError(f"case '{case.id}': {path} is {len(image.shape)}D with shape {image.shape}; expected a 3D volume")
+        if not image.scalar:
+            raise UserError(f"case '{case.id}': {path} holds {image.voxel_type} voxels; expected one number per "
+                            "voxel (an intensity or a label)")
+        if not np.isfinite(image.affine).all() or abs(np.linalg.det(image.affine[:3, :3])) < 1e-12:
+            raise UserError(f"case '{case.id}': {path} has a voxel-to-world affine that is not finite or is "
+                            "singular (a spacing of 0?)")
     shapes = {path: tuple(image.shape[:3]) for path, image in images.items()}
     if len(set(shapes.values())) > 1:
         detail = ", ".join(f"{os.path.basename(p)} {s}" for p, s in shapes.items())
@@ -55,28 +55,18 @@ def check_headers(case):
             )
 
 
-def read_data(path):
-    """The voxel array of the NIfTI file at ``path``, or a UserError naming it (truncated, ...)."""
-    try:
-        return np.asanyarray(read_header(path).dataobj)
-    except UserError:
-        raise
-    except Exception as error:  # gzip, zlib and nibabel raise many types for damaged files
-        raise UserError(f"{path}: cannot read its voxels, the file may be truncated ({error})") from None
-
-
 def check_values(case, labels):
     """Raise when an image of ``case`` holds NaN or Inf, or its label a value not in ``labels`` or 0.
 
     Returns whether the case's label has foreground (True when it has no label).
     """
     for path in case.images:
-        data = read_data(path)
+        data = read_array(path)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             raise UserError(f"case '{case.id}': {path} contains NaN or infinite values")
     if not case.label:
         return True
-    data = read_data(case.label)
+    data = read_array(case.label)
     if labels:
         values = np.unique(data)
         unexpected = sorted(set(values.tolist()) - {0, *labels})

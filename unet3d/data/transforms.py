@@ -21,6 +21,7 @@ from monai.transforms import (
 )
 
 from unet3d.config.resolve import lookup, resolve
+from unet3d.data.formats import readers
 from unet3d.data.labels import LabelsToRegionsd
 from unet3d.errors import UserError
 
@@ -34,12 +35,13 @@ def preprocessing(settings, labels, with_label=True):
     ``settings`` are one split's ``DatasetSettings``, ``labels`` the ``LabelScheme`` that
     turns label maps into channels. Every step is a MONAI invertible transform (or
     label-only), so predictions can be brought back to the input's grid with
-    ``monai.transforms.Invertd``.
+    ``monai.transforms.Invertd``. Files are read as ``unet3d.data.formats.readers`` says:
+    NIfTI with nibabel; NRRD, MetaImage and DICOM series with ITK.
     """
     keys = ["image", "label"] if with_label else ["image"]
     modes = ("bilinear", "nearest")[: len(keys)]
     steps = [
-        LoadImaged(keys, ensure_channel_first=True, image_only=True),
+        LoadImaged(keys, reader=readers(), ensure_channel_first=True, image_only=True),
         EnsureTyped("image", dtype="float32", track_meta=True),
         Orientationd(keys, axcodes=ORIENTATION, labels=AXIS_LABELS),
     ]

@@ -1,22 +1,23 @@
 """A folder of predictions against reference labels: per-case CSV, summary CSV and table.
 
-Predictions are ``<prediction_dir>/<case id>.nii[.gz]`` label maps, as ``unet3d-predict``
-writes them. References come from a config group's ``label`` entries or a label folder
-holding ``<case id>.nii[.gz]`` files or BraTS case folders ``<id>/<id>_seg.nii[.gz]``.
+Predictions are ``<prediction_dir>/<case id>.nii[.gz]`` label maps (or ``.nrrd``, ``.mha``),
+as ``unet3d-predict`` writes them. References come from a config group's ``label`` entries
+or a label folder holding ``<case id>.nii[.gz]`` files (or another format that
+``unet3d.data.formats`` reads) or BraTS case folders ``<id>/<id>_seg.nii[.gz]``.
 """
 
 import logging
 from pathlib import Path
 
-import nibabel
 import numpy as np
 import pandas
 
 from unet3d.atomic import write_csv
-from unet3d.config.experiment import NIFTI_SUFFIX
+from unet3d.config.experiment import IMAGE_SUFFIX
 from unet3d.config.labels import LabelScheme
 from unet3d.data.brats import label_file
 from unet3d.data.checks import AFFINE_TOLERANCE_MM
+from unet3d.data.formats import read_array, read_header
 from unet3d.errors import UserError, listing
 from unet3d.evaluate.metrics import METRICS, region_metrics
 
@@ -32,10 +33,10 @@ STATISTICS = {
 }
 
 
-def nifti_files(folder):
-    """``{name without .nii[.gz]: path}`` for the NIfTI files directly in ``folder`` (not hidden ones)."""
-    return {NIFTI_SUFFIX.sub("", p.name): p for p in sorted(Path(folder).iterdir())
-            if p.is_file() and not p.name.startswith(".") and NIFTI_SUFFIX.search(p.name)}
+def image_files_in(folder):
+    """``{name without .nii[.gz], .nrrd, ...: path}`` for the image files directly in ``folder`` (not hidden ones)."""
+    return {IMAGE_SUFFIX.sub("", p.name): p for p in sorted(Path(folder).iterdir())
+            if p.is_file() and not p.name.startswith(".") and IMAGE_SUFFIX.search(p.name)}
 
 
 def label_files(label_dir):
@@ -44,7 +45,7 @@ def label_files(label_dir):
     label_dir = Path(label_dir)
     if not label_dir.is_dir():
         raise UserError(f"--label_dir {label_dir}: not a folder")
-    result = nifti_files(label_dir)
+    result = image_files_in(label_dir)
     for case_dir in sorted(p for p in label_dir.iterdir() if p.is_dir()):
         found = label_file(case_dir)
         if found is not None:
@@ -62,10 +63,10 @@ def group_label_files(experiment, group):
 
 def read_label_map(path):
     """``(integer array, affine)`` of a label map; a probability map is a UserError."""
-    image = nibabel.load(path)
-    if len(image.shape) != 3:
-        raise UserError(f"{path}: expected a 3D label map, got shape {image.shape} (probability maps are not evaluated)")
-    return np.asarray(image.dataobj).round().astype(np.int32), image.affine
+    header = read_header(path)
+    if len(header.shape) != 3:
+        raise UserError(f"{path}: expected a 3D label map, got shape {header.shape} (probability maps are not evaluated)")
+    return np.asarray(read_array(path)).round().astype(np.int32), header.affine
 
 
 def evaluate_case(prediction_file, reference_file, scheme, hausdorff=True):
@@ -131,7 +132,7 @@ def evaluate_folder(prediction_dir, references, scheme, output_filename=None, ha
     if not prediction_dir.is_dir():
         raise UserError(f"--prediction_dir {prediction_dir}: not a folder")
     output_filename = Path(output_filename or prediction_dir / "evaluation.csv")
-    predictions = nifti_files(prediction_dir)
+    predictions = image_files_in(prediction_dir)
     inputs = {Path(path).resolve() for path in [*predictions.values(), *references.values()]}
     if output_filename.suffix != ".csv" or output_filename.resolve() in inputs:
         raise UserError(f"--output_filename {output_filename}: expected a new .csv file, not one of the label maps")

@@ -62,7 +62,7 @@ def check_before_loading(experiment, save_probabilities):
 
 def predict_cases(experiment, models, case_list, output_dir, device, prediction=None, save_probabilities=False,
                   keep_largest=False, tta=False, amp=True, overwrite=False, num_workers=0):
-    """Predict each case into ``output_dir/<case id>.nii.gz``; returns the written paths.
+    """Predict each case into ``output_dir/<case id>.nii.gz`` (or the input's format); returns the written paths.
 
     Args:
         experiment: the ``Experiment`` the models were trained with.
@@ -78,7 +78,8 @@ def predict_cases(experiment, models, case_list, output_dir, device, prediction=
         num_workers: data loader worker processes.
 
     The preprocessing (reorientation, crop, resampling, padding, ...) is inverted with
-    MONAI's ``Invertd`` so each output has its first image's shape and affine. Label maps
+    MONAI's ``Invertd`` so each output has its first image's shape and affine, and is
+    written in its format (``prediction.output_format`` may choose another). Label maps
     are decoded by the experiment's label scheme (the BraTS hierarchy to 1, 2, 4), then
     cleaned of components under ``prediction.min_component_size`` voxels per region.
     """
@@ -88,7 +89,7 @@ def predict_cases(experiment, models, case_list, output_dir, device, prediction=
     cuda_fp16 = amp and torch.device(device).type == "cuda"
     inferer = Inferer.from_experiment(experiment, prediction, tta=tta, autocast=(
         lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda_fp16 else nullcontext)
-    targets = output_paths(case_list, output_dir, overwrite)
+    targets = output_paths(case_list, output_dir, overwrite, prediction.output_format)
     first_image = {case.id: case.images[0] for case in case_list}
 
     data = build_dataset(experiment.dataset, experiment.labels, case_list, with_label=False)

@@ -3,11 +3,10 @@
 import glob
 from pathlib import Path
 
-import nibabel
-
 from unet3d.config.experiment import make_case, unique_cases
 from unet3d.data.brats import brats_cases
 from unet3d.data.files import preflight
+from unet3d.data.formats import read_header
 from unet3d.errors import UserError
 
 GLOB_CHARACTERS = set("*?[")
@@ -57,7 +56,7 @@ def check_modalities(experiment, case_list):
     expected = experiment.in_channels
     for case in case_list:
         images = case.images
-        channels = len(images) if len(images) > 1 else (nibabel.load(images[0]).shape[3:] or (1,))[0]
+        channels = len(images) if len(images) > 1 else (read_header(images[0]).shape[3:] or (1,))[0]
         if expected is not None and channels != expected:
             raise UserError(f"case '{case.id}' has {channels} image(s) but the model takes "
                             f"{expected} (config key 'model.in_channels'); give one file per modality, in training order")

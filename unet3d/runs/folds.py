@@ -23,10 +23,11 @@ def _case_value(case, key, index, setting):
 @functools.lru_cache(maxsize=None)
 def labels_present(label_filename):
     """The label values present in a label file, as a string such as ``1,2,4``."""
-    import nibabel
     import numpy as np
 
-    values = np.unique(np.asarray(nibabel.load(label_filename).dataobj))
+    from unet3d.data.formats import read_array
+
+    values = np.unique(np.asarray(read_array(label_filename)))
     return ",".join(str(int(v)) for v in values if v != 0)
 
 

@@ -20,6 +20,7 @@ from unet3d.evaluate.evaluation import evaluate_folder, group_label_files
 from unet3d.models.inferer import Inferer
 from unet3d.models.weights import load_matching_weights, trained_model
 from unet3d.predict.inference import predict_cases
+from unet3d.predict.write import prediction_path
 from unet3d.runs.folds import fold_configs, write_fold_configs, write_if_changed
 from unet3d.runs.slurm import write_slurm_script
 from unet3d.runs.summary import format_summary, summarize_folds
@@ -223,7 +224,8 @@ def predict_groups(experiment, work_dir, device, trained_epochs, num_workers=0):
         output_dir = work_dir / "predictions" / group
         todo = list(cases)
         if not trained_epochs:
-            todo = [case for case in todo if not (output_dir / f"{case.id}.nii.gz").exists()]
+            todo = [case for case in todo
+                    if not prediction_path(case, output_dir, experiment.prediction.output_format).exists()]
         if todo:
             predict_cases(experiment, model, todo, output_dir, device, overwrite=True, num_workers=num_workers)
         if all(case.label for case in cases) and (todo or not (output_dir / "evaluation.csv").is_file()):

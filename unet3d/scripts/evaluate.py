@@ -6,7 +6,7 @@ from unet3d.scripts import cli
 def build_parser():
     """The unet3d-evaluate command line."""
     parser = cli.parser("unet3d-evaluate", __doc__.split(": ", 1)[1])
-    parser.add_argument("--prediction_dir", required=True, help="folder of <case id>.nii.gz label maps")
+    parser.add_argument("--prediction_dir", required=True, help="folder of <case id>.nii.gz label maps (or .nrrd, .mha)")
     parser.add_argument("--config_filename", help="a config: its dataset labels, and with --group its reference labels")
     parser.add_argument("--group", help="the config's <group>_filenames whose 'label' files are the references")
     parser.add_argument("--label_dir", help="reference labels: <case id>.nii.gz files or BraTS <id>/<id>_seg.nii.gz")

@@ -17,9 +17,13 @@ def build_parser():
     parser.add_argument("--ids", nargs="+", metavar="ID",
                         help="with --images: the output name of each case, in order (e.g. the config's ids, so that "
                              "the predictions can be evaluated against a config group); default: the files' common prefix")
-    source.add_argument("--input_dir", help="a folder of BraTS cases: <id>/<id>_{flair,t1,t1ce,t2}.nii.gz")
+    source.add_argument("--input_dir", help="a folder of BraTS cases: <id>/<id>_{flair,t1,t1ce,t2}.nii.gz (or .nrrd, "
+                                            ".mha, .mhd, .nhdr, or a folder holding a DICOM series)")
     parser.add_argument("--output_dir", "--output_directory", required=True, dest="output_dir",
-                        help="folder for one <case id>.nii.gz per case (--output_directory: the older spelling)")
+                        help="folder for one <case id>.nii.gz per case, or .nrrd, .mha for such inputs "
+                             "(--output_directory: the older spelling)")
+    parser.add_argument("--output_format", help="nifti, nrrd or mha: the format of every prediction (default: config "
+                                                "'prediction.output_format', else the input's; NIfTI for DICOM)")
     parser.add_argument("--activation", help="sigmoid, softmax or none (default: config 'prediction.activation', "
                                               "else the label scheme's: sigmoid)")
     parser.add_argument("--threshold", type=float,
@@ -57,7 +61,7 @@ def _predict(args):
     experiment = load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
     prediction = experiment.prediction.override(
         activation=args.activation, threshold=args.threshold, min_component_size=args.min_component_size,
-        overlap=args.overlap, sw_batch_size=args.sw_batch_size)
+        overlap=args.overlap, sw_batch_size=args.sw_batch_size, output_format=args.output_format)
     predict(experiment, args.model_filename, args.output_dir, choose_device(args.device),
             group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids, prediction=prediction,
             save_probabilities=args.save_probabilities, keep_largest=args.keep_largest, tta=args.tta,
