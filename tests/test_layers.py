@@ -28,7 +28,7 @@ def stage(path):
 
 
 def imported_stages(path):
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -58,7 +58,7 @@ def test_imports_point_down_the_pipeline():
 
 
 def test_no_module_is_over_400_lines():
-    long = [f"{p.relative_to(PACKAGE.parent)}: {n}" for p in modules() if (n := len(p.read_text().splitlines())) > MAX_LINES]
+    long = [f"{p.relative_to(PACKAGE.parent)}: {n}" for p in modules() if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES]
     assert not long, long
 
 
@@ -71,7 +71,7 @@ def test_label_keys_are_read_in_config_only():
     for path in modules():
         if stage(path) == "config":
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             key = None
             if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
                 key = node.slice.value

@@ -53,9 +53,9 @@ def process_running(pid):
 
 
 def write_text(path, text):
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically, as UTF-8 (what JSON and the configs are read as)."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
+        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def write_csv(frame, path):

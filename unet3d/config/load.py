@@ -17,7 +17,7 @@ def read_config(path):
     """The JSON object in the config file at ``path``, with a ``decathlon_datalist`` expanded; not yet checked."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: config file not found") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
@@ -82,7 +82,7 @@ def with_datalist_labels(config, datalist):
     if not isinstance(dataset, dict) or "labels" in dataset or "label_names" in dataset:
         return config
     try:
-        names = json.loads(Path(datalist).read_text()).get("labels")
+        names = json.loads(Path(datalist).read_text(encoding="utf-8")).get("labels")
         values = sorted(int(value) for value in names if int(value) != 0)
     except (AttributeError, TypeError, ValueError):
         return config  # no usable label table: the config must give its labels
@@ -128,7 +128,7 @@ def read_machine_config(path):
     """3DUnetCNN's machine config (``--machine_config_filename``): ``{"n_workers", "n_gpus", "pin_memory"}``,
     checked; the original's ``directory`` and ``use_multiprocessing`` are accepted and not used."""
     try:
-        machine = json.loads(Path(path).read_text())
+        machine = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: machine config file not found") from None
     except (OSError, ValueError) as error:

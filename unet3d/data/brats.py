@@ -82,7 +82,7 @@ def write_brats_config(template_filename, output_filename, training_dir, groups=
         groups: ``(name, folder)`` pairs of unlabelled cases, written as ``<name>_filenames``.
     """
     try:
-        template = json.loads(Path(template_filename).read_text())
+        template = json.loads(Path(template_filename).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise UserError(f"{template_filename}: cannot read template config ({error})") from None
     base = Path(output_filename).resolve().parent

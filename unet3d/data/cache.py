@@ -71,7 +71,7 @@ class PreprocessingCache:
             return self._read(case, entry)
 
     def _read(self, case, entry):
-        meta = json.loads((entry / "meta.json").read_text())
+        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
         affine = torch.tensor(meta["affine"], dtype=torch.float64)
         item = {"id": case.id}
         for key in meta["keys"]:

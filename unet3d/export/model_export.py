@@ -114,7 +114,7 @@ def export_model(experiment, model_filename, output_dir, formats=FORMATS, predic
             with atomic_path(Path(output_dir) / name) as tmp:
                 shutil.copyfile(staging / name, tmp)
     log.info("exported %s to %s", ", ".join(formats), output_dir)
-    return json.loads((Path(output_dir) / FILES["manifest"]).read_text())
+    return json.loads((Path(output_dir) / FILES["manifest"]).read_text(encoding="utf-8"))
 
 
 def write_bundle(folder, inference, network, experiment):

@@ -95,7 +95,7 @@ def write_fold_configs(experiment, work_dir, write=True):
 def write_if_changed(config, path):
     """Write ``config`` as JSON to ``path`` unless the file already holds it, so reruns leave it untouched."""
     try:
-        unchanged = json.loads(Path(path).read_text()) == config
+        unchanged = json.loads(Path(path).read_text(encoding="utf-8")) == config
     except (OSError, ValueError):
         unchanged = False
     if not unchanged:

@@ -50,7 +50,7 @@ def write_slurm_script(work_dir, n_folds, job_name, template_filename=None, **di
     template = None
     if template_filename:
         try:
-            template = Path(template_filename).read_text()
+            template = Path(template_filename).read_text(encoding="utf-8")
         except OSError as error:
             raise UserError(f"{template_filename}: cannot read SLURM template ({error.strerror})") from None
     path = Path(work_dir) / "submit_folds.sh"

@@ -26,7 +26,7 @@ def model_folder_lock(work_dir):
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     while not _create(path, me):
         try:
-            owner = json.loads(path.read_text())
+            owner = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             continue  # released meanwhile: try again
         except (OSError, ValueError):
@@ -44,7 +44,7 @@ def model_folder_lock(work_dir):
         yield
     finally:
         try:
-            if json.loads(path.read_text()) == me:
+            if json.loads(path.read_text(encoding="utf-8")) == me:
                 path.unlink()
         except (OSError, ValueError):
             pass
