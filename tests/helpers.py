@@ -63,7 +63,7 @@ def environment(env=None):
 def run(name, *args, cwd=None, check=True, env=None):
     """Run a console script; returns the CompletedProcess with text output."""
     result = subprocess.run(
-        [command(name), *map(str, args)], cwd=cwd, capture_output=True, text=True, env=environment(env),
+        [command(name), *map(str, args)], cwd=cwd, capture_output=True, encoding="utf-8", env=environment(env),
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{name} {' '.join(map(str, args))} failed:\n{result.stderr}")

@@ -71,7 +71,7 @@ def test_without_nilearn_it_stops_with_one_line(tmp_path):
     hide_nilearn = ("import runpy, sys; sys.modules['nilearn'] = None; sys.argv = sys.argv[1:]; "
                     "runpy.run_path(sys.argv[0], run_name='__main__')")
     result = subprocess.run([sys.executable, "-c", hide_nilearn, MAKE_DATA, "--output_dir", tmp_path],
-                            capture_output=True, text=True)
+                            capture_output=True, encoding="utf-8")
     assert_one_line_error(result, 'pip install "unet3d-toolkit[examples]"', prog="make_data.py")
     assert not any(tmp_path.iterdir())
 
