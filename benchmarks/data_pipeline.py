@@ -46,10 +46,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def timed(function):
-    """Seconds one call of ``function`` takes."""
-    start = time.perf_counter()
+    """``(wall seconds, CPU seconds)`` of one call of ``function``."""
+    start, cpu = time.perf_counter(), time.process_time()
     function()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def medians(pairs):
+    """Median wall and median CPU seconds of ``(wall, cpu)`` pairs."""
+    return statistics.median(w for w, _ in pairs), statistics.median(c for _, c in pairs)
 
 
 def plain_monai(dataset, settings, labels, data):
@@ -88,13 +93,14 @@ def storage(cached, data, root):
         mapped = np.load(root / "crops" / "f16.npy", mmap_mode="r")
         for _ in range(5):
             reads["cache (Blosc2 chunks)"].append(timed(
-                lambda: np.asarray(blosc2.open(str(entry / "image.b2nd"), mode="r")[box], dtype=np.float32)))
-            reads["float16 .npy (memory-mapped)"].append(timed(lambda: np.asarray(mapped[box], dtype=np.float32)))
+                lambda: np.asarray(blosc2.open(str(entry / "image.b2nd"), mode="r")[box], dtype=np.float32))[0])
+            reads["float16 .npy (memory-mapped)"].append(timed(lambda: np.asarray(mapped[box], dtype=np.float32))[0])
     return sizes, reads
 
 
 def item_costs(cached, plain, data, root, items):
-    """Median seconds of a training item, of ``np.load`` of its case's float32 crop, and of a plain MONAI item."""
+    """Median ``(wall, CPU)`` seconds of a training item, of ``np.load`` of its case's float32 crop, and of a plain
+    MONAI item."""
     ours, loads = [], []
     rng = np.random.default_rng(0)
     for number in range(items):
@@ -107,7 +113,7 @@ def item_costs(cached, plain, data, root, items):
         plain.transform.set_random_state(index)
         plain_times.append(timed(lambda: plain[index]))
         loads.append(timed(lambda: np.load(root / "crops" / f"{data[index].id}.npy")))
-    return statistics.median(ours), statistics.median(loads), statistics.median(plain_times)
+    return medians(ours), medians(loads), medians(plain_times)
 
 
 def waiting_share(cached, workers, epochs):
@@ -155,9 +161,14 @@ def main():
     shutil.rmtree(root / "cache", ignore_errors=True)
     cached = build_dataset(experiment.dataset, experiment.labels, data, "training", root / "cache")
     settings = experiment.dataset.settings.for_split("training")
-    fill = [timed(lambda: cached.cache.load(case)) for case in data]
+    fill = [timed(lambda: cached.cache.load(case))[0] for case in data]
+    # Items are made in loader workers, which run one torch and one Blosc2 thread each.
+    torch.set_num_threads(1)
+    import blosc2
+
+    blosc2.set_nthreads(1)
     print(f"{len(data)} cases of 240x240x155 (LPS, int16), patch {settings.patch_size}, "
-          f"{torch.get_num_threads()} torch thread(s); filling the cache: {statistics.median(fill):.2f} s per case")
+          f"1 thread as in a loader worker; filling the cache: {statistics.median(fill):.2f} s per case")
 
     sizes, reads = storage(cached, data, root)
     crop = statistics.median(sizes["float32 crop"])
@@ -168,9 +179,10 @@ def main():
         print(f"one {settings.patch_size[0]}³ patch (4 channels) from the {name}: {1000 * statistics.median(values):.1f} ms")
 
     ours, load, plain = item_costs(cached, plain_monai(cached, settings, experiment.labels, data), data, root, args.items)
-    print(f"np.load of the whole float32 crop: {1000 * load:.1f} ms (median)")
-    print(f"training item, unet3d: {1000 * ours:.1f} ms (median of {args.items}) = {ours / load:.2f}x np.load (goal <= 1.0x)")
-    print(f"training item, plain MONAI: {1000 * plain:.0f} ms (median of {len(data)}) = {plain / load:.1f}x np.load")
+    print(f"np.load of the whole float32 crop: {1000 * load[0]:.1f} ms wall, {1000 * load[1]:.1f} ms CPU (medians)")
+    for name, cost, count in (("unet3d", ours, args.items), ("plain MONAI", plain, len(data))):
+        print(f"training item, {name} (median of {count}): {1000 * cost[0]:.1f} ms wall = {cost[0] / load[0]:.2f}x np.load, "
+              f"{1000 * cost[1]:.1f} ms CPU = {cost[1] / load[1]:.2f}x (goal for unet3d <= 1.0x)")
     if args.epochs:
         share = waiting_share(cached, args.workers, args.epochs)
         print(f"waiting for data with {args.workers} worker(s): {100 * share:.1f}% of step time")
