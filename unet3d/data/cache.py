@@ -72,7 +72,10 @@ def read_array(path):
     """The Blosc2 array at ``path``, opened for reading: slicing it decompresses only the chunks sliced."""
     if not Path(path).is_file():
         raise FileNotFoundError(path)
-    return blosc2().open(str(path), mode="r")
+    codecs = blosc2()
+    if torch.utils.data.get_worker_info() is not None:
+        codecs.set_nthreads(1)  # loader workers decompress in parallel already, one item each
+    return codecs.open(str(path), mode="r")
 
 
 class PreprocessingCache:
