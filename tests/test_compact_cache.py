@@ -120,3 +120,13 @@ def test_a_case_without_foreground_gets_background_patches():
     sampler.set_random_state(1)
     patches = sampler(compact(item, BRATS.values))
     assert len(patches) == 4 and all(patch["label"].sum() == 0 for patch in patches)
+
+
+@pytest.mark.parametrize("mode", ["regions", "labels", "classes"])
+def test_patch_targets_are_the_label_schemes(mode):
+    scheme = LabelScheme((2, 1, 4), mode)
+    item = labelled_volume()
+    item["label"][0, :3] = 3  # a value outside the scheme is background
+    targets = expand(compact(item, scheme.values), scheme)["label"].as_tensor()
+    expected = scheme.targets(torch.where(item["label"][0] == 3, 0, item["label"][0]).as_tensor())
+    assert targets.dtype == expected.dtype and torch.equal(targets, expected)
