@@ -1,68 +1,155 @@
-"""How long training waits for data, with unet3d's preprocessing cache and without it.
+"""What one training item costs, against loading the whole float32 crop, and what the cache keeps per case.
 
 On synthetic BraTS-size cases (240x240x155, LPS, int16) and the patch-based settings of
-``examples/brats2020/brats2020_patches_config.json`` this reports:
+``examples/brats2020/brats2020_patches_config.json`` (1 mm, cropped to the brain, 96³
+patches, the example's augmentation) this reports, measured side by side in one run:
 
-- the first epoch's and later epochs' data time per case (the first fills the cache);
-- the share of step time spent waiting for data after the first epoch, training a small
-  DynUNet with the loader's workers loading ahead (the target is under 5%);
-- the cache's size per case;
-- a plain MONAI pipeline's later-epoch data time per case (``Dataset`` + ``LoadImaged`` and
-  the same transforms every epoch), and its ratio to unet3d's.
+- the cache's size per case against the float32 crop (what the cache held before: the
+  normalised image as float32 ``.npy``, plus three uint8 region channels), and against a
+  float16 ``.npy`` + uint8 label ``.npy`` alternative (memory-mapped, uncompressed);
+- reading one 96³ patch from the cache (Blosc2 chunks) and from the float16 ``.npy`` (memory-mapped);
+- the median cost of one training item (``dataset[(index, seed)]``: patch read, target
+  channels, augmentation) against the median ``np.load`` of that case's whole float32 crop,
+  the two alternating so that load on the machine hits both alike (the goal: at most 1.0x);
+- a plain MONAI pipeline's item (``Dataset`` + ``LoadImaged`` ... ``RandCropByPosNegLabeld``
+  and the same augmentation on every item, no cache), as the same ratio;
+- with ``--epochs``: the share of step time spent waiting for data, training a small DynUNet
+  with ``--workers`` loader workers.
 
 Not a test. Run from the repository root:
 
-    .venv/bin/python benchmarks/data_pipeline.py [--cases 4] [--epochs 3] [--workers 1]
+    .venv/bin/python benchmarks/data_pipeline.py [--cases 4] [--items 60] [--workers 1] [--epochs 2]
 """
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from monai.data import Dataset
 from monai.networks.nets import DynUNet
+from monai.transforms import Compose, RandCropByPosNegLabeld
 
 from unet3d.config.experiment import load_experiment, make_case
 from unet3d.data.brats import brats_cases
 from unet3d.data.dataset import build_dataset
+from unet3d.data.labels import LabelsToRegionsd
 from unet3d.data.loaders import batches, make_loader
 from unet3d.data.synthetic import write_synthetic_brats
+from unet3d.data.transforms import augmentations
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def example_experiment():
-    """The patch-based BraTS example (its data need not exist)."""
-    return load_experiment(REPO / "examples" / "brats2020" / "brats2020_patches_config.json")
+def timed(function):
+    """``(wall seconds, CPU seconds)`` of one call of ``function``."""
+    start, cpu = time.perf_counter(), time.process_time()
+    function()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def timed_epoch(loader, model=None, optimizer=None):
-    """``(seconds waiting for batches, seconds in all, number of cases)`` for one pass."""
-    waiting, count, start = 0.0, 0, time.perf_counter()
-    with batches(loader) as iterator:
-        while True:
-            before = time.perf_counter()
-            batch = next(iterator, None)
-            waiting += time.perf_counter() - before
-            if batch is None:
-                break
-            count += len(batch["id"]) if isinstance(batch["id"], list) else 1
-            if model is not None:
+def medians(pairs):
+    """Median wall and median CPU seconds of ``(wall, cpu)`` pairs."""
+    return statistics.median(w for w, _ in pairs), statistics.median(c for _, c in pairs)
+
+
+def plain_monai(dataset, settings, labels, data):
+    """unet3d's steps as a plain MONAI pipeline would run them: every item from the NIfTI files, label
+    channels made before cropping, ``RandCropByPosNegLabeld`` scanning the whole label."""
+    share = settings.foreground_oversampling
+    steps = [*dataset.preprocess.transforms, LabelsToRegionsd("label", labels.values, mode=labels.mode),
+             RandCropByPosNegLabeld(["image", "label"], label_key="label", spatial_size=settings.patch_size,
+                                    pos=share, neg=1 - share, num_samples=settings.patches_per_case, allow_smaller=True)]
+    steps += augmentations(settings.spatial_augmentations, "dataset.spatial_augmentations", ["image", "label"])
+    steps += augmentations(settings.intensity_augmentations, "dataset.intensity_augmentations", "image")
+    return Dataset([case.as_dict() for case in data], transform=Compose(steps))
+
+
+def storage(cached, data, root):
+    """Sizes per case (bytes) of the cache entry, the float32 crop and the float16 .npy alternative; patch read times."""
+    import blosc2
+
+    sizes = {"cache": [], "float32 crop": [], "float32 crop + 3 uint8 regions (before)": [], "float16 + uint8 .npy": []}
+    reads = {"cache (Blosc2 chunks)": [], "float16 .npy (memory-mapped)": []}
+    patch = cached.random.transforms[0].patch_size
+    for case in data:
+        entry = cached.cache.entry(case)
+        stored = cached.cache.load(case)
+        image = np.asarray(stored["image"][:], dtype=np.float32)
+        crop = root / "crops" / f"{case.id}.npy"
+        crop.parent.mkdir(exist_ok=True)
+        np.save(crop, image)
+        np.save(root / "crops" / "f16.npy", image.astype(np.float16))
+        np.save(root / "crops" / "label.npy", stored["label"][:])
+        sizes["cache"].append(sum(f.stat().st_size for f in entry.iterdir()))
+        sizes["float32 crop"].append(crop.stat().st_size)
+        sizes["float32 crop + 3 uint8 regions (before)"].append(crop.stat().st_size + 3 * stored["label"][:].size)
+        sizes["float16 + uint8 .npy"].append(sum((root / "crops" / n).stat().st_size for n in ("f16.npy", "label.npy")))
+        box = (slice(None), *(slice(n // 4, n // 4 + p) for n, p in zip(image.shape[1:], patch)))
+        mapped = np.load(root / "crops" / "f16.npy", mmap_mode="r")
+        for _ in range(5):
+            reads["cache (Blosc2 chunks)"].append(timed(
+                lambda: np.asarray(blosc2.open(str(entry / "image.b2nd"), mode="r")[box], dtype=np.float32))[0])
+            reads["float16 .npy (memory-mapped)"].append(timed(lambda: np.asarray(mapped[box], dtype=np.float32))[0])
+    return sizes, reads
+
+
+def item_costs(cached, plain, data, root, items):
+    """Median ``(wall, CPU)`` seconds of a training item, of ``np.load`` of its case's float32 crop, and of a plain
+    MONAI item."""
+    ours, loads = [], []
+    rng = np.random.default_rng(0)
+    for number in range(items):
+        index = number % len(data)
+        seed = int(rng.integers(2**31))
+        ours.append(timed(lambda: cached[(index, seed)]))
+        loads.append(timed(lambda: np.load(root / "crops" / f"{data[index].id}.npy")))
+    plain_times = []
+    for index in range(len(data)):
+        plain.transform.set_random_state(index)
+        plain_times.append(timed(lambda: plain[index]))
+        loads.append(timed(lambda: np.load(root / "crops" / f"{data[index].id}.npy")))
+    return medians(ours), medians(loads), medians(plain_times)
+
+
+def waiting_share(cached, workers, epochs):
+    """Share of step time spent waiting for batches after the first epoch, training a small DynUNet."""
+    torch.manual_seed(0)
+    model = DynUNet(3, 4, 3, kernel_size=[3] * 4, strides=[1, 2, 2, 2], upsample_kernel_size=[2] * 3,
+                    filters=[8, 16, 32, 64])
+    optimizer = torch.optim.Adam(model.parameters())
+    loader = make_loader(cached, batch_size=1, shuffle=True, num_workers=workers, seed=0)
+    waiting = total = 0.0
+    for epoch in range(epochs + 1):
+        loader.generator.manual_seed(epoch)
+        start = time.perf_counter()
+        with batches(loader) as iterator:
+            while True:
+                before = time.perf_counter()
+                batch = next(iterator, None)
+                if epoch:
+                    waiting += time.perf_counter() - before
+                if batch is None:
+                    break
                 optimizer.zero_grad()
-                loss = torch.sigmoid(model(batch["image"])).sub(batch["label"]).abs().mean()
-                loss.backward()
+                torch.sigmoid(model(batch["image"])).sub(batch["label"]).abs().mean().backward()
                 optimizer.step()
-    return waiting, time.perf_counter() - start, count
+        if epoch:  # the first pass warms the workers and the page cache
+            total += time.perf_counter() - start
+    return waiting / total
 
 
 def main():
+    """Print the measurements."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=3, help="epochs with the cache (the first fills it)")
-    parser.add_argument("--workers", type=int, default=1, help="data loader worker processes")
+    parser.add_argument("--items", type=int, default=60, help="training items timed (cases in turn, random seeds)")
+    parser.add_argument("--epochs", type=int, default=0, help="also measure the wait for data over this many epochs")
+    parser.add_argument("--workers", type=int, default=1, help="data loader worker processes (with --epochs)")
     parser.add_argument("--data_dir", help="reuse synthetic cases written here (default: a temporary folder)")
     args = parser.parse_args()
 
@@ -70,41 +157,35 @@ def main():
     if not (root / "data").is_dir():
         write_synthetic_brats(root / "data", args.cases, shape=(240, 240, 155), orientation="LPS", dtype="int16")
     data = [make_case(entry) for entry in brats_cases(root / "data")[: args.cases]]
-    experiment = example_experiment()
-    cache_dir = root / "cache"
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    cached = build_dataset(experiment.dataset, experiment.labels, data, "training", cache_dir)
-    uncached = build_dataset(experiment.dataset, experiment.labels, data, "training")
-    plain = Dataset([case.as_dict() for case in data], transform=uncached.transform)
+    experiment = load_experiment(REPO / "examples" / "brats2020" / "brats2020_patches_config.json")
+    shutil.rmtree(root / "cache", ignore_errors=True)
+    cached = build_dataset(experiment.dataset, experiment.labels, data, "training", root / "cache")
+    settings = experiment.dataset.settings.for_split("training")
+    fill = [timed(lambda: cached.cache.load(case))[0] for case in data]
+    # Items are made in loader workers, which run one torch and one Blosc2 thread each.
+    torch.set_num_threads(1)
+    import blosc2
 
-    torch.manual_seed(0)
-    model = DynUNet(3, 4, 3, kernel_size=[3] * 4, strides=[1, 2, 2, 2], upsample_kernel_size=[2] * 3,
-                    filters=[8, 16, 32, 64])
-    optimizer = torch.optim.Adam(model.parameters())
-    loader = make_loader(cached, batch_size=1, shuffle=True, num_workers=args.workers, seed=0)
-    print(f"{len(data)} cases of 240x240x155 (LPS, int16), patch {experiment.dataset.settings.patch_size}, "
-          f"{args.workers} worker(s), {torch.get_num_threads()} torch thread(s)")
-    later = []
-    for epoch in range(1, args.epochs + 1):
-        loader.generator.manual_seed(epoch)
-        waiting, total, count = timed_epoch(loader, model, optimizer)
-        print(f"epoch {epoch}: {total / count:.2f} s per case, waiting for data {waiting / count:.3f} s per case "
-              f"({100 * waiting / total:.1f}% of step time)")
-        if epoch > 1:
-            later.append((waiting, total, count))
-    del loader
+    blosc2.set_nthreads(1)
+    print(f"{len(data)} cases of 240x240x155 (LPS, int16), patch {settings.patch_size}, "
+          f"1 thread as in a loader worker; filling the cache: {statistics.median(fill):.2f} s per case")
 
-    # Data time alone, without a model and in the main process: the cost a worker must hide.
-    serial = make_loader(cached, batch_size=1, shuffle=True, num_workers=0, seed=0)
-    cached_time, _, count = timed_epoch(serial)
-    plain_loader = make_loader(plain, batch_size=1, shuffle=True, num_workers=0, seed=0)
-    plain_time, _, _ = timed_epoch(plain_loader)
-    size = sum(f.stat().st_size for f in cache_dir.glob("*/*")) / len(data)
-    waiting = sum(w for w, _, _ in later) / sum(t for _, t, _ in later)
-    print(f"later epochs: waiting for data {100 * waiting:.1f}% of step time (target < 5%)")
-    print(f"data time per case, later epoch, no workers: unet3d cache {cached_time / count:.3f} s, "
-          f"plain MONAI {plain_time / count:.3f} s ({plain_time / cached_time:.1f}x)")
-    print(f"cache size per case: {size / 2**20:.1f} MiB")
+    sizes, reads = storage(cached, data, root)
+    crop = statistics.median(sizes["float32 crop"])
+    for name, values in sizes.items():
+        print(f"size per case, {name}: {statistics.median(values) / 2**20:.1f} MiB "
+              f"({100 * statistics.median(values) / crop:.0f}% of the float32 crop)")
+    for name, values in reads.items():
+        print(f"one {settings.patch_size[0]}³ patch (4 channels) from the {name}: {1000 * statistics.median(values):.1f} ms")
+
+    ours, load, plain = item_costs(cached, plain_monai(cached, settings, experiment.labels, data), data, root, args.items)
+    print(f"np.load of the whole float32 crop: {1000 * load[0]:.1f} ms wall, {1000 * load[1]:.1f} ms CPU (medians)")
+    for name, cost, count in (("unet3d", ours, args.items), ("plain MONAI", plain, len(data))):
+        print(f"training item, {name} (median of {count}): {1000 * cost[0]:.1f} ms wall = {cost[0] / load[0]:.2f}x np.load, "
+              f"{1000 * cost[1]:.1f} ms CPU = {cost[1] / load[1]:.2f}x (goal for unet3d <= 1.0x)")
+    if args.epochs:
+        share = waiting_share(cached, args.workers, args.epochs)
+        print(f"waiting for data with {args.workers} worker(s): {100 * share:.1f}% of step time")
     if not args.data_dir:
         shutil.rmtree(root)
 

@@ -379,6 +379,10 @@ CLI = [
         args=("--model_filename", "{root}/model.pth", "--output_format", "dicom")),
     Bad("predict-component-size", lambda ws: tiny_weights(ws), ("--min_component_size -1: must be an integer of at least 0",), prog="predict",
         args=("--model_filename", "{root}/model.pth", "--min_component_size", "-1")),
+    Bad("predict-ngpus-zero", lambda ws: tiny_weights(ws), ("--ngpus must be 1 or more, got 0",), prog="predict",
+        args=("--model_filename", "{root}/model.pth", "--ngpus", "0")),
+    Bad("predict-ngpus-missing-model", lambda ws: None, ("gone.pth: model file not found",), prog="predict",
+        args=("--model_filename", "{root}/gone.pth", "--ngpus", "2")),
     Bad("predict-unknown-group", lambda ws: tiny_weights(ws), ("no 'tset_filenames'", "training, test"), prog="predict",
         args=("--model_filename", "{root}/model.pth", "--group", "tset")),
 ]

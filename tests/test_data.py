@@ -9,6 +9,7 @@ from unet3d.config.labels import LabelScheme
 from unet3d.config.settings import DatasetSettings
 from unet3d.data.brats import brats_cases
 from unet3d.data.labels import LabelsToRegionsd
+from unet3d.data.stored import compact, expand
 from unet3d.data.transforms import preprocessing
 from unet3d.runs.folds import split_folds
 
@@ -46,11 +47,12 @@ def test_labels_stay_binary_after_crop_and_resize(brats_data):
     case = brats_cases(brats_data / "train")[0]
     settings = DatasetSettings.parse({"normalization": "NormalizeIntensityD", "crop_foreground": True,
                                       "resample": True, "desired_shape": [19, 13, 17]}, "dataset")
-    transform = preprocessing(settings, BRATS)
-    item = transform(case)
-    assert item["image"].shape == (4, 19, 13, 17) and item["label"].shape == (3, 19, 13, 17)
-    assert set(torch.unique(item["label"]).tolist()) == {0.0, 1.0}
-    wt, tc, et = item["label"]
+    item = preprocessing(settings)(case)
+    assert item["image"].shape == (4, 19, 13, 17) and item["label"].shape == (1, 19, 13, 17)
+    assert set(torch.unique(item["label"]).tolist()) <= {0.0, 1.0, 2.0, 4.0}  # label values, resized by nearest
+    targets = expand(compact(item, BRATS.values), BRATS)["label"]
+    assert targets.shape == (3, 19, 13, 17) and set(torch.unique(targets).tolist()) == {0.0, 1.0}
+    wt, tc, et = targets
     assert torch.all(tc <= wt) and torch.all(et <= tc)
 
 

@@ -130,13 +130,13 @@ def test_augmentation_is_for_training_unless_a_split_asks(scans):
     data = with_ids(brats_cases(scans / "train"))[:1]
     names = lambda ds: [type(t).__name__ for t in ds.random.transforms]  # noqa: E731
     assert names(dataset(data, split="training")) == [
-        "RandCropByPosNegLabeld", "RandAffined", "RandFlipd", "RandScaleIntensityd"]
-    assert names(dataset(data, split="validation")) == []
+        "RandForegroundPatchd", "RandAffined", "RandFlipd", "RandScaleIntensityd"]
+    assert names(dataset(data, split="validation")) == ["ExpandCased"]
     override = {"validation": {"intensity_augmentations": [{"name": "RandGaussianNoised", "prob": 1.0}]},
                 "training": {"spatial_augmentations": None}}
-    assert names(dataset(data, split="validation", **override)) == ["RandGaussianNoised"]
+    assert names(dataset(data, split="validation", **override)) == ["ExpandCased", "RandGaussianNoised"]
     assert names(dataset(data, split="training", **override)) == [
-        "RandCropByPosNegLabeld", "RandScaleIntensityd"]
+        "RandForegroundPatchd", "RandScaleIntensityd"]
 
 
 def test_batches_repeat_with_any_number_of_persistent_workers(scans, tmp_path):

@@ -240,6 +240,25 @@ def test_fold_ensemble_from_a_glob_on_a_brats_folder(tiny_config, brats_data, tm
     assert json.loads(tiny_config.read_text())["dataset"]["labels"] == [2, 1, 4]
 
 
+def test_two_processes_share_the_cases_and_write_what_one_process_writes(tiny_config, brats_data, tmp_path):
+    torch.manual_seed(0)
+    torch.save(load_experiment(tiny_config).model.build().state_dict(), tmp_path / "m.pth")
+    args = ["--config_filename", tiny_config, "--model_filename", tmp_path / "m.pth", "--input_dir", brats_data / "test",
+            "--device", "cpu", "--set", "prediction.min_component_size=0"]
+    threads = {"OMP_NUM_THREADS": "1"}  # torchrun's default for several processes; one process alike
+    run("unet3d-predict", *args, "--output_dir", tmp_path / "one", env=threads)
+    result = run("unet3d-predict", *args, "--output_dir", tmp_path / "two", "--ngpus", "2", env=threads)
+    assert "in 2 processes" in result.stderr
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "two").iterdir()) and len(names) == 3  # 2 cases + config
+    for name in names:
+        if name.endswith(".nii.gz"):
+            one, two = (nibabel.load(tmp_path / folder / name) for folder in ("one", "two"))
+            assert np.asarray(one.dataobj).tobytes() == np.asarray(two.dataobj).tobytes()
+            assert np.array_equal(one.affine, two.affine)
+    assert (tmp_path / "one" / "predict_config.json").read_text() == (tmp_path / "two" / "predict_config.json").read_text()
+
+
 def test_predict_rejects_a_wrong_number_of_images(tiny_config, brats_data, tmp_path):
     one = brats_data / "test" / "BraTS20_Validation_001" / "BraTS20_Validation_001_t1.nii.gz"
     result = run("unet3d-predict", "--config_filename", tiny_config, "--model_filename", tmp_path / "m.pth",

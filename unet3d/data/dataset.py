@@ -3,11 +3,12 @@
 import dataclasses
 
 import monai.data
-from monai.transforms import Compose, apply_transform
+from monai.transforms import apply_transform
 
 from unet3d.config.labels import LabelScheme
 from unet3d.config.settings import DatasetSettings
 from unet3d.data.cache import PreprocessingCache
+from unet3d.data.stored import compact, expand
 from unet3d.data.transforms import preprocessing, sampling
 
 
@@ -16,6 +17,11 @@ class SegmentationDataset(monai.data.Dataset):
 
     Indices may be ``(index, seed)`` pairs (see ``unet3d.data.loaders.make_loader``): the
     seed then fixes the item's patches and augmentation, whichever worker loads it.
+
+    Labelled cases pass through their compact form (``unet3d.data.stored``: float16 image,
+    one channel of label values, foreground locations) whether or not ``cache_dir`` keeps it
+    on disk, so a case gives the same tensors from the cache as without it. ``transform``
+    is the preprocessing alone, what ``monai.transforms.Invertd`` undoes for prediction.
 
     Args:
         data: the cases (``unet3d.config.Case``).
@@ -32,14 +38,18 @@ class SegmentationDataset(monai.data.Dataset):
         settings = (settings or DatasetSettings()).for_split(split)
         labels = labels or LabelScheme()
         self.cases = [case if with_label else dataclasses.replace(case, label=None) for case in data]
-        self.preprocess = preprocessing(settings, labels, with_label)
-        self.random = sampling(settings, patches=split == "training")
+        self.labels = labels.require("they are needed to train") if with_label else None
+        self.preprocess = preprocessing(settings, with_label)
+        self.random = sampling(settings, self.labels, patches=split == "training")
         self.cache = None
         if cache_dir is not None:
             key = {**settings.deterministic(), "label_scheme": dataclasses.asdict(labels), "with_label": with_label}
-            self.cache = PreprocessingCache(cache_dir, self.preprocess, key)
-        items = [case.as_dict() for case in self.cases]
-        super().__init__(items, transform=Compose(self.preprocess.transforms + self.random.transforms))
+            self.cache = PreprocessingCache(cache_dir, self.compact_case, key)
+        super().__init__([case.as_dict() for case in self.cases], transform=self.preprocess)
+
+    def compact_case(self, item):
+        """A case item, preprocessed, in its compact form."""
+        return compact(self.preprocess(item), self.labels.values if self.labels else ())
 
     def __getitem__(self, index):
         if isinstance(index, tuple):
@@ -48,9 +58,14 @@ class SegmentationDataset(monai.data.Dataset):
         return super().__getitem__(index)
 
     def _transform(self, index):
-        if self.cache is None:
-            return super()._transform(index)
-        item = self.cache.load(self.cases[index])
+        if self.cache is not None:
+            item = self.cache.load(self.cases[index])
+        elif self.labels is not None:
+            item = self.compact_case(self.data[index])
+        else:
+            item = apply_transform(self.preprocess, self.data[index])
+        if self.labels is None and self.cache is not None:
+            item = expand(item)
         return apply_transform(self.random, item) if self.random.transforms else item
 
 

@@ -1,8 +1,9 @@
 """The preprocessing chain built from a config's ``dataset`` section.
 
 It comes in two parts: ``preprocessing`` is deterministic (load, reorient, resample, crop,
-normalize, resize or pad) and can be cached on disk; ``sampling`` is the random part that
-runs every epoch (patches, spatial and intensity augmentation).
+normalize, resize or pad) and can be cached on disk in a compact form
+(``unet3d.data.stored``); ``sampling`` is the random part that runs every epoch on that form
+(patches read from it, target channels built, spatial and intensity augmentation).
 """
 
 import inspect
@@ -14,7 +15,6 @@ from monai.transforms import (
     EnsureTyped,
     LoadImaged,
     Orientationd,
-    RandCropByPosNegLabeld,
     Resized,
     SpatialPadd,
     Spacingd,
@@ -22,21 +22,21 @@ from monai.transforms import (
 
 from unet3d.config.resolve import lookup, resolve
 from unet3d.data.formats import readers
-from unet3d.data.labels import LabelsToRegionsd
+from unet3d.data.patches import ExpandCased, RandForegroundPatchd
 from unet3d.errors import UserError
 
 ORIENTATION = "RAS"
 AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
-def preprocessing(settings, labels, with_label=True):
-    """Load, stack modalities, reorient to RAS, resample, split labels, crop, normalize, resize or pad.
+def preprocessing(settings, with_label=True):
+    """Load, stack modalities, reorient to RAS, resample, crop, normalize, resize or pad.
 
-    ``settings`` are one split's ``DatasetSettings``, ``labels`` the ``LabelScheme`` that
-    turns label maps into channels. Every step is a MONAI invertible transform (or
-    label-only), so predictions can be brought back to the input's grid with
-    ``monai.transforms.Invertd``. Files are read as ``unet3d.data.formats.readers`` says:
-    NIfTI with nibabel; NRRD, MetaImage and DICOM series with ITK.
+    ``settings`` are one split's ``DatasetSettings``. The label stays one channel of label
+    values (resampled and resized by nearest neighbour); ``sampling`` makes the scheme's
+    channels. Every step is a MONAI invertible transform, so predictions can be brought back
+    to the input's grid with ``monai.transforms.Invertd``. Files are read as
+    ``unet3d.data.formats.readers`` says: NIfTI with nibabel; NRRD, MetaImage and DICOM series with ITK.
     """
     keys = ["image", "label"] if with_label else ["image"]
     modes = ("bilinear", "nearest")[: len(keys)]
@@ -47,8 +47,6 @@ def preprocessing(settings, labels, with_label=True):
     ]
     if settings.spacing is not None:
         steps.append(Spacingd(keys, pixdim=settings.spacing, mode=modes))
-    if with_label:
-        steps.append(LabelsToRegionsd("label", labels.require("they are needed to train").values, mode=labels.mode))
     if settings.crop_foreground:
         steps.append(CropForegroundd(keys, source_key="image", allow_smaller=True))
     steps.extend(normalizations(settings.normalization, settings.normalization_kwargs))
@@ -62,19 +60,21 @@ def preprocessing(settings, labels, with_label=True):
     return Compose(steps)
 
 
-def sampling(settings, patches=True):
-    """The random part, run on each preprocessed case every epoch: patches (with ``patches``), then augmentation.
+def sampling(settings, labels=None, patches=True):
+    """The random part, run on each compact case every epoch: patches (with ``patches``) or the whole volume
+    with the ``LabelScheme``'s target channels (with ``labels``), then augmentation.
 
     Patches are centred on foreground with probability ``foreground_oversampling`` (nnU-Net
-    uses one third) and on background otherwise.
+    uses one third) and on background otherwise (see ``unet3d.data.patches``); spatial
+    augmentation runs on the patch, as it did after MONAI's ``RandCropByPosNegLabeld``.
+    Without ``labels`` (prediction) the items are preprocessed volumes and only augmentation runs.
     """
     steps = []
-    if patches and settings.patch_size is not None:
-        share = settings.foreground_oversampling
-        steps.append(RandCropByPosNegLabeld(
-            ["image", "label"], label_key="label", spatial_size=settings.patch_size, pos=share, neg=1 - share,
-            num_samples=settings.patches_per_case, allow_smaller=True,
-        ))
+    if labels is not None and patches and settings.patch_size is not None:
+        steps.append(RandForegroundPatchd(labels, settings.patch_size, settings.foreground_oversampling,
+                                          settings.patches_per_case))
+    elif labels is not None:
+        steps.append(ExpandCased(labels))
     steps.extend(augmentations(settings.spatial_augmentations, "dataset.spatial_augmentations", ["image", "label"]))
     steps.extend(augmentations(settings.intensity_augmentations, "dataset.intensity_augmentations", "image"))
     return Compose(steps)

@@ -38,20 +38,33 @@ def predict_on_input_grid(inferer, models, item, invert, device):
 
 
 def predict(experiment, model_patterns, output_dir, device, group=None, images=None, input_dir=None, ids=None,
-            save_probabilities=False, keep_config=False, **options):
+            save_probabilities=False, keep_config=False, shard=(0, 1), **options):
     """Predict a config group, image lists or a BraTS folder with one model or an ensemble; returns the paths.
 
     With ``keep_config`` (a config changed by ``--set``) the config as read is written to
-    ``<output_dir>/predict_config.json``. The other ``options`` are those of ``predict_cases``.
+    ``<output_dir>/predict_config.json``. ``shard`` is ``(rank, world size)`` when several
+    processes share the cases: this one predicts every ``world size``-th case from its rank,
+    and only rank 0 writes the config. The other ``options`` are those of ``predict_cases``.
     """
+    rank, world_size = shard
     check_before_loading(experiment, save_probabilities)
     case_list = select_cases(experiment, group, images, input_dir, ids)
     models = [trained_model(experiment.model, filename, device) for filename in model_filenames(model_patterns)]
-    log.info("predicting %d case(s) with %d model(s)", len(case_list), len(models))
-    if keep_config:
+    log.info("predicting %d case(s) with %d model(s)%s", len(case_list), len(models),
+             f" in {world_size} processes" if world_size > 1 else "")
+    if keep_config and rank == 0:
         write_json(experiment.source, Path(output_dir) / "predict_config.json")
-    return predict_cases(experiment, models, case_list, output_dir, device, save_probabilities=save_probabilities,
-                         **options)
+    return predict_cases(experiment, models, case_list[rank::world_size], output_dir, device,
+                         save_probabilities=save_probabilities, **options)
+
+
+def check_outputs(experiment, model_patterns, output_dir, group=None, images=None, input_dir=None, ids=None,
+                  save_probabilities=False, overwrite=False):
+    """Raise a UserError for what would stop ``predict`` on any case (before processes are started to share them)."""
+    check_before_loading(experiment, save_probabilities)
+    for filename in model_filenames(model_patterns):  # missing files and weights of another model, as one line
+        trained_model(experiment.model, filename, torch.device("cpu"))
+    output_paths(select_cases(experiment, group, images, input_dir, ids), output_dir, overwrite)
 
 
 def check_before_loading(experiment, save_probabilities):

@@ -78,6 +78,8 @@ def run(prog, arg_parser, main, argv=None):
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    # numexpr (Blosc2's, which pandas then imports too) announces its thread count at INFO on import.
+    logging.getLogger("numexpr.utils").setLevel(logging.WARNING)
     if not args.debug:
         warnings.simplefilter("once")
     try:

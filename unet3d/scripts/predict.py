@@ -1,5 +1,7 @@
 """unet3d-predict: apply trained models (one, or an ensemble of folds) to new scans."""
 
+import sys
+
 from unet3d.scripts import cli
 
 
@@ -42,30 +44,47 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true", help="replace predictions that already exist")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--ngpus", type=int, default=1,
+                        help="processes sharing the cases, one per GPU (with --device cpu: CPU processes); the "
+                             "outputs are those of one process. Under torchrun: its processes (RANK, WORLD_SIZE)")
     cli.add_config_flags(parser)
     return parser
 
 
 def main(argv=None):
     """Entry point of unet3d-predict."""
-    cli.run("unet3d-predict", build_parser(), _predict, argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cli.run("unet3d-predict", build_parser(), lambda args: _predict(args, argv), argv)
 
 
-def _predict(args):
+def _predict(args, argv):
     from unet3d.config.experiment import load_experiment
     from unet3d.config.resolve import load_plugins
     from unet3d.device import choose_device
-    from unet3d.predict.inference import predict
+    from unet3d.errors import UserError
+    from unet3d.predict.inference import check_outputs, predict
+    from unet3d.train import distributed
 
+    if args.ngpus < 1:
+        raise UserError(f"--ngpus must be 1 or more, got {args.ngpus}")
     load_plugins(args.plugin)
     experiment = load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
     prediction = experiment.prediction.override(
         activation=args.activation, threshold=args.threshold, min_component_size=args.min_component_size,
         overlap=args.overlap, sw_batch_size=args.sw_batch_size, output_format=args.output_format)
-    predict(experiment, args.model_filename, args.output_dir, choose_device(args.device),
-            group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids, prediction=prediction,
-            save_probabilities=args.save_probabilities, keep_largest=args.keep_largest, tta=args.tta,
-            amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads, keep_config=bool(args.overrides))
+    cases = dict(group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids)
+    context = distributed.from_environment()
+    if args.ngpus > 1 and not context.enabled:
+        # Mistakes surface here as one line, before torchrun starts the processes.
+        choose_device(args.device)
+        check_outputs(experiment, args.model_filename, args.output_dir, save_probabilities=args.save_probabilities,
+                      overwrite=args.overwrite, **cases)
+        sys.exit(distributed.launch(args.ngpus, distributed.strip_flag(argv, "--ngpus"), "unet3d.scripts.predict"))
+    with distributed.process_group(context, choose_device(args.device)) as device:
+        predict(experiment, args.model_filename, args.output_dir, device, prediction=prediction,
+                save_probabilities=args.save_probabilities, keep_largest=args.keep_largest, tta=args.tta,
+                amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads,
+                keep_config=bool(args.overrides), shard=(context.rank, context.world_size), **cases)
 
 
 if __name__ == "__main__":

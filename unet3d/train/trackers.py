@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from unet3d.config.settings import TRACKERS
 from unet3d.errors import Interrupted, UserError, install_hint
 
 log = logging.getLogger("unet3d")

@@ -1,0 +1,296 @@
+"""The GPU path measured: the 1 mm recipe's training step, the wait for data, prediction time, a short recipe run.
+
+One command on one GPU, in under 10 minutes, prints with the card's name and writes as
+markdown (to append to ``docs/performance.md``):
+
+1. the training step of ``examples/brats2020/brats2020_recipe_config.json`` (its DynUNet,
+   deep-supervised Dice + CE loss, SGD, batch 2 of 128³ patches): samples/s and peak
+   memory in float32, float16 autocast with gradient scaling, and bfloat16, each with and
+   without ``channels_last_3d``, then with ``torch.compile`` while the time budget lasts;
+2. the wait for data: the recipe's loader (compact cache, one worker per core but one) feeding
+   training steps on synthetic 1 mm BraTS cases, as a share of step time;
+3. prediction time per BraTS-size case (4 x 240 x 240 x 155, window 128³, overlap 0.5,
+   float16 autocast as ``unet3d-predict`` runs it, no TTA) with unet3d's ``Inferer``
+   against plain MONAI ``sliding_window_inference`` (goals: at most 1.10x, under 1 s);
+4. a short run of the recipe (``unet3d.api.train``: two epochs on synthetic 1 mm cases,
+   validation, prediction of the validation cases).
+
+``--cpu-smoke`` runs every part at a tiny size on the CPU in seconds (``torch.compile``
+with its eager backend); a test in the default suite runs it. Run from the repository root:
+
+    .venv/bin/python benchmarks/gpu.py --output gpu.md && cat gpu.md >> docs/performance.md
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from monai.inferers import sliding_window_inference
+
+from unet3d.api import train
+from unet3d.config.experiment import experiment_from_dict, make_case
+from unet3d.config.overrides import apply_overrides
+from unet3d.data.brats import brats_cases
+from unet3d.data.dataset import build_dataset
+from unet3d.data.synthetic import brats_shape, write_synthetic_brats
+from unet3d.models.inferer import Inferer
+from unet3d.train.compilation import compiled
+from unet3d.train.deep_supervision import DeepSupervisedLoss
+from unet3d.train.loop import train_one_epoch
+from unet3d.train.precision import Precision
+from unet3d.train.sampling import EpochSamples
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "examples" / "brats2020" / "brats2020_recipe_config.json"
+PRECISIONS = (("float32", False), ("float16 AMP + GradScaler", "fp16"), ("bfloat16", "bf16"))
+# --cpu-smoke: the recipe's structure (6 levels, deep supervision) with few filters on tiny cases.
+SMOKE = ["model.filters=[4,4,8,8,8,8]", "model.strides=[[1,1,1],[2,2,2],[2,2,2],[2,2,2],[1,1,1],[1,1,1]]",
+         "model.upsample_kernel_size=[[2,2,2],[2,2,2],[2,2,2],[1,1,1],[1,1,1]]",
+         "dataset.patch_size=[16,16,16]", "training.batch_size=1"]
+
+
+class Budget:
+    """Seconds left of the whole run; parts that would not fit are reported as skipped."""
+
+    def __init__(self, seconds):
+        self.end = time.perf_counter() + seconds
+
+    def left(self):
+        return self.end - time.perf_counter()
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory(device):
+    """Peak GPU memory allocated since the last reset, as text."""
+    return f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else "n/a (CPU)"
+
+
+def recipe_config(smoke, folders=None):
+    """The GPU recipe's config (smaller with ``smoke``), with synthetic training and validation cases."""
+    config = json.loads(RECIPE.read_text())
+    config = {key: value for key, value in config.items() if not key.endswith("_filenames") and key != "cross_validation"}
+    config = apply_overrides(config, SMOKE if smoke else [])
+    if folders:
+        config["training_filenames"] = brats_cases(folders["train"])
+        config["validation_filenames"] = brats_cases(folders["validation"])
+    return config
+
+
+def training_steps(experiment, device, amp, channels_last, compile_model, steps, warmup):
+    """``(samples/s, peak memory, seconds to the first timed step)`` of the recipe's training step on random patches."""
+    torch.manual_seed(0)
+    settings = experiment.training
+    model = experiment.model.build().to(device)
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
+    optimizer = experiment.optimizer.build(model.parameters())
+    precision = Precision(amp, device)
+    network = model
+    if compile_model:
+        network = torch.compile(model, backend="eager") if device.type == "cpu" else compiled(model)
+    shape = (settings.batch_size, 4, *experiment.dataset.settings.patch_size)
+    image = torch.randn(shape, device=device).to(memory_format=memory_format)
+    label = (torch.rand((shape[0], 3, *shape[2:]), device=device) > 0.7).float()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with precision.autocast():
+            loss = loss_function(network(image), label)
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    ready = time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return steps * shape[0] / (time.perf_counter() - start), peak_memory(device), ready
+
+
+def step_variants(smoke):
+    """``(precision name, training.amp, channels_last_3d, torch.compile)`` of the training step, eager ones first."""
+    eager = [(name, amp, layout, False) for name, amp in PRECISIONS for layout in (False, True)]
+    compiled_ones = [(name, amp, layout, True) for name, amp in PRECISIONS[1:] for layout in (False, True)]
+    compiled_ones += [(*PRECISIONS[0], False, True)]
+    if smoke:  # each precision, layout and compilation once
+        return [eager[0], eager[3], eager[4]], [compiled_ones[-1]]
+    return eager, compiled_ones
+
+
+def step_rows(config, device, smoke, budget, variants):
+    """Markdown rows of the training step for ``variants``; those that do not fit the budget are reported skipped."""
+    experiment = experiment_from_dict(config)
+    steps, warmup = (2, 1) if smoke else (10, 3)
+    rows = []
+    for name, amp, layout, compile_model in variants:
+        if budget.left() < (150 if compile_model and not smoke else 10):
+            rows.append(f"| {name} | {layout} | {compile_model} | skipped (time budget) | | |")
+            continue
+        try:
+            rate, memory, ready = training_steps(experiment, device, amp, layout, compile_model, steps, warmup)
+            rows.append(f"| {name} | {layout} | {compile_model} | {rate:.2f} | {memory} | {ready:.0f} |")
+        except (RuntimeError, torch.OutOfMemoryError) as error:  # one failing variant must not hide the others
+            rows.append(f"| {name} | {layout} | {compile_model} | failed: {str(error).splitlines()[0][:80]} | | |")
+        print(rows[-1], flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def data_wait(config, device, workers, samples, cache_dir):
+    """Markdown lines: the share of step time the recipe's training loop waits for data, with ``workers`` workers."""
+    experiment = experiment_from_dict(config)
+    cases = experiment.labelled_cases("training")
+    dataset = build_dataset(experiment.dataset, experiment.labels, cases, "training", cache_dir)
+    fill = time.perf_counter()
+    for case in cases:
+        dataset.cache.load(case)
+    fill = (time.perf_counter() - fill) / len(cases)
+    from unet3d.data.loaders import make_loader
+
+    loader = make_loader(EpochSamples(dataset, samples), experiment.training.batch_size, True, workers, seed=0)
+    model = experiment.model.build().to(device)
+    loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
+    optimizer = experiment.optimizer.build(model.parameters())
+    precision = Precision(experiment.training.amp, device)
+    times = []
+    for epoch in range(2):  # the first starts the workers and warms up the GPU
+        loader.generator.manual_seed(epoch)
+        start = time.perf_counter()
+        row = train_one_epoch(model, loader, loss_function, optimizer, precision, device, description="data wait")
+        synchronize(device)
+        times.append((row["data_time"], time.perf_counter() - start))
+    waiting, total = times[-1]
+    return [f"- cache fill: {fill:.1f} s per case (preprocessing, once)",
+            f"- {workers} loader worker(s), {samples} samples per epoch, batch {experiment.training.batch_size}: "
+            f"waiting for data {100 * waiting / total:.1f}% of step time, {samples / total:.2f} samples/s with data"]
+
+
+def prediction_times(config, device, shape, repeats):
+    """Markdown lines: seconds per case for unet3d's Inferer and plain MONAI sliding-window inference."""
+    experiment = experiment_from_dict(config)
+    model = experiment.model.build().to(device).eval()
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if device.type == "cuda" else None
+    inferer = Inferer.from_experiment(experiment, **({"autocast": autocast} if autocast else {}))
+    window = tuple(experiment.window)
+    image = torch.randn((1, 4, *shape), device=device)
+
+    def plain():
+        with torch.no_grad(), (autocast() if autocast else torch.autocast("cpu", enabled=False)):
+            logits = sliding_window_inference(image, window, inferer.sw_batch_size, model, inferer.overlap, mode="gaussian")
+            return torch.sigmoid(logits.float())
+
+    def ours():
+        return inferer.probabilities([model], image)
+
+    best = {"plain": [], "ours": []}
+    for _ in range(repeats + 1):  # the first round warms up (cuDNN autotuning, allocations)
+        for name, function in (("plain", plain), ("ours", ours)):
+            synchronize(device)
+            start = time.perf_counter()
+            function()
+            synchronize(device)
+            best[name].append(time.perf_counter() - start)
+    plain_time, ours_time = (statistics.median(best[name][1:]) for name in ("plain", "ours"))
+    return [f"- {'x'.join(map(str, shape))} volume, window {window}, overlap {inferer.overlap}, "
+            f"sw_batch_size {inferer.sw_batch_size}, no TTA: unet3d {ours_time:.2f} s, plain MONAI {plain_time:.2f} s "
+            f"per case ({ours_time / plain_time:.2f}x; goals <= 1.10x and < 1 s)"]
+
+
+def short_recipe(config, device, output_dir, smoke):
+    """Markdown lines: two epochs (one with ``smoke``) of the recipe through ``unet3d.api.train`` (validation and
+    its predictions)."""
+    epochs = 1 if smoke else 2
+    overrides = [f"training.n_epochs={epochs}", f"training.samples_per_epoch={1 if smoke else 16}"]
+    start = time.perf_counter()
+    work_dir = train(config, output_dir=output_dir, name="recipe", device=str(device), overrides=overrides,
+                     num_workers=0 if smoke else min(4, os.cpu_count() or 1))
+    wall = time.perf_counter() - start
+    import pandas
+
+    log = pandas.read_csv(Path(work_dir) / "training_log.csv")
+    last = log.iloc[-1]
+    dice = " ".join(f"{column[9:]} {last[column]:.3f}" for column in log.columns if column.startswith("val_dice_"))
+    predictions = len(list(Path(work_dir).rglob("*.nii.gz")))
+    return [f"- {epochs} epoch(s) of {overrides[1].split('=')[1]} samples: epoch times {', '.join(f'{t:.1f}' for t in log['epoch_time'])} s, "
+            f"{wall:.0f} s in all with validation and {predictions} prediction(s) written; last validation Dice: {dice} "
+            "(a run this short checks that the recipe runs, not what it scores)"]
+
+
+def main(argv=None):
+    """Run the parts and write the markdown."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu-smoke", action="store_true", help="every part at a tiny size on the CPU (seconds)")
+    parser.add_argument("--output", type=Path, help="write the markdown here too")
+    parser.add_argument("--budget", type=float, default=540, help="seconds for the whole run (compiled variants fill what is left)")
+    parser.add_argument("--workers", type=int, help="loader workers (default: one per CPU core but one)")
+    parser.add_argument("--work_dir", type=Path, help="keep synthetic cases and runs here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    smoke = args.cpu_smoke
+    if not smoke and not torch.cuda.is_available():
+        raise SystemExit("benchmarks/gpu.py: no CUDA device (use --cpu-smoke to check the script on the CPU)")
+    device = torch.device("cpu" if smoke else "cuda")
+    threads = torch.get_num_threads()
+    if smoke:
+        torch.set_num_threads(1)  # tiny tensors: threads only add waiting, most of all on a busy machine
+    try:
+        return run_parts(args, smoke, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_parts(args, smoke, device):
+    """Write the synthetic cases, run the four parts, print and write the markdown."""
+    budget = Budget(args.budget)
+    name = "CPU (--cpu-smoke, tiny sizes)" if smoke else torch.cuda.get_device_name(device)
+    workers = args.workers if args.workers is not None else (0 if smoke else max(1, (os.cpu_count() or 2) - 1))
+    root = args.work_dir or Path(tempfile.mkdtemp(prefix="unet3d-gpu-"))
+    shape = (24, 24, 20) if smoke else brats_shape(1.0)
+    folders = {}
+    for group, count, seed in (("train", 1 if smoke else 4, 100), ("validation", 1, 200)):
+        folders[group] = root / "data" / group
+        if not folders[group].is_dir():
+            write_synthetic_brats(folders[group], count, shape, seed=seed)
+    config = recipe_config(smoke, folders)
+    print(f"# {name}, torch {torch.__version__}", flush=True)
+
+    eager, compiled_ones = step_variants(smoke)
+    table = step_rows(config, device, smoke, budget, eager)
+    lines = ["### Waiting for data", ""]
+    lines += data_wait(config, device, workers, 2 if smoke else 32, root / "cache")
+    lines += ["", "### Prediction per BraTS-size case", ""]
+    lines += prediction_times(config, device, (24, 24, 20) if smoke else (240, 240, 155), 1 if smoke else 3)
+    lines += ["", "### Short recipe run (synthetic 1 mm cases)", ""]
+    lines += short_recipe(config, device, root / "runs", smoke)
+    table += step_rows(config, device, smoke, budget, compiled_ones)  # compiling takes what time is left
+    lines = [f"## GPU benchmark: {name}", "", f"`benchmarks/gpu.py{' --cpu-smoke' if smoke else ''}`, torch "
+             f"{torch.__version__}, {workers} loader worker(s).", "", "### Training step (random patches)", "",
+             "| precision | channels_last_3d | torch.compile | samples/s | peak memory | warm-up s |",
+             "|---|---|---|---|---|---|", *table, "", *lines]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Random patches cut from compact cases (``unet3d.data.stored``), reading only the patch.
+
+``RandForegroundPatchd`` draws what MONAI's ``RandCropByPosNegLabeld`` draws: with
+probability ``foreground_oversampling`` a centre uniform over the foreground voxels (any
+label value of the scheme), otherwise one uniform over the background voxels; centres are
+moved inwards so the patch lies inside the volume (MONAI's ``correct_crop_centers``). The
+foreground centre comes from the case's stored locations (a value chosen in proportion to
+its voxel count, then one of its sampled voxels); a background centre is a uniform voxel,
+drawn again while it lands on foreground. Neither scans the label, and only the patch's
+bytes are read from a memory-mapped cache.
+"""
+
+import numpy as np
+from monai.transforms import Randomizable, Transform
+from monai.transforms.utils import correct_crop_centers
+
+from unet3d.data.stored import expand
+
+BACKGROUND_TRIES = 1000  # a case that is nearly all foreground falls back to any voxel after this many
+
+
+class RandForegroundPatchd(Randomizable, Transform):
+    """Compact case -> a list of ``num_samples`` patch items ``{"id", "image", "label"}`` (float32, targets).
+
+    Args:
+        labels: the ``LabelScheme`` that builds the target channels.
+        patch_size: the patch's spatial size.
+        foreground_share: probability that a patch is centred on foreground.
+        num_samples: patches per case.
+    """
+
+    def __init__(self, labels, patch_size, foreground_share, num_samples=1):
+        self.labels = labels
+        self.patch_size = tuple(int(n) for n in patch_size)
+        self.foreground_share = foreground_share
+        self.num_samples = num_samples
+
+    def randomize(self, data=None):
+        """Not used: the centres depend on the case and are drawn in ``__call__``."""
+
+    def centre(self, stored):
+        """One patch centre (before correction) drawn as ``RandCropByPosNegLabeld`` would."""
+        locations = stored["locations"]
+        values = [value for value, (_, count) in locations.items() if count > 0]
+        counts = np.array([locations[value][1] for value in values], dtype=np.float64)
+        shape = stored["label"].shape
+        background_possible = counts.sum() < np.prod(shape)
+        share = self.foreground_share if values and background_possible else float(bool(values))
+        if self.R.rand() < share:
+            value = values[self.R.choice(len(values), p=counts / counts.sum())] if len(values) > 1 else values[0]
+            coordinates = locations[value][0]
+            return tuple(int(c) for c in coordinates[self.R.randint(len(coordinates))])
+        foreground = np.array(values, dtype=stored["label"].dtype)
+        for _ in range(BACKGROUND_TRIES):
+            voxel = tuple(int(self.R.randint(n)) for n in shape)
+            if not np.isin(stored["label"][voxel], foreground):
+                return voxel
+        return voxel
+
+    def __call__(self, stored):
+        shape = stored["label"].shape
+        size = tuple(min(p, n) for p, n in zip(self.patch_size, shape))
+        patches = []
+        for _ in range(self.num_samples):
+            centre = correct_crop_centers(list(self.centre(stored)), size, shape, allow_smaller=True)
+            start = [int(c) - n // 2 for c, n in zip(centre, size)]
+            patches.append(expand(stored, self.labels, start, size))
+        return patches
+
+
+class ExpandCased(Transform):
+    """Compact case -> the whole volume as ``{"id", "image", "label"}`` (float32 image, target channels)."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __call__(self, stored):
+        return expand(stored, self.labels)
