@@ -4,6 +4,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from unet3d.errors import UserError
+
 
 @contextmanager
 def atomic_path(path):
@@ -28,6 +30,15 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_new_output(path, inputs, flag, suffix=None):
+    """Raise a UserError naming ``flag`` when the output ``path`` is one of ``inputs`` (through any link)
+    or lacks ``suffix``: no command writes over a file it reads."""
+    path = Path(path)
+    if (suffix and path.suffix != suffix) or path.resolve() in {Path(p).resolve() for p in inputs}:
+        expected = f"a new {suffix} file" if suffix else "a new file"
+        raise UserError(f"{flag} {path}: expected {expected}, not one of the command's inputs")
 
 
 def remove_stale_temporaries(folder):

@@ -133,6 +133,11 @@ class Experiment:
                             f"but the group is used for training or validation: {listing(unlabeled)}")
         return list(self.groups[group])
 
+    def input_files(self):
+        """The config file and every file its cases name: no command's output may replace one."""
+        files = [path for group in self.groups.values() for case in group for path in case.files]
+        return files + ([str(self.filename)] if self.filename else [])
+
     @property
     def window(self):
         """The sliding window of validation and prediction: ``prediction.window``, else the dataset's, else None

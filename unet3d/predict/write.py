@@ -15,11 +15,12 @@ from unet3d.errors import UserError
 
 
 
-def output_paths(case_list, output_dir, overwrite=False):
-    """``{case id: output_dir/<case id>.nii.gz}``, refusing inputs always and existing files without ``overwrite``."""
+def output_paths(case_list, output_dir, overwrite=False, protected=()):
+    """``{case id: output_dir/<case id>.nii.gz}``, refusing inputs (and ``protected``: the config's files) always
+    and existing files without ``overwrite``."""
     output_dir = Path(output_dir)
     targets = {case.id: output_dir / f"{case.id}.nii.gz" for case in case_list}
-    inputs = {Path(p).resolve() for case in case_list for p in case.files}
+    inputs = {Path(p).resolve() for p in [*protected, *(p for case in case_list for p in case.files)]}
     for target in targets.values():
         if target.resolve() in inputs:
             raise UserError(f"{target}: output would overwrite an input file; choose another output directory")

@@ -51,6 +51,13 @@ def add_config_flags(arg_parser):
                             help="warn about config keys the schema does not know instead of stopping")
 
 
+def require_at_least(*checks):
+    """Raise a UserError for the first ``(flag, value, least)`` whose value is given and below ``least``."""
+    for flag, value, least in checks:
+        if value is not None and value < least:
+            raise UserError(f"{flag} must be {least} or more, got {value}")
+
+
 def refuse_together(args, conflicts):
     """Raise a UserError for the first pair of flags in ``conflicts`` that are both given.
 

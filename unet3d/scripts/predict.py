@@ -53,6 +53,7 @@ def _predict(args):
     from unet3d.device import choose_device
     from unet3d.predict.inference import predict
 
+    cli.require_at_least(("--nthreads", args.nthreads, 0))
     load_plugins(args.plugin)
     experiment = load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
     prediction = experiment.prediction.override(
