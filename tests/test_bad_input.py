@@ -1,5 +1,8 @@
 """A corpus of bad inputs: each gives exit status 2, one line naming the key or file, and changes no file.
 
+Every file under the data and config folders is hashed before and after each command: none
+may change or disappear, and no file may appear among the data.
+
 Every case runs on its own copy of the tiny data set (``workspace``); its spoiler breaks
 one thing (the config, a data file, the output folder, a checkpoint or the command line).
 Most run ``main([...])`` in-process; those marked ``script`` run the console script.
@@ -91,11 +94,14 @@ def spoil_checkpoint(ws, payload):
     return path
 
 
-def no_space(monkeypatch):
-    def fsync(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
+def disk_error(code):
+    """A monkeypatch under which every fsync fails with ``code`` (ENOSPC, EROFS, EDQUOT)."""
+    def patch(monkeypatch):
+        def fsync(fd):
+            raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "fsync", fsync)
+    return patch
 
 
 @dataclass
@@ -271,7 +277,11 @@ ENVIRONMENT = [
     Bad("output-unwritable", lambda ws: None, ("is not writable",),
         monkeypatch=lambda mp: mp.setattr(os, "access", lambda path, mode, **kw: False)),
     Bad("disk-full", lambda ws: (with_fold_dir(ws), (ws.root / "experiment" / "tiny" / "fold1.json").write_text("{}")),
-        (": No space left on device",), monkeypatch=no_space),
+        (": No space left on device",), monkeypatch=disk_error(errno.ENOSPC)),
+    Bad("read-only-disk", lambda ws: None, ("cache/preflight/", "Read-only file system (nothing was replaced"),
+        monkeypatch=disk_error(errno.EROFS)),
+    Bad("quota-exceeded", lambda ws: None, ("cache/preflight/", "Disk quota exceeded (nothing was replaced"),
+        monkeypatch=disk_error(errno.EDQUOT)),
     Bad("cache-is-a-file", lambda ws: (ws.root / "cache").write_text("x"), ("cache", "Not a directory"),
         args=("--cache_dir", "{root}/cache")),
 ]
@@ -336,7 +346,7 @@ def set_test_case_id(ws, case_id):
 
 
 def fresh_predictions(ws):
-    """A prediction folder of the first training case's label, named by its id, and the weights of the tiny model."""
+    """A prediction folder holding the first training case's label, named by its id."""
     (ws.root / "predicted").mkdir()
     shutil.copy(ws.file("seg"), ws.root / "predicted" / "BraTS20_Training_001.nii.gz")
 
@@ -464,7 +474,9 @@ def test_bad_input_stops_with_one_line_and_changes_nothing(bad, workspace, capsy
     for fragment in bad.fragments:
         assert fragment in lines[0], lines[0]
     after = checksums(workspace.root)
-    assert {path: after.get(path) for path in before} == before
+    assert {path: after.get(path) for path in before} == before  # nothing the user had changed or went away
+    data = workspace.root / "data"
+    assert {p for p in after if data in p.parents} == {p for p in before if data in p.parents}  # nor was added to the data
     if bad.prog == "predict":
         assert not (workspace.root / "predictions").exists()  # no output folder either
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from unet3d.atomic import atomic_path, write_text
+from unet3d.atomic import atomic_path, disk_error, write_text
+from unet3d.errors import UserError
 
 CACHE_VERSION = 1
 UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -64,8 +65,14 @@ class PreprocessingCache:
             return self._read(case, entry)
         except (OSError, ValueError, KeyError):
             item = self.transform(case.as_dict())
+        try:
             self._write(item, entry)
-            return self._read(case, entry)
+        except OSError as error:  # in a loader worker an OSError would reach the user as a traceback
+            message = disk_error(error)
+            if message is None:
+                raise
+            raise UserError(message) from error
+        return self._read(case, entry)
 
     def _read(self, case, entry):
         meta = json.loads((entry / "meta.json").read_text())

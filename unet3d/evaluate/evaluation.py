@@ -12,8 +12,8 @@ import nibabel
 import numpy as np
 import pandas
 
-from unet3d.atomic import check_new_output, write_csv
-from unet3d.config.experiment import NIFTI_SUFFIX
+from unet3d.atomic import write_csv
+from unet3d.config.experiment import NIFTI_SUFFIX, check_new_output
 from unet3d.config.labels import LabelScheme
 from unet3d.data.brats import label_file
 from unet3d.data.checks import AFFINE_TOLERANCE_MM

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from unet3d.atomic import check_new_output, write_csv
-from unet3d.config.experiment import load_experiment
+from unet3d.atomic import write_csv
+from unet3d.config.experiment import check_new_output, load_experiment
+from unet3d.config.load import config_folder
 from unet3d.config.schema import SECTIONS, resolved
 from unet3d.data.dataset import build_dataset
 from unet3d.data.files import preflight
@@ -62,7 +63,7 @@ class RunOptions:
 def work_dir_for(config_filename, output_dir=None):
     """``<output_dir or the config's folder>/<config name>``."""
     config_filename = Path(config_filename)
-    base = Path(output_dir) if output_dir else config_filename.resolve().parent
+    base = Path(output_dir) if output_dir else config_folder(config_filename)
     return base / config_filename.stem
 
 

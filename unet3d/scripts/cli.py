@@ -5,6 +5,7 @@ import logging
 import sys
 import warnings
 
+from unet3d.atomic import disk_error
 from unet3d.errors import Interrupted, UserError
 
 
@@ -95,7 +96,7 @@ def run(prog, arg_parser, main, argv=None):
     except OSError as error:
         if args.debug or not error.filename:
             raise
-        print(f"{prog}: error: {error.filename}: {error.strerror}", file=sys.stderr)
+        print(f"{prog}: error: {disk_error(error) or f'{error.filename}: {error.strerror}'}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as stop:
         if args.debug:
