@@ -398,6 +398,11 @@ DRY_RUN = [
     Bad("loss-not-a-number", lambda ws: ws.edit(lambda c: c.update(loss={"name": "BCEWithLogitsLoss",
                                                                          "reduction": "none"})),
         ("loss: BCEWithLogitsLoss", "not a single number")),
+    Bad("loss-gives-nan", lambda ws: ws.edit(lambda c: c.update(loss={"name": "PoissonNLLLoss", "log_input": False})),
+        ("loss: PoissonNLLLoss returned nan",)),
+    Bad("weights-diverge", lambda ws: ws.edit(lambda c: (c.update(optimizer={"name": "SGD", "lr": 1e30}),
+                                                         c["training"].update(batch_size=1))),
+        ("epoch 1: the training loss is nan", "the weights diverged"), args=("--fold", "1")),
     Bad("scheduler-past-its-total", lambda ws: ws.edit(lambda c: c.update(scheduler={
         "name": "OneCycleLR", "max_lr": 0.01, "total_steps": 2, "step_per_batch": True})),
         ("scheduler: OneCycleLR", "step")),

@@ -120,6 +120,9 @@ def forward_and_loss(experiment, model, loss_function, image, target):
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         raise StepFailed("loss", f"{experiment.loss.name} returned {shape_text(loss)}, not a single number "
                                  "(a loss reduces to one value)")
+    if not torch.isfinite(loss):
+        raise StepFailed("loss", f"{experiment.loss.name} returned {loss.item()} for input {shape_text(output)} and "
+                                 f"target {shape_text(target)} (random logits and every label value)")
     return loss
 
 
