@@ -119,7 +119,8 @@ def check_cases(case_list, labels=None, cache_dir=None, workers=None):
 
     def check(case):
         check_headers(case)
-        marker = done_dir / identity_key(case.files, {"label_values": labels, "checks": VALUE_CHECKS_VERSION}) if done_dir else None
+        key = {"label_values": labels, "checks": VALUE_CHECKS_VERSION}
+        marker = done_dir / identity_key(case.files, key) if done_dir else None
         if marker is not None and marker.exists():
             return marker.read_text() != EMPTY_LABEL
         has_foreground = check_values(case, labels)
