@@ -1,5 +1,8 @@
 """A corpus of bad inputs: each gives exit status 2, one line naming the key or file, and changes no file.
 
+Every file under the data and config folders is hashed before and after each command: none
+may change or disappear, and no file may appear among the data.
+
 Every case runs on its own copy of the tiny data set (``workspace``); its spoiler breaks
 one thing (the config, a data file, the output folder, a checkpoint or the command line).
 Most run ``main([...])`` in-process; those marked ``script`` run the console script.
@@ -22,6 +25,7 @@ import pytest
 import torch
 
 from helpers import TINY_SETTINGS, convert_image, edit_config, run, write_config, write_dicom_series
+from unet3d.scripts.evaluate import main as evaluate_main
 from unet3d.scripts.export import main as export_main
 from unet3d.scripts.predict import main as predict_main
 from unet3d.scripts.train import main as train_main
@@ -110,11 +114,14 @@ def spoil_checkpoint(ws, payload):
     return path
 
 
-def no_space(monkeypatch):
-    def fsync(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
+def disk_error(code):
+    """A monkeypatch under which every fsync fails with ``code`` (ENOSPC, EROFS, EDQUOT)."""
+    def patch(monkeypatch):
+        def fsync(fd):
+            raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "fsync", fsync)
+    return patch
 
 
 @dataclass
@@ -309,7 +316,7 @@ DATA = [
         ("_t1.nii.gz holds rgb voxels; expected one number per voxel",)),
     Bad("corrupt-nrrd", corrupt_nrrd, ("_flair.nrrd: cannot read as NRRD", "parsed 2 values, but dimension is 3")),
     Bad("truncated-nrrd", lambda ws: truncate(ws.convert("flair", ".mha")), ("_flair.mha: cannot read its voxels",)),
-    Bad("nan-geometry", nan_geometry, ("_t1.nrrd has a voxel-to-world affine that is not finite or is singular",)),
+    Bad("nan-geometry", nan_geometry, ("_t1.nrrd has a singular affine or one that is not finite",)),
     Bad("nrrd-of-another-grid", nrrd_of_another_grid, ("_t2.nrrd has another affine than BraTS20_Training_001_flair",)),
     Bad("dicom-two-series", dicom_series_of_two, ("flair_dicom: holds 2 DICOM series; expected one series per folder",)),
     Bad("dicom-no-slices", lambda ws: ws.swap("flair", "flair_dicom").mkdir(), ("flair_dicom: no DICOM slices",)),
@@ -328,7 +335,11 @@ ENVIRONMENT = [
     Bad("output-unwritable", lambda ws: None, ("is not writable",),
         monkeypatch=lambda mp: mp.setattr(os, "access", lambda path, mode, **kw: False)),
     Bad("disk-full", lambda ws: (with_fold_dir(ws), (ws.root / "experiment" / "tiny" / "fold1.json").write_text("{}")),
-        (": No space left on device",), monkeypatch=no_space),
+        (": No space left on device",), monkeypatch=disk_error(errno.ENOSPC)),
+    Bad("read-only-disk", lambda ws: None, ("cache/preflight/", "Read-only file system (nothing was replaced"),
+        monkeypatch=disk_error(errno.EROFS)),
+    Bad("quota-exceeded", lambda ws: None, ("cache/preflight/", "Disk quota exceeded (nothing was replaced"),
+        monkeypatch=disk_error(errno.EDQUOT)),
     Bad("cache-is-a-file", lambda ws: (ws.root / "cache").write_text("x"), ("cache", "Not a directory"),
         args=("--cache_dir", "{root}/cache")),
     Bad("tracker-not-installed", lambda ws: None, ("training.trackers: tensorboard needs the tensorboard package: "
@@ -406,9 +417,112 @@ EXPORT = [
         ("config key 'dataset.labels' is missing", "decode the network's outputs"), prog="export"),
 ]
 
-CORPUS = CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI + EXPORT
+
+def singular_affine(ws):
+    """Every file of the first case gets an sform with a voxel size of 0 (nibabel cannot make a qform of it)."""
+    for name in ("flair", "t1", "t1ce", "t2", "seg"):
+        image = nibabel.Nifti1Image(ws.volume(name), None)
+        image.header.set_sform(np.diag([1.0, 0.0, 1.0, 1.0]), code=2)
+        nibabel.save(image, ws.file(name))
+
+
+def rgb(ws):
+    volume = np.zeros((24, 24, 24), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nibabel.save(nibabel.Nifti1Image(volume, nibabel.load(ws.file("t1")).affine), ws.file("t1"))
+
+
+def set_test_case_id(ws, case_id):
+    ws.edit(lambda c: c["test_filenames"][0].update(id=case_id))
+
+
+def fresh_predictions(ws):
+    """A prediction folder holding the first training case's label, named by its id."""
+    (ws.root / "predicted").mkdir()
+    shutil.copy(ws.file("seg"), ws.root / "predicted" / "BraTS20_Training_001.nii.gz")
+
+
+# Configs that would reach files or code, and outputs that would land on inputs.
+REACH = [
+    Bad("loss-with-hub-cache", lambda ws: ws.edit(lambda c: c.update(loss={
+        "name": "PerceptualLoss", "spatial_dims": 3, "cache_dir": str(ws.root / "data")})),
+        ("config key 'loss.name': PerceptualLoss", "'cache_dir'")),
+    Bad("augmentation-saves-images", lambda ws: ws.edit(lambda c: c["dataset"].update(spatial_augmentations=[
+        {"name": "SaveImaged", "output_dir": str(ws.root / "data" / "train"), "separate_folder": False}])),
+        ("config key 'dataset.spatial_augmentations[0].name': SaveImaged", "'output_dir'")),
+    Bad("augmentation-loads-images", lambda ws: ws.edit(lambda c: c["dataset"].update(intensity_augmentations=[
+        {"name": "LoadImaged"}])), ("config key 'dataset.intensity_augmentations[0].name': LoadImaged", "'reader'")),
+    Bad("normalization-writes-files", lambda ws: ws.edit(lambda c: c["dataset"].update(
+        normalization="WriteFileMappingd", normalization_kwargs={"mapping_file_path": str(ws.config)})),
+        ("config key 'dataset.normalization': WriteFileMappingd", "'mapping_file_path'")),
+    Bad("model-downloads-weights", lambda ws: ws.edit(lambda c: c.update(model={
+        "name": "FlexibleUNet", "in_channels": 4, "out_channels": 3, "backbone": "efficientnet-b0",
+        "pretrained": True, "spatial_dims": 3})), ("config key 'model.name': FlexibleUNet", "'pretrained'")),
+    Bad("case-id-into-the-data", lambda ws: set_test_case_id(ws, "../data/train/BraTS20_Training_002/x"),
+        ("case id '../data/train/BraTS20_Training_002/x' cannot name an output file",)),
+    Bad("case-id-dot-dot", lambda ws: set_test_case_id(ws, ".."), ("case id '..' cannot name an output file",)),
+    Bad("case-id-empty", lambda ws: set_test_case_id(ws, ""), ("id must be a non-empty string",)),
+    Bad("log-copy-over-the-config", lambda ws: None, ("--training_log_filename", "tiny.json: expected a new .csv file"),
+        args=("--training_log_filename", "{root}/experiment/tiny.json", "--fold", "1")),
+    Bad("predict-over-its-input", lambda ws: tiny_weights(ws), ("would overwrite an input file",), prog="predict",
+        args=("--images", "{root}/" + CASE + "_flair.nii.gz", "{root}/" + CASE + "_t1.nii.gz", "{root}/" + CASE
+              + "_t1ce.nii.gz", "{root}/" + CASE + "_t2.nii.gz", "--ids", "BraTS20_Training_001_seg", "--overwrite",
+              "--output_dir", "{root}/" + CASE.rsplit("/", 1)[0])),
+    Bad("evaluate-over-a-label", fresh_predictions, ("expected a new .csv file",), prog="evaluate",
+        args=("--output_filename", "{root}/" + CASE + "_seg.nii.gz")),
+    Bad("evaluate-over-the-config", fresh_predictions, ("expected a new .csv file",), prog="evaluate",
+        args=("--output_filename", "{root}/experiment/tiny.json")),
+    Bad("evaluate-against-itself", fresh_predictions, ("is its own reference label",), prog="evaluate",
+        args=("--label_dir", "{root}/predicted")),
+]
+
+# Configs that --check passed but that stopped mid-run or trained on NaN.
+DRY_RUN = [
+    Bad("in-channels-of-another-count", lambda ws: ws.edit(lambda c: c["model"].update(in_channels=3)),
+        ("model: DynUNet", "(1, 4, ")),
+    Bad("model-of-2d", lambda ws: ws.edit(lambda c: c["model"].update(
+        spatial_dims=2, strides=[[1, 1], [2, 2], [2, 2]], kernel_size=[[3, 3]] * 3, upsample_kernel_size=[[2, 2]] * 2)),
+        ("model: DynUNet", "(1, 4, ")),
+    Bad("optimizer-needs-closure", lambda ws: ws.edit(lambda c: c.update(optimizer={"name": "LBFGS"})),
+        ("optimizer: LBFGS",)),
+    Bad("loss-not-a-loss", lambda ws: ws.edit(lambda c: c.update(loss={"name": "ReLU"})), ("loss: ReLU",)),
+    Bad("loss-not-a-number", lambda ws: ws.edit(lambda c: c.update(loss={"name": "BCEWithLogitsLoss",
+                                                                         "reduction": "none"})),
+        ("loss: BCEWithLogitsLoss", "not a single number")),
+    Bad("loss-gives-nan", lambda ws: ws.edit(lambda c: c.update(loss={"name": "PoissonNLLLoss", "log_input": False})),
+        ("loss: PoissonNLLLoss returned nan",)),
+    Bad("weights-diverge", lambda ws: ws.edit(lambda c: (c.update(optimizer={"name": "SGD", "lr": 1e30}),
+                                                         c["training"].update(batch_size=1))),
+        ("epoch 1: the training loss is nan", "the weights diverged"), args=("--fold", "1")),
+    Bad("scheduler-past-its-total", lambda ws: ws.edit(lambda c: c.update(scheduler={
+        "name": "OneCycleLR", "max_lr": 0.01, "total_steps": 2, "step_per_batch": True})),
+        ("scheduler: OneCycleLR", "step")),
+    Bad("seed-beyond-64-bits", lambda ws: ws.edit(lambda c: c["training"].update(seed=2**70)),
+        ("config key 'training.seed'",)),
+    Bad("split-seed-beyond-64-bits", lambda ws: ws.edit(lambda c: c["cross_validation"].update(random_seed=-1)),
+        ("config key 'cross_validation.random_seed'",)),
+    Bad("shape-beyond-memory", lambda ws: ws.edit(lambda c: c["dataset"].update(desired_shape=[4096, 4096, 4096])),
+        ("dataset.desired_shape", "GiB")),
+]
+
+VALUES = [
+    Bad("all-zero-scan", lambda ws: ws.nifti("t1", np.zeros((24, 24, 24), np.float32)),
+        ("_t1.nii.gz is all 0",)),
+    Bad("singular-affine", singular_affine, ("_flair.nii.gz has a singular affine or one that is not finite",)),
+    Bad("rgb-voxels", rgb, ("_t1.nii.gz", "RGB")),
+    Bad("beyond-float32", lambda ws: ws.nifti("t2", ws.volume("t2").astype(np.float64) * 1e300),
+        ("_t2.nii.gz", "float32")),
+    Bad("predict-negative-nthreads", lambda ws: tiny_weights(ws), ("--nthreads must be 0 or more",), prog="predict",
+        args=("--model_filename", "{root}/model.pth", "--nthreads", "-1")),
+    Bad("predict-threshold-above-one", lambda ws: tiny_weights(ws), ("--threshold 1.5",), prog="predict",
+        args=("--model_filename", "{root}/model.pth", "--threshold", "1.5")),
+    Bad("predict-threshold-zero", lambda ws: tiny_weights(ws), ("--threshold 0.0",), prog="predict",
+        args=("--model_filename", "{root}/model.pth", "--threshold", "0")),
+]
+
+
+CORPUS = CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI + REACH + DRY_RUN + VALUES + EXPORT
 PROGRAMS = {"train": ("unet3d-train", train_main), "predict": ("unet3d-predict", predict_main),
-            "export": ("unet3d-export", export_main)}
+            "evaluate": ("unet3d-evaluate", evaluate_main), "export": ("unet3d-export", export_main)}
 
 
 def command_line(bad, ws):
@@ -417,14 +531,18 @@ def command_line(bad, ws):
         if "--model_filename" not in args:
             args += ["--model_filename", str(ws.root / "model.pth")]
         return args if "--output_dir" in args else [*args, "--output_dir", str(ws.root / "export")]
+    if bad.prog == "evaluate":
+        args += [] if "--label_dir" in args else ["--group", "training"]
+        return [*args, "--prediction_dir", str(ws.root / "predicted"), "--no_hausdorff"]
     if "--device" not in args:
         args += ["--device", "cpu"]
     if bad.prog == "predict":
         if "--model_filename" not in args:
             args += ["--model_filename", str(ws.root / "model.pth")]
-        if "--group" not in args:
+        if "--group" not in args and "--images" not in args:
             args += ["--group", "test"]
-        args += ["--output_directory", str(ws.root / "predictions")]
+        if "--output_dir" not in args:
+            args += ["--output_directory", str(ws.root / "predictions")]
     return args
 
 
@@ -455,7 +573,9 @@ def test_bad_input_stops_with_one_line_and_changes_nothing(bad, workspace, capsy
     for fragment in bad.fragments:
         assert fragment in lines[0], lines[0]
     after = checksums(workspace.root)
-    assert {path: after.get(path) for path in before} == before
+    assert {path: after.get(path) for path in before} == before  # nothing the user had changed or went away
+    data = workspace.root / "data"
+    assert {p for p in after if data in p.parents} == {p for p in before if data in p.parents}  # nor was added to the data
     if bad.prog == "predict":
         assert not (workspace.root / "predictions").exists()  # no output folder either
     if bad.prog == "export":

@@ -77,3 +77,20 @@ def test_malformed_sections_are_named(change, message):
     change(config)
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         experiment_from_dict(config)
+
+
+def test_a_config_from_a_pipe_is_read_once_and_its_paths_are_relative_to_the_working_folder(tiny_config, monkeypatch):
+    import os
+    import threading
+
+    from unet3d.runs.workflow import work_dir_for
+
+    read, write = os.pipe()
+    threading.Thread(target=lambda: (os.write(write, tiny_config.read_bytes()), os.close(write))).start()
+    monkeypatch.chdir(tiny_config.parent)
+    experiment = load_experiment(f"/dev/fd/{read}")  # a second read of the pipe would find it empty
+    os.close(read)
+    first = experiment.cases("training")[0].images[0]
+    assert os.path.isfile(first) and first == str((tiny_config.parent / json.loads(
+        tiny_config.read_text())["training_filenames"][0]["image"][0]).resolve())
+    assert work_dir_for(f"/dev/fd/{read}") == tiny_config.parent / str(read)

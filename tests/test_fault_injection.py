@@ -5,6 +5,8 @@ and ends with the log and weights of a run that was never interrupted. Three tri
 by default; ``pytest -m slow tests/test_fault_injection.py`` runs 24 more.
 """
 
+import errno
+import os
 import random
 import signal
 import subprocess
@@ -14,9 +16,11 @@ import time
 import pytest
 
 from helpers import assert_same_weights, edit_config, figures, read_log, start, write_config
+import unet3d.atomic as atomic
 from unet3d.config.experiment import load_experiment
 from unet3d.models.weights import load
 from unet3d.runs.workflow import train_experiment, work_dir_for
+from unet3d.scripts.train import main as train_main
 
 # Runs unet3d-train; UNET3D_TEST_PAUSE="<os function>:<file name or empty>:<n>" makes the
 # n-th matching call of os.fsync (the temporary file is written) or os.replace (about to
@@ -139,3 +143,58 @@ def test_many_kills(experiment, tmp_path, number):
         trial(experiment, tmp_path, pause=f"{function}:{target}:{chooser.randint(1, limit)}")
     else:
         trial(experiment, tmp_path, delay=chooser.uniform(0.0, 2.0))
+
+
+class FailingOs:
+    """``unet3d.atomic``'s ``os`` whose fsync fails with ``code`` for the ``occurrence``-th file ending in ``suffix``."""
+
+    def __init__(self, code, suffix, occurrence=1):
+        self.code, self.suffix, self.left = code, suffix, occurrence
+
+    def fsync(self, fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(self.suffix):
+            self.left -= 1
+            if self.left == 0:
+                raise OSError(self.code, os.strerror(self.code))
+        return os.fsync(fd)
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+
+def test_a_full_disk_at_checkpoint_time_keeps_the_last_checkpoint_and_the_rerun_resumes_exactly(
+        experiment, tmp_path, monkeypatch, capsys):
+    config, reference = experiment
+    args = ["--config_filename", str(config), "--device", "cpu", "--output_dir", str(tmp_path)]
+    monkeypatch.setattr(atomic, "os", FailingOs(errno.ENOSPC, "checkpoint.pth", occurrence=2))
+    with pytest.raises(SystemExit) as stop:
+        train_main(args)
+    monkeypatch.undo()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and "Traceback" not in lines[0]
+    assert lines[0].endswith("checkpoint.pth: No space left on device (nothing was replaced: make room or make "
+                             "the folder writable, then rerun)")
+    work_dir = tmp_path / "tiny"
+    assert load(work_dir / "checkpoint.pth")["epoch"] == 1 and not list(work_dir.glob(".tmp-*"))
+    train_main(args)
+    assert figures(read_log(work_dir / "training_log.csv")) == figures(read_log(reference / "training_log.csv"))
+    for name in ("model.pth", "model_best.pth", f"model_epoch{N_EPOCHS}.pth"):
+        assert_same_weights(reference / name, work_dir / name)
+
+
+def test_a_full_cache_in_a_loader_worker_is_one_line_naming_the_file(brats_data, tmp_path, monkeypatch):
+    from unet3d.config.experiment import make_case
+    from unet3d.config.labels import LabelScheme
+    from unet3d.data.dataset import SegmentationDataset
+    from unet3d.data.loaders import batches, make_loader
+    from unet3d.errors import UserError
+
+    case = make_case({"image": sorted(str(p) for p in (brats_data / "train").glob("*_001/*_[ft]*.nii.gz")),
+                      "label": str(next((brats_data / "train").glob("*_001/*_seg.nii.gz")))})
+    dataset = SegmentationDataset([case], labels=LabelScheme.brats(), cache_dir=tmp_path / "cache", split="validation")
+    monkeypatch.setattr(atomic, "os", FailingOs(errno.EDQUOT, "image.npy"))  # the forked worker inherits it
+    with pytest.raises(UserError) as error, batches(make_loader(dataset, 1, False, num_workers=1)) as iterator:
+        next(iterator)
+    message = str(error.value)
+    assert "\n" not in message and "Traceback" not in message and "worker" not in message
+    assert message.startswith(str(tmp_path / "cache")) and "/image.npy: Disk quota exceeded" in message

@@ -66,4 +66,5 @@ def evaluate(prediction_dir, config=None, group=None, label_dir=None, labels=Non
     ``unet3d-evaluate`` does; returns ``(per_case, summary)`` DataFrames (also written as CSV)."""
     experiment = _experiment(config)[0] if config is not None else None
     references, scheme = evaluation_inputs(experiment, group, label_dir, labels, label_mode, label_names)
-    return evaluate_folder(prediction_dir, references, scheme, output_filename, hausdorff)
+    return evaluate_folder(prediction_dir, references, scheme, output_filename, hausdorff,
+                           experiment.input_files() if experiment else ())

@@ -1,8 +1,13 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one."""
 
+import errno
 import os
 from contextlib import contextmanager
 from pathlib import Path
+
+# A full disk, a read-only file system, an exceeded quota: the user's to fix, then rerun.
+DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
+               errno.EDQUOT: "the disk quota is exceeded"}
 
 
 @contextmanager
@@ -11,12 +16,12 @@ def atomic_path(path):
 
     The temporary name keeps ``path``'s suffixes (``.nii.gz``, ``.csv``) so writers that
     choose a format by extension still work. On error the temporary file is removed and
-    ``path`` is left as it was.
+    ``path`` is left as it was. An OSError always names ``path`` (``disk_error`` words it for the user).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb+") as stream:
             os.fsync(stream.fileno())
@@ -28,6 +33,15 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def disk_error(error):
+    """The one line for a full disk, a read-only file system or an exceeded quota (``error``, an OSError
+    naming its file), saying that nothing was replaced; None for other errors."""
+    if error.errno not in DISK_ERRORS:
+        return None
+    return (f"{error.filename}: {error.strerror or DISK_ERRORS[error.errno]} (nothing was replaced: make room or "
+            "make the folder writable, then rerun)")
 
 
 def remove_stale_temporaries(folder):

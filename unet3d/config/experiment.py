@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from unet3d.config.labels import LabelScheme, label_scheme
-from unet3d.config.load import read_config, resolve_paths
+from unet3d.config.load import config_folder, read_config, resolve_paths
 from unet3d.config.overrides import apply_overrides
 from unet3d.config.resolve import Component
 from unet3d.config.schema import FILENAMES_SUFFIX, DatasetSpec, SchedulerSpec, parse_config
@@ -87,6 +87,15 @@ def unique_cases(case_list, where):
     return tuple(case_list)
 
 
+def check_new_output(path, inputs, flag, suffix=None):
+    """Raise a UserError naming ``flag`` when the output ``path`` is one of ``inputs`` (through any link)
+    or lacks ``suffix``: no command writes over a file it reads."""
+    path = Path(path)
+    if (suffix and path.suffix != suffix) or path.resolve() in {Path(p).resolve() for p in inputs}:
+        expected = f"a new {suffix} file" if suffix else "a new file"
+        raise UserError(f"{flag} {path}: expected {expected}, not one of the command's inputs")
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     """Everything a config says, checked and typed.
@@ -133,6 +142,11 @@ class Experiment:
             raise UserError(f"config key '{group}{FILENAMES_SUFFIX}': {len(unlabeled)} case(s) have no 'label' "
                             f"but the group is used for training or validation: {listing(unlabeled)}")
         return list(self.groups[group])
+
+    def input_files(self):
+        """The config file and every file its cases name: no command's output may replace one."""
+        files = [path for group in self.groups.values() for case in group for path in case.files]
+        return files + ([str(self.filename)] if self.filename else [])
 
     @property
     def window(self):
@@ -205,7 +219,7 @@ def experiment_from_dict(config, filename=None, allow_unknown_keys=False):
         check_fit_to_labels(sections["model"], sections["loss"], sections["prediction"], labels)
     except UserError as error:
         raise UserError(f"{filename or 'config'}: {error}") from None
-    checked = resolve_paths(checked, Path(filename).resolve().parent if filename else Path.cwd())
+    checked = resolve_paths(checked, config_folder(filename) if filename else Path.cwd())
     groups = {}
     for key in checked:
         if key.endswith(FILENAMES_SUFFIX):

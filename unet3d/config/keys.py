@@ -57,7 +57,9 @@ class Key:
             return f"three positive {noun} is repeated)" + (" or null" if "null" in self.types else "")
         words = []
         for kind in self.types:
-            if kind == "integer" and self.minimum == 1:
+            if kind == "integer" and self.minimum is not None and self.maximum is not None:
+                words.append(f"an integer from {self.minimum} to {self.maximum}")
+            elif kind == "integer" and self.minimum == 1:
                 words.append("a positive integer")
             elif kind == "integer" and self.minimum is not None:
                 words.append(f"an integer of at least {self.minimum}")

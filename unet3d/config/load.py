@@ -13,6 +13,13 @@ from unet3d.errors import UserError
 DECATHLON_KEY = "decathlon_datalist"
 
 
+def config_folder(path):
+    """The folder a config's relative paths and default outputs are relative to: the config file's own, or the
+    working folder for a config read from a pipe (``/dev/stdin``), whose folder is the process's descriptors."""
+    path = Path(path)
+    return path.resolve().parent if path.is_file() else Path.cwd()
+
+
 def read_config(path):
     """The JSON object in the config file at ``path``, with a ``decathlon_datalist`` expanded; not yet checked."""
     path = Path(path)
@@ -24,7 +31,7 @@ def read_config(path):
         raise UserError(f"{path}: cannot read config file ({error.__class__.__name__})") from None
     config = parse_json(text, path)
     if isinstance(config, dict) and DECATHLON_KEY in config:
-        config = expand_decathlon_datalist(config, path.resolve().parent)
+        config = expand_decathlon_datalist(config, config_folder(path))
     return config
 
 

@@ -5,6 +5,11 @@ the kind's base type are accepted, so a config can never reach an arbitrary impo
 function (``os.system``, ``builtins.eval``, ...). A new model, loss or transform is
 added by defining it in the matching unet3d module and naming it in a config, or in a
 module of one's own loaded with ``--plugin`` (``load_plugins``).
+
+Nor can a config reach a class that reads or writes files, downloads, or loads code
+(``io_role``): one whose constructor takes a file, folder, URL, hub, download or
+pretrained-weights parameter, or that comes from an I/O module (MONAI's ``LoadImage``,
+``SaveImage``). unet3d reads and writes every file itself, where it checks them.
 """
 
 import copy
@@ -23,6 +28,13 @@ NAMESPACES = {
     "dataset": ("unet3d.data",),
     "transform": ("unet3d.data", "monai.transforms"),
 }
+# Words of a constructor parameter's name (split at "_") that make it name files, a download or code to load.
+IO_WORDS = frozenset({"file", "filename", "filenames", "path", "paths", "dir", "directory", "folder", "url", "uri",
+                      "hub", "download", "repo", "pretrained", "reader", "writer", "saver", "loader"})
+# Words of a module's dotted name that make its classes loaders or savers (monai.transforms.io.array).
+IO_MODULE_WORDS = frozenset({"io", "hub"})
+# I/O parameters unet3d fills in itself for a kind (a plug-in dataset's cache folder): a config cannot set them.
+SUPPLIED = {"dataset": frozenset({"cache_dir"})}
 # Modules given with --plugin, searched first for the kinds of classes they define.
 PLUGINS = {kind: () for kind in NAMESPACES}
 
@@ -75,6 +87,24 @@ def _accepts(obj, kind):
     return inspect.isclass(obj) and issubclass(obj, _base_types(kind))
 
 
+def io_role(cls, kind):
+    """Why a config may not name ``cls`` as a ``kind``: the parameter or module through which it
+    reads or writes files, downloads, or loads code; None when it does none of that."""
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    for name, parameter in parameters.items():
+        # A number (a rate such as dropout_path_rate) names no file; a flag (pretrained) may start a download.
+        numeric = isinstance(parameter.default, (int, float)) and not isinstance(parameter.default, bool)
+        if name not in SUPPLIED.get(kind, ()) and IO_WORDS & set(name.lower().split("_")) and not numeric:
+            return f"its parameter '{name}' names files, a download or code to load"
+    for base in cls.__mro__:
+        if IO_MODULE_WORDS & set(base.__module__.split(".")):
+            return f"it loads or saves data ({base.__module__}.{base.__name__})"
+    return None
+
+
 def _candidates(kind):
     """``{name: class}`` of everything a config may name for ``kind``."""
     found = {}
@@ -82,7 +112,7 @@ def _candidates(kind):
         module = importlib.import_module(module_name)
         for name in dir(module):
             obj = getattr(module, name)
-            if not name.startswith("_") and name not in found and _accepts(obj, kind):
+            if not name.startswith("_") and name not in found and _accepts(obj, kind) and not io_role(obj, kind):
                 found[name] = obj
     return found
 
@@ -102,6 +132,10 @@ def lookup(kind, name, key):
     for module_name in namespaces(kind):
         obj = getattr(importlib.import_module(module_name), name, None)
         if obj is not None and _accepts(obj, kind):
+            reason = io_role(obj, kind)
+            if reason:
+                raise UserError(f"config key '{key}': {name} cannot be named in a config: {reason}, and a config "
+                                "reaches no files but the data it lists")
             return obj
     # Suggest each class once, by its own name rather than an alias (MONAI's Dynunet, DynUnet).
     by_lower = {}

@@ -13,6 +13,8 @@ from unet3d.errors import UserError
 
 SPLITS = ("training", "validation")
 TRACKERS = ("tensorboard", "mlflow")
+# torch.manual_seed takes 64-bit seeds; a larger one fails on the first batch.
+SEED_MAX = 2**63 - 1
 
 
 class Settings:
@@ -110,7 +112,8 @@ class TrainingSettings(Settings):
     freeze: list = setting(["list"], None, "parameter-name prefixes kept frozen, e.g. [\"input_block\", "
                                            "\"downsamples\"]: not trained and left out of the optimizer",
                            items="string")
-    seed: int = setting(["integer"], 0, "seeds Python, NumPy and torch, and every epoch's batches")
+    seed: int = setting(["integer"], 0, "seeds Python, NumPy and torch, and every epoch's batches", minimum=0,
+                       maximum=SEED_MAX)
     deterministic: bool = setting(["boolean"], False, "also ask torch for deterministic algorithms")
     trackers: list = setting(["list", "null"], None, "experiment trackers that also get the training log's figures: "
                                                      "\"tensorboard\", \"mlflow\" (default: none; also `--trackers`)",
@@ -178,7 +181,8 @@ class CrossValidationSettings(Settings):
     aliases: ClassVar[dict] = {"folds": "n_folds", "seed": "random_seed"}
 
     n_folds: int = setting(["integer"], REQUIRED, "number of folds", minimum=2)
-    random_seed: int = setting(["integer"], 0, "seed of the split (folds depend only on it and the case ids)")
+    random_seed: int = setting(["integer"], 0, "seed of the split (folds depend only on it and the case ids)",
+                              minimum=0, maximum=SEED_MAX)
     group_by: str = setting(["string"], None, "a key of each case (e.g. \"subject\"): cases sharing it stay in one fold")
     stratify_by: str = setting(["string"], None, "a key of each case to balance over folds, or \"labels_present\"")
 

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unet3d.atomic import atomic_path, write_text
+from unet3d.atomic import atomic_path, disk_error, write_text
 from unet3d.data.formats import image_files
+from unet3d.errors import UserError
 
 CACHE_VERSION = 2  # 2: compact entries (float16 Blosc2 image, one label channel, foreground locations)
 UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -106,9 +107,16 @@ class PreprocessingCache:
         entry = self.entry(case)
         try:
             return self._read(case, entry)
-        except (OSError, ValueError, KeyError, RuntimeError):
-            self._write(self.transform(case.as_dict()), entry)
-            return self._read(case, entry)
+        except (OSError, ValueError, KeyError, RuntimeError):  # RuntimeError: a damaged Blosc2 file
+            item = self.transform(case.as_dict())
+        try:
+            self._write(item, entry)
+        except OSError as error:  # in a loader worker an OSError would reach the user as a traceback
+            message = disk_error(error)
+            if message is None:
+                raise
+            raise UserError(message) from error
+        return self._read(case, entry)
 
     def _read(self, case, entry):
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))

@@ -1,8 +1,8 @@
 """Per-case checks of the data files, run over the whole case list before any training.
 
-Header checks (readable, 3D, scalar voxels, a usable affine, shapes and affines agree) read
-headers only, of any format ``unet3d.data.formats`` knows. Value
-checks (no NaN or Inf in images, label values among the config's labels) read the data;
+Header checks (readable, 3D, one number per voxel, invertible affines that agree, one shape)
+read headers only, of any format ``unet3d.data.formats`` knows. Value checks (images finite in
+float32, the type they are trained in, and not all 0; label values among the config's labels) read the data;
 a case that passed them is remembered under ``<cache_dir>/preflight/`` by the same file
 identity the preprocessing cache uses, so reruns and other folds skip the reading.
 """
@@ -20,6 +20,8 @@ from unet3d.data.cache import identity_key
 from unet3d.data.formats import read_array, read_header
 from unet3d.errors import UserError
 
+# Bumped when the value checks change, so that cases passed by older checks are read again.
+VALUE_CHECKS_VERSION = 2
 # Files of one case, and a prediction inverted by resampling (float32 precision), agree this closely.
 AFFINE_TOLERANCE_MM = 1e-3
 EMPTY_LABEL = "empty label"  # what a passed case's marker holds when its label map is all 0
@@ -38,10 +40,10 @@ def check_headers(case):
             raise UserError(f"case '{case.id}': {path} is {len(image.shape)}D with shape {image.shape}; expected a 3D volume")
         if not image.scalar:
             raise UserError(f"case '{case.id}': {path} holds {image.voxel_type} voxels; expected one number per "
-                            "voxel (an intensity or a label)")
+                            "voxel (a scalar type such as int16 or float32)")
         if not np.isfinite(image.affine).all() or abs(np.linalg.det(image.affine[:3, :3])) < 1e-12:
-            raise UserError(f"case '{case.id}': {path} has a voxel-to-world affine that is not finite or is "
-                            "singular (a spacing of 0?)")
+            raise UserError(f"case '{case.id}': {path} has a singular affine or one that is not finite (a voxel size "
+                            "of 0, or axes that coincide); expected an invertible voxel-to-world matrix")
     shapes = {path: tuple(image.shape[:3]) for path, image in images.items()}
     if len(set(shapes.values())) > 1:
         detail = ", ".join(f"{os.path.basename(p)} {s}" for p, s in shapes.items())
@@ -56,7 +58,8 @@ def check_headers(case):
 
 
 def check_values(case, labels):
-    """Raise when an image of ``case`` holds NaN or Inf, or its label a value not in ``labels`` or 0.
+    """Raise when an image of ``case`` holds NaN or Inf (also once in float32) or only 0, or its label a value
+    not in ``labels`` or 0.
 
     Returns whether the case's label has foreground (True when it has no label).
     """
@@ -64,6 +67,13 @@ def check_values(case, labels):
         data = read_array(path)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             raise UserError(f"case '{case.id}': {path} contains NaN or infinite values")
+        with np.errstate(over="ignore"):
+            trained = data.astype(np.float32)
+        if not np.isfinite(trained).all():
+            raise UserError(f"case '{case.id}': {path} holds values beyond float32's range (up to "
+                            f"{np.abs(data).max():.3g}), the type it is trained in; rescale it")
+        if not trained.any():
+            raise UserError(f"case '{case.id}': {path} is all 0; expected a scan")
     if not case.label:
         return True
     data = read_array(case.label)
@@ -90,7 +100,8 @@ def check_cases(case_list, labels=None, cache_dir=None, workers=None):
 
     def check(case):
         check_headers(case)
-        marker = done_dir / identity_key(case.files, {"label_values": labels}) if done_dir else None
+        key = {"label_values": labels, "checks": VALUE_CHECKS_VERSION}
+        marker = done_dir / identity_key(case.files, key) if done_dir else None
         if marker is not None and marker.exists():
             return marker.read_text() != EMPTY_LABEL
         has_foreground = check_values(case, labels)

@@ -1,5 +1,6 @@
 """Data loaders: seeded batches, and worker processes released on every way out of a loop."""
 
+import re
 import weakref
 from contextlib import contextmanager
 
@@ -7,7 +8,11 @@ import torch
 from monai.data import DataLoader, pad_list_data_collate
 from torch.utils.data import DistributedSampler, Sampler
 
+from unet3d.errors import UserError
+
 SEED_RANGE = 2**31
+# How a DataLoader re-raises a worker's exception: its type, then the worker's traceback as text.
+WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+")
 
 
 class SeededSampler(Sampler):
@@ -115,6 +120,12 @@ def batches(loader):
         loader._workers_finalizer = weakref.finalize(loader, _shutdown, iterator)
     try:
         yield iterator
+    except UserError as error:
+        keep = False
+        one_line = from_worker(error)
+        if one_line is error:
+            raise
+        raise one_line from None
     except BaseException:
         keep = False
         raise
@@ -123,6 +134,15 @@ def batches(loader):
             _shutdown(iterator)
             loader._iterator = None  # a persistent loader starts new workers next time
         del iterator
+
+
+def from_worker(error):
+    """A UserError a loader worker raised, as its one line: the loader re-raises it with the worker's traceback."""
+    text = str(error)
+    if not WORKER_ERROR.match(text):
+        return error
+    last = text.rstrip().splitlines()[-1]  # "unet3d.errors.UserError: <message>"
+    return UserError(last.split(": ", 1)[1] if ": " in last else last)
 
 
 def _shutdown(iterator):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas
 
 from unet3d.atomic import write_csv
-from unet3d.config.experiment import IMAGE_SUFFIX
+from unet3d.config.experiment import IMAGE_SUFFIX, check_new_output
 from unet3d.config.labels import LabelScheme
 from unet3d.data.brats import label_file
 from unet3d.data.checks import AFFINE_TOLERANCE_MM
@@ -94,6 +94,9 @@ def evaluate_files(prediction_files, reference_files, scheme, hausdorff=True):
         log.info("%d reference case(s) have no prediction and are not evaluated", missing)
     rows = []
     for case_id in sorted(set(prediction_files) & set(reference_files)):
+        if Path(prediction_files[case_id]).resolve() == Path(reference_files[case_id]).resolve():
+            raise UserError(f"{prediction_files[case_id]}: is its own reference label; predictions and references "
+                            "must be different files (the same folder given twice?)")
         for row in evaluate_case(prediction_files[case_id], reference_files[case_id], scheme, hausdorff):
             rows.append({"case": case_id, **row})
     return pandas.DataFrame(rows, columns=["case", "region", *METRICS])
@@ -121,21 +124,21 @@ def summary_filename(output_filename):
     return output_filename.with_name(f"{output_filename.stem}_summary{output_filename.suffix or '.csv'}")
 
 
-def evaluate_folder(prediction_dir, references, scheme, output_filename=None, hausdorff=True):
+def evaluate_folder(prediction_dir, references, scheme, output_filename=None, hausdorff=True, protected=()):
     """Evaluate ``prediction_dir`` against ``references`` (``{case id: label path}``) per region of ``scheme``
     (a ``LabelScheme``); writes both CSVs, returns ``(per_case, summary)``.
 
     The per-case CSV goes to ``output_filename`` (default ``<prediction_dir>/evaluation.csv``)
-    and the summary beside it as ``<name>_summary.csv``.
+    and the summary beside it as ``<name>_summary.csv``; neither may be one of the label maps or of ``protected``
+    (the config's files).
     """
     prediction_dir = Path(prediction_dir)
     if not prediction_dir.is_dir():
         raise UserError(f"--prediction_dir {prediction_dir}: not a folder")
     output_filename = Path(output_filename or prediction_dir / "evaluation.csv")
     predictions = image_files_in(prediction_dir)
-    inputs = {Path(path).resolve() for path in [*predictions.values(), *references.values()]}
-    if output_filename.suffix != ".csv" or output_filename.resolve() in inputs:
-        raise UserError(f"--output_filename {output_filename}: expected a new .csv file, not one of the label maps")
+    check_new_output(output_filename, [*predictions.values(), *references.values(), *protected], "--output_filename",
+                     ".csv")
     per_case = evaluate_files(predictions, references, scheme, hausdorff)
     summary = summarize(per_case)
     write_csv(per_case, output_filename)

@@ -102,7 +102,7 @@ def predict_cases(experiment, models, case_list, output_dir, device, prediction=
     cuda_fp16 = amp and torch.device(device).type == "cuda"
     inferer = Inferer.from_experiment(experiment, prediction, tta=tta, autocast=(
         lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda_fp16 else nullcontext)
-    targets = output_paths(case_list, output_dir, overwrite, prediction.output_format)
+    targets = output_paths(case_list, output_dir, overwrite, prediction.output_format, experiment.input_files())
     first_image = {case.id: case.images[0] for case in case_list}
 
     data = build_dataset(experiment.dataset, experiment.labels, case_list, with_label=False)

@@ -20,10 +20,11 @@ def prediction_path(case, output_dir, output_format=None):
     return Path(output_dir) / f"{case.id}{output_suffix(case.images[0], output_format)}"
 
 
-def output_paths(case_list, output_dir, overwrite=False, output_format=None):
-    """``{case id: prediction_path}``, refusing inputs always and existing files without ``overwrite``."""
+def output_paths(case_list, output_dir, overwrite=False, output_format=None, protected=()):
+    """``{case id: prediction_path}``, refusing inputs (and ``protected``: the config's files) always and existing
+    files without ``overwrite``."""
     targets = {case.id: prediction_path(case, output_dir, output_format) for case in case_list}
-    inputs = {Path(p).resolve() for case in case_list for p in case.files}
+    inputs = {Path(p).resolve() for p in [*protected, *(p for case in case_list for p in case.files)]}
     for target in targets.values():
         if target.resolve() in inputs:
             raise UserError(f"{target}: output would overwrite an input file; choose another output directory")

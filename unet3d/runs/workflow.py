@@ -10,8 +10,11 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
+import torch
+
 from unet3d.atomic import write_csv
-from unet3d.config.experiment import load_experiment
+from unet3d.config.experiment import check_new_output, load_experiment
+from unet3d.config.load import config_folder
 from unet3d.config.schema import SECTIONS, resolved
 from unet3d.data.dataset import build_dataset
 from unet3d.data.files import preflight
@@ -25,6 +28,7 @@ from unet3d.runs.folds import fold_configs, write_fold_configs, write_if_changed
 from unet3d.runs.slurm import write_slurm_script
 from unet3d.runs.summary import format_summary, summarize_folds
 from unet3d.train import distributed
+from unet3d.train.dry_run import dry_run
 from unet3d.train.examples import write_examples
 from unet3d.train.finetune import freeze
 from unet3d.train.lock import model_folder_lock
@@ -61,7 +65,7 @@ class RunOptions:
 def work_dir_for(config_filename, output_dir=None):
     """``<output_dir or the config's folder>/<config name>``."""
     config_filename = Path(config_filename)
-    base = Path(output_dir) if output_dir else config_filename.resolve().parent
+    base = Path(output_dir) if output_dir else config_folder(config_filename)
     return base / config_filename.stem
 
 
@@ -93,8 +97,10 @@ def build_components(experiment):
         fold_configs(experiment)
 
 
-def check_experiment(experiment, work_dir, cache_dir=None):
-    """Build every component and check the output folder, the trackers' packages and every case's files, before any work.
+def check_experiment(experiment, work_dir, cache_dir=None, device=torch.device("cpu")):
+    """Build every component, check the output folder, the trackers' packages and every case's files, then run
+    one step of every component and check that a step at the real size fits on ``device`` (``dry_run``), before
+    any work.
 
     Cases that pass the value checks are remembered under ``cache_dir`` (None: not remembered).
     """
@@ -102,6 +108,7 @@ def check_experiment(experiment, work_dir, cache_dir=None):
     check_output_folder(work_dir)
     require_trackers(experiment.training.trackers, work_dir)
     preflight([case for group in experiment.groups.values() for case in group], experiment.labels.values, cache_dir)
+    dry_run(experiment, device)
 
 
 def resolved_settings(experiment):
@@ -149,8 +156,10 @@ def train_experiment(experiment, work_dir, device, context=distributed.Context()
         require_cross_validation(experiment, "--fold")
     if options.log_copy and experiment.cross_validation and fold is None:
         raise UserError("--training_log_filename names one log: give --fold K with a cross-validation config")
+    if options.log_copy:
+        check_new_output(options.log_copy, experiment.input_files(), "--training_log_filename", ".csv")
     options = dataclasses.replace(options, cache_dir=options.cache_dir or default_cache_dir(experiment, work_dir))
-    check_experiment(experiment, work_dir, options.cache_dir)
+    check_experiment(experiment, work_dir, options.cache_dir, device)
     # Jobs of single folds (--fold K) may share the parent folder: they write the same fold configs.
     with locked(work_dir, context, fold is None):
         if context.is_main and fold is None:

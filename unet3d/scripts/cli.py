@@ -5,6 +5,7 @@ import logging
 import sys
 import warnings
 
+from unet3d.atomic import disk_error
 from unet3d.errors import Interrupted, UserError
 
 
@@ -53,6 +54,13 @@ def add_config_flags(arg_parser):
                             help="warn about config keys the schema does not know instead of stopping")
 
 
+def require_at_least(*checks):
+    """Raise a UserError for the first ``(flag, value, least)`` whose value is given and below ``least``."""
+    for flag, value, least in checks:
+        if value is not None and value < least:
+            raise UserError(f"{flag} must be {least} or more, got {value}")
+
+
 def refuse_together(args, conflicts):
     """Raise a UserError for the first pair of flags in ``conflicts`` that are both given.
 
@@ -92,7 +100,7 @@ def run(prog, arg_parser, main, argv=None):
     except OSError as error:
         if args.debug or not error.filename:
             raise
-        print(f"{prog}: error: {error.filename}: {error.strerror}", file=sys.stderr)
+        print(f"{prog}: error: {disk_error(error) or f'{error.filename}: {error.strerror}'}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as stop:
         if args.debug:

@@ -44,7 +44,8 @@ def _evaluate(args):
     references, scheme = evaluation_inputs(experiment, args.group, args.label_dir, args.labels, label_mode,
                                            args.label_names)
     _, summary = evaluate_folder(args.prediction_dir, references, scheme, args.output_filename,
-                                 hausdorff=not args.no_hausdorff)
+                                 hausdorff=not args.no_hausdorff,
+                                 protected=experiment.input_files() if experiment else ())
     print(summary_table(summary))
 
 

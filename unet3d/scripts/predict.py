@@ -65,8 +65,7 @@ def _predict(args, argv):
     from unet3d.predict.inference import check_outputs, predict
     from unet3d.train import distributed
 
-    if args.ngpus < 1:
-        raise UserError(f"--ngpus must be 1 or more, got {args.ngpus}")
+    cli.require_at_least(("--nthreads", args.nthreads, 0), ("--ngpus", args.ngpus, 1))
     load_plugins(args.plugin)
     experiment = load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
     prediction = experiment.prediction.override(

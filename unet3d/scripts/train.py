@@ -94,10 +94,8 @@ def _train(args, argv):
     load_plugins(args.plugin)
     machine = read_machine_config(args.machine_config_filename) if args.machine_config_filename else {}
     nthreads, ngpus = machine.get("n_workers", args.nthreads), machine.get("n_gpus", args.ngpus)
-    for flag, value, least in (("--nthreads", nthreads, 0), ("--ngpus", ngpus, 1), ("--n_examples", args.n_examples, 0),
-                               ("--batch_size", args.batch_size, 1)):
-        if value is not None and value < least:
-            raise UserError(f"{flag} must be {least} or more, got {value}")
+    cli.require_at_least(("--nthreads", nthreads, 0), ("--ngpus", ngpus, 1), ("--n_examples", args.n_examples, 0),
+                         ("--batch_size", args.batch_size, 1))
     overrides = list(args.overrides)
     if args.batch_size is not None:
         logging.getLogger("unet3d").warning("--batch_size %d overrides training.batch_size", args.batch_size)
@@ -120,7 +118,8 @@ def _train(args, argv):
         print(f"sbatch {workflow.setup_cross_validation(experiment, work_dir, slurm)}")
         return
     if args.check:
-        workflow.check_experiment(experiment, work_dir, args.cache_dir or workflow.default_cache_dir(experiment, work_dir))
+        workflow.check_experiment(experiment, work_dir, args.cache_dir or workflow.default_cache_dir(experiment, work_dir),
+                                  choose_device(args.device))
         print(json.dumps(workflow.resolved_settings(experiment), indent=2, default=str))
         return
     context = distributed.from_environment()

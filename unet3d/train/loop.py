@@ -11,6 +11,7 @@ from monai.utils import convert_to_tensor
 
 from unet3d.atomic import remove_stale_temporaries
 from unet3d.data.dataset import build_dataset
+from unet3d.errors import UserError
 from unet3d.data.loaders import batches, make_loader
 from unet3d.models.inferer import Inferer
 from unet3d.models.weights import model_weights
@@ -106,6 +107,9 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
                                                      settings.clip_grad_norm, scheduler if step_per_batch else None,
                                                      f"epoch {epoch}/{settings.n_epochs}", context,
                                                      trackers.record_lr), "lr": lr}
+            if not np.isfinite(row["loss"]):  # the same figure in every process: all stop together
+                raise UserError(f"epoch {epoch}: the training loss is {row['loss']}; the weights diverged (lower "
+                                "optimizer.lr, or set training.clip_grad_norm); the last checkpoint is kept")
             example = None
             if validation_loader is not None and (epoch % settings.validation_interval == 0
                                                   or epoch == settings.n_epochs):
