@@ -61,7 +61,6 @@ def _predict(args, argv):
     from unet3d.config.experiment import load_experiment
     from unet3d.config.resolve import load_plugins
     from unet3d.device import choose_device
-    from unet3d.errors import UserError
     from unet3d.predict.inference import check_outputs, predict
     from unet3d.train import distributed
 
