@@ -9,7 +9,7 @@ LAYERS = [
     {"errors", "atomic"},
     {"config", "device"},
     {"data", "models", "losses"},
-    {"train", "predict", "evaluate"},
+    {"train", "predict", "evaluate", "plan"},
     {"runs"},
     {"scripts", "api"},
 ]

@@ -65,7 +65,7 @@ def expand_decathlon_datalist(config, base_dir):
             raise UserError(f"config key '{group}': given twice, by the config and by '{DECATHLON_KEY}'; remove one")
         try:
             entries = load_decathlon_datalist(datalist, is_segmentation=True, data_list_key=section)
-        except ValueError as error:
+        except (ValueError, IndexError) as error:  # MONAI reads an empty "test" list's first entry
             if section == "test":
                 continue
             raise UserError(f"config key '{DECATHLON_KEY}': {datalist}: {error}") from None
