@@ -50,7 +50,7 @@ def test_nnunet_raw_anisotropic_dataset_gives_a_classes_config(nnunet_data, tmp_
         assert topic in explained
     fingerprint = json.loads((tmp_path / "plans" / "task_fingerprint.json").read_text())
     assert fingerprint["n_cases"] == 6 and fingerprint["median_spacing"] == pytest.approx([0.9, 0.9, 2.5])
-    assert fingerprint["cases"][0]["shape"] == [32, 32, 12] and set(fingerprint["labels"]) == {"1", "2", "3"}
+    assert fingerprint["cases"][0]["shape"] == [32, 32, 12] and set(fingerprint["label_stats"]) == {"1", "2", "3"}
     assert [c["name"] for c in fingerprint["channels"]] == ["FLAIR", "T1", "T1ce", "T2"]
 
 

@@ -3,10 +3,10 @@
 import copy
 import json
 import os
-import re
 from pathlib import Path
 
 from unet3d.atomic import write_text
+from unet3d.config.labels import safe_label_names
 from unet3d.config.schema import FILENAMES_SUFFIX
 from unet3d.errors import UserError
 
@@ -88,9 +88,7 @@ def with_datalist_labels(config, datalist):
         return config  # no usable label table: the config must give its labels
     if not values:
         return config
-    label_names = [re.sub(r"[^A-Za-z0-9_-]+", "_", str(names[str(value)])).strip("_") or f"label{value}"
-                   for value in values]
-    unique = label_names if len(set(label_names)) == len(label_names) else None
+    unique = safe_label_names([names[str(value)] for value in values], values)
     return {**config, "dataset": {**dataset, "labels": values, **({"label_names": unique} if unique else {})}}
 
 

@@ -63,7 +63,10 @@ def case_fingerprint(case, four_dimensional=False, seed=0):
         label = np.squeeze(label)
         if label.shape != shape:
             raise UserError(f"{case['label']}: shape {list(label.shape)} differs from the image's {list(shape)}")
-        label = np.rint(label).astype(np.int64) if label.dtype.kind == "f" else label.astype(np.int64, copy=False)
+        if label.dtype.kind not in "iu":
+            label = np.rint(label).astype(np.int64)
+        if label.min() < 0:
+            raise UserError(f"{case['label']}: negative label values; expected 0 (background) and positive labels")
     axes = _ras_axes(header.affine)
     spacing = [float(s) for s in header.header.get_zooms()[:3]]
     nonzero = np.zeros(tuple(-(-n // STRIDE) for n in shape), dtype=bool)
@@ -83,12 +86,14 @@ def case_fingerprint(case, four_dimensional=False, seed=0):
     }
     rng = np.random.default_rng(seed)
     if label is not None:
-        values, counts = np.unique(label, return_counts=True)
-        result["label_voxels"] = {str(v): int(c) for v, c in zip(values, counts) if v != 0}
-        foreground = np.flatnonzero(label > 0)
+        # NIfTI arrays are Fortran-ordered: raveled in that order they are views, not copies.
+        flat = label.ravel(order="F")
+        counts = np.bincount(flat)
+        result["label_voxels"] = {str(v): int(c) for v, c in enumerate(counts) if v != 0 and c}
+        foreground = np.flatnonzero(flat)
         if foreground.size > SAMPLES_PER_CASE:
             foreground = rng.choice(foreground, SAMPLES_PER_CASE, replace=False)
-        result["samples"] = np.stack([image.reshape(-1)[foreground].astype(np.float32) for image in images])
+        result["samples"] = np.stack([image.ravel(order="F")[foreground].astype(np.float32) for image in images])
     result["read_seconds"] = round(time.perf_counter() - start, 4)
     return result
 
@@ -144,7 +149,7 @@ def summarize(layout, cases, pooled, seconds, workers):
         "n_cases": len(cases),
         "n_test_cases": len(layout.test_cases),
         "channels": channels,
-        "labels": labels,
+        "label_stats": labels,
         "median_spacing": [float(s) for s in median_spacing],
         "median_shape": [float(s) for s in np.median(shapes, axis=0)],
         "median_nonzero_shape": [float(s) for s in np.median([case["nonzero_shape"] for case in cases], axis=0)],

@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-from unet3d.config.labels import BRATS_REGIONS
+from unet3d.config.labels import LabelScheme, dataset_json_scheme
 from unet3d.config.load import expand_decathlon_datalist
 from unet3d.data.brats import MODALITIES as BRATS_MODALITIES, brats_cases
 from unet3d.errors import UserError, listing
@@ -35,8 +35,7 @@ class DatasetLayout:
         channel_names: a name per input channel (e.g. "CT", "T2", "flair").
         cases: labelled cases ``{"id", "image": [paths], "label": path}``.
         test_cases: unlabelled cases ``{"id", "image": [paths]}``.
-        labels: ``{value: name}`` of exclusive labels, or None when the label maps decide.
-        regions: ``[(name, [values])]`` of nested regions (nnU-Net's region labels, BraTS), or None.
+        scheme: the ``LabelScheme`` dataset.json describes, or None where the label maps decide.
     """
 
     kind: str
@@ -44,8 +43,7 @@ class DatasetLayout:
     channel_names: list
     cases: list
     test_cases: list = dataclasses.field(default_factory=list)
-    labels: dict = None
-    regions: list = None
+    scheme: LabelScheme = None
 
     @property
     def four_dimensional(self):
@@ -107,8 +105,8 @@ def _nnunet(folder, description, meta):
     ending = _required(meta, "file_ending", description, 'the files\' ending, e.g. ".nii.gz"')
     if ending not in NIFTI_ENDINGS:
         raise UserError(f"{description}: file_ending {ending!r} is not supported (expected \".nii.gz\" or \".nii\")")
-    labels, regions = _nnunet_labels(_required(meta, "labels", description, '{"background": 0, "<name>": 1, ...}'),
-                                     meta.get("regions_class_order"), description)
+    scheme = dataset_json_scheme(_required(meta, "labels", description, '{"background": 0, "<name>": 1, ...}'),
+                                 meta.get("regions_class_order"), description)
     images_dir, labels_dir = folder / "imagesTr", folder / "labelsTr"
     for needed in (images_dir, labels_dir):
         if not needed.is_dir():
@@ -124,7 +122,7 @@ def _nnunet(folder, description, meta):
         raise UserError(f"{description}: numTraining is {expected} but {images_dir} holds {len(cases)} cases")
     test_dir = folder / "imagesTs"
     tests = _channel_cases(test_dir, ending, len(channels), required=False) if test_dir.is_dir() else []
-    return DatasetLayout("nnunet", folder, channels, cases, tests, labels, regions)
+    return DatasetLayout("nnunet", folder, channels, cases, tests, scheme)
 
 
 def _channel_cases(images_dir, ending, n_channels, required=True):
@@ -148,61 +146,12 @@ def _channel_cases(images_dir, ending, n_channels, required=True):
     return cases
 
 
-def _nnunet_labels(labels, order, description):
-    """nnU-Net's ``{"name": value or [values]}`` -> ``(labels, regions)``: exclusive labels ``{value: name}`` or
-    nested regions ``[(name, [values])]``."""
-    if not isinstance(labels, dict) or not labels:
-        raise UserError(f"{description}: key 'labels' must be an object {{\"background\": 0, \"<name>\": 1, ...}}")
-    if all(isinstance(key, str) and key.isdigit() for key in labels):  # nnU-Net v1 / Decathlon: {"1": "name"}
-        labels = {name: int(value) for value, name in labels.items()}
-    exclusive, regions = {}, []
-    for name, value in labels.items():
-        values = value if isinstance(value, list) else [value]
-        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-            raise UserError(f"{description}: label '{name}' must be a label value (0 or more) or a list of them, "
-                            f"got {json.dumps(value)}")
-        if values == [0]:
-            continue
-        if isinstance(value, list) and len(values) > 1:
-            regions.append((name, sorted(values)))
-        else:
-            exclusive[values[0]] = name
-    if not regions:
-        if not exclusive:
-            raise UserError(f"{description}: key 'labels' names no foreground label")
-        return dict(sorted(exclusive.items())), None
-    regions.extend((name, [value]) for value, name in exclusive.items())
-    return None, nested_regions(regions, order, description)
-
-
-def nested_regions(regions, order, description):
-    """Regions ``[(name, values)]`` sorted outermost first, checked to nest as unet3d's regions do: each region
-    is the next one plus one label value."""
-    regions = sorted(regions, key=lambda region: -len(region[1]))
-    for (outer, outer_values), (inner, inner_values) in zip(regions, regions[1:]):
-        extra = set(outer_values) - set(inner_values)
-        if not set(inner_values) < set(outer_values) or len(extra) != 1:
-            raise UserError(f"{description}: regions '{outer}' {outer_values} and '{inner}' {inner_values} do not "
-                            "nest with one label value between them, which label_mode \"regions\" needs")
-    if len(regions[-1][1]) != 1:
-        raise UserError(f"{description}: the innermost region '{regions[-1][0]}' must hold one label value")
-    if order is not None and len(order) != len(regions):
-        raise UserError(f"{description}: regions_class_order has {len(order)} entries for {len(regions)} regions")
-    return regions
-
-
-def region_values(regions):
-    """The ``dataset.labels`` of nested regions: the value each region adds to the one inside it."""
-    values = [sorted(set(outer) - set(inner))[0] for (_, outer), (_, inner) in zip(regions, regions[1:])]
-    return values + [regions[-1][1][0]]
-
-
 def _decathlon(folder, description, meta):
     channels = _channel_list(_required(meta, "modality", description, '{"0": "<channel name>", ...}'),
                              description, "modality")
-    _required(meta, "labels", description, '{"0": "background", "1": "<name>", ...}')
+    scheme = dataset_json_scheme(_required(meta, "labels", description, '{"0": "background", "1": "<name>", ...}'),
+                                 None, description)
     config = expand_decathlon_datalist({"decathlon_datalist": str(description), "dataset": {}}, folder)
-    labels, _ = _nnunet_labels(meta["labels"], None, description)
 
     def with_ids(entries):
         return [{"id": _stem(entry["image"]), "image": [entry["image"]],
@@ -215,7 +164,7 @@ def _decathlon(folder, description, meta):
         for path in (*case["image"], case.get("label")):
             if path is None or not Path(path).is_file():
                 raise UserError(f"{description}: case '{case['id']}': file {path} not found")
-    return DatasetLayout("decathlon", folder, channels, cases, with_ids(config.get("test_filenames", [])), labels)
+    return DatasetLayout("decathlon", folder, channels, cases, with_ids(config.get("test_filenames", [])), scheme)
 
 
 def _is_brats_case(case_dir):
@@ -225,9 +174,8 @@ def _is_brats_case(case_dir):
 
 def _brats(folder):
     cases = [{"id": case.get("id") or Path(case["image"][0]).parent.name, **case} for case in brats_cases(folder)]
-    # The region values (2020/2021: 2, 1, 4; 2023: 2, 1, 3) are read from the label maps.
-    regions = [(name, None) for name in BRATS_REGIONS]
-    return DatasetLayout("brats", folder, list(BRATS_MODALITIES), cases, [], None, regions)
+    # The regions' values (2020/2021: 2, 1, 4; 2023: 2, 1, 3) are read from the label maps.
+    return DatasetLayout("brats", folder, list(BRATS_MODALITIES), cases)
 
 
 def _pairs(folder):

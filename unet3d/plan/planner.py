@@ -10,14 +10,12 @@ a budget divides in ``budget``; the sections of the config that do not depend on
 import dataclasses
 import math
 import os
-import re
 
 import numpy as np
 
-from unet3d.config.labels import BRATS_2023_LABELS, BRATS_LABELS, BRATS_REGIONS
+from unet3d.config.labels import BRATS_2023_LABELS, BRATS_LABELS, BRATS_REGIONS, LabelScheme
 from unet3d.errors import UserError
 from unet3d.plan import budget, topology
-from unet3d.plan.layouts import region_values
 
 # Training steps a fold needs at least: the CPU recipe trains 576 and loses 0.01-0.02 Dice at half that.
 MIN_STEPS = 500
@@ -45,7 +43,7 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
     """The ``Plan`` of a dataset (``DatasetLayout`` and its fingerprint) for ``device`` within ``budget_minutes`` of
     a whole ``unet3d-train`` run and ``memory_bytes`` of device memory."""
     reasons = []
-    labels = label_section(layout, fingerprint, reasons)
+    scheme = label_scheme_of(layout, fingerprint, reasons)
     cases = fingerprint["cases"]
     spacing, anisotropic = topology.target_spacing([c["spacing"] for c in cases], [c["shape"] for c in cases])
     spacing_reason = (
@@ -57,9 +55,9 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
     cuda = device.type == "cuda"
     amp = "fp16" if cuda else "bf16"
     batch, base = (2, 32) if cuda else (2, 16)
-    targets = "classes" if labels["label_mode"] == "classes" else "masks"
-    out_channels = len(labels["labels"]) + (labels["label_mode"] == "classes")
-    loss = loss_section(labels["label_mode"])
+    targets = "classes" if scheme.mode == "classes" else "masks"
+    out_channels = scheme.n_channels
+    loss = loss_section(scheme.mode)
     n_cases, n_test = fingerprint["n_cases"], fingerprint["n_test_cases"]
     seconds_per_case = fingerprint["read_seconds"]["median_per_case"]
     budget_seconds = budget_minutes * 60
@@ -140,7 +138,8 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
         "optimizer": {"name": "AdamW", "lr": 0.003, "weight_decay": 0.0001},
         "scheduler": scheduler_section(n_epochs * per_epoch),
         "cross_validation": {"n_folds": n_folds, "random_seed": 25},
-        "dataset": {"name": "SegmentationDataset", **labels, "spacing": spacing, "crop_foreground": crop,
+        "dataset": {"name": "SegmentationDataset", "label_mode": scheme.mode, "labels": list(scheme.values),
+                    "label_names": scheme.names, "spacing": spacing, "crop_foreground": crop,
                     **normalization, "patch_size": patch, "foreground_oversampling": 0.5, "patches_per_case": 1,
                     **augmentations(spacing)},
         "training": {"n_epochs": n_epochs, "batch_size": batch, "validation_batch_size": 1,
@@ -208,44 +207,28 @@ def coarsened(spacing):
     return [float(min(s, spacing.max())) for s in spacing]
 
 
-def label_section(layout, fingerprint, reasons):
-    """``label_mode``, ``labels`` and ``label_names`` of the dataset."""
-    found = sorted(int(value) for value in fingerprint["labels"])
+def label_scheme_of(layout, fingerprint, reasons):
+    """The dataset's ``LabelScheme``: dataset.json's, BraTS regions, or the label maps' values as classes."""
+    found = sorted(int(value) for value in fingerprint["label_stats"])
     if not found:
         raise UserError(f"{layout.root}: the label maps hold no foreground (every voxel 0)")
     if layout.kind == "brats":
-        values = BRATS_2023_LABELS if 3 in found and 4 not in found else BRATS_LABELS
-        _check_values(layout, found, values)
-        reasons.append(("labels", f"regions {list(BRATS_REGIONS)} of labels {list(values)}",
-                        "BraTS folders: nested whole tumour, tumour core and enhancing tumour, one sigmoid each"))
-        return {"label_mode": "regions", "labels": list(values), "label_names": list(BRATS_REGIONS)}
-    if layout.regions:
-        values = region_values(layout.regions)
-        _check_values(layout, found, values)
-        names = names_of([name for name, _ in layout.regions], values)
-        reasons.append(("labels", f"regions {names} of labels {values}",
-                        "dataset.json defines nested regions (nnU-Net's region labels), one sigmoid each"))
-        return {"label_mode": "regions", "labels": values, "label_names": names}
-    values = sorted(layout.labels) if layout.labels else found
-    _check_values(layout, found, values)
-    names = names_of([layout.labels[v] for v in values], values) if layout.labels else [f"label{v}" for v in values]
-    reasons.append(("labels", f"classes {names} of labels {values}",
-                    "exclusive labels: a softmax over background and each class" + (
-                        "" if layout.labels else " (values read from the label maps)")))
-    return {"label_mode": "classes", "labels": values, "label_names": names}
-
-
-def _check_values(layout, found, values):
-    unknown = sorted(set(found) - set(values))
+        scheme = LabelScheme(BRATS_2023_LABELS if 3 in found and 4 not in found else BRATS_LABELS, "regions",
+                             BRATS_REGIONS)
+        why = "BraTS folders: nested whole tumour, tumour core and enhancing tumour, one sigmoid each"
+    elif layout.scheme is not None:
+        scheme = layout.scheme
+        why = ("dataset.json defines nested regions (nnU-Net's region labels), one sigmoid each" if scheme.hierarchy
+               else "dataset.json's exclusive labels: a softmax over background and each class")
+    else:
+        scheme = LabelScheme(tuple(found), "classes")
+        why = "exclusive labels, their values read from the label maps: a softmax over background and each class"
+    unknown = sorted(set(found) - set(scheme.values))
     if unknown:
         raise UserError(f"{layout.root}: the label maps hold value(s) {unknown} that the dataset's labels "
-                        f"{list(values)} do not name")
-
-
-def names_of(names, values):
-    """Config-safe label names (letters, digits, ``_``, ``-``), or ``label<value>`` where that leaves them clashing."""
-    safe = [re.sub(r"[^A-Za-z0-9_-]+", "_", str(name)).strip("_") or f"label{v}" for name, v in zip(names, values)]
-    return safe if len(set(safe)) == len(safe) else [f"label{v}" for v in values]
+                        f"{list(scheme.values)} do not name")
+    reasons.append(("labels", f"{scheme.mode} {scheme.names} of labels {list(scheme.values)}", why))
+    return scheme
 
 
 def is_ct(name):

@@ -24,7 +24,7 @@ def plan_markdown(plan, fingerprint, config_name, device, budget_minutes):
         lines.append(f"| {channel['name']} | " + " | ".join("" if v is None else f"{v:.4g}" for v in values) + " |")
     lines += ["", "Intensities are sampled inside the foreground (label > 0).", "",
               "| label | cases with it | share | median volume (ml) |", "|---|---|---|---|"]
-    for value, stats in fingerprint["labels"].items():
+    for value, stats in fingerprint["label_stats"].items():
         lines.append(f"| {value} | {stats['cases_present']} | {stats['share_present']:.0%} | "
                      f"{stats['median_volume_mm3'] / 1000:.3g} |")
     return "\n".join(lines) + "\n"
