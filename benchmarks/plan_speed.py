@@ -58,7 +58,7 @@ def main(argv=None):
     workers_cpu = usage.ru_utime + usage.ru_stime
     print(f"{args.n_cases} cases of 4 x {' x '.join(map(str, BRATS_SHAPE))} int16 + label, {args.workers} workers: "
           f"{wall:.1f} s wall, {workers_cpu:.1f} s CPU in the workers, "
-          f"median {fingerprint['read_seconds']['median_per_case']:.2f} s per case (wall, in its worker)")
+          f"median {fingerprint['read_seconds']['median_cpu_per_case']:.2f} CPU-seconds per case")
 
 
 if __name__ == "__main__":

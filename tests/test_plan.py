@@ -54,14 +54,6 @@ def test_nnunet_raw_anisotropic_dataset_gives_a_classes_config(nnunet_data, tmp_
     assert [c["name"] for c in fingerprint["channels"]] == ["FLAIR", "T1", "T1ce", "T2"]
 
 
-def test_a_plan_is_not_overwritten(nnunet_data, tmp_path):
-    output = tmp_path / "task.json"
-    output.write_text("{}")
-    result = run("unet3d-plan", "--input_dir", nnunet_data, "--output_filename", output, "--device", "cpu", check=False)
-    assert result.returncode == 2 and "task.json exists; give --overwrite" in result.stderr
-    assert output.read_text() == "{}"
-
-
 @pytest.mark.slow
 def test_planned_config_trains_within_its_budget_and_predicts_the_test_images(nnunet_data, tmp_path):
     budget_minutes, start_up = 3, 30
