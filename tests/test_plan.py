@@ -60,7 +60,7 @@ def test_planned_config_trains_within_its_budget_and_predicts_the_test_images(nn
     plan(nnunet_data, tmp_path / "task.json", budget=budget_minutes)
     start = time.perf_counter()
     run("unet3d-train", "--config_filename", tmp_path / "task.json", "--device", "cpu")
-    assert time.perf_counter() - start < budget_minutes * 60 + start_up
+    seconds = time.perf_counter() - start
     assert len(read_log(tmp_path / "task" / "fold1" / "training_log.csv")) >= 1
     for case in ("case_006", "case_007"):
         predicted = nibabel.load(tmp_path / "task" / "fold1" / "predictions" / "test" / f"{case}.nii.gz")
@@ -68,6 +68,8 @@ def test_planned_config_trains_within_its_budget_and_predicts_the_test_images(nn
         assert predicted.shape == source.shape
         np.testing.assert_allclose(predicted.affine, source.affine, atol=1e-5)
         assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2, 3}
+    # The plan is for the machine's own speed: other jobs on it slow the run down.
+    assert seconds < budget_minutes * 60 + start_up, f"{seconds:.0f} s"
 
 
 @pytest.mark.parametrize("naming, labels", [("2020", [2, 1, 4]), ("2023", [2, 1, 3])])

@@ -110,10 +110,11 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
             batch = larger
             timing = measure(patch, kernels, strides)
     if timing.peak_bytes and timing.peak_bytes > memory_bytes:
-        raise UserError(f"the smallest patch {patch} needs {timing.peak_bytes / 2 ** 30:.1f} GiB on {device}, more "
-                        f"than the {memory_bytes / 2 ** 30:.1f} GiB allowed (--gpu_memory_gb)")
+        raise UserError(f"the planned patch {patch} (batch {batch}) took {timing.peak_bytes / 2 ** 30:.1f} GiB on "
+                        f"{device}, over the estimate and the {memory_bytes / 2 ** 30:.1f} GiB allowed; give a lower "
+                        "--gpu_memory_gb")
     share = np.prod(patch) / np.prod(shape)
-    n_folds, (steps, n_epochs, per_epoch, interval), costs = choose_folds(
+    n_folds, (_, n_epochs, per_epoch, interval), costs = choose_folds(
         budget_seconds, timing, n_cases, n_test, topology.windows(shape, patch), seconds_per_case)
     why_size = (f"the largest patch within {memory_bytes / 2 ** 30:.1f} GiB of {device.type} memory that leaves at least "
                 f"{wanted} training steps per fold in the budget" + ("" if wanted == MIN_STEPS else
