@@ -12,6 +12,7 @@ Only ``--debug`` shows the traceback behind the one line.
 import errno
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -25,8 +26,10 @@ import pytest
 import torch
 
 from helpers import TINY_SETTINGS, convert_image, edit_config, run, write_config, write_dicom_series
+from unet3d.data.synthetic import write_synthetic_nnunet
 from unet3d.scripts.evaluate import main as evaluate_main
 from unet3d.scripts.export import main as export_main
+from unet3d.scripts.plan import main as plan_main
 from unet3d.scripts.predict import main as predict_main
 from unet3d.scripts.train import main as train_main
 
@@ -520,12 +523,61 @@ VALUES = [
 ]
 
 
-CORPUS = CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI + REACH + DRY_RUN + VALUES + EXPORT
+def nnunet(ws, change=None, n_cases=2):
+    """A tiny nnU-Net raw dataset at ``ws.root/nn``, its dataset.json passed through ``change``."""
+    root = write_synthetic_nnunet(ws.root / "nn", n_cases, shape=(16, 16, 8), n_test=0)
+    if change:
+        description = json.loads((root / "dataset.json").read_text())
+        change(description)
+        (root / "dataset.json").write_text(json.dumps(description))
+    return root
+
+
+NN = ("--input_dir", "{root}/nn")
+PLAN = [
+    Bad("plan-empty-folder", lambda ws: (ws.root / "empty").mkdir(), ("empty: no dataset found", "dataset.json"),
+        prog="plan", args=("--input_dir", "{root}/empty"), script=True),
+    Bad("plan-no-file-ending", lambda ws: nnunet(ws, lambda d: d.pop("file_ending")),
+        ("nn/dataset.json: key 'file_ending' is missing",), prog="plan", args=NN),
+    Bad("plan-no-labels", lambda ws: nnunet(ws, lambda d: d.pop("labels")),
+        ("nn/dataset.json: key 'labels' is missing",), prog="plan", args=NN),
+    Bad("plan-no-channel-names", lambda ws: nnunet(ws, lambda d: d.pop("channel_names")),
+        ("nn/dataset.json: key 'channel_names' must be an object",), prog="plan", args=NN),
+    Bad("plan-missing-channel-file", lambda ws: (nnunet(ws) / "imagesTr" / "case_001_0002.nii.gz").unlink(),
+        ("case 'case_001' does not have one file per channel of dataset.json (4): missing case_001_0002.nii.gz",),
+        prog="plan", args=NN),
+    Bad("plan-more-channels-than-named", lambda ws: nnunet(ws, lambda d: d["channel_names"].pop("3")),
+        ("does not have one file per channel of dataset.json (3): unexpected case_000_0003.nii.gz",),
+        prog="plan", args=NN),
+    Bad("plan-missing-label-file", lambda ws: (nnunet(ws) / "labelsTr" / "case_000.nii.gz").unlink(),
+        ("labelsTr/case_000.nii.gz: label file missing for case 'case_000'",), prog="plan", args=NN),
+    Bad("plan-unnamed-label-value", lambda ws: nnunet(ws, lambda d: d["labels"].pop("enhancing tumour")),
+        ("the label maps hold value(s) [3] that the dataset's labels [1, 2] do not name",), prog="plan", args=NN),
+    Bad("plan-regions-that-do-not-nest", lambda ws: nnunet(ws, lambda d: d.update(labels={
+        "background": 0, "a": [1, 2], "b": [2, 3]})), ("regions 'a' [1, 2] and 'b' [2, 3] do not nest",),
+        prog="plan", args=NN),
+    Bad("plan-unreadable-image", lambda ws: truncate(nnunet(ws) / "imagesTr" / "case_000_0001.nii.gz"),
+        ("case_000_0001.nii.gz: cannot read as NIfTI",), prog="plan", args=NN),
+    Bad("plan-brats-missing-modality", lambda ws: ws.file("t1").unlink(),
+        ("BraTS20_Training_001: no t1 image",), prog="plan"),
+    Bad("plan-output-exists", lambda ws: (ws.root / "planned.json").write_text("{}"),
+        ("planned.json exists; give --overwrite",), prog="plan"),
+    Bad("plan-zero-budget", lambda ws: None, ("--budget_minutes must be above 0, got 0",), prog="plan",
+        args=("--budget_minutes", "0")),
+]
+
+CORPUS = CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI + REACH + DRY_RUN + VALUES + EXPORT + PLAN
 PROGRAMS = {"train": ("unet3d-train", train_main), "predict": ("unet3d-predict", predict_main),
-            "evaluate": ("unet3d-evaluate", evaluate_main), "export": ("unet3d-export", export_main)}
+            "evaluate": ("unet3d-evaluate", evaluate_main), "export": ("unet3d-export", export_main),
+            "plan": ("unet3d-plan", plan_main)}
 
 
 def command_line(bad, ws):
+    if bad.prog == "plan":
+        args = [a.format(root=ws.root) for a in bad.args]
+        if "--input_dir" not in args:
+            args += ["--input_dir", str(ws.root / "data" / "train")]
+        return [*args, "--output_filename", str(ws.root / "planned.json"), "--device", "cpu"]
     args = ["--config_filename", str(ws.config), *(a.format(root=ws.root) for a in bad.args)]
     if bad.prog == "export":
         if "--model_filename" not in args:

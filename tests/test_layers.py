@@ -9,7 +9,7 @@ LAYERS = [
     {"errors", "atomic"},
     {"config", "device"},
     {"data", "models", "losses"},
-    {"train", "predict", "evaluate", "export"},
+    {"train", "predict", "evaluate", "export", "plan"},
     {"runs"},
     {"scripts", "api"},
 ]

@@ -14,6 +14,8 @@ this one object.
 """
 
 import dataclasses
+import json
+import re
 
 import numpy as np
 import torch
@@ -153,3 +155,59 @@ def label_scheme(settings):
     """The scheme of a config's ``dataset`` label keys (``LabelSettings``)."""
     names = tuple(settings.label_names) if settings.label_names else None
     return LabelScheme(tuple(settings.labels or ()), settings.mode, names)
+
+
+def safe_label_names(names, values):
+    """``names`` made fit for CSV columns (letters, digits, ``_``, ``-``; ``label<value>`` for an empty one), or
+    None when two of them then clash."""
+    safe = [re.sub(r"[^A-Za-z0-9_-]+", "_", str(name)).strip("_") or f"label{value}" for name, value in zip(names, values)]
+    return safe if len(set(safe)) == len(safe) else None
+
+
+def dataset_json_scheme(table, order, where):
+    """The ``LabelScheme`` of a dataset.json's ``labels``: nnU-Net's ``{"name": value}`` (exclusive classes) or
+    ``{"name": [values]}`` (nested regions, with ``regions_class_order`` ``order``), or the Decathlon's
+    ``{"value": "name"}``; errors name ``where``."""
+    if not isinstance(table, dict) or not table:
+        raise UserError(f"{where}: key 'labels' must be an object {{\"background\": 0, \"<name>\": 1, ...}}")
+    if all(isinstance(key, str) and key.isdigit() for key in table):  # Decathlon / nnU-Net v1: {"1": "name"}
+        table = {name: int(value) for value, name in table.items()}
+    exclusive, regions = {}, []
+    for name, value in table.items():
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise UserError(f"{where}: label '{name}' must be a label value (0 or more) or a list of them, "
+                            f"got {json.dumps(value)}")
+        if values == [0]:
+            continue
+        if len(values) > 1:
+            regions.append((name, sorted(values)))
+        else:
+            exclusive[values[0]] = name
+    if not regions:
+        if not exclusive:
+            raise UserError(f"{where}: key 'labels' names no foreground label")
+        values = sorted(exclusive)
+        names = safe_label_names([exclusive[v] for v in values], values)
+        return LabelScheme(tuple(values), "classes", tuple(names) if names else None)
+    regions.extend((name, [value]) for value, name in exclusive.items())
+    regions = _nested(regions, order, where)
+    values = [sorted(set(outer) - set(inner))[0] for (_, outer), (_, inner) in zip(regions, regions[1:])]
+    values.append(regions[-1][1][0])
+    names = safe_label_names([name for name, _ in regions], values)
+    return LabelScheme(tuple(values), "regions", tuple(names) if names else None)
+
+
+def _nested(regions, order, where):
+    """Regions ``[(name, values)]`` outermost first, checked to nest as label_mode "regions" does: each region
+    is the next one plus one label value."""
+    regions = sorted(regions, key=lambda region: -len(region[1]))
+    for (outer, outer_values), (inner, inner_values) in zip(regions, regions[1:]):
+        if not set(inner_values) < set(outer_values) or len(set(outer_values) - set(inner_values)) != 1:
+            raise UserError(f"{where}: regions '{outer}' {outer_values} and '{inner}' {inner_values} do not "
+                            "nest with one label value between them, which label_mode \"regions\" needs")
+    if len(regions[-1][1]) != 1:
+        raise UserError(f"{where}: the innermost region '{regions[-1][0]}' must hold one label value")
+    if order is not None and len(order) != len(regions):
+        raise UserError(f"{where}: regions_class_order has {len(order)} entries for {len(regions)} regions")
+    return regions

@@ -3,10 +3,10 @@
 import copy
 import json
 import os
-import re
 from pathlib import Path
 
 from unet3d.atomic import write_text
+from unet3d.config.labels import safe_label_names
 from unet3d.config.schema import FILENAMES_SUFFIX
 from unet3d.errors import UserError
 
@@ -72,7 +72,7 @@ def expand_decathlon_datalist(config, base_dir):
             raise UserError(f"config key '{group}': given twice, by the config and by '{DECATHLON_KEY}'; remove one")
         try:
             entries = load_decathlon_datalist(datalist, is_segmentation=True, data_list_key=section)
-        except ValueError as error:
+        except (ValueError, IndexError) as error:  # MONAI reads an empty "test" list's first entry
             if section == "test":
                 continue
             raise UserError(f"config key '{DECATHLON_KEY}': {datalist}: {error}") from None
@@ -95,9 +95,7 @@ def with_datalist_labels(config, datalist):
         return config  # no usable label table: the config must give its labels
     if not values:
         return config
-    label_names = [re.sub(r"[^A-Za-z0-9_-]+", "_", str(names[str(value)])).strip("_") or f"label{value}"
-                   for value in values]
-    unique = label_names if len(set(label_names)) == len(label_names) else None
+    unique = safe_label_names([names[str(value)] for value in values], values)
     return {**config, "dataset": {**dataset, "labels": values, **({"label_names": unique} if unique else {})}}
 
 

@@ -11,6 +11,7 @@ texture, a smooth bias field and noise, so a model has to combine the modalities
 at shape, not threshold one image.
 """
 
+import json
 from pathlib import Path
 
 import nibabel
@@ -127,3 +128,36 @@ def write_synthetic_brats(root, n_cases, shape=(48, 48, 48), seed=0, prefix="Bra
 def brats_shape(spacing):
     """The shape of BraTS's 240 x 240 x 155 mm field of view at ``spacing`` mm (2: 120 x 120 x 78)."""
     return tuple(int(np.ceil(n / spacing)) for n in BRATS_SHAPE)
+
+
+NNUNET_CLASSES = {2: 1, 1: 2, 4: 3}  # BraTS label -> exclusive class: edema 1, necrosis 2, enhancing tumour 3
+
+
+def write_synthetic_nnunet(root, n_cases, shape=(32, 32, 12), spacing=(0.9, 0.9, 2.5), n_test=2, seed=0):
+    """Write an nnU-Net v2 raw dataset of synthetic cases under ``root``; returns ``root``.
+
+    ``imagesTr/case_<i>_000<c>.nii.gz`` for the four modalities, ``labelsTr/case_<i>.nii.gz``
+    with three exclusive classes (edema 1, necrosis 2, enhancing tumour 3), ``n_test`` cases
+    in ``imagesTs/`` and ``dataset.json``.
+    """
+    root = Path(root)
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    affine = np.diag([*spacing, 1.0])
+    for index in range(n_cases + n_test):
+        images, label = synthetic_case(tuple(shape), np.random.default_rng([seed, index]))
+        test = index >= n_cases
+        case = f"case_{index:03d}"
+        for channel, volume in enumerate(images.values()):
+            nibabel.save(nibabel.Nifti1Image(volume, affine),
+                         root / ("imagesTs" if test else "imagesTr") / f"{case}_{channel:04d}.nii.gz")
+        if not test:
+            classes = np.zeros(label.shape, np.uint8)
+            for value, target in NNUNET_CLASSES.items():
+                classes[label == value] = target
+            nibabel.save(nibabel.Nifti1Image(classes, affine), root / "labelsTr" / f"{case}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"},
+        "labels": {"background": 0, "edema": 1, "necrosis": 2, "enhancing tumour": 3},
+        "numTraining": n_cases, "file_ending": ".nii.gz"}, indent=2))
+    return root

@@ -1,0 +1,120 @@
+"""Does a planned config match the hand-made recipe? Plan the synthetic BraTS set, train both, score held-out cases.
+
+``unet3d-plan`` plans the training cases that ``benchmarks/recipe.py`` writes (20 BraTS-like
+cases at 2 mm) for the CPU and ``--budget_minutes`` (default 10: the recipe's whole 2-fold run
+on these cases, two folds of about 4.4 minutes of training each plus their predictions, on two
+idle cores). Then, for each seed, the planned config and the recipe each train one model on
+the same training and validation cases (``benchmarks/recipe.py``'s ``run_seed``: their own
+epochs, no cross-validation) and predict and score the same held-out cases. It prints and
+writes ``results.csv`` (a row per config and seed, as each finishes) and ``summary.csv``: per
+config the mean held-out Dice per region and training time, and the planned minus the recipe.
+
+Not a test. Run from the repository root, for example:
+
+    nice -n 10 .venv/bin/python benchmarks/plan.py --seeds 3
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipe import REGIONS, SCRATCH, run_seed, synthetic_groups  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RECIPE = REPO / "examples" / "brats2020" / "cpu_recipe_config.json"
+IDLE_RECIPE_STEP = 4.41 * 60 / 576  # seconds per step of the recipe's training on two idle cores (docs/recipe.md)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget_minutes", type=float, default=10.0, help="the planner's budget for the whole run")
+    parser.add_argument("--scale_by_load", action="store_true",
+                        help="on a shared machine: multiply the budget by how much slower than idle a recipe step runs "
+                             "now, so that the plan is the one two idle cores would get")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first_seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2, help="training runs at the same time (default 2: a seed's "
+                                                            "planned and recipe runs side by side)")
+    parser.add_argument("--cpu_minutes", type=float, default=120.0,
+                        help="a CPU-time cap on each training run (default 120: runs end with their own epochs)")
+    parser.add_argument("--data_dir", default=SCRATCH / "data", type=Path)
+    parser.add_argument("--output_dir", default=Path(SCRATCH.parent / "unet3d_plan"), type=Path)
+    return parser.parse_args(argv)
+
+
+def load_factor():
+    """How much slower than on two idle cores a training step of the recipe runs now (at least 1).
+
+    The reference is the recipe's own run in docs/recipe.md: 4.41 minutes for 576 steps, validation
+    included, so the factor errs low.
+    """
+    import torch
+
+    from unet3d.plan.budget import time_step
+
+    recipe = json.loads(RECIPE.read_text())
+    timing = time_step(recipe["model"], recipe["loss"], recipe["dataset"]["patch_size"], recipe["training"]["batch_size"],
+                       "masks", torch.device("cpu"), recipe["training"]["amp"])
+    return max(1.0, timing.step_seconds / IDLE_RECIPE_STEP)
+
+
+def planned_config(train_dir, output_dir, budget_minutes):
+    """Run unet3d-plan on the training cases; returns the planned config's path."""
+    output = output_dir / "planned.json"
+    if not output.is_file():
+        subprocess.run([str(BIN / "unet3d-plan"), "--input_dir", str(train_dir), "--output_filename", str(output),
+                        "--device", "cpu", "--budget_minutes", str(budget_minutes)], check=True)
+    return output
+
+
+def summary(table):
+    """Mean Dice per region and training minutes per config, and the planned config's difference to the recipe."""
+    columns = [f"dice_{region}" for region in REGIONS] + ["train_wall_min", "train_cpu_min"]
+    means = table.groupby("config")[columns].mean().round(4)
+    seeds = set(table[table.config == "planned"].seed) & set(table[table.config == "recipe"].seed)
+    paired = table[table.seed.isin(seeds)].set_index(["config", "seed"])[columns]
+    if seeds:
+        difference = (paired.loc["planned"] - paired.loc["recipe"]).mean().round(4).rename("planned - recipe")
+        means = pandas.concat([means, difference.to_frame().T])
+    return means
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.output_dir = args.output_dir.resolve()
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    folders = synthetic_groups(args.data_dir, {"train": 20, "validation": 2, "test": 6}, 2.0)
+    budget = args.budget_minutes * (load_factor() if args.scale_by_load else 1.0)
+    print(f"planning with --budget_minutes {budget:.1f}", flush=True)
+    configs = {"planned": planned_config(folders["train"], args.output_dir, budget), "recipe": RECIPE}
+    rows, results, lock = [], args.output_dir / "results.csv", threading.Lock()
+
+    def train(job):
+        seed, name = job
+        run_args = argparse.Namespace(output_dir=args.output_dir / name, cpu_minutes=args.cpu_minutes, set=[])
+        row = run_seed(json.loads(Path(configs[name]).read_text()), folders, seed, run_args)
+        with lock:  # each row is kept as soon as it is there
+            rows.append({"config": name, **row})
+            pandas.DataFrame(rows).to_csv(results, index=False)
+
+    jobs = [(seed, name) for seed in range(args.first_seed, args.first_seed + args.seeds) for name in configs]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(train, jobs))
+    table = pandas.DataFrame(rows)
+    means = summary(table)
+    means.to_csv(args.output_dir / "summary.csv")
+    print(f"planned with --budget_minutes {budget:.1f}: {configs['planned']}")
+    print(table.to_string(index=False))
+    print(means.to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""unet3d-plan: a dataset folder in each layout becomes a config that loads, explains itself and trains."""
+
+import json
+import time
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import pytest
+import torch
+
+from helpers import read_log, run
+from unet3d.config.experiment import load_experiment
+from unet3d.data.synthetic import synthetic_case, write_synthetic_brats, write_synthetic_nnunet
+from unet3d.scripts.plan import main as plan_main
+
+
+def plan(input_dir, output, *extra, budget=60):
+    """Run unet3d-plan in this process (torch is already imported); returns the config it wrote."""
+    plan_main(["--input_dir", str(input_dir), "--output_filename", str(output), "--device", "cpu",
+               "--budget_minutes", str(budget), *map(str, extra)])
+    return json.loads(Path(output).read_text())
+
+
+@pytest.fixture(scope="module")
+def nnunet_data(tmp_path_factory):
+    """An nnU-Net raw dataset: 0.9 x 0.9 x 2.5 mm, 4 channels, 3 exclusive classes, 6 training and 2 test cases."""
+    return write_synthetic_nnunet(tmp_path_factory.mktemp("nnunet") / "Dataset001_Tiny", 6, shape=(32, 32, 12))
+
+
+def test_nnunet_raw_anisotropic_dataset_gives_a_classes_config(nnunet_data, tmp_path):
+    config = plan(nnunet_data, tmp_path / "plans" / "task.json")
+    dataset, model = config["dataset"], config["model"]
+    assert dataset["spacing"] == [0.9, 0.9, 2.5]  # the slice axis stays coarse
+    assert dataset["label_mode"] == "classes" and dataset["labels"] == [1, 2, 3]
+    assert dataset["label_names"] == ["edema", "necrosis", "enhancing_tumour"]
+    assert model["in_channels"] == 4 and model["out_channels"] == 4
+    assert config["loss"]["softmax"] and config["loss"]["to_onehot_y"]
+    # Thick slices: no 3-voxel kernel and no halving along them at the first level.
+    assert model["kernel_size"][0][2] == 1 and model["strides"][1][2] == 1
+    assert all(p % np.prod([s[axis] for s in model["strides"]]) == 0 for axis, p in enumerate(dataset["patch_size"]))
+    assert [case["id"] for case in config["training_filenames"]] == [f"case_{i:03d}" for i in range(6)]
+    assert [case["id"] for case in config["test_filenames"]] == ["case_006", "case_007"]
+    first = config["training_filenames"][0]
+    assert not Path(first["label"]).is_absolute() and first["image"][3].endswith("case_000_0003.nii.gz")
+    experiment = load_experiment(tmp_path / "plans" / "task.json")  # as unet3d-train reads it
+    assert experiment.cross_validation.n_folds >= 2 and experiment.groups["test"][0].images[0].endswith("_0000.nii.gz")
+    explained = (tmp_path / "plans" / "task_plan.md").read_text()
+    for topic in ("| spacing |", "| patch |", "| network |", "| length |", "| normalization |", "0.9 x 0.9 x 2.5"):
+        assert topic in explained
+    fingerprint = json.loads((tmp_path / "plans" / "task_fingerprint.json").read_text())
+    assert fingerprint["n_cases"] == 6 and fingerprint["median_spacing"] == pytest.approx([0.9, 0.9, 2.5])
+    assert fingerprint["cases"][0]["shape"] == [32, 32, 12] and set(fingerprint["label_stats"]) == {"1", "2", "3"}
+    assert [c["name"] for c in fingerprint["channels"]] == ["FLAIR", "T1", "T1ce", "T2"]
+
+
+@pytest.mark.slow
+def test_planned_config_trains_within_its_budget_and_predicts_the_test_images(nnunet_data, tmp_path):
+    budget_minutes, start_up = 3, 30
+    plan(nnunet_data, tmp_path / "task.json", budget=budget_minutes)
+    start = time.perf_counter()
+    run("unet3d-train", "--config_filename", tmp_path / "task.json", "--device", "cpu")
+    seconds = time.perf_counter() - start
+    assert len(read_log(tmp_path / "task" / "fold1" / "training_log.csv")) >= 1
+    for case in ("case_006", "case_007"):
+        predicted = nibabel.load(tmp_path / "task" / "fold1" / "predictions" / "test" / f"{case}.nii.gz")
+        source = nibabel.load(nnunet_data / "imagesTs" / f"{case}_0000.nii.gz")
+        assert predicted.shape == source.shape
+        np.testing.assert_allclose(predicted.affine, source.affine, atol=1e-5)
+        assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2, 3}
+    # The plan is for the machine's own speed: other jobs on it slow the run down.
+    assert seconds < budget_minutes * 60 + start_up, f"{seconds:.0f} s"
+
+
+@pytest.mark.parametrize("naming, labels", [("2020", [2, 1, 4]), ("2023", [2, 1, 3])])
+def test_brats_folders_give_regions(tmp_path, naming, labels):
+    write_synthetic_brats(tmp_path / "brats", 3, shape=(24, 24, 24), seed=1, naming=naming)
+    if naming == "2023":  # BraTS 2023 labels the enhancing tumour 3
+        for path in (tmp_path / "brats").rglob("*-seg.nii.gz"):
+            image = nibabel.load(path)
+            data = np.asarray(image.dataobj).copy()
+            data[data == 4] = 3
+            nibabel.save(nibabel.Nifti1Image(data, image.affine), path)
+    config = plan(tmp_path / "brats", tmp_path / "brats.json")
+    dataset = config["dataset"]
+    assert (dataset["label_mode"], dataset["labels"], dataset["label_names"]) == ("regions", labels, ["WT", "TC", "ET"])
+    assert config["loss"]["sigmoid"] and config["model"]["out_channels"] == 3
+    assert dataset["crop_foreground"] and dataset["normalization_kwargs"] == {"channel_wise": True, "nonzero": True}
+    assert config["prediction"]["mask_to_nonzero"] and len(config["training_filenames"]) == 3
+
+
+def test_nnunet_region_labels_give_regions(nnunet_data, tmp_path):
+    description = json.loads((nnunet_data / "dataset.json").read_text())
+    description["labels"] = {"background": 0, "whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing": 3}
+    description["regions_class_order"] = [1, 2, 3]
+    copy = tmp_path / "regions"
+    for folder in ("imagesTr", "labelsTr"):
+        (copy / folder).mkdir(parents=True)
+        for path in (nnunet_data / folder).iterdir():
+            (copy / folder / path.name).symlink_to(path)
+    (copy / "dataset.json").write_text(json.dumps(description))
+    dataset = plan(copy, tmp_path / "regions.json")["dataset"]
+    assert dataset["label_mode"] == "regions" and dataset["labels"] == [1, 2, 3]
+    assert dataset["label_names"] == ["whole_tumour", "tumour_core", "enhancing"]
+
+
+def write_ct_decathlon(root, n_cases=4, shape=(20, 20, 20)):
+    """A Decathlon task of 4D images (two CT-like channels) with two exclusive labels."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    training = []
+    for index in range(n_cases):
+        images, label = synthetic_case(shape, np.random.default_rng(index))
+        volume = np.stack([images["t1ce"] - 1000, images["t2"] - 1000], axis=-1).astype(np.float32)
+        nibabel.save(nibabel.Nifti1Image(volume, np.diag([1.5, 1.5, 1.5, 1])), root / "imagesTr" / f"ct_{index}.nii.gz")
+        classes = np.select([label == 2, label > 0], [1, 2], 0).astype(np.uint8)
+        nibabel.save(nibabel.Nifti1Image(classes, np.diag([1.5, 1.5, 1.5, 1])), root / "labelsTr" / f"ct_{index}.nii.gz")
+        training.append({"image": f"./imagesTr/ct_{index}.nii.gz", "label": f"./labelsTr/ct_{index}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({
+        "name": "Tiny", "modality": {"0": "CT", "1": "CT"}, "labels": {"0": "background", "1": "oedema", "2": "core"},
+        "numTraining": n_cases, "training": training, "test": []}))
+    return root
+
+
+def test_decathlon_4d_ct_task(tmp_path):
+    from unet3d.data.transforms import normalizations
+
+    write_ct_decathlon(tmp_path / "Task01_Tiny")
+    config = plan(tmp_path / "Task01_Tiny", tmp_path / "ct.json")
+    dataset = config["dataset"]
+    assert config["model"]["in_channels"] == 2 and dataset["label_names"] == ["oedema", "core"]
+    assert dataset["label_mode"] == "classes" and dataset["spacing"] == [1.5, 1.5, 1.5]
+    assert not dataset["crop_foreground"] and config["training_filenames"][0]["image"] == ["Task01_Tiny/imagesTr/ct_0.nii.gz"]
+    # CT: clipped to the dataset's foreground percentiles, then z-scored with its statistics, per channel.
+    fingerprint = json.loads((tmp_path / "ct_fingerprint.json").read_text())
+    low = min(c["percentile_0.5"] for c in fingerprint["channels"])
+    high = max(c["percentile_99.5"] for c in fingerprint["channels"])
+    image = torch.tensor([[-5000.0, 0.0, 5000.0], [-5000.0, 0.0, 5000.0]])
+    for transform in normalizations(dataset["normalization"], dataset["normalization_kwargs"]):
+        image = transform({"image": image})["image"]
+    for channel, stats in enumerate(fingerprint["channels"]):
+        expected = (torch.tensor([low, 0.0, high]).clamp(low, high) - stats["mean"]) / stats["std"]
+        torch.testing.assert_close(torch.as_tensor(image[channel]).float(), expected, rtol=1e-4, atol=1e-4)
+    load_experiment(tmp_path / "ct.json")
+
+
+def test_folder_of_image_label_pairs(tmp_path):
+    write_synthetic_brats(tmp_path / "raw", 3, shape=(20, 20, 20), seed=2)
+    for folder in ("images", "labels", "imagesTs"):
+        (tmp_path / "pairs" / folder).mkdir(parents=True)
+    for index, case in enumerate(sorted((tmp_path / "raw").iterdir())):
+        target = "imagesTs" if index == 2 else "images"
+        (tmp_path / "pairs" / target / f"s{index}.nii.gz").symlink_to(case / f"{case.name}_t2.nii.gz")
+        if index < 2:
+            (tmp_path / "pairs" / "labels" / f"s{index}.nii.gz").symlink_to(case / f"{case.name}_seg.nii.gz")
+    config = plan(tmp_path / "pairs", tmp_path / "pairs.json")
+    assert config["dataset"]["label_mode"] == "classes" and config["dataset"]["labels"] == [1, 2, 4]
+    assert config["dataset"]["label_names"] == ["label1", "label2", "label4"] and config["model"]["out_channels"] == 4
+    assert [c["id"] for c in config["training_filenames"]] == ["s0", "s1"] and len(config["test_filenames"]) == 1
+    assert config["dataset"]["normalization"] == "NormalizeIntensityd"

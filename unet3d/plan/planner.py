@@ -1,0 +1,334 @@
+"""From a dataset's layout and fingerprint to a config that fits the data, the device and the time budget.
+
+Each choice is recorded with its reason (``Plan.reasons``) for ``plan.md``. The parts that
+follow nnU-Net's rules (spacing, topology, patch) live in ``topology``; what a step costs and how
+a budget divides in ``budget``; the sections of the config that do not depend on the data
+(optimizer, schedule shape, augmentation, loss weighting) are the CPU recipe's
+(``examples/brats2020/cpu_recipe_config.json``, measured in ``docs/recipe.md``).
+"""
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from unet3d.config.labels import BRATS_2023_LABELS, BRATS_LABELS, BRATS_REGIONS, LabelScheme
+from unet3d.errors import UserError
+from unet3d.plan import budget, topology
+
+# Training steps a fold needs at least: the CPU recipe trains 576 and loses 0.01-0.02 Dice at half that.
+MIN_STEPS = 500
+STEP_LADDER = (MIN_STEPS, 250, 120, 60, 30)
+FOLD_CHOICES = (5, 4, 3, 2)
+# A patch should cover at least this share of the median volume, else the spacing is coarsened (nnU-Net's
+# low-resolution configuration uses a quarter; a CPU's patches are smaller, so an eighth: half of each axis).
+LOWRES_SHARE = 0.125
+COARSEN = 1.1
+BATCH_SHARE = 0.05
+MAX_FILTERS = 320
+NNUNET_MAX_STEPS = 1000 * 250
+
+
+@dataclasses.dataclass
+class Plan:
+    """The planned config and, per choice, ``(topic, choice, reason)``."""
+
+    config: dict
+    reasons: list
+    timing: budget.StepTiming
+    estimate_minutes: float
+
+
+def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
+    """The ``Plan`` of a dataset (``DatasetLayout`` and its fingerprint) for ``device`` within ``budget_minutes`` of
+    a whole ``unet3d-train`` run and ``memory_bytes`` of device memory."""
+    reasons = []
+    scheme = label_scheme_of(layout, fingerprint, reasons)
+    cases = fingerprint["cases"]
+    spacing, anisotropic = topology.target_spacing([c["spacing"] for c in cases], [c["shape"] for c in cases])
+    spacing_reason = (
+        f"median of the cases' spacings {_mm(fingerprint['median_spacing'])}; the coarse axis is "
+        f"{fingerprint['anisotropy']:.2f} times the finest, "
+        + ("so, as nnU-Net does for anisotropic data, it takes the 10th percentile of its spacings and no finer"
+           if anisotropic else f"under nnU-Net's threshold of {topology.ANISOTROPY:g}, so it keeps its median"))
+    normalization, crop = normalization_section(layout, fingerprint, reasons)
+    cuda = device.type == "cuda"
+    amp = "fp16" if cuda else "bf16"
+    batch, base = (2, 32) if cuda else (2, 16)
+    targets = "classes" if scheme.mode == "classes" else "masks"
+    out_channels = scheme.n_channels
+    loss = loss_section(scheme.mode)
+    n_cases, n_test = fingerprint["n_cases"], fingerprint["n_test_cases"]
+    seconds_per_case = fingerprint["read_seconds"]["median_cpu_per_case"]
+    budget_seconds = budget_minutes * 60
+
+    def model_for(patch, kernels, strides):
+        return model_section(len(layout.channel_names), out_channels, kernels, strides, base)
+
+    def measure(patch, kernels, strides):
+        return budget.time_step(model_for(patch, kernels, strides), loss, patch, batch, targets, device, amp)
+
+    def steps_at(timing, shape, patch, n_folds=2):
+        costs = budget.run_costs(timing, n_cases, n_folds, n_test, topology.windows(shape, patch), seconds_per_case)
+        return budget.fold_schedule(budget_seconds, timing, costs, n_folds)[0]
+
+    def in_memory(patch, kernels, strides):
+        filters = model_for(patch, kernels, strides)["filters"]
+        return budget.estimated_bytes(patch, strides, filters, batch, len(layout.channel_names), amp) <= memory_bytes
+
+    # Step time is a fixed cost plus a cost per voxel: two measurements, then a check of the chosen patch.
+    target = spacing
+    shape = median_shape(cases, spacing, crop)
+    reference = topology.fitted([min(s, 64) for s in topology.initial_patch(spacing, shape)], spacing)[:3]
+    small = topology.fitted([min(s, topology.MIN_PATCH) for s in reference[0]], spacing)[:3]
+    points = {tuple(p[0]): measure(*p) for p in (small, reference)}
+    for _ in range(2):
+        guess = budget.time_model([(np.prod(patch), timing) for patch, timing in points.items()])
+        found, spacing, wanted = choose_patch(target, lambda spacing: median_shape(cases, spacing, crop), guess,
+                                              in_memory, steps_at)
+        shape = median_shape(cases, spacing, crop)
+        if found is None:
+            raise UserError(f"even the smallest patch does not fit {memory_bytes / 2 ** 30:.1f} GiB of {device.type} "
+                            "memory (--gpu_memory_gb)")
+        if tuple(found[0]) not in points:
+            points[tuple(found[0])] = measure(*found)
+        timing = points[tuple(found[0])]
+        if steps_at(timing, shape, found[0]) >= 0.9 * wanted:
+            break
+    patch, kernels, strides = found
+    spacing = [round(s, 4) for s in spacing]
+    reasons.insert(1, ("spacing", _mm(spacing), spacing_reason + (
+        "" if spacing == [round(s, 4) for s in target] else f"; coarsened from {_mm(target)} for the patch (below)")))
+    model = model_for(patch, kernels, strides)
+    if cuda:  # nnU-Net's rule: a larger batch where memory allows, up to 5% of the dataset's voxels
+        larger = batch
+        while (budget.estimated_bytes(patch, strides, model["filters"], larger + 1, len(layout.channel_names), amp)
+               <= memory_bytes and (larger + 1) * np.prod(patch) <= BATCH_SHARE * n_cases * np.prod(shape)):
+            larger += 1
+        if larger != batch:
+            batch = larger
+            timing = measure(patch, kernels, strides)
+    if timing.peak_bytes and timing.peak_bytes > memory_bytes:
+        raise UserError(f"the planned patch {patch} (batch {batch}) took {timing.peak_bytes / 2 ** 30:.1f} GiB on "
+                        f"{device}, over the estimate and the {memory_bytes / 2 ** 30:.1f} GiB allowed; give a lower "
+                        "--gpu_memory_gb")
+    share = np.prod(patch) / np.prod(shape)
+    n_folds, (_, n_epochs, per_epoch, interval), costs = choose_folds(
+        budget_seconds, timing, n_cases, n_test, topology.windows(shape, patch), seconds_per_case)
+    why_size = (f"the largest patch within {memory_bytes / 2 ** 30:.1f} GiB of {device.type} memory that leaves at least "
+                f"{wanted} training steps per fold in the budget" + ("" if wanted == MIN_STEPS else
+                f" (the budget is too short for {MIN_STEPS} at a useful patch size: more minutes give more steps)"))
+    coarser = ("; the spacing was coarsened from " + _mm(target) + f" for it to cover {LOWRES_SHARE:.0%}"
+               if list(spacing) != list(target) else "")
+    reasons.append(("patch", f"{_voxels(patch)} voxels ({_mm([p * s for p, s in zip(patch, spacing)])})", (
+        f"{why_size}; it covers {share:.0%} of the median {'non-zero-cropped ' if crop else ''}volume of "
+        f"{_voxels([round(s) for s in shape])} voxels{coarser}")))
+    reasons.append(("network", f"DynUNet, {len(strides)} levels, filters {model['filters']}", (
+        f"levels halve each axis until it is under {2 * topology.MIN_FEATURE_MAP} voxels (and only axes within twice "
+        f"the finest spacing); kernels of 1 along an axis while its spacing is over twice the finest; {base} filters "
+        f"doubling per level up to {MAX_FILTERS} ({'nnU-Net' if cuda else 'the CPU recipe'}); batch {batch}")))
+    reasons.append(("timed step", f"{timing.step_seconds:.3f} s per step, {timing.window_seconds:.4f} s per "
+                    "inference window", f"measured on {device} with {amp} autocast, times {budget.DATA_OVERHEAD} "
+                    "for data loading"))
+    validations = math.ceil(n_epochs / interval)
+    estimate = (costs.preprocessing + n_folds * (
+        n_epochs * (per_epoch * timing.step_seconds + budget.EPOCH_OVERHEAD) + budget.FOLD_OVERHEAD
+        + costs.predictions + validations * costs.validation_pass)) / 60
+    reasons.append(("length", f"{n_folds} folds x {n_epochs} epochs x {per_epoch} steps, validation every "
+                    f"{interval} epoch(s)", (
+                        f"the most folds (of {', '.join(map(str, FOLD_CHOICES))}) that leave {MIN_STEPS} steps each "
+                        f"in {budget_minutes:g} minutes, after preprocessing ({costs.preprocessing / 60:.1f} min), "
+                        f"each fold's predictions ({costs.predictions / 60:.1f} min) and validations "
+                        f"({costs.validation_pass:.1f} s each, at most {budget.VALIDATION_SHARE:.0%} of a fold); "
+                        f"estimated run: {estimate:.1f} minutes")))
+    config = {
+        "model": model,
+        "loss": loss,
+        "optimizer": {"name": "AdamW", "lr": 0.003, "weight_decay": 0.0001},
+        "scheduler": scheduler_section(n_epochs * per_epoch),
+        "cross_validation": {"n_folds": n_folds, "random_seed": 25},
+        "dataset": {"name": "SegmentationDataset", "label_mode": scheme.mode, "labels": list(scheme.values),
+                    "label_names": scheme.names, "spacing": spacing, "crop_foreground": crop,
+                    **normalization, "patch_size": patch, "foreground_oversampling": 0.5, "patches_per_case": 1,
+                    **augmentations(spacing)},
+        "training": {"n_epochs": n_epochs, "batch_size": batch, "validation_batch_size": 1,
+                     "samples_per_epoch": per_epoch * batch, "validation_interval": interval,
+                     "metric_to_monitor": "val_dice_mean", "amp": amp, "save_best": True, "seed": 0},
+        "prediction": {"overlap": 0.5, "sw_batch_size": 4, "mask_to_nonzero": crop},
+    }
+    return Plan(config, reasons, timing, estimate)
+
+
+def choose_patch(target, shape_at, guess, in_memory, steps_at):
+    """``(patch and topology, spacing, steps)``: the largest patch that fits memory, covers ``LOWRES_SHARE`` of the
+    median volume and leaves ``MIN_STEPS`` per fold, with ``guess(voxels)`` the ``StepTiming`` of a patch.
+
+    Where the budget is too short, the spacing coarsens (up to twice ``target``) before the steps go
+    down ``STEP_LADDER``; where nothing fits, the smallest patch at ``target`` with whatever steps remain.
+    """
+    for wanted in STEP_LADDER:
+        spacing = list(target)
+        while min(spacing) <= 2 * min(target):
+            shape = shape_at(spacing)
+
+            def fits(patch, kernels, strides):
+                return in_memory(patch, kernels, strides) and steps_at(guess(np.prod(patch)), shape, patch) >= wanted
+
+            found = topology.search_patch(spacing, shape, fits, floor=LOWRES_SHARE * np.prod(shape))
+            if found is not None:
+                return found, spacing, wanted
+            spacing = coarsened(spacing)
+    shape = shape_at(target)
+    smallest = topology.search_patch(target, shape, lambda patch, kernels, strides: in_memory(
+        patch, kernels, strides) and np.prod(patch) <= LOWRES_SHARE * np.prod(shape))
+    return smallest, list(target), 0
+
+
+def choose_folds(budget_seconds, timing, n_cases, n_test, case_windows, seconds_per_case):
+    """``(n_folds, fold schedule, RunCosts)``: the most folds that leave ``MIN_STEPS`` each, else 2."""
+    if n_cases < 2:
+        raise UserError(f"the dataset has {n_cases} labelled case; cross-validation needs at least 2")
+    for n_folds in (*[n for n in FOLD_CHOICES if n <= n_cases], 2):
+        costs = budget.run_costs(timing, n_cases, n_folds, n_test, case_windows, seconds_per_case)
+        schedule = budget.fold_schedule(budget_seconds, timing, costs, n_folds, NNUNET_MAX_STEPS)
+        if schedule[0] >= MIN_STEPS or n_folds == 2:
+            break
+    if schedule[0] < 1:
+        needed = (costs.preprocessing + 2 * (costs.predictions + costs.validation_pass + budget.FOLD_OVERHEAD
+                                             + budget.EPOCH_OVERHEAD + timing.step_seconds)) / 60
+        raise UserError(f"--budget_minutes {budget_seconds / 60:g} is too short: preprocessing, one epoch and the "
+                        f"predictions of 2 folds alone take about {needed:.1f} minutes")
+    return n_folds, schedule, costs
+
+
+def median_shape(cases, spacing, crop):
+    """The median shape (voxels) of the cases, cropped to their non-zero box with ``crop``, at ``spacing``."""
+    key = "nonzero_shape" if crop else "shape"
+    return [float(s) for s in np.median([[n * s / t for n, s, t in zip(c[key], c["spacing"], spacing)]
+                                         for c in cases], axis=0)]
+
+
+def coarsened(spacing):
+    """One step of nnU-Net's low-resolution spacing: the finer axes coarsen first, all of them once isotropic."""
+    spacing = np.asarray(spacing, float)
+    finer = spacing < spacing.max() / 1.001
+    spacing[finer if finer.any() else slice(None)] *= COARSEN
+    return [float(min(s, spacing.max())) for s in spacing]
+
+
+def label_scheme_of(layout, fingerprint, reasons):
+    """The dataset's ``LabelScheme``: dataset.json's, BraTS regions, or the label maps' values as classes."""
+    found = sorted(int(value) for value in fingerprint["label_stats"])
+    if not found:
+        raise UserError(f"{layout.root}: the label maps hold no foreground (every voxel 0)")
+    if layout.kind == "brats":
+        scheme = LabelScheme(BRATS_2023_LABELS if 3 in found and 4 not in found else BRATS_LABELS, "regions",
+                             BRATS_REGIONS)
+        why = "BraTS folders: nested whole tumour, tumour core and enhancing tumour, one sigmoid each"
+    elif layout.scheme is not None:
+        scheme = layout.scheme
+        why = ("dataset.json defines nested regions (nnU-Net's region labels), one sigmoid each" if scheme.hierarchy
+               else "dataset.json's exclusive labels: a softmax over background and each class")
+    else:
+        scheme = LabelScheme(tuple(found), "classes")
+        why = "exclusive labels, their values read from the label maps: a softmax over background and each class"
+    unknown = sorted(set(found) - set(scheme.values))
+    if unknown:
+        raise UserError(f"{layout.root}: the label maps hold value(s) {unknown} that the dataset's labels "
+                        f"{list(scheme.values)} do not name")
+    reasons.append(("labels", f"{scheme.mode} {scheme.names} of labels {list(scheme.values)}", why))
+    return scheme
+
+
+def is_ct(name):
+    """Whether a channel name says CT, the one modality whose intensities mean the same in every scan."""
+    return name.strip().upper() == "CT"
+
+
+def normalization_section(layout, fingerprint, reasons):
+    """``(dataset normalization keys, crop_foreground)`` per channel kind."""
+    channels = fingerprint["channels"]
+    ct = [is_ct(c["name"]) or (layout.kind == "pairs" and c["min"] < -500) for c in channels]
+    if all(ct):
+        low = [c["percentile_0.5"] for c in channels]
+        high = [c["percentile_99.5"] for c in channels]
+        mean, std = [c["mean"] for c in channels], [max(c["std"], 1e-8) for c in channels]
+        reasons.append(("normalization", "CT: clip to the foreground's 0.5-99.5 percentiles, z-score with the "
+                        "dataset's foreground mean and std", "; ".join(
+                            f"{c['name']}: [{lo:.1f}, {hi:.1f}], mean {m:.1f}, std {s:.1f}"
+                            for c, lo, hi, m, s in zip(channels, low, high, mean, std))))
+        if len(channels) == 1:  # one transform does both: the clipped range maps onto its z-scores
+            kwargs = {"a_min": low[0], "a_max": high[0], "b_min": (low[0] - mean[0]) / std[0],
+                      "b_max": (high[0] - mean[0]) / std[0], "clip": True}
+            return {"normalization": "ScaleIntensityRanged", "normalization_kwargs": kwargs}, False
+        return {"normalization": ["ThresholdIntensityd", "ThresholdIntensityd", "NormalizeIntensityd"],
+                "normalization_kwargs": [{"threshold": min(low), "above": True, "cval": min(low)},
+                                         {"threshold": max(high), "above": False, "cval": max(high)},
+                                         {"subtrahend": mean, "divisor": std, "channel_wise": True}]}, False
+    crop = not any(ct) and fingerprint["nonzero_share"] < 0.75
+    reasons.append(("normalization", "z-score per channel" + (" over the non-zero region" if crop else ""), (
+        f"{'MRI-like' if not any(ct) else 'mixed CT and other'} channels ({', '.join(c['name'] for c in channels)}): "
+        "intensities differ between scans; the non-zero box holds a median "
+        f"{fingerprint['nonzero_share']:.0%} of a volume"
+        + (", so cases are cropped to it, and prediction labels nothing outside it" if crop else
+           ", not worth cropping (nnU-Net crops when it saves a quarter)"))))
+    return {"normalization": "NormalizeIntensityd", "normalization_kwargs": {"channel_wise": True, "nonzero": crop}}, crop
+
+
+def loss_section(mode):
+    """Dice + cross-entropy over the batch: sigmoid per region or label, softmax over classes."""
+    if mode == "classes":
+        return {"name": "DiceCELoss", "softmax": True, "to_onehot_y": True, "batch": True}
+    return {"name": "DiceCELoss", "sigmoid": True, "batch": True}
+
+
+def model_section(in_channels, out_channels, kernels, strides, base):
+    """A DynUNet of the planned topology with deep supervision of all but the two coarsest outputs."""
+    filters = [min(MAX_FILTERS, base * 2 ** level) for level in range(len(strides))]
+    supervised = max(0, min(len(strides) - 2, 4))
+    return {"name": "DynUNet", "spatial_dims": 3, "in_channels": in_channels, "out_channels": out_channels,
+            "kernel_size": kernels, "strides": strides, "upsample_kernel_size": strides[1:], "filters": filters,
+            "deep_supervision": supervised > 0, **({"deep_supr_num": supervised} if supervised else {})}
+
+
+def scheduler_section(total_steps):
+    """The recipe's linear warm-up (2% of the steps) then polynomial decay, stepped per batch, lengths "auto"."""
+    warmup = max(1, min(250, round(0.02 * total_steps)))
+    if total_steps <= 2 * warmup:
+        return {"name": "PolynomialLR", "step_per_batch": True, "total_iters": "auto", "power": 0.9}
+    return {"name": "SequentialLR", "step_per_batch": True, "milestones": [warmup], "schedulers": [
+        {"name": "LinearLR", "start_factor": 0.1, "total_iters": "auto"},
+        {"name": "PolynomialLR", "total_iters": "auto", "power": 0.9}]}
+
+
+def augmentations(spacing):
+    """The recipe's augmentation; rotations only in the fine plane when one axis is coarse."""
+    coarse = max(spacing) / min(spacing) >= 2
+    rotate = [0.26 if not coarse or s == max(spacing) else 0.0 for s in spacing]
+    return {"spatial_augmentations": [
+        {"name": "RandAffined", "prob": 0.2, "rotate_range": rotate, "scale_range": [0.1, 0.1, 0.1]},
+        {"name": "RandFlipd", "prob": 0.5, "spatial_axis": [0, 1, 2]}],
+        "intensity_augmentations": [
+            {"name": "RandScaleIntensityd", "factors": 0.1, "prob": 0.5},
+            {"name": "RandShiftIntensityd", "offsets": 0.1, "prob": 0.5},
+            {"name": "RandGaussianNoised", "std": 0.05, "prob": 0.1}]}
+
+
+def _mm(values):
+    return " x ".join(f"{v:.3g}" for v in values) + " mm"
+
+
+def _voxels(values):
+    return " x ".join(str(int(v)) for v in values)
+
+
+def device_memory(device, gpu_memory_gb=None):
+    """Bytes a training step may use: ``gpu_memory_gb`` (or 85% of the GPU's) on CUDA, half the RAM on CPU."""
+    if gpu_memory_gb is not None:
+        return int(gpu_memory_gb * 2 ** 30)
+    if device.type == "cuda":
+        import torch
+
+        return int(0.85 * torch.cuda.get_device_properties(device).total_memory)
+    return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
