@@ -2,6 +2,7 @@
 
 import csv
 import json
+import locale
 import os
 import shutil
 import subprocess
@@ -161,18 +162,22 @@ def write_dicom_series(volume, spacing, origin, direction, folder, series_uid, f
     import itk
 
     Path(folder).mkdir(parents=True, exist_ok=True)
-    io = itk.GDCMImageIO.New()
-    io.SetKeepOriginalUID(True)  # keep the series UID given below
-    orientation = "\\".join(f"{v:.6f}" for v in [*direction[:, 0], *direction[:, 1]])
-    for index, plane in enumerate(volume):
-        image = itk.image_from_array(np.ascontiguousarray(plane))
-        image.SetSpacing([float(spacing[0]), float(spacing[1])])
-        position = np.asarray(origin) + direction[:, 2] * spacing[2] * index
-        tags = {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.10.1", "0020|000e": series_uid,
-                "0020|0013": str(first_number + index), "0020|0037": orientation,
-                "0020|0032": "\\".join(f"{v:.6f}" for v in position)}
-        dictionary = image.GetMetaDataDictionary()
-        for key, value in tags.items():
-            dictionary[key] = value
-        itk.imwrite(image, str(Path(folder) / f"slice{first_number + index:04d}.dcm"), imageio=io)
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer leaves the C locale set: text reads turn ASCII
+    try:
+        io = itk.GDCMImageIO.New()
+        io.SetKeepOriginalUID(True)  # keep the series UID given below
+        orientation = "\\".join(f"{v:.6f}" for v in [*direction[:, 0], *direction[:, 1]])
+        for index, plane in enumerate(volume):
+            image = itk.image_from_array(np.ascontiguousarray(plane))
+            image.SetSpacing([float(spacing[0]), float(spacing[1])])
+            position = np.asarray(origin) + direction[:, 2] * spacing[2] * index
+            tags = {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.10.1", "0020|000e": series_uid,
+                    "0020|0013": str(first_number + index), "0020|0037": orientation,
+                    "0020|0032": "\\".join(f"{v:.6f}" for v in position)}
+            dictionary = image.GetMetaDataDictionary()
+            for key, value in tags.items():
+                dictionary[key] = value
+            itk.imwrite(image, str(Path(folder) / f"slice{first_number + index:04d}.dcm"), imageio=io)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
     return folder

@@ -511,7 +511,7 @@ VALUES = [
     Bad("all-zero-scan", lambda ws: ws.nifti("t1", np.zeros((24, 24, 24), np.float32)),
         ("_t1.nii.gz is all 0",)),
     Bad("singular-affine", singular_affine, ("_flair.nii.gz has a singular affine or one that is not finite",)),
-    Bad("rgb-voxels", rgb, ("_t1.nii.gz", "RGB")),
+    Bad("rgb-voxels", rgb, ("_t1.nii.gz", "rgb voxels", "one number per voxel")),
     Bad("beyond-float32", lambda ws: ws.nifti("t2", ws.volume("t2").astype(np.float64) * 1e300),
         ("_t2.nii.gz", "float32")),
     Bad("predict-negative-nthreads", lambda ws: tiny_weights(ws), ("--nthreads must be 0 or more",), prog="predict",

@@ -157,7 +157,7 @@ def test_the_bundle_preprocesses_with_the_transforms_of_prediction():
     parser = ConfigParser({"preprocessing": {"_target_": "monai.transforms.Compose",
                                              "transforms": bundle.preprocessing(settings)}})
     built = parser.get_parsed_content("preprocessing").transforms
-    expected = preprocessing(settings, LabelScheme((1,)), with_label=False).transforms
+    expected = preprocessing(settings, with_label=False).transforms
     assert [type(t) for t in built] == [type(t) for t in expected]
     assert built[5].normalizer.nonzero and built[3].spacing_transform.pixdim.tolist() == [1.5, 1.5, 2.0]
 

@@ -192,9 +192,9 @@ def test_a_full_cache_in_a_loader_worker_is_one_line_naming_the_file(brats_data,
     case = make_case({"image": sorted(str(p) for p in (brats_data / "train").glob("*_001/*_[ft]*.nii.gz")),
                       "label": str(next((brats_data / "train").glob("*_001/*_seg.nii.gz")))})
     dataset = SegmentationDataset([case], labels=LabelScheme.brats(), cache_dir=tmp_path / "cache", split="validation")
-    monkeypatch.setattr(atomic, "os", FailingOs(errno.EDQUOT, "image.npy"))  # the forked worker inherits it
+    monkeypatch.setattr(atomic, "os", FailingOs(errno.EDQUOT, "image.b2nd"))  # the forked worker inherits it
     with pytest.raises(UserError) as error, batches(make_loader(dataset, 1, False, num_workers=1)) as iterator:
         next(iterator)
     message = str(error.value)
     assert "\n" not in message and "Traceback" not in message and "worker" not in message
-    assert message.startswith(str(tmp_path / "cache")) and "/image.npy: Disk quota exceeded" in message
+    assert message.startswith(str(tmp_path / "cache")) and "/image.b2nd: Disk quota exceeded" in message

@@ -17,10 +17,10 @@ import os
 import random
 from contextlib import contextmanager
 
-import nibabel
 import numpy as np
 import torch
 
+from unet3d.data.formats import read_header
 from unet3d.errors import UserError
 from unet3d.models.inferer import Inferer
 from unet3d.train.deep_supervision import DeepSupervisedLoss
@@ -77,7 +77,8 @@ def shape_text(value):
 
 def image_channels(case):
     """Input channels of a case: one per 3D file, the fourth axis of a 4D one (headers only)."""
-    return sum(nibabel.load(path).shape[3] if len(nibabel.load(path).shape) == 4 else 1 for path in case.images)
+    shapes = [read_header(path).shape for path in case.images]
+    return sum(shape[3] if len(shape) == 4 else 1 for shape in shapes)
 
 
 def training_shape(experiment, case):
@@ -87,7 +88,7 @@ def training_shape(experiment, case):
         return tuple(settings.patch_size)
     if settings is not None and settings.resample and settings.desired_shape is not None:
         return tuple(settings.desired_shape)
-    return tuple(nibabel.load(case.images[0]).shape[:3])
+    return tuple(read_header(case.images[0]).shape[:3])
 
 
 def sizes_to_try(shape):
