@@ -240,6 +240,8 @@ def test_fold_ensemble_from_a_glob_on_a_brats_folder(tiny_config, brats_data, tm
     assert json.loads(tiny_config.read_text())["dataset"]["labels"] == [2, 1, 4]
 
 
+# Two torchrun processes and one more for the reference: half a minute, so it runs with the slow tests.
+@pytest.mark.slow
 def test_two_processes_share_the_cases_and_write_what_one_process_writes(tiny_config, brats_data, tmp_path):
     torch.manual_seed(0)
     torch.save(load_experiment(tiny_config).model.build().state_dict(), tmp_path / "m.pth")
