@@ -157,6 +157,11 @@ def read_header(path):
                   pixel in ("scalar", "vector") and component != "unknown", geometry=geometry)
 
 
+def image_channels(paths):
+    """Input channels of one case's images: one per file, or the volumes of a single 4D file (headers only)."""
+    return len(paths) if len(paths) > 1 else (read_header(paths[0]).shape[3:] or (1,))[0]
+
+
 def dicom_series(folder):
     """The slice files of the one DICOM series in ``folder``, in ITK's order; a UserError for none or several."""
     itk = _itk(folder, "dicom")

@@ -6,7 +6,7 @@ from pathlib import Path
 from unet3d.config.experiment import make_case, unique_cases
 from unet3d.data.brats import brats_cases
 from unet3d.data.files import preflight
-from unet3d.data.formats import read_header
+from unet3d.data.formats import image_channels
 from unet3d.errors import UserError
 
 GLOB_CHARACTERS = set("*?[")
@@ -55,8 +55,7 @@ def check_modalities(experiment, case_list):
     """Raise when a case has a different number of channels (images, or a 4D image's volumes) than the model takes."""
     expected = experiment.in_channels
     for case in case_list:
-        images = case.images
-        channels = len(images) if len(images) > 1 else (read_header(images[0]).shape[3:] or (1,))[0]
+        channels = image_channels(case.images)
         if expected is not None and channels != expected:
             raise UserError(f"case '{case.id}' has {channels} image(s) but the model takes "
                             f"{expected} (config key 'model.in_channels'); give one file per modality, in training order")

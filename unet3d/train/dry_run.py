@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from unet3d.data.formats import read_header
+from unet3d.data.formats import image_channels, read_header
 from unet3d.errors import UserError
 from unet3d.models.inferer import Inferer
 from unet3d.train.deep_supervision import DeepSupervisedLoss
@@ -73,12 +73,6 @@ def shape_text(value):
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(shape_text(v) for v in value) + "]"
     return type(value).__name__
-
-
-def image_channels(case):
-    """Input channels of a case: one per 3D file, the fourth axis of a 4D one (headers only)."""
-    shapes = [read_header(path).shape for path in case.images]
-    return sum(shape[3] if len(shape) == 4 else 1 for shape in shapes)
 
 
 def training_shape(experiment, case):
@@ -221,7 +215,7 @@ def _dry_run(experiment, case, device):
 
     shape = training_shape(experiment, case)
     model.train()
-    image, target = smallest_step(experiment, model, loss_function, image_channels(case), shape)
+    image, target = smallest_step(experiment, model, loss_function, image_channels(case.images), shape)
     optimizer.zero_grad(set_to_none=True)
     losses = []
     activations = activation_bytes(model, lambda: losses.append(
