@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import read_log, run
+from helpers import convert_image, read_log, run
 from unet3d.config.experiment import load_experiment
 from unet3d.data.synthetic import synthetic_case, write_synthetic_brats, write_synthetic_nnunet
 from unet3d.scripts.plan import main as plan_main
@@ -52,6 +52,27 @@ def test_nnunet_raw_anisotropic_dataset_gives_a_classes_config(nnunet_data, tmp_
     assert fingerprint["n_cases"] == 6 and fingerprint["median_spacing"] == pytest.approx([0.9, 0.9, 2.5])
     assert fingerprint["cases"][0]["shape"] == [32, 32, 12] and set(fingerprint["label_stats"]) == {"1", "2", "3"}
     assert [c["name"] for c in fingerprint["channels"]] == ["FLAIR", "T1", "T1ce", "T2"]
+
+
+def test_nnunet_dataset_of_nrrd_files_plans_as_its_nifti_copy(nnunet_data, tmp_path):
+    copy = tmp_path / "nrrd"
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        (copy / folder).mkdir(parents=True)
+        for path in (nnunet_data / folder).iterdir():
+            convert_image(path, copy / folder / path.name.replace(".nii.gz", ".nrrd"))
+    description = json.loads((nnunet_data / "dataset.json").read_text())
+    (copy / "dataset.json").write_text(json.dumps({**description, "file_ending": ".nrrd"}))
+    plan(copy, tmp_path / "nrrd.json")
+    plan(nnunet_data, tmp_path / "nifti.json")
+    nrrd, nifti = (json.loads((tmp_path / f"{name}_fingerprint.json").read_text()) for name in ("nrrd", "nifti"))
+    for key in ("median_spacing", "median_shape", "nonzero_share"):
+        assert nrrd[key] == pytest.approx(nifti[key]), key
+    assert nrrd["orientations"] == nifti["orientations"]
+    for value, stats in nifti["label_stats"].items():
+        assert nrrd["label_stats"][value] == pytest.approx(stats)
+    for a, b in zip(nrrd["channels"], nifti["channels"]):
+        assert a == pytest.approx(b)
+    assert json.loads((tmp_path / "nrrd.json").read_text())["training_filenames"][0]["image"][0].endswith("_0000.nrrd")
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ Per case: spacing, shape and orientation from the headers (axes in RAS order, as
 reorients them), the bounding box of its non-zero voxels, and how many voxels each label
 value has. Per channel: intensity percentiles, mean and standard deviation inside the
 foreground (label > 0), pooled over a random sample of at most ``SAMPLES_PER_CASE`` voxels a
-case, as nnU-Net does. Cases are read in parallel, one process per core; NumPy and nibabel only.
+case, as nnU-Net does. Cases are read in parallel, one process per core, in any format
+``unet3d.data.formats`` reads.
 """
 
 import os
@@ -12,10 +13,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
-import nibabel
 import numpy as np
 from nibabel.orientations import aff2axcodes, io_orientation
 
+from unet3d.data.formats import read_array, read_header
 from unet3d.errors import UserError
 
 SAMPLES_PER_CASE = 10000
@@ -27,11 +28,8 @@ SERIAL_CASES = 8
 
 
 def _load(path):
-    try:
-        image = nibabel.load(path)
-        return image, np.asanyarray(image.dataobj)
-    except Exception as error:  # nibabel raises many kinds for a damaged or foreign file
-        raise UserError(f"{path}: cannot read as NIfTI ({error.__class__.__name__}: {error})") from None
+    """``(Header, voxels)`` of an image; a UserError naming the file where it cannot be read."""
+    return read_header(path), read_array(path)
 
 
 def _ras_axes(affine):
@@ -68,7 +66,7 @@ def case_fingerprint(case, four_dimensional=False, seed=0):
         if label.min() < 0:
             raise UserError(f"{case['label']}: negative label values; expected 0 (background) and positive labels")
     axes = _ras_axes(header.affine)
-    spacing = [float(s) for s in header.header.get_zooms()[:3]]
+    spacing = [float(s) for s in np.linalg.norm(header.affine[:3, :3], axis=0)]
     nonzero = np.zeros(tuple(-(-n // STRIDE) for n in shape), dtype=bool)
     for image in images:
         nonzero |= image[::STRIDE, ::STRIDE, ::STRIDE] != 0

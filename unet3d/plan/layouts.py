@@ -10,6 +10,9 @@ Four layouts are recognised, in this order:
   4D images, ``modality`` and ``labels`` (``{"value": "name"}``); read by the config loader.
 - BraTS 2020/2021/2023: one folder per case (``unet3d.data.brats``).
 - A folder of pairs: ``images/`` and ``labels/`` with the same file names (and optionally ``imagesTs/``).
+
+Images may be NIfTI, NRRD or MetaImage (``unet3d.data.formats``; the last two need the
+``formats`` extra).
 """
 
 import dataclasses
@@ -19,10 +22,12 @@ from pathlib import Path
 
 from unet3d.config.labels import LabelScheme, dataset_json_scheme
 from unet3d.config.load import expand_decathlon_datalist
+from unet3d.data.formats import SUFFIXES, image_suffix
 from unet3d.data.brats import MODALITIES as BRATS_MODALITIES, brats_cases
 from unet3d.errors import UserError, listing
 
-NIFTI_ENDINGS = (".nii.gz", ".nii")
+# The image files a dataset may hold: NIfTI, NRRD and MetaImage (the last two read through ITK).
+ENDINGS = tuple(SUFFIXES)
 
 
 @dataclasses.dataclass
@@ -67,7 +72,7 @@ def read_layout(folder):
     if (folder / "images").is_dir() and (folder / "labels").is_dir():
         return _pairs(folder)
     raise UserError(f"{folder}: no dataset found (expected dataset.json (nnU-Net or Decathlon), BraTS case folders "
-                    "<id>/<id>_flair.nii.gz ..., or images/ and labels/ folders of NIfTI files)")
+                    "<id>/<id>_flair.nii.gz ..., or images/ and labels/ folders of image files)")
 
 
 def _read_json(path):
@@ -103,8 +108,9 @@ def _nnunet(folder, description, meta):
     channels = _channel_list(meta.get("channel_names", meta.get("modality")), description,
                              "channel_names" if "channel_names" in meta or "modality" not in meta else "modality")
     ending = _required(meta, "file_ending", description, 'the files\' ending, e.g. ".nii.gz"')
-    if ending not in NIFTI_ENDINGS:
-        raise UserError(f"{description}: file_ending {ending!r} is not supported (expected \".nii.gz\" or \".nii\")")
+    if ending not in ENDINGS:
+        raise UserError(f"{description}: file_ending {ending!r} is not supported (expected one of "
+                        f"{', '.join(ENDINGS)})")
     scheme = dataset_json_scheme(_required(meta, "labels", description, '{"background": 0, "<name>": 1, ...}'),
                                  meta.get("regions_class_order"), description)
     images_dir, labels_dir = folder / "imagesTr", folder / "labelsTr"
@@ -182,7 +188,7 @@ def _pairs(folder):
     images = {_stem(p): p for p in sorted((folder / "images").iterdir()) if _stem(p)}
     labels = {_stem(p): p for p in sorted((folder / "labels").iterdir()) if _stem(p)}
     if not images:
-        raise UserError(f"{folder / 'images'}: no NIfTI images (.nii.gz or .nii)")
+        raise UserError(f"{folder / 'images'}: no images ({', '.join(ENDINGS)})")
     missing = sorted(set(images) - set(labels))
     if missing:
         raise UserError(f"{folder / 'labels'}: no label file for {listing(missing)} (expected the image's file name)")
@@ -194,8 +200,6 @@ def _pairs(folder):
 
 
 def _stem(path):
-    name = Path(path).name
-    for ending in NIFTI_ENDINGS:
-        if name.endswith(ending):
-            return name[: -len(ending)]
-    return None
+    """The file name without its image suffix (``.nii.gz``, ``.nrrd``, ...), or None for other files."""
+    name, suffix = Path(path).name, image_suffix(path)
+    return name[: -len(suffix)] if suffix else None
