@@ -1,13 +1,16 @@
 """Does a planned config match the hand-made recipe? Plan the synthetic BraTS set, train both, score held-out cases.
 
 ``unet3d-plan`` plans the training cases that ``benchmarks/recipe.py`` writes (20 BraTS-like
-cases at 2 mm) for the CPU and ``--budget_minutes`` (default 10: the recipe's whole 2-fold run
-on these cases, two folds of about 4.4 minutes of training each plus their predictions, on two
-idle cores). Then, for each seed, the planned config and the recipe each train one model on
-the same training and validation cases (``benchmarks/recipe.py``'s ``run_seed``: their own
-epochs, no cross-validation) and predict and score the same held-out cases. It prints and
-writes ``results.csv`` (a row per config and seed, as each finishes) and ``summary.csv``: per
-config the mean held-out Dice per region and training time, and the planned minus the recipe.
+cases at 2 mm) for the CPU, with the recipe's own budget: the minutes that the planner's cost
+model gives a whole 2-fold ``unet3d-train`` run of ``examples/brats2020/cpu_recipe_config.json``
+on these cases (its steps timed here and now, its validation every epoch, its predictions),
+or ``--budget_minutes``. Both are timed on the same machine at the same moment, so load on a
+shared machine slows both alike. Then, for each seed, the planned config and the recipe each
+train one model on the same training and validation cases (``benchmarks/recipe.py``'s
+``run_seed``: their own epochs, no cross-validation) and predict and score the same held-out
+cases. It prints and writes ``results.csv`` (a row per config and seed, as each finishes) and
+``summary.csv``: per config the mean held-out Dice per region and training time, and the
+planned minus the recipe.
 
 Not a test. Run from the repository root, for example:
 
@@ -30,15 +33,12 @@ from recipe import REGIONS, SCRATCH, run_seed, synthetic_groups  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RECIPE = REPO / "examples" / "brats2020" / "cpu_recipe_config.json"
-IDLE_RECIPE_STEP = 4.41 * 60 / 576  # seconds per step of the recipe's training on two idle cores (docs/recipe.md)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget_minutes", type=float, default=10.0, help="the planner's budget for the whole run")
-    parser.add_argument("--scale_by_load", action="store_true",
-                        help="on a shared machine: multiply the budget by how much slower than idle a recipe step runs "
-                             "now, so that the plan is the one two idle cores would get")
+    parser.add_argument("--budget_minutes", type=float,
+                        help="the planner's budget for the whole run (default: the recipe's, estimated here)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="training runs at the same time (default 2: a seed's "
@@ -50,20 +50,29 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_factor():
-    """How much slower than on two idle cores a training step of the recipe runs now (at least 1).
-
-    The reference is the recipe's own run in docs/recipe.md: 4.41 minutes for 576 steps, validation
-    included, so the factor errs low.
-    """
+def recipe_minutes(train_dir):
+    """The minutes of the recipe's whole 2-fold run on the cases in ``train_dir``, by the planner's cost model:
+    its training step and inference windows timed now, on this machine."""
     import torch
 
-    from unet3d.plan.budget import time_step
+    from unet3d.plan import budget, topology
+    from unet3d.plan.fingerprint import dataset_fingerprint
+    from unet3d.plan.layouts import read_layout
+    from unet3d.plan.planner import median_shape
 
     recipe = json.loads(RECIPE.read_text())
-    timing = time_step(recipe["model"], recipe["loss"], recipe["dataset"]["patch_size"], recipe["training"]["batch_size"],
-                       "masks", torch.device("cpu"), recipe["training"]["amp"])
-    return max(1.0, timing.step_seconds / IDLE_RECIPE_STEP)
+    dataset, training = recipe["dataset"], recipe["training"]
+    fingerprint = dataset_fingerprint(read_layout(train_dir))
+    patch, batch = dataset["patch_size"], training["batch_size"]
+    timing = budget.time_step(recipe["model"], recipe["loss"], patch, batch, "masks", torch.device("cpu"),
+                              training["amp"])
+    shape = median_shape(fingerprint["cases"], dataset["spacing"], dataset["crop_foreground"])
+    n_folds = recipe["cross_validation"]["n_folds"]
+    costs = budget.run_costs(timing, fingerprint["n_cases"], n_folds, 0, topology.windows(shape, patch),
+                             fingerprint["read_seconds"]["median_cpu_per_case"])
+    steps = training["samples_per_epoch"] // batch
+    return budget.run_seconds(timing, costs, n_folds, training["n_epochs"], steps,
+                              training.get("validation_interval", 1)) / 60
 
 
 def planned_config(train_dir, output_dir, budget_minutes):
@@ -92,7 +101,7 @@ def main(argv=None):
     args.output_dir = args.output_dir.resolve()
     args.output_dir.mkdir(parents=True, exist_ok=True)
     folders = synthetic_groups(args.data_dir, {"train": 20, "validation": 2, "test": 6}, 2.0)
-    budget = args.budget_minutes * (load_factor() if args.scale_by_load else 1.0)
+    budget = args.budget_minutes or recipe_minutes(folders["train"])
     print(f"planning with --budget_minutes {budget:.1f}", flush=True)
     configs = {"planned": planned_config(folders["train"], args.output_dir, budget), "recipe": RECIPE}
     rows, results, lock = [], args.output_dir / "results.csv", threading.Lock()

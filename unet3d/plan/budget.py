@@ -136,6 +136,14 @@ def run_costs(timing, n_cases, n_folds, n_test, case_windows, seconds_per_case):
                     predictions=(n_validation + n_test) * (per_case + 3 * seconds_per_case))
 
 
+def run_seconds(timing, costs, n_folds, n_epochs, per_epoch, interval):
+    """The estimated seconds of a whole run: preprocessing, then per fold its epochs of ``per_epoch`` steps, a
+    validation every ``interval`` epochs, the fold's overheads and its predictions."""
+    validations = math.ceil(n_epochs / interval)
+    return costs.preprocessing + n_folds * (n_epochs * (per_epoch * timing.step_seconds + EPOCH_OVERHEAD)
+                                            + FOLD_OVERHEAD + costs.predictions + validations * costs.validation_pass)
+
+
 def fold_schedule(budget_seconds, timing, costs, n_folds, max_steps=250_000):
     """``(steps, n_epochs, steps_per_epoch, validation_interval)`` of each fold within the budget.
 

@@ -8,7 +8,6 @@ a budget divides in ``budget``; the sections of the config that do not depend on
 """
 
 import dataclasses
-import math
 import os
 
 import numpy as np
@@ -17,8 +16,9 @@ from unet3d.config.labels import BRATS_2023_LABELS, BRATS_LABELS, BRATS_REGIONS,
 from unet3d.errors import UserError
 from unet3d.plan import budget, topology
 
-# Training steps a fold needs at least: the CPU recipe trains 576 and loses 0.01-0.02 Dice at half that.
-MIN_STEPS = 500
+# Training steps a fold needs at least: the CPU recipe's 576. At half that the recipe loses 0.01-0.02 Dice; a plan
+# of 432 steps at a larger patch scored 0.03 below it on enhancing tumour (docs/plan.md).
+MIN_STEPS = 576
 STEP_LADDER = (MIN_STEPS, 250, 120, 60, 30)
 FOLD_CHOICES = (5, 4, 3, 2)
 # A patch should cover at least this share of the median volume, else the spacing is coarsened (nnU-Net's
@@ -28,6 +28,8 @@ COARSEN = 1.1
 BATCH_SHARE = 0.05
 MAX_FILTERS = 320
 NNUNET_MAX_STEPS = 1000 * 250
+# Predicted components smaller than this (millilitres) are removed: the CPU recipe's 25 voxels of 2 mm.
+MIN_COMPONENT_ML = 0.2
 
 
 @dataclasses.dataclass
@@ -98,8 +100,9 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
             break
     patch, kernels, strides = found
     spacing = [round(s, 4) for s in spacing]
+    was_coarsened = spacing != [round(s, 4) for s in target]
     reasons.insert(1, ("spacing", _mm(spacing), spacing_reason + (
-        "" if spacing == [round(s, 4) for s in target] else f"; coarsened from {_mm(target)} for the patch (below)")))
+        f"; coarsened from {_mm(target)} for the patch (below)" if was_coarsened else "")))
     model = model_for(patch, kernels, strides)
     if cuda:  # nnU-Net's rule: a larger batch where memory allows, up to 5% of the dataset's voxels
         larger = batch
@@ -120,7 +123,7 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
                 f"{wanted} training steps per fold in the budget" + ("" if wanted == MIN_STEPS else
                 f" (the budget is too short for {MIN_STEPS} at a useful patch size: more minutes give more steps)"))
     coarser = ("; the spacing was coarsened from " + _mm(target) + f" for it to cover {LOWRES_SHARE:.0%}"
-               if list(spacing) != list(target) else "")
+               if was_coarsened else "")
     reasons.append(("patch", f"{_voxels(patch)} voxels ({_mm([p * s for p, s in zip(patch, spacing)])})", (
         f"{why_size}; it covers {share:.0%} of the median {'non-zero-cropped ' if crop else ''}volume of "
         f"{_voxels([round(s) for s in shape])} voxels{coarser}")))
@@ -131,10 +134,7 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
     reasons.append(("timed step", f"{timing.step_seconds:.3f} s per step, {timing.window_seconds:.4f} s per "
                     "inference window", f"measured on {device} with {amp} autocast, times {budget.DATA_OVERHEAD} "
                     "for data loading"))
-    validations = math.ceil(n_epochs / interval)
-    estimate = (costs.preprocessing + n_folds * (
-        n_epochs * (per_epoch * timing.step_seconds + budget.EPOCH_OVERHEAD) + budget.FOLD_OVERHEAD
-        + costs.predictions + validations * costs.validation_pass)) / 60
+    estimate = budget.run_seconds(timing, costs, n_folds, n_epochs, per_epoch, interval) / 60
     reasons.append(("length", f"{n_folds} folds x {n_epochs} epochs x {per_epoch} steps, validation every "
                     f"{interval} epoch(s)", (
                         f"the most folds (of {', '.join(map(str, FOLD_CHOICES))}) that leave {MIN_STEPS} steps each "
@@ -142,6 +142,12 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
                         f"each fold's predictions ({costs.predictions / 60:.1f} min) and validations "
                         f"({costs.validation_pass:.1f} s each, at most {budget.VALIDATION_SHARE:.0%} of a fold); "
                         f"estimated run: {estimate:.1f} minutes")))
+    voxel_ml = float(np.prod(fingerprint["median_spacing"])) / 1000
+    min_component = max(1, round(MIN_COMPONENT_ML / voxel_ml))
+    reasons.append(("clean-up", f"components under {min_component} voxels removed from each "
+                    f"{'region' if scheme.mode == 'regions' else 'class'} of a prediction", (
+                        f"{MIN_COMPONENT_ML:g} ml at the median input voxel of {voxel_ml * 1000:.3g} mm3 (the "
+                        "predictions' grid): stray specks cost a case its whole Dice where a label is absent")))
     config = {
         "model": model,
         "loss": loss,
@@ -155,7 +161,7 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
         "training": {"n_epochs": n_epochs, "batch_size": batch, "validation_batch_size": 1,
                      "samples_per_epoch": per_epoch * batch, "validation_interval": interval,
                      "metric_to_monitor": "val_dice_mean", "amp": amp, "save_best": True, "seed": 0},
-        "prediction": {"overlap": 0.5, "sw_batch_size": 4, "mask_to_nonzero": crop},
+        "prediction": {"overlap": 0.5, "sw_batch_size": 4, "mask_to_nonzero": crop, "min_component_size": min_component},
     }
     return Plan(config, reasons, timing, estimate)
 
