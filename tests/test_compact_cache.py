@@ -129,4 +129,37 @@ def test_patch_targets_are_the_label_schemes(mode):
     item["label"][0, :3] = 3  # a value outside the scheme is background
     targets = expand(compact(item, scheme.values), scheme)["label"].as_tensor()
     expected = scheme.targets(torch.where(item["label"][0] == 3, 0, item["label"][0]).as_tensor())
-    assert targets.dtype == expected.dtype and torch.equal(targets, expected)
+    assert targets.dtype == torch.uint8 and torch.equal(targets.float(), expected)
+
+
+@pytest.mark.parametrize("scheme", [BRATS, LabelScheme((2, 1, 4), "classes")], ids=["regions", "classes"])
+def test_targets_made_after_spatial_augmentation_are_those_made_before(scheme):
+    """Patches keep label values through nearest-neighbour augmentation and make their targets after it: the
+    items equal those of the pipeline that moved every target channel, for every seed (affines included)."""
+    from monai.transforms import Compose
+
+    from unet3d.config.settings import DatasetSettings
+    from unet3d.data.transforms import augmentations, sampling
+
+    spatial = [{"name": "RandAffined", "prob": 0.5, "rotate_range": [0.3] * 3, "scale_range": [0.1] * 3},
+               {"name": "RandFlipd", "prob": 0.5, "spatial_axis": [0, 1, 2]},
+               {"name": "RandZoomd", "prob": 0.5, "min_zoom": 0.9, "max_zoom": 1.1}]
+    intensity = [{"name": "RandGaussianNoised", "prob": 0.5, "std": 0.1}]
+    settings = DatasetSettings(patch_size=[12, 12, 10], foreground_oversampling=0.5, spatial_augmentations=spatial,
+                               intensity_augmentations=intensity).for_split("training")
+    stored = compact(labelled_volume(), scheme.values)
+    later = sampling(settings, scheme)
+    assert [type(t).__name__ for t in later.transforms] == [
+        "RandForegroundPatchd", "RandAffined", "RandFlipd", "RandZoomd", "LabelTargetsd", "RandGaussianNoised"]
+    before = Compose([RandForegroundPatchd(scheme, settings.patch_size, 0.5),
+                      *augmentations(spatial, "spatial", ["image", "label"]), *augmentations(intensity, "i", "image")])
+    for seed in range(24):
+        (a,), (b,) = later.set_random_state(seed)(stored), before.set_random_state(seed)(stored)
+        assert a["label"].dtype == torch.uint8 and a["label"].shape[0] == (1 if scheme.mode == "classes" else 3)
+        torch.testing.assert_close(a["image"].as_tensor(), b["image"].as_tensor(), rtol=0, atol=0)
+        torch.testing.assert_close(a["label"].as_tensor().float(), b["label"].as_tensor().float(), rtol=0, atol=0)
+        torch.testing.assert_close(a["label"].affine, b["label"].affine)
+    # A spec that interpolates labels keeps the targets first: moving label values would mix them.
+    smooth = DatasetSettings(patch_size=[12, 12, 10], spatial_augmentations=[
+        {"name": "RandZoomd", "prob": 0.5, "mode": ["trilinear", "trilinear"]}]).for_split("training")
+    assert [type(t).__name__ for t in sampling(smooth, scheme).transforms] == ["RandForegroundPatchd", "RandZoomd"]

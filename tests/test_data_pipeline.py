@@ -130,7 +130,7 @@ def test_augmentation_is_for_training_unless_a_split_asks(scans):
     data = with_ids(brats_cases(scans / "train"))[:1]
     names = lambda ds: [type(t).__name__ for t in ds.random.transforms]  # noqa: E731
     assert names(dataset(data, split="training")) == [
-        "RandForegroundPatchd", "RandAffined", "RandFlipd", "RandScaleIntensityd"]
+        "RandForegroundPatchd", "RandAffined", "RandFlipd", "LabelTargetsd", "RandScaleIntensityd"]
     assert names(dataset(data, split="validation")) == ["ExpandCased"]
     override = {"validation": {"intensity_augmentations": [{"name": "RandGaussianNoised", "prob": 1.0}]},
                 "training": {"spatial_augmentations": None}}

@@ -8,13 +8,18 @@ foreground centre comes from the case's stored locations (a value chosen in prop
 its voxel count, then one of its sampled voxels); a background centre is a uniform voxel,
 drawn again while it lands on foreground. Neither scans the label, and only the patch's
 bytes are read from a memory-mapped cache.
+
+Given no label scheme, both keep the label as one channel of label values, so that spatial
+augmentation moves one small channel instead of every target channel; ``LabelTargetsd``
+then makes the targets (what nearest-neighbour resampling gives either way).
 """
 
 import numpy as np
+from monai.data import MetaTensor
 from monai.transforms import Randomizable, Transform
 from monai.transforms.utils import correct_crop_centers
 
-from unet3d.data.stored import expand
+from unet3d.data.stored import expand, targets
 
 BACKGROUND_TRIES = 1000  # a case that is nearly all foreground falls back to any voxel after this many
 
@@ -23,7 +28,7 @@ class RandForegroundPatchd(Randomizable, Transform):
     """Compact case -> a list of ``num_samples`` patch items ``{"id", "image", "label"}`` (float32, targets).
 
     Args:
-        labels: the ``LabelScheme`` that builds the target channels.
+        labels: the ``LabelScheme`` that builds the target channels; None keeps the label values.
         patch_size: the patch's spatial size.
         foreground_share: probability that a patch is centred on foreground.
         num_samples: patches per case.
@@ -69,10 +74,25 @@ class RandForegroundPatchd(Randomizable, Transform):
 
 
 class ExpandCased(Transform):
-    """Compact case -> the whole volume as ``{"id", "image", "label"}`` (float32 image, target channels)."""
+    """Compact case -> the whole volume as ``{"id", "image", "label"}`` (float32 image, target channels, or label
+    values without ``labels``)."""
 
-    def __init__(self, labels):
+    def __init__(self, labels=None):
         self.labels = labels
 
     def __call__(self, stored):
         return expand(stored, self.labels)
+
+
+class LabelTargetsd(Transform):
+    """An item's ``label`` of label values (1, X, Y, Z) -> the ``LabelScheme``'s target channels (uint8)."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __call__(self, item):
+        label = item["label"]
+        made = targets(label, self.labels)
+        if isinstance(label, MetaTensor):  # its meta holds the affine
+            made = MetaTensor(made, meta=dict(label.meta), applied_operations=list(label.applied_operations))
+        return {**item, "label": made}

@@ -88,8 +88,9 @@ def compact(item, values=()):
 
 
 def expand(stored, labels=None, start=None, size=None):
-    """``{"id", "image"[, "label"]}`` float32 MetaTensors from a compact case: the whole volume, or the box
-    of ``size`` voxels from ``start``; the label becomes the ``labels`` scheme's training targets."""
+    """``{"id", "image"[, "label"]}`` MetaTensors from a compact case: the whole volume, or the box of ``size``
+    voxels from ``start``. The image becomes float32; the label becomes the ``labels`` scheme's training
+    targets (``targets``), or without ``labels`` stays one channel of label values (1, X, Y, Z)."""
     spatial = stored["image"].shape[1:]
     start = tuple(start or (0,) * len(spatial))
     size = tuple(size or spatial)
@@ -101,15 +102,31 @@ def expand(stored, labels=None, start=None, size=None):
     item = {"id": stored.get("id"), "image": MetaTensor(image, affine=affine, meta=dict(meta))}
     if "label" in stored:
         label = np.ascontiguousarray(stored["label"][box])
-        if label.dtype == np.uint8:  # one table lookup instead of a comparison per value and channel
-            targets = torch.from_numpy(np.take(target_table(labels), label, axis=1))
-        else:
-            targets = labels.targets(torch.from_numpy(label))
-        item["label"] = MetaTensor(targets, affine=affine.clone(), meta=dict(meta))
+        values = torch.from_numpy(label[None])
+        item["label"] = MetaTensor(values if labels is None else targets(values, labels), affine=affine.clone(),
+                                   meta=dict(meta))
     return item
+
+
+def targets(values, labels):
+    """The ``LabelScheme``'s training targets of a tensor of label values (1, X, Y, Z), as uint8 (0 and 1 per
+    region or label, or class indices): a quarter of float32's bytes, exact, made float where the loss needs it."""
+    values = values.as_tensor() if isinstance(values, MetaTensor) else torch.as_tensor(values)
+    if values.dtype.is_floating_point:  # a resampling augmentation's output: whole values, by nearest neighbour
+        values = torch.round(values)
+        small = values.numel() == 0 or (values.min() >= 0 and values.max() < 256)
+        values = values.to(torch.uint8 if small else torch.int64)
+    if values.dtype == torch.uint8:  # one table lookup instead of a comparison per value and channel
+        return torch.from_numpy(np.take(target_table(labels), values.numpy()[0], axis=1))
+    return labels.targets(values[0]).to(target_dtype(labels))
+
+
+def target_dtype(labels):
+    """uint8, unless class indices go beyond it."""
+    return torch.uint8 if len(labels.values) < 256 else torch.int16
 
 
 @functools.lru_cache(maxsize=8)
 def target_table(labels):
     """``(target channels, 256)``: the ``LabelScheme``'s training targets of every uint8 label value."""
-    return labels.targets(torch.arange(256, dtype=torch.uint8)).numpy()
+    return labels.targets(torch.arange(256, dtype=torch.uint8)).to(target_dtype(labels)).numpy()

@@ -22,7 +22,7 @@ from monai.transforms import (
 
 from unet3d.config.resolve import lookup, resolve
 from unet3d.data.formats import readers
-from unet3d.data.patches import ExpandCased, RandForegroundPatchd
+from unet3d.data.patches import ExpandCased, LabelTargetsd, RandForegroundPatchd
 from unet3d.errors import UserError
 
 ORIENTATION = "RAS"
@@ -69,15 +69,31 @@ def sampling(settings, labels=None, patches=True):
     augmentation runs on the patch, as it did after MONAI's ``RandCropByPosNegLabeld``.
     Without ``labels`` (prediction) the items are preprocessed volumes and only augmentation runs.
     """
+    spatial = augmentations(settings.spatial_augmentations, "dataset.spatial_augmentations", ["image", "label"])
+    # Spatial augmentation that resamples labels by nearest neighbour moves one channel of label values, and
+    # the targets are made after it: the same targets as moving every target channel, for less work.
+    later = labels is not None and spatial and all(map(keeps_label_values, settings.spatial_augmentations))
     steps = []
     if labels is not None and patches and settings.patch_size is not None:
-        steps.append(RandForegroundPatchd(labels, settings.patch_size, settings.foreground_oversampling,
-                                          settings.patches_per_case))
+        steps.append(RandForegroundPatchd(None if later else labels, settings.patch_size,
+                                          settings.foreground_oversampling, settings.patches_per_case))
     elif labels is not None:
-        steps.append(ExpandCased(labels))
-    steps.extend(augmentations(settings.spatial_augmentations, "dataset.spatial_augmentations", ["image", "label"]))
+        steps.append(ExpandCased(None if later else labels))
+    steps.extend(spatial)
+    if later:
+        steps.append(LabelTargetsd(labels))
     steps.extend(augmentations(settings.intensity_augmentations, "dataset.intensity_augmentations", "image"))
     return Compose(steps)
+
+
+def keeps_label_values(spec):
+    """Whether a spatial augmentation's spec leaves the label's resampling to unet3d (nearest neighbour) or names a
+    nearest-neighbour mode for it: then moving label values and moving target channels give the same targets."""
+    if "mode" not in spec:
+        return True
+    mode = spec["mode"]
+    label_mode = mode[-1] if isinstance(mode, (list, tuple)) and mode else mode
+    return label_mode in ("nearest", 0)
 
 
 def augmentations(specs, key, keys):

@@ -151,7 +151,7 @@ def train_one_epoch(model, loader, loss_function, optimizer, precision, device, 
         for batch in iterator:
             data_time += time.perf_counter() - ready
             raise_if_stopped()
-            image, label = plain(batch["image"], device), plain(batch["label"], device)
+            image, label = plain(batch["image"], device), plain(batch["label"], device).float()
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
                 loss = loss_function(model(image), label)
@@ -185,7 +185,7 @@ def validate(model, loader, loss_function, inferer, device, context=distributed.
     with batches(loader) as iterator:
         for batch in iterator:
             raise_if_stopped()
-            image, label = plain(batch["image"], device), plain(batch["label"], device)
+            image, label = plain(batch["image"], device), plain(batch["label"], device).float()
             logits = inferer.logits(model, image)
             total += loss_function(logits, label).item() * len(image)
             count += len(image)
