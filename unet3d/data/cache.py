@@ -32,7 +32,7 @@ from unet3d.errors import UserError
 CACHE_VERSION = 2  # 2: compact entries (float16 Blosc2 image, one label channel, foreground locations)
 UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
 CHUNK_EDGE = 64  # voxels per chunk edge: a 96-128 voxel patch touches a few chunks, not the whole case
-BLOCK_EDGE = 32  # Blosc2 decompresses whole blocks: 32 read fastest for 96-voxel patches (benchmarks/data_pipeline.py)
+BLOCK_EDGE = 16  # Blosc2 decompresses whole blocks: a 96-voxel patch spans about 111 voxels of 16-voxel blocks, 127 of 32
 
 
 def blosc2():
