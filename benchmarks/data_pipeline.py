@@ -10,7 +10,8 @@ patches, the example's augmentation) this reports, measured side by side in one 
 - reading one 96³ patch from the cache (Blosc2 chunks) and from the float16 ``.npy`` (memory-mapped);
 - the median cost of one training item (``dataset[(index, seed)]``: patch read, target
   channels, augmentation) against the median ``np.load`` of that case's whole float32 crop,
-  the two alternating so that load on the machine hits both alike (the goal: at most 1.0x);
+  the two alternating so that load on the machine hits both alike (the goal: at most 1.0x),
+  and of the same item without the augmentation (the patch read and its targets);
 - a plain MONAI pipeline's item (``Dataset`` + ``LoadImaged`` ... ``RandCropByPosNegLabeld``
   and the same augmentation on every item, no cache), as the same ratio;
 - with ``--epochs``: the share of step time spent waiting for data, training a small DynUNet
@@ -22,6 +23,7 @@ Not a test. Run from the repository root:
 """
 
 import argparse
+import dataclasses
 import shutil
 import statistics
 import tempfile
@@ -36,7 +38,7 @@ from monai.transforms import Compose, RandCropByPosNegLabeld
 
 from unet3d.config.experiment import load_experiment, make_case
 from unet3d.data.brats import brats_cases
-from unet3d.data.dataset import build_dataset
+from unet3d.data.dataset import SegmentationDataset, build_dataset
 from unet3d.data.labels import LabelsToRegionsd
 from unet3d.data.loaders import batches, make_loader
 from unet3d.data.synthetic import write_synthetic_brats
@@ -98,22 +100,23 @@ def storage(cached, data, root):
     return sizes, reads
 
 
-def item_costs(cached, plain, data, root, items):
-    """Median ``(wall, CPU)`` seconds of a training item, of ``np.load`` of its case's float32 crop, and of a plain
-    MONAI item."""
-    ours, loads = [], []
+def item_costs(cached, bare, plain, data, root, items):
+    """Median ``(wall, CPU)`` seconds of a training item, of the same item without augmentation (``bare``: the
+    patch read and its targets), of ``np.load`` of its case's float32 crop, and of a plain MONAI item."""
+    ours, patches, loads = [], [], []
     rng = np.random.default_rng(0)
     for number in range(items):
         index = number % len(data)
         seed = int(rng.integers(2**31))
         ours.append(timed(lambda: cached[(index, seed)]))
         loads.append(timed(lambda: np.load(root / "crops" / f"{data[index].id}.npy")))
+        patches.append(timed(lambda: bare[(index, seed)]))
     plain_times = []
     for index in range(len(data)):
         plain.transform.set_random_state(index)
         plain_times.append(timed(lambda: plain[index]))
         loads.append(timed(lambda: np.load(root / "crops" / f"{data[index].id}.npy")))
-    return medians(ours), medians(loads), medians(plain_times)
+    return medians(ours), medians(patches), medians(loads), medians(plain_times)
 
 
 def waiting_share(cached, workers, epochs):
@@ -178,9 +181,15 @@ def main():
     for name, values in reads.items():
         print(f"one {settings.patch_size[0]}³ patch (4 channels) from the {name}: {1000 * statistics.median(values):.1f} ms")
 
-    ours, load, plain = item_costs(cached, plain_monai(cached, settings, experiment.labels, data), data, root, args.items)
+    # The same patches without the example's augmentation: what reading a patch and making its targets costs.
+    bare = SegmentationDataset(data, dataclasses.replace(experiment.dataset.settings, spatial_augmentations=None,
+                                                         intensity_augmentations=None),
+                               experiment.labels, "training", root / "cache")
+    ours, patch, load, plain = item_costs(cached, bare, plain_monai(cached, settings, experiment.labels, data), data,
+                                          root, args.items)
     print(f"np.load of the whole float32 crop: {1000 * load[0]:.1f} ms wall, {1000 * load[1]:.1f} ms CPU (medians)")
-    for name, cost, count in (("unet3d", ours, args.items), ("plain MONAI", plain, len(data))):
+    for name, cost, count in (("unet3d", ours, args.items), ("unet3d without augmentation", patch, args.items),
+                              ("plain MONAI", plain, len(data))):
         print(f"training item, {name} (median of {count}): {1000 * cost[0]:.1f} ms wall = {cost[0] / load[0]:.2f}x np.load, "
               f"{1000 * cost[1]:.1f} ms CPU = {cost[1] / load[1]:.2f}x (goal for unet3d <= 1.0x)")
     if args.epochs:
