@@ -25,7 +25,8 @@ BACKGROUND_TRIES = 1000  # a case that is nearly all foreground falls back to an
 
 
 class RandForegroundPatchd(Randomizable, Transform):
-    """Compact case -> a list of ``num_samples`` patch items ``{"id", "image", "label"}`` (float32, targets).
+    """Compact case -> a list of ``num_samples`` patch items ``{"id", "image", "label"}`` (float32 image, target
+    channels or label values).
 
     Args:
         labels: the ``LabelScheme`` that builds the target channels; None keeps the label values.

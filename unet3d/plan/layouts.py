@@ -22,8 +22,8 @@ from pathlib import Path
 
 from unet3d.config.labels import LabelScheme, dataset_json_scheme
 from unet3d.config.load import expand_decathlon_datalist
-from unet3d.data.formats import SUFFIXES, image_suffix
 from unet3d.data.brats import MODALITIES as BRATS_MODALITIES, brats_cases
+from unet3d.data.formats import SUFFIXES, image_suffix
 from unet3d.errors import UserError, listing
 
 # The image files a dataset may hold: NIfTI, NRRD and MetaImage (the last two read through ITK).
