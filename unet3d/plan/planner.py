@@ -138,7 +138,7 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
     reasons.append(("length", f"{n_folds} folds x {n_epochs} epochs x {per_epoch} steps, validation every "
                     f"{interval} epoch(s)", (
                         f"the most folds (of {', '.join(map(str, FOLD_CHOICES))}) that leave {MIN_STEPS} steps each "
-                        f"in {budget_minutes:g} minutes, after preprocessing ({costs.preprocessing / 60:.1f} min), "
+                        f"in {budget_minutes:.4g} minutes, after preprocessing ({costs.preprocessing / 60:.1f} min), "
                         f"each fold's predictions ({costs.predictions / 60:.1f} min) and validations "
                         f"({costs.validation_pass:.1f} s each, at most {budget.VALIDATION_SHARE:.0%} of a fold); "
                         f"estimated run: {estimate:.1f} minutes")))

@@ -4,7 +4,7 @@
 def plan_markdown(plan, fingerprint, config_name, device, budget_minutes):
     """The plan's explanation as Markdown."""
     lines = [f"# Plan for `{config_name}`", "",
-             f"Planned for {device} and a budget of {budget_minutes:g} minutes for the whole `unet3d-train` run "
+             f"Planned for {device} and a budget of {budget_minutes:.4g} minutes for the whole `unet3d-train` run "
              f"(all folds, validation and the predictions after them); estimated: {plan.estimate_minutes:.1f} "
              "minutes. Every value below is an ordinary config key: edit the config to change it.", "",
              "| choice | value | why |", "|---|---|---|"]

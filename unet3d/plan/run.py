@@ -58,7 +58,7 @@ def plan_dataset(input_dir, output_filename, device="auto", gpu_memory_gb=None, 
     write_text(paths[0], json.dumps(config, indent=2) + "\n")
     for topic, choice, _ in plan.reasons:
         print(f"{topic}: {choice}")
-    print(f"wrote {paths[0]} (estimated run: {plan.estimate_minutes:.1f} of {budget_minutes:g} minutes), "
+    print(f"wrote {paths[0]} (estimated run: {plan.estimate_minutes:.1f} of {budget_minutes:.4g} minutes), "
           f"{paths[1].name}, {paths[2].name}")
     return config
 
