@@ -1,7 +1,6 @@
 """The dry run: what it feeds each component, that it leaves no trace, and the memory estimate."""
 
 import random
-import time
 
 import numpy as np
 import pytest
@@ -17,17 +16,13 @@ def random_states():
     return random.getstate(), np.random.get_state()[1].tolist(), torch.get_rng_state()
 
 
-def test_the_dry_run_is_quick_and_leaves_the_random_states_as_they_were(tiny_config):
+def test_the_dry_run_leaves_the_random_states_as_they_were(tiny_config):
     experiment = load_experiment(tiny_config)
-    dry.dry_run(experiment)  # the first pays for imports and kernels that training would pay for anyway
     torch.manual_seed(5), np.random.seed(5), random.seed(5)
     before = random_states()
-    start = time.perf_counter()
     dry.dry_run(experiment)
-    seconds = time.perf_counter() - start
     after = random_states()
     assert before[0] == after[0] and before[1] == after[1] and torch.equal(before[2], after[2])
-    assert seconds < 3, f"the dry run took {seconds:.1f} s"
 
 
 def test_the_smallest_size_the_network_accepts_is_used(tiny_config):
