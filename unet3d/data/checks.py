@@ -65,11 +65,11 @@ def check_values(case, labels):
     """
     for path in case.images:
         data = read_array(path)
-        if data.dtype.kind == "f" and not np.isfinite(data).all():
-            raise UserError(f"case '{case.id}': {path} contains NaN or infinite values")
         with np.errstate(over="ignore"):
-            trained = data.astype(np.float32)
-        if not np.isfinite(trained).all():
+            trained = data.astype(np.float32, copy=False)
+        if not np.isfinite(trained).all():  # one scan; which of the two reasons only when one holds
+            if data.dtype.kind == "f" and not np.isfinite(data).all():
+                raise UserError(f"case '{case.id}': {path} contains NaN or infinite values")
             raise UserError(f"case '{case.id}': {path} holds values beyond float32's range (up to "
                             f"{np.abs(data).max():.3g}), the type it is trained in; rescale it")
         if not trained.any():
