@@ -7,7 +7,7 @@ moved inwards so the patch lies inside the volume (MONAI's ``correct_crop_center
 foreground centre comes from the case's stored locations (a value chosen in proportion to
 its voxel count, then one of its sampled voxels); a background centre is a uniform voxel,
 drawn again while it lands on foreground. Neither scans the label, and only the patch's
-bytes are read from a memory-mapped cache.
+chunks are decompressed from the cache's Blosc2 arrays.
 
 Given no label scheme, both keep the label as one channel of label values, so that spatial
 augmentation moves one small channel instead of every target channel; ``LabelTargetsd``

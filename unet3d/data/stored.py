@@ -12,7 +12,7 @@ A labelled case after preprocessing becomes:
   foreground without scanning the label (nnU-Net's ``class_locations``);
 - ``affine`` and ``filename``: the preprocessed grid and the first input file.
 
-Arrays may be NumPy arrays or anything sliced like one (memory-mapped ``.npy``), so that
+Arrays may be NumPy arrays or anything sliced like one (the cache's Blosc2 arrays), so that
 cutting a patch reads only the patch.
 """
 
@@ -117,22 +117,32 @@ def targets(values, labels):
         # neighbour, the stored values or the padding's 0, which fit the stored type.
         values = torch.round(values).to(torch.uint8 if label_dtype(labels.values) == np.uint8 else torch.int64)
     if values.dtype == torch.uint8:  # table lookups instead of a comparison per value and channel
-        return torch.from_numpy(lookup_targets(target_table(labels), values.numpy()[0]))
+        return torch.from_numpy(lookup_targets(labels, values.numpy()[0]))
     return labels.targets(values[0]).to(target_dtype(labels))
 
 
-def lookup_targets(table, values):
-    """``table[:, values]`` (targets, X, Y, Z) for a uint8 array of label values. Binary targets of up to 8
-    channels take one lookup of a byte holding them all, then a shift per channel: a third of the time."""
-    channels = len(table)
-    if channels == 1 or channels > 8 or table.max() > 1:
-        return np.take(table, values, axis=1)
-    bits = np.take((table.astype(np.uint8) << np.arange(channels, dtype=np.uint8)[:, None]).sum(0, dtype=np.uint8),
-                   values)
-    result = np.empty((channels, *values.shape), dtype=np.uint8)
-    for channel in range(channels):
+def lookup_targets(labels, values):
+    """The targets (channels, X, Y, Z) of a uint8 array of label values, from ``target_table``. Binary targets of
+    up to 8 channels take one lookup of a byte holding them all (``packed_targets``), then a shift per channel:
+    a third of the time."""
+    packed = packed_targets(labels)
+    if packed is None:
+        return np.take(target_table(labels), values, axis=1)
+    bits = np.take(packed, values)
+    result = np.empty((len(target_table(labels)), *values.shape), dtype=np.uint8)
+    for channel in range(len(result)):
         np.bitwise_and(np.right_shift(bits, channel), 1, out=result[channel])
     return result
+
+
+@functools.lru_cache(maxsize=8)
+def packed_targets(labels):
+    """``(256,)`` uint8: bit c of entry v is target channel c of label value v; None unless the targets are 2 to 8
+    binary channels."""
+    table = target_table(labels)
+    if len(table) == 1 or len(table) > 8 or table.max() > 1:
+        return None
+    return (table.astype(np.uint8) << np.arange(len(table), dtype=np.uint8)[:, None]).sum(0, dtype=np.uint8)
 
 
 def target_dtype(labels):
