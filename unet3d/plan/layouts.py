@@ -157,7 +157,7 @@ def _decathlon(folder, description, meta):
                              description, "modality")
     scheme = dataset_json_scheme(_required(meta, "labels", description, '{"0": "background", "1": "<name>", ...}'),
                                  None, description)
-    config = expand_decathlon_datalist({"decathlon_datalist": str(description), "dataset": {}}, folder)
+    config = expand_decathlon_datalist({"decathlon_datalist": str(description)}, folder)
 
     def with_ids(entries):
         return [{"id": _stem(entry["image"]), "image": [entry["image"]],

@@ -38,7 +38,6 @@ class Plan:
 
     config: dict
     reasons: list
-    timing: budget.StepTiming
     estimate_minutes: float
 
 
@@ -71,9 +70,9 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
     def measure(patch, kernels, strides):
         return budget.time_step(model_for(patch, kernels, strides), loss, patch, batch, targets, device, amp)
 
-    def steps_at(timing, shape, patch, n_folds=2):
-        costs = budget.run_costs(timing, n_cases, n_folds, n_test, topology.windows(shape, patch), seconds_per_case)
-        return budget.fold_schedule(budget_seconds, timing, costs, n_folds)[0]
+    def steps_at(timing, shape, patch):  # per fold, in the fewest folds (2): folds are chosen after the patch
+        costs = budget.run_costs(timing, n_cases, 2, n_test, topology.windows(shape, patch), seconds_per_case)
+        return budget.fold_schedule(budget_seconds, timing, costs, 2)[0]
 
     def in_memory(patch, kernels, strides):
         filters = model_for(patch, kernels, strides)["filters"]
@@ -163,7 +162,7 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
                      "metric_to_monitor": "val_dice_mean", "amp": amp, "save_best": True, "seed": 0},
         "prediction": {"overlap": 0.5, "sw_batch_size": 4, "mask_to_nonzero": crop, "min_component_size": min_component},
     }
-    return Plan(config, reasons, timing, estimate)
+    return Plan(config, reasons, estimate)
 
 
 def choose_patch(target, shape_at, guess, in_memory, steps_at):

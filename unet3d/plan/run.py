@@ -7,6 +7,7 @@ from pathlib import Path
 
 from unet3d.atomic import write_text
 from unet3d.config.experiment import experiment_from_dict
+from unet3d.config.load import write_json
 from unet3d.device import choose_device
 from unet3d.errors import UserError
 from unet3d.plan.fingerprint import dataset_fingerprint
@@ -53,9 +54,9 @@ def plan_dataset(input_dir, output_filename, device="auto", gpu_memory_gb=None, 
         config["test_filenames"] = [_relative(case, base) for case in layout.test_cases]
     experiment_from_dict(json.loads(json.dumps(config)), paths[0])  # the config must load as unet3d-train reads it
     base.mkdir(parents=True, exist_ok=True)
-    write_text(paths[2], json.dumps(fingerprint, indent=2) + "\n")
+    write_json(fingerprint, paths[2])
     write_text(paths[1], plan_markdown(plan, fingerprint, paths[0].name, device, budget_minutes))
-    write_text(paths[0], json.dumps(config, indent=2) + "\n")
+    write_json(config, paths[0])
     for topic, choice, _ in plan.reasons:
         print(f"{topic}: {choice}")
     print(f"wrote {paths[0]} (estimated run: {plan.estimate_minutes:.1f} of {budget_minutes:.4g} minutes), "
