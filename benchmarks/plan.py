@@ -75,10 +75,13 @@ def recipe_minutes(train_dir):
                               training.get("validation_interval", 1)) / 60
 
 
-def planned_config(train_dir, output_dir, budget_minutes):
-    """Run unet3d-plan on the training cases; returns the planned config's path."""
+def planned_config(train_dir, output_dir, budget_minutes=None):
+    """Run unet3d-plan on the training cases with ``budget_minutes`` (default: the recipe's), unless an earlier run
+    left ``planned.json`` in ``output_dir``; returns the planned config's path."""
     output = output_dir / "planned.json"
     if not output.is_file():
+        budget_minutes = budget_minutes or recipe_minutes(train_dir)
+        print(f"planning with --budget_minutes {budget_minutes:.1f}", flush=True)
         subprocess.run([str(BIN / "unet3d-plan"), "--input_dir", str(train_dir), "--output_filename", str(output),
                         "--device", "cpu", "--budget_minutes", str(budget_minutes)], check=True)
     return output
@@ -101,9 +104,7 @@ def main(argv=None):
     args.output_dir = args.output_dir.resolve()
     args.output_dir.mkdir(parents=True, exist_ok=True)
     folders = synthetic_groups(args.data_dir, {"train": 20, "validation": 2, "test": 6}, 2.0)
-    budget = args.budget_minutes or recipe_minutes(folders["train"])
-    print(f"planning with --budget_minutes {budget:.1f}", flush=True)
-    configs = {"planned": planned_config(folders["train"], args.output_dir, budget), "recipe": RECIPE}
+    configs = {"planned": planned_config(folders["train"], args.output_dir, args.budget_minutes), "recipe": RECIPE}
     rows, results, lock = [], args.output_dir / "results.csv", threading.Lock()
 
     def train(job):
@@ -120,7 +121,7 @@ def main(argv=None):
     table = pandas.DataFrame(rows)
     means = summary(table)
     means.to_csv(args.output_dir / "summary.csv")
-    print(f"planned with --budget_minutes {budget:.1f}: {configs['planned']}")
+    print(f"planned config: {configs['planned']} (its budget and reasons: planned_plan.md beside it)")
     print(table.to_string(index=False))
     print(means.to_string())
 
