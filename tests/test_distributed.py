@@ -6,8 +6,11 @@ import subprocess
 import time
 
 import pytest
+import torch
 
 from helpers import edit_config, read_log, run, start
+from unet3d.device import check_process_devices
+from unet3d.errors import UserError
 from unet3d.train.distributed import strip_flag
 
 # Gradients are averaged over processes in another order than over one batch, so the
@@ -26,6 +29,14 @@ def three_epochs(single_config):
 def test_strip_flag():
     assert strip_flag(["--a", "1", "--ngpus", "2", "--b"], "--ngpus") == ["--a", "1", "--b"]
     assert strip_flag(["--ngpus=2", "--b"], "--ngpus") == ["--b"]
+
+
+def test_more_cuda_processes_than_gpus_are_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"^--ngpus 2: this machine has 1 CUDA device\(s\), one per process"):
+        check_process_devices(torch.device("cuda"), 2)
+    check_process_devices(torch.device("cuda"), 1)
+    check_process_devices(torch.device("cpu"), 4)  # Gloo processes share the CPU
 
 
 def test_two_processes_match_one_and_resume_after_a_kill(three_epochs, tmp_path):

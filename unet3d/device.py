@@ -16,3 +16,10 @@ def choose_device(name="auto"):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     return device
+
+
+def check_process_devices(device, n_processes, flag="--ngpus"):
+    """Refuse ``n_processes`` CUDA processes on a machine with fewer GPUs: each process takes the GPU of its rank."""
+    if device.type == "cuda" and n_processes > torch.cuda.device_count():
+        raise UserError(f"{flag} {n_processes}: this machine has {torch.cuda.device_count()} CUDA device(s), one per "
+                        f"process is needed (lower {flag}, or use --device cpu for CPU processes)")

@@ -60,7 +60,7 @@ def main(argv=None):
 def _predict(args, argv):
     from unet3d.config.experiment import load_experiment
     from unet3d.config.resolve import load_plugins
-    from unet3d.device import choose_device
+    from unet3d.device import check_process_devices, choose_device
     from unet3d.predict.inference import check_outputs, predict
     from unet3d.train import distributed
 
@@ -74,7 +74,7 @@ def _predict(args, argv):
     context = distributed.from_environment()
     if args.ngpus > 1 and not context.enabled:
         # Mistakes surface here as one line, before torchrun starts the processes.
-        choose_device(args.device)
+        check_process_devices(choose_device(args.device), args.ngpus)
         check_outputs(experiment, args.model_filename, args.output_dir, save_probabilities=args.save_probabilities,
                       overwrite=args.overwrite, **cases)
         sys.exit(distributed.launch(args.ngpus, distributed.strip_flag(argv, "--ngpus"), "unet3d.scripts.predict"))

@@ -82,7 +82,7 @@ def _train(args, argv):
     from unet3d.config.load import read_machine_config
     from unet3d.config.resolve import load_plugins
     from unet3d.config.settings import TRACKERS
-    from unet3d.device import choose_device
+    from unet3d.device import check_process_devices, choose_device
     from unet3d.errors import UserError
     from unet3d.runs import workflow
     from unet3d.train import distributed
@@ -125,6 +125,7 @@ def _train(args, argv):
     context = distributed.from_environment()
     if ngpus > 1 and not context.enabled:
         # Mistakes surface here as one line, before torchrun starts the processes.
+        check_process_devices(choose_device(args.device), ngpus)
         workflow.check_experiment(experiment, work_dir)
         sys.exit(distributed.launch(ngpus, distributed.strip_flag(argv, "--ngpus")))
     options = workflow.RunOptions(
