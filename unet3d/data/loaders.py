@@ -75,7 +75,9 @@ def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=No
         seed: the run seed.
         pin_memory: page-locked batches; default: when CUDA is available.
         persistent_workers: keep workers between epochs; default: when there are workers and
-            the dataset takes seeds, so that batches do not depend on the workers' history.
+            the dataset takes seeds, so that batches do not depend on the workers' history, and
+            keeps its order (``EpochSamples`` draws a new one in this process each epoch, which
+            workers kept from the last epoch would not see).
         prefetch_factor: batches each worker loads ahead; default 2 (PyTorch's).
         shard: ``(rank, world_size)`` under data-parallel training: this process's share,
             padded to equal length when shuffling (training), exact otherwise (validation).
@@ -99,7 +101,8 @@ def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=No
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         generator=generator,
         collate_fn=pad_list_data_collate,
-        persistent_workers=workers and seeded if persistent_workers is None else persistent_workers,
+        persistent_workers=(workers and seeded and not getattr(dataset, "reordered_each_epoch", False)
+                            if persistent_workers is None else persistent_workers),
         **options,
     )
 
