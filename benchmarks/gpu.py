@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -128,10 +129,10 @@ def training_steps(experiment, device, amp, channels_last, compile_model, steps,
 def step_variants(smoke):
     """``(precision name, training.amp, channels_last_3d, torch.compile)`` of the training step, eager ones first."""
     eager = [(name, amp, layout, False) for name, amp in PRECISIONS for layout in (False, True)]
-    compiled_ones = [(name, amp, layout, True) for name, amp in PRECISIONS[1:] for layout in (False, True)]
-    compiled_ones += [(*PRECISIONS[0], False, True)]
+    # channels_last_3d last: it slows every eager step down.
+    compiled_ones = [(name, amp, layout, True) for layout in (False, True) for name, amp in PRECISIONS[::-1]]
     if smoke:  # each precision, layout and compilation once
-        return [eager[0], eager[3], eager[4]], [compiled_ones[-1]]
+        return [eager[0], eager[3], eager[4]], [compiled_ones[2]]
     return eager, compiled_ones
 
 
@@ -141,7 +142,7 @@ def step_rows(config, device, smoke, budget, variants):
     steps, warmup = (2, 1) if smoke else (10, 3)
     rows = []
     for name, amp, layout, compile_model in variants:
-        if budget.left() < (150 if compile_model and not smoke else 10):
+        if budget.left() < (90 if compile_model and not smoke else 10):
             rows.append(f"| {name} | {layout} | {compile_model} | skipped (time budget) | | |")
             continue
         try:
@@ -156,32 +157,54 @@ def step_rows(config, device, smoke, budget, variants):
 
 
 def data_wait(config, device, workers, samples, cache_dir):
-    """Markdown lines: the share of step time the recipe's training loop waits for data, with ``workers`` workers."""
-    experiment = experiment_from_dict(config)
-    cases = experiment.labelled_cases("training")
-    dataset = build_dataset(experiment.dataset, experiment.labels, cases, "training", cache_dir)
-    fill = time.perf_counter()
-    for case in cases:
-        dataset.cache.load(case)
-    fill = (time.perf_counter() - fill) / len(cases)
+    """Markdown lines: the share of step time the recipe's training loop waits for data with ``workers`` workers,
+    with the augmentations in the workers and on ``device`` (``dataset.augment_on_device``, also with 4 workers);
+    and what one item costs a worker."""
     from unet3d.data.loaders import make_loader
 
-    loader = make_loader(EpochSamples(dataset, samples), experiment.training.batch_size, True, workers, seed=0)
-    model = experiment.model.build().to(device)
-    loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
-    optimizer = experiment.optimizer.build(model.parameters())
-    precision = Precision(experiment.training.amp, device)
-    times = []
-    for epoch in range(2):  # the first starts the workers and warms up the GPU
-        loader.generator.manual_seed(epoch)
-        start = time.perf_counter()
-        row = train_one_epoch(model, loader, loss_function, optimizer, precision, device, description="data wait")
-        synchronize(device)
-        times.append((row["data_time"], time.perf_counter() - start))
-    waiting, total = times[-1]
-    return [f"- cache fill: {fill:.1f} s per case (preprocessing, once)",
-            f"- {workers} loader worker(s), {samples} samples per epoch, batch {experiment.training.batch_size}: "
-            f"waiting for data {100 * waiting / total:.1f}% of step time, {samples / total:.2f} samples/s with data"]
+    lines = []
+    variants = [(False, workers), (True, workers)] + ([(True, 4)] if workers > 4 else [])
+    for on_device, workers in variants:
+        setting = f"dataset.augment_on_device={str(on_device).lower()}"
+        experiment = experiment_from_dict(apply_overrides(config, [setting]))
+        cases = experiment.labelled_cases("training")
+        dataset = build_dataset(experiment.dataset, experiment.labels, cases, "training", cache_dir)
+        if not on_device:
+            fill = time.perf_counter()
+            for case in cases:
+                dataset.cache.load(case)
+            fill = (time.perf_counter() - fill) / len(cases)
+            lines.append(f"- cache fill: {fill:.1f} s per case (preprocessing, once)")
+            item = time.perf_counter()
+            for index in range(4):  # in this process, on one thread as in a worker
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+                try:
+                    dataset[(index % len(cases), index)]
+                finally:
+                    torch.set_num_threads(threads)
+            item = (time.perf_counter() - item) / 4
+            lines.append(f"- one training item (patch and augmentations) costs a worker {item:.2f} s")
+        loader = make_loader(EpochSamples(dataset, samples), experiment.training.batch_size, True, workers, seed=0)
+        model = experiment.model.build().to(device)
+        loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
+        optimizer = experiment.optimizer.build(model.parameters())
+        precision = Precision(experiment.training.amp, device)
+        times = []
+        for epoch in range(2):  # the first warms up the GPU (cuDNN, allocations)
+            loader.generator.manual_seed(epoch)
+            start = time.perf_counter()
+            row = train_one_epoch(model, loader, loss_function, optimizer, precision, device, description="data wait",
+                                  augment=dataset.device_augmentation)
+            synchronize(device)
+            times.append((row["data_time"], time.perf_counter() - start))
+        waiting, total = times[-1]
+        where = "on the device" if on_device else "in the workers"
+        lines.append(f"- augmentations {where}, {workers} loader worker(s), {samples} samples per epoch, batch "
+                     f"{experiment.training.batch_size}: waiting for data {100 * waiting / total:.1f}% of the epoch, "
+                     f"{samples / total:.2f} samples/s")
+        print(lines[-1], flush=True)
+    return lines
 
 
 def prediction_times(config, device, shape, repeats):
@@ -258,7 +281,8 @@ def main(argv=None):
 
 
 def run_parts(args, smoke, device):
-    """Write the synthetic cases, run the four parts, print and write the markdown."""
+    """Write the synthetic cases, run the four parts, print and write the markdown (after each part, so that
+    a run stopped early still leaves what it measured)."""
     budget = Budget(args.budget)
     name = "CPU (--cpu-smoke, tiny sizes)" if smoke else torch.cuda.get_device_name(device)
     workers = args.workers if args.workers is not None else (0 if smoke else max(1, (os.cpu_count() or 2) - 1))
@@ -271,25 +295,41 @@ def run_parts(args, smoke, device):
             write_synthetic_brats(folders[group], count, shape, seed=seed)
     config = recipe_config(smoke, folders)
     print(f"# {name}, torch {torch.__version__}", flush=True)
+    header = [f"## GPU benchmark: {name}", "", f"`benchmarks/gpu.py{' --cpu-smoke' if smoke else ''}`, torch "
+              f"{torch.__version__}, {workers} loader worker(s).", "", "### Training step (random patches)", "",
+              "| precision | channels_last_3d | torch.compile | samples/s | peak memory | warm-up s |",
+              "|---|---|---|---|---|---|"]
+    table, lines = [], []
+
+    def write():
+        text = "\n".join([*header, *table, "", *lines]) + "\n"
+        if args.output:
+            args.output.write_text(text)
+        return text
 
     eager, compiled_ones = step_variants(smoke)
-    table = step_rows(config, device, smoke, budget, eager)
-    lines = ["### Waiting for data", ""]
-    lines += data_wait(config, device, workers, 2 if smoke else 32, root / "cache")
-    lines += ["", "### Prediction per BraTS-size case", ""]
-    lines += prediction_times(config, device, (24, 24, 20) if smoke else (240, 240, 155), 1 if smoke else 3)
-    lines += ["", "### Short recipe run (synthetic 1 mm cases)", ""]
-    lines += short_recipe(config, device, root / "runs", smoke)
+    table += step_rows(config, device, smoke, budget, eager)
+    write()
+    parts = [("Waiting for data", data_wait, (config, device, workers, 2 if smoke else 96, root / "cache")),
+             ("Prediction per BraTS-size case", prediction_times,
+              (config, device, (24, 24, 20) if smoke else (240, 240, 155), 1 if smoke else 3)),
+             ("Short recipe run (synthetic 1 mm cases)", short_recipe, (config, device, root / "runs", smoke))]
+    failed = False
+    for title, function, arguments in parts:
+        lines += [f"### {title}", ""]
+        start = time.perf_counter()
+        try:
+            lines += function(*arguments)
+        except Exception as error:  # one failing part must not hide the others
+            traceback.print_exc()
+            lines.append(f"- failed: {error.__class__.__name__}: {(str(error).splitlines() or [''])[0][:160]}")
+            failed = True
+        lines.append("")
+        print(f"{title}: {time.perf_counter() - start:.0f} s", flush=True)
+        write()
     table += step_rows(config, device, smoke, budget, compiled_ones)  # compiling takes what time is left
-    lines = [f"## GPU benchmark: {name}", "", f"`benchmarks/gpu.py{' --cpu-smoke' if smoke else ''}`, torch "
-             f"{torch.__version__}, {workers} loader worker(s).", "", "### Training step (random patches)", "",
-             "| precision | channels_last_3d | torch.compile | samples/s | peak memory | warm-up s |",
-             "|---|---|---|---|---|---|", *table, "", *lines]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.output:
-        args.output.write_text(text)
-    return 0
+    print(write())
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
