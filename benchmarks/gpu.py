@@ -157,54 +157,43 @@ def step_rows(config, device, smoke, budget, variants):
 
 
 def data_wait(config, device, workers, samples, cache_dir):
-    """Markdown lines: the share of step time the recipe's training loop waits for data with ``workers`` workers,
-    with the augmentations in the workers and on ``device`` (``dataset.augment_on_device``, also with 4 workers);
-    and what one item costs a worker."""
+    """Markdown lines: what one training item costs a worker, and the share of the epoch the recipe's training
+    loop waits for data with ``workers`` workers."""
     from unet3d.data.loaders import make_loader
 
-    lines = []
-    variants = [(False, workers), (True, workers)] + ([(True, 4)] if workers > 4 else [])
-    for on_device, workers in variants:
-        setting = f"dataset.augment_on_device={str(on_device).lower()}"
-        experiment = experiment_from_dict(apply_overrides(config, [setting]))
-        cases = experiment.labelled_cases("training")
-        dataset = build_dataset(experiment.dataset, experiment.labels, cases, "training", cache_dir)
-        if not on_device:
-            fill = time.perf_counter()
-            for case in cases:
-                dataset.cache.load(case)
-            fill = (time.perf_counter() - fill) / len(cases)
-            lines.append(f"- cache fill: {fill:.1f} s per case (preprocessing, once)")
-            item = time.perf_counter()
-            for index in range(4):  # in this process, on one thread as in a worker
-                threads = torch.get_num_threads()
-                torch.set_num_threads(1)
-                try:
-                    dataset[(index % len(cases), index)]
-                finally:
-                    torch.set_num_threads(threads)
-            item = (time.perf_counter() - item) / 4
-            lines.append(f"- one training item (patch and augmentations) costs a worker {item:.2f} s")
-        loader = make_loader(EpochSamples(dataset, samples), experiment.training.batch_size, True, workers, seed=0)
-        model = experiment.model.build().to(device)
-        loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
-        optimizer = experiment.optimizer.build(model.parameters())
-        precision = Precision(experiment.training.amp, device)
-        times = []
-        for epoch in range(2):  # the first warms up the GPU (cuDNN, allocations)
-            loader.generator.manual_seed(epoch)
-            start = time.perf_counter()
-            row = train_one_epoch(model, loader, loss_function, optimizer, precision, device, description="data wait",
-                                  augment=dataset.device_augmentation)
-            synchronize(device)
-            times.append((row["data_time"], time.perf_counter() - start))
-        waiting, total = times[-1]
-        where = "on the device" if on_device else "in the workers"
-        lines.append(f"- augmentations {where}, {workers} loader worker(s), {samples} samples per epoch, batch "
-                     f"{experiment.training.batch_size}: waiting for data {100 * waiting / total:.1f}% of the epoch, "
-                     f"{samples / total:.2f} samples/s")
-        print(lines[-1], flush=True)
-    return lines
+    experiment = experiment_from_dict(config)
+    cases = experiment.labelled_cases("training")
+    dataset = build_dataset(experiment.dataset, experiment.labels, cases, "training", cache_dir)
+    fill = time.perf_counter()
+    for case in cases:
+        dataset.cache.load(case)
+    fill = (time.perf_counter() - fill) / len(cases)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a loader worker
+    try:
+        item = time.perf_counter()
+        for index in range(4):
+            dataset[(index % len(cases), index)]
+        item = (time.perf_counter() - item) / 4
+    finally:
+        torch.set_num_threads(threads)
+    loader = make_loader(EpochSamples(dataset, samples), experiment.training.batch_size, True, workers, seed=0)
+    model = experiment.model.build().to(device)
+    loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
+    optimizer = experiment.optimizer.build(model.parameters())
+    precision = Precision(experiment.training.amp, device)
+    times = []
+    for epoch in range(2):  # the first warms up the GPU (cuDNN, allocations)
+        loader.generator.manual_seed(epoch)
+        start = time.perf_counter()
+        row = train_one_epoch(model, loader, loss_function, optimizer, precision, device, description="data wait")
+        synchronize(device)
+        times.append((row["data_time"], time.perf_counter() - start))
+    waiting, total = times[-1]
+    return [f"- cache fill: {fill:.1f} s per case (preprocessing, once)",
+            f"- one training item (patch and augmentations) costs a worker {item:.2f} s",
+            f"- {workers} loader worker(s), {samples} samples per epoch, batch {experiment.training.batch_size}: "
+            f"waiting for data {100 * waiting / total:.1f}% of the epoch, {samples / total:.2f} samples/s"]
 
 
 def prediction_times(config, device, shape, repeats):

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from helpers import assert_one_line_error, edit_config, read_log, run
-from test_device_augmentation import augmented, datasets
 from unet3d.config.experiment import load_experiment
 from unet3d.data.synthetic import write_synthetic_nnunet
 from unet3d.models.weights import load
@@ -63,24 +62,6 @@ def test_bfloat16_compiled_training_on_cuda_keeps_the_compiler_quiet(single_conf
     rows = read_log(single_config.parent / single_config.stem / "training_log.csv")
     assert len(rows) == 2 and all(math.isfinite(float(row["val_loss"])) for row in rows)
     assert float(rows[0]["compile_time"]) > 0  # reported apart from the epoch's time
-
-
-def test_augmentation_on_the_gpu_follows_the_workers_draws_and_trains(single_config):
-    in_workers, on_device = datasets(augmented(single_config))
-    cuda = torch.device("cuda")
-    for index, seed in ((0, 5), (1, 77), (2, 123)):
-        expected, patch = in_workers[(index, seed)][0], on_device[(index, seed)][0]
-        image, label = on_device.device_augmentation(patch["image"][None].as_tensor().to(cuda),
-                                                     patch["label"][None].as_tensor().to(cuda), torch.tensor([seed]))
-        assert image.device.type == label.device.type == "cuda"
-        torch.testing.assert_close(image[0].cpu(), expected["image"].as_tensor(), atol=1e-3, rtol=1e-3)
-        # Resampling rounds on the GPU as it does not on the CPU: a label voxel at a boundary may go the other way.
-        assert (label[0].cpu() == expected["label"].as_tensor()).float().mean() > 0.99
-
-    edit_config(single_config, lambda c: c["training"].update(n_epochs=1, amp=True))
-    train(single_config, "--nthreads", "2", "--set", "dataset.augment_on_device=true")
-    rows = read_log(single_config.parent / single_config.stem / "training_log.csv")
-    assert len(rows) == 1 and math.isfinite(float(rows[0]["loss"]))
 
 
 def test_a_step_the_gpu_cannot_hold_is_refused_before_training(single_config):

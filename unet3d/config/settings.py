@@ -264,16 +264,13 @@ class DatasetSettings(Settings):
                                                                   "**kwargs}` for image and label, training only")
     intensity_augmentations: list = setting(["list", "null"], None, "MONAI dictionary transforms for the image only, "
                                                                     "training only")
-    augment_on_device: bool = setting(["boolean"], False, "run the augmentations on the training device, per item "
-                                                          "once the batch is there, instead of in the loader workers "
-                                                          "(which then only cut patches): for a GPU they cannot feed")
     training: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
                                                        "training split")
     validation: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
                                                          "validation split")
 
     RANDOM: ClassVar[tuple] = ("foreground_oversampling", "patches_per_case", "spatial_augmentations",
-                               "intensity_augmentations", "augment_on_device")
+                               "intensity_augmentations")
 
     def __post_init__(self):
         if self.resample and self.patch_size is None and self.desired_shape is None:

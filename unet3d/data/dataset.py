@@ -8,8 +8,6 @@ from monai.transforms import apply_transform
 from unet3d.config.labels import LabelScheme
 from unet3d.config.settings import DatasetSettings
 from unet3d.data.cache import PreprocessingCache
-from unet3d.data.device_augmentation import DeviceAugmentation
-from unet3d.data.loaders import SEED_RANGE
 from unet3d.data.stored import compact, expand
 from unet3d.data.transforms import preprocessing, sampling
 
@@ -18,9 +16,7 @@ class SegmentationDataset(monai.data.Dataset):
     """Cases -> preprocessed ``{"id", "image", "label"}`` items: whole volumes or random patches.
 
     Indices may be ``(index, seed)`` pairs (see ``unet3d.data.loaders.make_loader``): the
-    seed then fixes the item's patches and augmentation, whichever worker loads it. With
-    ``augment_on_device`` the workers only cut patches, which carry their ``seed`` to
-    ``device_augmentation`` (``unet3d.data.device_augmentation``) in the training loop.
+    seed then fixes the item's patches and augmentation, whichever worker loads it.
 
     Labelled cases pass through their compact form (``unet3d.data.stored``: float16 image,
     one channel of label values, foreground locations) whether or not ``cache_dir`` keeps it
@@ -45,9 +41,6 @@ class SegmentationDataset(monai.data.Dataset):
         self.labels = labels.require("they are needed to train") if with_label else None
         self.preprocess = preprocessing(settings, with_label)
         self.random = sampling(settings, self.labels, patches=split == "training")
-        self.device_augmentation = None
-        if settings.augment_on_device and split == "training" and len(self.random.transforms) > 1:
-            self.device_augmentation = DeviceAugmentation(self.random)
         self.cache = None
         if cache_dir is not None:
             key = {**settings.deterministic(), "label_scheme": dataclasses.asdict(labels), "with_label": with_label}
@@ -59,18 +52,10 @@ class SegmentationDataset(monai.data.Dataset):
         return compact(self.preprocess(item), self.labels.values if self.labels else ())
 
     def __getitem__(self, index):
-        seed = None
         if isinstance(index, tuple):
             index, seed = index
             self.random.set_random_state(seed)
-        item = super().__getitem__(index)
-        if self.device_augmentation is None:
-            return item
-        # The training loop augments on its device, seeding the chain with each item's seed.
-        seed = int(self.random.R.randint(SEED_RANGE)) if seed is None else seed
-        if isinstance(item, list):
-            return [{**patch, "seed": seed + j} for j, patch in enumerate(item)]
-        return {**item, "seed": seed}
+        return super().__getitem__(index)
 
     def _transform(self, index):
         if self.cache is not None:
@@ -81,8 +66,6 @@ class SegmentationDataset(monai.data.Dataset):
             item = apply_transform(self.preprocess, self.data[index])
         if self.labels is None and self.cache is not None:
             item = expand(item)
-        if self.device_augmentation is not None:  # only the patch (or the whole volume) here
-            return apply_transform(self.random.transforms[0], item)
         return apply_transform(self.random, item) if self.random.transforms else item
 
 

@@ -116,11 +116,8 @@ def targets(values, labels):
         # A resampling augmentation's output (MONAI's affine makes float32 even when it does not fire): by nearest
         # neighbour, the stored values or the padding's 0, which fit the stored type.
         values = torch.round(values).to(torch.uint8 if label_dtype(labels.values) == np.uint8 else torch.int64)
-    if values.dtype == torch.uint8 and values.device.type == "cpu":
-        # Table lookups instead of a comparison per value and channel.
+    if values.dtype == torch.uint8:  # table lookups instead of a comparison per value and channel
         return torch.from_numpy(lookup_targets(labels, values.numpy()[0]))
-    if values.dtype == torch.uint8:  # on a GPU (dataset.augment_on_device): one gather from the table there
-        return torch.as_tensor(target_table(labels), device=values.device)[:, values[0].long()]
     return labels.targets(values[0]).to(target_dtype(labels))
 
 

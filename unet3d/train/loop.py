@@ -60,7 +60,6 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
     optimizer = experiment.optimizer.build(freeze(model, settings.freeze))
     precision = Precision(settings.amp, device)
     inferer = Inferer.from_experiment(experiment, autocast=precision.autocast)
-    augment = getattr(training_data, "device_augmentation", None)  # dataset.augment_on_device
     if settings.samples_per_epoch:
         training_data = EpochSamples(training_data, settings.samples_per_epoch)
     train_loader = make_loader(training_data, settings.batch_size, True, num_workers, settings.seed, pin_memory,
@@ -107,7 +106,7 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
             row = {"epoch": epoch, **train_one_epoch(network, train_loader, loss_function, optimizer, precision, device,
                                                      settings.clip_grad_norm, scheduler if step_per_batch else None,
                                                      f"epoch {epoch}/{settings.n_epochs}", context,
-                                                     trackers.record_lr, augment), "lr": lr}
+                                                     trackers.record_lr), "lr": lr}
             if not np.isfinite(row["loss"]):  # the same figure in every process: all stop together
                 raise UserError(f"epoch {epoch}: the training loss is {row['loss']}; the weights diverged (lower "
                                 "optimizer.lr, or set training.clip_grad_norm); the last checkpoint is kept")
@@ -139,13 +138,11 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
 
 
 def train_one_epoch(model, loader, loss_function, optimizer, precision, device, clip_grad_norm=None,
-                    batch_scheduler=None, description="epoch", context=distributed.Context(), on_step=None,
-                    augment=None):
+                    batch_scheduler=None, description="epoch", context=distributed.Context(), on_step=None):
     """One pass over ``loader``; returns the mean training loss (over all processes) and the seconds spent waiting for batches.
 
     ``batch_scheduler``, when given, steps after every optimizer step (OneCycleLR and the like);
-    ``on_step``, when given, is called with the learning rate of every optimizer step; ``augment``,
-    when given, augments each batch on ``device`` (``dataset.augment_on_device``).
+    ``on_step``, when given, is called with the learning rate of every optimizer step.
     """
     model.train()
     total, count, data_time = 0.0, 0, 0.0
@@ -154,10 +151,7 @@ def train_one_epoch(model, loader, loss_function, optimizer, precision, device, 
         for batch in iterator:
             data_time += time.perf_counter() - ready
             raise_if_stopped()
-            image, label = plain(batch["image"], device), plain(batch["label"], device)
-            if augment is not None:  # the workers only cut the patches
-                image, label = augment(image, label, batch["seed"])
-            label = label.float()
+            image, label = plain(batch["image"], device), plain(batch["label"], device).float()
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
                 loss = loss_function(model(image), label)
