@@ -45,7 +45,6 @@ from unet3d.train.compilation import compiled
 from unet3d.train.deep_supervision import DeepSupervisedLoss
 from unet3d.train.loop import train_one_epoch
 from unet3d.train.precision import Precision
-from unet3d.train.sampling import EpochSamples
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "examples" / "brats2020" / "brats2020_recipe_config.json"
@@ -177,7 +176,7 @@ def data_wait(config, device, workers, samples, cache_dir):
         item = (time.perf_counter() - item) / 4
     finally:
         torch.set_num_threads(threads)
-    loader = make_loader(EpochSamples(dataset, samples), experiment.training.batch_size, True, workers, seed=0)
+    loader = make_loader(dataset, experiment.training.batch_size, True, workers, seed=0, samples=samples)
     model = experiment.model.build().to(device)
     loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
     optimizer = experiment.optimizer.build(model.parameters())

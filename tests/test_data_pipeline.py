@@ -19,7 +19,6 @@ from unet3d.data.dataset import SegmentationDataset
 from unet3d.data.loaders import batches, make_loader
 from unet3d.data.synthetic import write_synthetic_brats
 from unet3d.data.transforms import augmentations
-from unet3d.train.sampling import EpochSamples
 
 PATCH_SETTINGS = {
     "name": "SegmentationDataset", "labels": [2, 1, 4], "setup_label_hierarchy": True,
@@ -162,26 +161,23 @@ def test_batches_repeat_with_any_number_of_persistent_workers(scans, tmp_path):
     assert multiprocessing.active_children() == []
 
 
-def test_samples_per_epoch_repeat_with_any_number_of_workers(scans, tmp_path):
-    """training.samples_per_epoch: each item's seed comes with its index, and workers start again each epoch to
-    see the epoch's new order."""
+def test_samples_per_epoch_repeat_with_any_number_of_persistent_workers(scans, tmp_path):
     data = with_ids(brats_cases(scans / "train"))
     training = dataset(data, split="training", cache_dir=tmp_path)
 
     def epoch(loader, number):
-        torch.manual_seed(number)  # the order EpochSamples draws
-        loader.dataset.shuffle()
         loader.generator.manual_seed(number)
         with batches(loader) as iterator:
             return [batch["image"] for batch in iterator]
 
-    serial = make_loader(EpochSamples(training, 3), 1, True, num_workers=0, seed=1)
-    parallel = make_loader(EpochSamples(training, 3), 1, True, num_workers=2, seed=1)
-    assert not parallel.persistent_workers
+    serial = make_loader(training, 1, True, num_workers=0, seed=1, samples=3)
+    parallel = make_loader(training, 1, True, num_workers=2, seed=1, samples=3)
+    assert parallel.persistent_workers and len(parallel) == 3
     for number in (1, 2):
         expected, got = epoch(serial, number), epoch(parallel, number)
         assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(expected, got))
     assert not torch.equal(epoch(serial, 1)[0], epoch(serial, 2)[0])
+    del parallel
 
 
 def test_decathlon_datalist_becomes_filename_lists(tmp_path):

@@ -16,6 +16,7 @@ import torch
 from helpers import assert_same_weights, edit_config, figures, read_log, run, start
 from unet3d.config.experiment import load_experiment
 from unet3d.config.schema import parse_scheduler
+from unet3d.data.loaders import EpochSamples, SeededSampler
 from unet3d.models.weights import load
 from unet3d.train.compilation import compile_requested
 from unet3d.train.deep_supervision import DeepSupervisedLoss
@@ -23,7 +24,6 @@ from unet3d.train.loop import fit
 from unet3d.train.monitor import MetricMonitor
 from unet3d.train.precision import Precision
 from unet3d.train.random_state import RandomStates
-from unet3d.train.sampling import EpochSamples
 from unet3d.train.schedulers import build_scheduler
 
 CPU = torch.device("cpu")
@@ -262,6 +262,23 @@ def test_samples_per_epoch_repeat_the_shuffled_cases():
     fewer = EpochSamples(list("abcd"), 3)
     fewer.shuffle()
     assert len({fewer[i] for i in range(3)}) == 3
+
+
+def test_seeded_samples_per_epoch_repeat_the_shuffled_cases_and_follow_the_epoch_seed():
+    generator = torch.Generator()
+
+    def epoch(number, **kwargs):
+        generator.manual_seed(number)
+        return list(SeededSampler(4, True, generator, samples=10, **kwargs))
+
+    pairs = epoch(1)
+    order = [index for index, _ in pairs]
+    assert len(pairs) == 10 and sorted(order[:4]) == sorted(order[4:8]) == [0, 1, 2, 3] and len(set(order[8:])) == 2
+    assert len({seed for _, seed in pairs}) == 10  # each sample its own augmentation
+    assert epoch(1) == pairs != epoch(2)
+    shares = [epoch(1, rank=rank, world_size=3) for rank in range(3)]
+    assert [len(share) for share in shares] == [4, 4, 4]  # padded by repeating the start: equal batches
+    assert [pair for i in range(4) for share in shares for pair in share[i:i + 1]][:10] == pairs
 
 
 def test_compile_is_opt_in(monkeypatch):

@@ -28,16 +28,22 @@ class SeededSampler(Sampler):
     ``world_size`` times the size. With ``pad`` the order is first padded by repeating its
     start, so that every process gets the same number of batches.
 
+    With ``samples`` (``training.samples_per_epoch``) an epoch holds that many items:
+    shuffled passes over the dataset, repeated and cut to length, drawn here as the order is,
+    so that loader workers can stay from one epoch to the next.
+
     Args:
         length: number of items.
         shuffle: draw a new order each pass.
         generator: the loader's generator.
         rank, world_size: this process's share of the items.
         pad: pad to a multiple of ``world_size`` (training) rather than give some processes one item less.
+        samples: items per epoch (default: ``length``, each item once).
     """
 
-    def __init__(self, length, shuffle, generator, rank=0, world_size=1, pad=True):
+    def __init__(self, length, shuffle, generator, rank=0, world_size=1, pad=True, samples=None):
         self.length = length
+        self.samples = samples or length
         self.shuffle = shuffle
         self.generator = generator
         self.rank, self.world_size, self.pad = rank, world_size, pad
@@ -45,24 +51,50 @@ class SeededSampler(Sampler):
 
     def __len__(self):
         if self.pad:
-            return -(-self.length // self.world_size)
-        return len(range(self.rank, self.length, self.world_size))
+            return -(-self.samples // self.world_size)
+        return len(range(self.rank, self.samples, self.world_size))
 
     def __iter__(self):
         seed = self.generator.initial_seed()
         self._passes = self._passes + 1 if seed == self._seed else 0
         self._seed = seed
         draw = torch.Generator().manual_seed(hash((seed, self._passes)) % 2**63)
-        order = torch.randperm(self.length, generator=draw) if self.shuffle else torch.arange(self.length)
-        seeds = torch.randint(0, SEED_RANGE, (self.length,), generator=draw)
+        passes = -(-self.samples // self.length)
+        order = torch.cat([torch.randperm(self.length, generator=draw) if self.shuffle else torch.arange(self.length)
+                           for _ in range(passes)])[: self.samples]
+        seeds = torch.randint(0, SEED_RANGE, (self.samples,), generator=draw)
         pairs = list(zip(order.tolist(), seeds.tolist()))
         if self.pad and self.world_size > 1:
-            pairs += pairs[: len(self) * self.world_size - self.length]
+            pairs += pairs[: len(self) * self.world_size - self.samples]
         return iter(pairs[self.rank :: self.world_size])
 
 
+class EpochSamples(torch.utils.data.Dataset):
+    """``n`` items of a ``dataset`` that takes no seeds per epoch (``training.samples_per_epoch``): shuffled passes
+    over it, repeated and cut to length. (``SeededSampler`` draws these for datasets that take seeds.)
+
+    Call ``shuffle()`` before each epoch; it draws from torch's global generator, whose
+    state the checkpoint keeps.
+    """
+
+    def __init__(self, dataset, n):
+        self.dataset, self.n = dataset, n
+        self.order = [index % len(dataset) for index in range(n)]
+
+    def shuffle(self):
+        """Draw this epoch's order."""
+        passes = -(-self.n // len(self.dataset))
+        self.order = torch.cat([torch.randperm(len(self.dataset)) for _ in range(passes)])[: self.n].tolist()
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        return self.dataset[self.order[index]]
+
+
 def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=None,
-                persistent_workers=None, prefetch_factor=None, shard=None):
+                persistent_workers=None, prefetch_factor=None, shard=None, samples=None):
     """A MONAI DataLoader (MetaTensor-aware collation) with seeded order, workers and augmentation.
 
     Items of different sizes in one batch (whole volumes at native resolution) are padded
@@ -75,21 +107,25 @@ def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=No
         seed: the run seed.
         pin_memory: page-locked batches; default: when CUDA is available.
         persistent_workers: keep workers between epochs; default: when there are workers and
-            the dataset takes seeds, so that batches do not depend on the workers' history, and
-            keeps its order (``EpochSamples`` draws a new one in this process each epoch, which
-            workers kept from the last epoch would not see).
+            the dataset takes seeds, so that batches do not depend on the workers' history.
         prefetch_factor: batches each worker loads ahead; default 2 (PyTorch's).
         shard: ``(rank, world_size)`` under data-parallel training: this process's share,
             padded to equal length when shuffling (training), exact otherwise (validation).
+        samples: items per epoch (``training.samples_per_epoch``): repeated shuffled passes cut
+            to length. A dataset that takes no seeds is wrapped in ``EpochSamples`` for this,
+            whose ``shuffle()`` the caller runs before each epoch.
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
     workers = num_workers > 0
     options = {"prefetch_factor": prefetch_factor or 2} if workers else {}
     seeded = getattr(dataset, "accepts_seeds", False)
+    if samples and not seeded:
+        dataset = EpochSamples(dataset, samples)
     rank, world_size = shard or (0, 1)
     if seeded:
-        options["sampler"] = SeededSampler(len(dataset), shuffle, generator, rank, world_size, pad=shuffle)
+        options["sampler"] = SeededSampler(len(dataset), shuffle, generator, rank, world_size, pad=shuffle,
+                                           samples=samples)
     elif world_size > 1:
         options["sampler"] = DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed, drop_last=False)
     else:
@@ -101,8 +137,7 @@ def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=No
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         generator=generator,
         collate_fn=pad_list_data_collate,
-        persistent_workers=(workers and seeded and not getattr(dataset, "reordered_each_epoch", False)
-                            if persistent_workers is None else persistent_workers),
+        persistent_workers=workers and seeded if persistent_workers is None else persistent_workers,
         **options,
     )
 

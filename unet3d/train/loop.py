@@ -12,7 +12,7 @@ from monai.utils import convert_to_tensor
 from unet3d.atomic import remove_stale_temporaries
 from unet3d.data.dataset import build_dataset
 from unet3d.errors import UserError
-from unet3d.data.loaders import batches, make_loader
+from unet3d.data.loaders import EpochSamples, batches, make_loader
 from unet3d.models.inferer import Inferer
 from unet3d.models.weights import model_weights
 from unet3d.train import distributed
@@ -25,7 +25,6 @@ from unet3d.train.monitor import monitor_from_settings
 from unet3d.train.precision import Precision
 from unet3d.train.progress import BatchProgress, plot_progress
 from unet3d.train.random_state import RandomStates, seed_epoch, seed_everything
-from unet3d.train.sampling import EpochSamples
 from unet3d.train.schedulers import ScheduleState, build_scheduler, schedule_length, step_scheduler
 from unet3d.train.signals import raise_if_stopped, stop_on_signals
 from unet3d.train.trackers import Trackers, mid_slice
@@ -60,10 +59,8 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
     optimizer = experiment.optimizer.build(freeze(model, settings.freeze))
     precision = Precision(settings.amp, device)
     inferer = Inferer.from_experiment(experiment, autocast=precision.autocast)
-    if settings.samples_per_epoch:
-        training_data = EpochSamples(training_data, settings.samples_per_epoch)
     train_loader = make_loader(training_data, settings.batch_size, True, num_workers, settings.seed, pin_memory,
-                               shard=shard)
+                               shard=shard, samples=settings.samples_per_epoch)
     validation_loader = (make_loader(validation_data, settings.validation_batch_size, False, num_workers,
                                      pin_memory=pin_memory, shard=shard) if validation_data else None)
     length = schedule_length(experiment.scheduler, settings.n_epochs, len(train_loader))
@@ -100,8 +97,8 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
                 break
             start, compile_start = time.perf_counter(), compile_seconds()
             seed_epoch(train_loader, settings.seed, epoch)
-            if isinstance(training_data, EpochSamples):
-                training_data.shuffle()
+            if isinstance(train_loader.dataset, EpochSamples):  # samples_per_epoch of a dataset without seeds
+                train_loader.dataset.shuffle()
             lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch, **train_one_epoch(network, train_loader, loss_function, optimizer, precision, device,
                                                      settings.clip_grad_norm, scheduler if step_per_batch else None,
