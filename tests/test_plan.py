@@ -110,6 +110,17 @@ def test_brats_folders_give_regions(tmp_path, naming, labels):
     assert config["prediction"]["mask_to_nonzero"] and len(config["training_filenames"]) == 3
 
 
+def test_brats_folders_of_nrrd_files_plan_as_their_nifti_copy(tmp_path):
+    write_synthetic_brats(tmp_path / "nifti", 3, shape=(24, 24, 24), seed=1)
+    for path in (tmp_path / "nifti").rglob("*.nii.gz"):
+        target = tmp_path / "nrrd" / path.parent.name / path.name.replace(".nii.gz", ".nrrd")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        convert_image(path, target)
+    nrrd, nifti = (plan(tmp_path / name, tmp_path / f"{name}.json") for name in ("nrrd", "nifti"))
+    assert nrrd["dataset"]["label_mode"] == "regions" and nrrd["dataset"] == nifti["dataset"]
+    assert nrrd["training_filenames"][0]["image"][0].endswith("_flair.nrrd")
+
+
 def test_nnunet_region_labels_give_regions(nnunet_data, tmp_path):
     description = json.loads((nnunet_data / "dataset.json").read_text())
     description["labels"] = {"background": 0, "whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing": 3}

@@ -39,6 +39,16 @@ def label_file(case_dir):
     return None
 
 
+def case_images(case_dir):
+    """``(separator, modalities, image paths or None)`` of the first naming scheme with an image in the folder
+    ``case_dir``, in any format unet3d reads; None when it is not a BraTS case folder."""
+    for separator, modalities in LAYOUTS:
+        images = [_find(case_dir, f"{case_dir.name}{separator}{m}") for m in modalities]
+        if any(images):
+            return separator, modalities, images
+    return None
+
+
 def brats_cases(folder, with_label=True):
     """``[{"image": [...], "label": ...}, ...]`` for every case folder under ``folder``, sorted."""
     folder = Path(folder)
@@ -46,12 +56,10 @@ def brats_cases(folder, with_label=True):
         raise UserError(f"{folder}: not a folder of BraTS cases")
     result = []
     for case_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        for separator, modalities in LAYOUTS:
-            images = [_find(case_dir, f"{case_dir.name}{separator}{m}") for m in modalities]
-            if any(images):
-                break
-        else:
+        found = case_images(case_dir)
+        if found is None:
             continue  # not a case folder
+        separator, modalities, images = found
         missing = [m for m, p in zip(modalities, images) if p is None]
         if missing:
             raise UserError(

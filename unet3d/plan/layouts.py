@@ -22,7 +22,7 @@ from pathlib import Path
 
 from unet3d.config.labels import LabelScheme, dataset_json_scheme
 from unet3d.config.load import expand_decathlon_datalist
-from unet3d.data.brats import MODALITIES as BRATS_MODALITIES, brats_cases
+from unet3d.data.brats import MODALITIES as BRATS_MODALITIES, brats_cases, case_images
 from unet3d.data.formats import SUFFIXES, image_suffix
 from unet3d.errors import UserError, listing
 
@@ -67,7 +67,7 @@ def read_layout(folder):
         if "training" in meta and "file_ending" not in meta:
             return _decathlon(folder, description, meta)
         return _nnunet(folder, description, meta)
-    if any(_is_brats_case(case_dir) for case_dir in folder.iterdir() if case_dir.is_dir()):
+    if any(case_images(case_dir) for case_dir in folder.iterdir() if case_dir.is_dir()):
         return _brats(folder)
     if (folder / "images").is_dir() and (folder / "labels").is_dir():
         return _pairs(folder)
@@ -171,11 +171,6 @@ def _decathlon(folder, description, meta):
             if path is None or not Path(path).is_file():
                 raise UserError(f"{description}: case '{case['id']}': file {path} not found")
     return DatasetLayout("decathlon", folder, channels, cases, with_ids(config.get("test_filenames", [])), scheme)
-
-
-def _is_brats_case(case_dir):
-    return any((case_dir / f"{case_dir.name}{suffix}").is_file()
-               for suffix in ("_flair.nii.gz", "_flair.nii", "-t2f.nii.gz", "-t2f.nii"))
 
 
 def _brats(folder):
