@@ -9,12 +9,14 @@ CUDA, checked against the step's measured peak.
 import dataclasses
 import math
 import time
-from contextlib import nullcontext
+import warnings
 
 import numpy as np
 import torch
 
 from unet3d.config.resolve import resolve
+from unet3d.train.deep_supervision import DeepSupervisedLoss
+from unet3d.train.precision import Precision
 
 # A training step in a real run also loads, crops and augments its batch: time measured on random tensors is
 # scaled by this.
@@ -40,15 +42,6 @@ class StepTiming:
     peak_bytes: int = None
 
 
-def autocast(device, amp):
-    """The autocast context of the config's ``training.amp`` on ``device``."""
-    if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if amp in (True, "fp16") and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
-
-
 def time_step(model_spec, loss_spec, patch, batch, targets, device, amp, repeats=3, sw_batch_size=4):
     """Time ``repeats`` training steps (after one warm-up) of the model and loss the specs name on ``batch`` random
     patches, and inference of ``sw_batch_size`` windows; ``targets`` is "classes" (class indices) or "masks".
@@ -58,8 +51,11 @@ def time_step(model_spec, loss_spec, patch, batch, targets, device, amp, repeats
     """
     torch.manual_seed(0)
     model = resolve("model", model_spec, "model").to(device)
-    loss_function = resolve("loss", loss_spec, "loss")
+    loss_function = DeepSupervisedLoss(resolve("loss", loss_spec, "loss"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    with warnings.catch_warnings():  # what the precision warns of is for training, not for timing it
+        warnings.simplefilter("ignore")
+        precision = Precision(amp, device)
     shape = (batch, model_spec["in_channels"], *patch)
     image = torch.randn(shape, device=device)
     out_channels = model_spec["out_channels"]
@@ -74,19 +70,18 @@ def time_step(model_spec, loss_spec, patch, batch, targets, device, amp, repeats
     for _ in range(repeats + 1):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with autocast(device, amp):
-            output = model(image)
-            heads = output.unbind(1) if output.dim() == image.dim() + 1 else [output]
-            loss = sum(loss_function(head.float(), target) for head in heads)
-        loss.backward()
-        optimizer.step()
+        with precision.autocast():  # as the training loop steps
+            loss = loss_function(model(image), target)
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
         _synchronize(device)
         seconds.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     model.eval()
     windows = torch.randn((sw_batch_size, *shape[1:]), device=device)
     forward = []
-    with torch.no_grad(), autocast(device, amp):
+    with torch.no_grad(), precision.autocast():
         for _ in range(3):
             start = time.perf_counter()
             model(windows)
