@@ -139,7 +139,8 @@ def test_augmentation_is_for_training_unless_a_split_asks(scans):
         "RandForegroundPatchd", "RandScaleIntensityd"]
 
 
-def test_batches_repeat_with_any_number_of_persistent_workers(scans, tmp_path):
+@pytest.mark.parametrize("samples", [None, 5], ids=["each-case-once", "samples_per_epoch"])
+def test_batches_repeat_with_any_number_of_persistent_workers(scans, tmp_path, samples):
     data = with_ids(brats_cases(scans / "train"))
     training = dataset(data, split="training", cache_dir=tmp_path)
 
@@ -148,36 +149,18 @@ def test_batches_repeat_with_any_number_of_persistent_workers(scans, tmp_path):
         with batches(loader) as iterator:
             return [batch["image"] for batch in iterator]
 
-    serial = make_loader(training, 2, True, num_workers=0, seed=1)
-    parallel = make_loader(training, 2, True, num_workers=2, seed=1)
+    serial = make_loader(training, 2, True, num_workers=0, seed=1, samples=samples)
+    parallel = make_loader(training, 2, True, num_workers=2, seed=1, samples=samples)
     assert parallel.persistent_workers
     for number in (1, 2):
         expected, got = epoch(serial, number), epoch(parallel, number)
-        assert len(got) == 2 and got[0].shape == (4, 4, 16, 16, 16)  # 2 cases x 2 patches per batch
-        assert all(torch.equal(a, b) for a, b in zip(expected, got))
+        # 2 cases x 2 patches per batch; 5 samples: batches of 2, 2 and 1 case
+        assert [len(batch) for batch in got] == ([4, 4] if samples is None else [4, 4, 2])
+        assert got[0].shape == (4, 4, 16, 16, 16) and all(torch.equal(a, b) for a, b in zip(expected, got))
         assert multiprocessing.active_children()  # kept for the next epoch
     assert not torch.equal(epoch(serial, 1)[0], epoch(serial, 2)[0])
     del parallel
     assert multiprocessing.active_children() == []
-
-
-def test_samples_per_epoch_repeat_with_any_number_of_persistent_workers(scans, tmp_path):
-    data = with_ids(brats_cases(scans / "train"))
-    training = dataset(data, split="training", cache_dir=tmp_path)
-
-    def epoch(loader, number):
-        loader.generator.manual_seed(number)
-        with batches(loader) as iterator:
-            return [batch["image"] for batch in iterator]
-
-    serial = make_loader(training, 1, True, num_workers=0, seed=1, samples=3)
-    parallel = make_loader(training, 1, True, num_workers=2, seed=1, samples=3)
-    assert parallel.persistent_workers and len(parallel) == 3
-    for number in (1, 2):
-        expected, got = epoch(serial, number), epoch(parallel, number)
-        assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(expected, got))
-    assert not torch.equal(epoch(serial, 1)[0], epoch(serial, 2)[0])
-    del parallel
 
 
 def test_decathlon_datalist_becomes_filename_lists(tmp_path):
