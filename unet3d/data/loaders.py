@@ -59,14 +59,20 @@ class SeededSampler(Sampler):
         self._passes = self._passes + 1 if seed == self._seed else 0
         self._seed = seed
         draw = torch.Generator().manual_seed(hash((seed, self._passes)) % 2**63)
-        passes = -(-self.samples // self.length)
-        order = torch.cat([torch.randperm(self.length, generator=draw) if self.shuffle else torch.arange(self.length)
-                           for _ in range(passes)])[: self.samples]
+        order = repeated_passes(self.length, self.samples, self.shuffle, draw)
         seeds = torch.randint(0, SEED_RANGE, (self.samples,), generator=draw)
         pairs = list(zip(order.tolist(), seeds.tolist()))
         if self.pad and self.world_size > 1:
             pairs += pairs[: len(self) * self.world_size - self.samples]
         return iter(pairs[self.rank :: self.world_size])
+
+
+def repeated_passes(length, samples, shuffle=True, generator=None):
+    """``samples`` indices below ``length``: passes over them (each shuffled with ``generator``, torch's global one
+    by default), repeated and cut to length."""
+    passes = -(-samples // length)
+    return torch.cat([torch.randperm(length, generator=generator) if shuffle else torch.arange(length)
+                      for _ in range(passes)])[:samples]
 
 
 class EpochSamples(torch.utils.data.Dataset):
@@ -83,8 +89,7 @@ class EpochSamples(torch.utils.data.Dataset):
 
     def shuffle(self):
         """Draw this epoch's order."""
-        passes = -(-self.n // len(self.dataset))
-        self.order = torch.cat([torch.randperm(len(self.dataset)) for _ in range(passes)])[: self.n].tolist()
+        self.order = repeated_passes(len(self.dataset), self.n).tolist()
 
     def __len__(self):
         return self.n
