@@ -87,16 +87,20 @@ def recipe_config(smoke, folders=None):
     return config
 
 
+def step_components(experiment, device, amp, memory_format=torch.contiguous_format):
+    """The recipe's model (on ``device``), deep-supervised loss, optimizer and precision, as the training loop builds
+    them."""
+    model = experiment.model.build().to(device).to(memory_format=memory_format)
+    loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
+    return model, loss_function, experiment.optimizer.build(model.parameters()), Precision(amp, device)
+
+
 def training_steps(experiment, device, amp, channels_last, compile_model, steps, warmup):
     """``(samples/s, peak memory, seconds to the first timed step)`` of the recipe's training step on random patches."""
     torch.manual_seed(0)
     settings = experiment.training
-    model = experiment.model.build().to(device)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
-    optimizer = experiment.optimizer.build(model.parameters())
-    precision = Precision(amp, device)
+    model, loss_function, optimizer, precision = step_components(experiment, device, amp, memory_format)
     network = model
     if compile_model:
         network = torch.compile(model, backend="eager") if device.type == "cpu" else compiled(model)
@@ -178,10 +182,7 @@ def data_wait(config, device, workers, samples, cache_dir):
     finally:
         torch.set_num_threads(threads)
     loader = make_loader(dataset, experiment.training.batch_size, True, workers, seed=0, samples=samples)
-    model = experiment.model.build().to(device)
-    loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
-    optimizer = experiment.optimizer.build(model.parameters())
-    precision = Precision(experiment.training.amp, device)
+    model, loss_function, optimizer, precision = step_components(experiment, device, experiment.training.amp)
     times = []
     for epoch in range(2):  # the first warms up the GPU (cuDNN, allocations)
         loader.generator.manual_seed(epoch)
