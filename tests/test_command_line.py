@@ -102,18 +102,29 @@ def test_python_api_trains_predicts_and_evaluates_a_dict_config(single_config, t
     monkeypatch.chdir(single_config.parent)  # a dict's relative data paths are the working folder's
     config = json.loads(single_config.read_text())
     config["training"]["n_epochs"] = 1
-    work = unet3d.train(config, output_dir=tmp_path, name="api", device="cpu")
+    work = unet3d.run_training(config, output_dir=tmp_path, name="api", device="cpu")
     assert work == tmp_path / "api" and (work / "model_best.pth").is_file()
-    written = unet3d.predict(single_config, work / "model_best.pth", tmp_path / "predicted", group="validation",
-                             device="cpu", overrides=["prediction.overlap=0.25"])
+    written = unet3d.run_prediction(single_config, work / "model_best.pth", tmp_path / "predicted",
+                                    group="validation", device="cpu", overrides=["prediction.overlap=0.25"])
     assert len(written) == 2 and all(path.is_file() for path in written)
-    per_case, summary = unet3d.evaluate(tmp_path / "predicted", config=single_config, group="validation")
+    per_case, summary = unet3d.run_evaluation(tmp_path / "predicted", config=single_config, group="validation")
     assert set(per_case["region"]) == {"WT", "TC", "ET"} and len(per_case) == 6
     assert (tmp_path / "predicted" / "evaluation.csv").is_file()
     from unet3d.errors import UserError
 
     with pytest.raises(UserError, match="needs output_dir"):
-        unet3d.train(config)
+        unet3d.run_training(config)
+
+
+def test_stage_names_are_packages_and_the_api_has_names_of_its_own():
+    import types
+
+    import unet3d
+    import unet3d.api
+    import unet3d.train
+
+    assert isinstance(unet3d.train, types.ModuleType) and not callable(unet3d.train)
+    assert unet3d.run_training is unet3d.api.train and unet3d.run_evaluation is unet3d.api.evaluate
 
 
 def test_a_model_folder_in_use_is_refused_and_a_dead_runs_lock_taken_over(single_config):

@@ -11,7 +11,7 @@ import torch
 from helpers import edit_config, read_log, run, start
 from unet3d.device import check_process_devices
 from unet3d.errors import UserError
-from unet3d.train.distributed import strip_flag
+from unet3d.distributed import strip_flag
 
 # Gradients are averaged over processes in another order than over one batch, so the
 # figures agree to rounding, not bit for bit.

@@ -7,7 +7,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unet3d"
 # Each layer may import the layers listed before it (and itself), never one after it.
 LAYERS = [
     {"errors", "atomic"},
-    {"config", "device"},
+    {"config", "device", "distributed"},
     {"data", "models", "losses"},
     {"train", "predict", "evaluate", "export"},
     {"runs", "plan"},  # the planner times the training step as the loop takes it (precision, deep supervision)

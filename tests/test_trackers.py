@@ -41,7 +41,7 @@ def test_both_trackers_log_the_csv_per_epoch_and_a_resumed_run_appends(single_co
     # Resumed for a second epoch (from Python, the config key naming the trackers): the same run and log folder,
     # every step once.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    unet3d.train(single_config, device="cpu", overrides=["training.n_epochs=2",
+    unet3d.run_training(single_config, device="cpu", overrides=["training.n_epochs=2",
                                                          'training.trackers=["tensorboard", "mlflow"]'])
     rows = read_log(work / "training_log.csv")
     steps_per_epoch = 2  # 4 training cases in batches of 2

@@ -1,61 +1,27 @@
 """unet3d: config-driven 3D medical image segmentation training.
 
-``unet3d.train(config, ...)``, ``unet3d.predict(...)`` and ``unet3d.evaluate(...)`` do from
-Python what the commands do (see ``unet3d.api``).
+From Python, ``unet3d.api`` does what the commands do: ``train``, ``predict`` and ``evaluate``.
+They are also here as ``unet3d.run_training``, ``unet3d.run_prediction`` and
+``unet3d.run_evaluation``; ``unet3d.train``, ``unet3d.predict`` and ``unet3d.evaluate`` are the
+stage packages.
 """
-
-import importlib
-import inspect
-import sys
-import types
 
 __version__ = "0.1.0"
 # The releases the test suite passed on (the lower bounds of setup.cfg's requirements); --version prints them.
 TESTED_WITH = {"torch": ("2.13.0",), "MONAI": ("1.6.1",)}
-__all__ = ["train", "predict", "evaluate"]
+# The API functions under their top-level names. Imported on first use: the command lines import this
+# package, and torch takes seconds to load.
+_API = {"run_training": "train", "run_prediction": "predict", "run_evaluation": "evaluate"}
+__all__ = list(_API)
 
 
-class _Stage:
-    # ``unet3d.train`` and its two siblings: calling one runs the API function of that name; any other
-    # attribute is the stage package's (``unet3d.train.loop``, ...), which shares the name.
+def __getattr__(name):
+    if name in _API:
+        from unet3d import api
 
-    __doc__ = property(lambda self: self._function().__doc__)
-
-    def __init__(self, name):
-        object.__setattr__(self, "_name", name)
-
-    def _function(self):
-        return getattr(importlib.import_module("unet3d.api"), self._name)
-
-    def __call__(self, *args, **kwargs):
-        return self._function()(*args, **kwargs)
-
-    def __getattr__(self, attribute):
-        if attribute in ("__signature__", "__wrapped__"):
-            function = self._function()
-            return inspect.signature(function) if attribute == "__signature__" else function
-        return getattr(importlib.import_module(f"unet3d.{self._name}"), attribute)
-
-    def __setattr__(self, attribute, value):
-        setattr(importlib.import_module(f"unet3d.{self._name}"), attribute, value)
-
-    def __delattr__(self, attribute):
-        delattr(importlib.import_module(f"unet3d.{self._name}"), attribute)
-
-    def __repr__(self):
-        return f"<unet3d.{self._name}: the API function, and the stage package of that name>"
+        return getattr(api, _API[name])
+    raise AttributeError(f"module 'unet3d' has no attribute {name!r}")
 
 
-class _Package(types.ModuleType):
-    """The package, whose ``train``, ``predict`` and ``evaluate`` are ``_Stage`` objects whatever Python
-    binds there on importing the stage packages. The API is imported on first call: the command
-    lines import this package, and torch takes seconds to load."""
-
-    def __getattribute__(self, name):
-        if name in __all__:
-            return _STAGES[name]
-        return super().__getattribute__(name)
-
-
-_STAGES = {name: _Stage(name) for name in __all__}
-sys.modules[__name__].__class__ = _Package
+def __dir__():
+    return sorted([*globals(), *_API])

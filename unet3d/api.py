@@ -14,7 +14,7 @@ from unet3d.errors import UserError
 from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs
 from unet3d.predict.inference import predict as predict_experiment
 from unet3d.runs import workflow
-from unet3d.train.distributed import Context
+from unet3d.distributed import Context
 
 
 def _experiment(config, overrides=(), allow_unknown_keys=False):

@@ -27,11 +27,11 @@ from unet3d.predict.write import prediction_path
 from unet3d.runs.folds import fold_configs, write_fold_configs, write_if_changed
 from unet3d.runs.slurm import write_slurm_script
 from unet3d.runs.summary import format_summary, summarize_folds
-from unet3d.train import distributed
+from unet3d import distributed
 from unet3d.train.dry_run import dry_run
 from unet3d.train.examples import write_examples
 from unet3d.train.finetune import freeze
-from unet3d.train.lock import model_folder_lock
+from unet3d.runs.lock import model_folder_lock
 from unet3d.train.loop import fit
 from unet3d.train.schedulers import build_scheduler, schedule_length
 from unet3d.train.trackers import require_trackers
@@ -182,7 +182,7 @@ def train_experiment(experiment, work_dir, device, context=distributed.Context()
 
 
 def locked(folder, context, wanted=True):
-    """``folder``'s lock for the main process (see ``unet3d.train.lock``); nothing for the others."""
+    """``folder``'s lock for the main process (see ``unet3d.runs.lock``); nothing for the others."""
     return model_folder_lock(folder) if context.is_main and wanted else nullcontext()
 
 

@@ -62,7 +62,7 @@ def _predict(args, argv):
     from unet3d.config.resolve import load_plugins
     from unet3d.device import check_process_devices, choose_device
     from unet3d.predict.inference import check_outputs, predict
-    from unet3d.train import distributed
+    from unet3d import distributed
 
     cli.require_at_least(("--nthreads", args.nthreads, 0), ("--ngpus", args.ngpus, 1))
     load_plugins(args.plugin)

@@ -85,7 +85,7 @@ def _train(args, argv):
     from unet3d.device import check_process_devices, choose_device
     from unet3d.errors import UserError
     from unet3d.runs import workflow
-    from unet3d.train import distributed
+    from unet3d import distributed
 
     cli.refuse_together(args, CONFLICTS)
     for flag in SLURM_FLAGS:

@@ -15,7 +15,7 @@ from unet3d.errors import UserError
 from unet3d.data.loaders import EpochSamples, batches, make_loader
 from unet3d.models.inferer import Inferer
 from unet3d.models.weights import model_weights
-from unet3d.train import distributed
+from unet3d import distributed
 from unet3d.train.checkpoint import load_training_state, save_models, save_training_state
 from unet3d.train.compilation import compile_requested, compile_seconds, compiled
 from unet3d.train.deep_supervision import DeepSupervisedLoss
