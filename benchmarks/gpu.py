@@ -43,7 +43,7 @@ from unet3d.data.dataset import build_dataset
 from unet3d.data.synthetic import brats_shape, write_synthetic_brats
 from unet3d.models.inferer import Inferer
 from unet3d.train.compilation import compiled
-from unet3d.train.deep_supervision import DeepSupervisedLoss
+from unet3d.losses.deep_supervision import DeepSupervisedLoss
 from unet3d.train.loop import train_one_epoch
 from unet3d.train.precision import Precision
 

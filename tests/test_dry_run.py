@@ -9,7 +9,9 @@ import torch
 from helpers import edit_config
 from unet3d.config.experiment import load_experiment
 from unet3d.errors import UserError
+from unet3d.losses.deep_supervision import DeepSupervisedLoss
 from unet3d.train import dry_run as dry
+from unet3d.train.parts import random_batch
 
 
 def random_states():
@@ -30,7 +32,7 @@ def test_the_smallest_size_the_network_accepts_is_used(tiny_config):
     fed = []
     model = experiment.model.build()
     model.register_forward_pre_hook(lambda module, inputs: fed.append(tuple(inputs[0].shape)))
-    loss = dry.DeepSupervisedLoss(experiment.loss.build())
+    loss = DeepSupervisedLoss(experiment.loss.build())
     image, target = dry.smallest_step(experiment, model.train(), loss, 4, (16, 16, 16))
     # DynUNet's strides halve 4 voxels twice, to 1, where instance norm has no variance: 8 are the least it takes.
     assert fed == [(1, 4, 4, 4, 4), (1, 4, 8, 8, 8)] and tuple(image.shape) == (1, 4, 8, 8, 8)
@@ -50,10 +52,10 @@ def test_a_step_that_cannot_fit_is_refused_with_the_figures(tiny_config, monkeyp
 def test_activations_scaled_from_the_small_size_match_those_counted_at_the_real_size(tiny_config):
     experiment = load_experiment(tiny_config)
     model = experiment.model.build().train()
-    loss = dry.DeepSupervisedLoss(experiment.loss.build())
+    loss = DeepSupervisedLoss(experiment.loss.build())
     counted = {}
     for side in (8, 32):
-        image, target = dry.example_batch(experiment, 4, (side,) * 3)
+        image, target = random_batch(experiment, 4, (side,) * 3)
         counted[side] = dry.activation_bytes(model, lambda: dry.forward_and_loss(experiment, model, loss, image, target))
     estimate = counted[8] * (32 / 8) ** 3
     assert 0.8 < estimate / counted[32] < 1.25, (estimate, counted[32])

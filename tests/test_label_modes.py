@@ -12,7 +12,7 @@ from unet3d.config.experiment import experiment_from_dict, load_experiment
 from unet3d.config.labels import LabelScheme
 from unet3d.config.schema import parse_scheduler
 from unet3d.models.inferer import Inferer
-from unet3d.train.deep_supervision import DeepSupervisedLoss
+from unet3d.losses.deep_supervision import DeepSupervisedLoss
 from unet3d.train.schedulers import ScheduleState, build_scheduler
 
 NAMES = ["necrosis", "edema", "enhancing"]

@@ -103,7 +103,7 @@ def test_only_the_main_process_tracks_and_the_overlay_shows_the_masks(single_con
     import torch
 
     experiment = load_experiment(single_config, overrides=['training.trackers=["tensorboard"]'])
-    assert experiment.fingerprint() == load_experiment(single_config).fingerprint()  # a run may add trackers
+    assert experiment.config_hashes() == load_experiment(single_config).config_hashes()  # a run may add trackers
     others = Trackers(experiment, tmp_path, enabled=False)
     others.start([], 2)
     others.record_lr(0.01)

@@ -19,7 +19,7 @@ from unet3d.config.schema import parse_scheduler
 from unet3d.data.loaders import EpochSamples, SeededSampler
 from unet3d.models.weights import load
 from unet3d.train.compilation import compile_requested
-from unet3d.train.deep_supervision import DeepSupervisedLoss
+from unet3d.losses.deep_supervision import DeepSupervisedLoss
 from unet3d.train.loop import fit
 from unet3d.train.monitor import MetricMonitor
 from unet3d.train.precision import Precision
@@ -256,11 +256,11 @@ def test_random_states_survive_weights_only_loading(tmp_path):
 
 def test_samples_per_epoch_repeat_the_shuffled_cases():
     samples = EpochSamples(list("abcd"), 10)
-    samples.shuffle()
+    samples.set_epoch(1)
     drawn = [samples[i] for i in range(len(samples))]
     assert len(drawn) == 10 and sorted(drawn[:4]) == list("abcd") and sorted(drawn[4:8]) == list("abcd")
     fewer = EpochSamples(list("abcd"), 3)
-    fewer.shuffle()
+    fewer.set_epoch(1)
     assert len({fewer[i] for i in range(3)}) == 3
 
 

@@ -102,7 +102,7 @@ class Experiment:
 
     Args:
         source: the checked config (data paths absolute), kept to write fold configs and
-            to fingerprint what shapes training.
+            to hash what shapes training (``config_hashes``).
         filename: the config file (None for a config given as a dict).
         model, loss, optimizer: the components to build.
         scheduler: the learning-rate schedule, or None.
@@ -177,7 +177,7 @@ class Experiment:
         """The input channels the model takes (``model.in_channels``), or None when its class names them otherwise."""
         return self.model.options.get("in_channels")
 
-    def fingerprint(self):
+    def config_hashes(self):
         """Short hashes of each part of the config that shapes training, by config key (a checkpoint keeps them)."""
         parts = {section: self.source.get(section) for section in HASHED_SECTIONS}
         parts["training"] = {k: v for k, v in (parts["training"] or {}).items() if k not in BOOKKEEPING_KEYS}
@@ -210,11 +210,12 @@ def check_fit_to_labels(model, loss, prediction, labels):
                         f"\"{mode}\" decodes {labels.activation} probabilities")
 
 
-def experiment_from_dict(config, filename=None, allow_unknown_keys=False):
+def experiment_from_dict(config, filename=None, allow_unknown_keys=False, cases_required=True):
     """The ``Experiment`` of a config object; relative data paths resolve against the folder of ``filename``
-    (the working folder without one). Errors name ``filename`` when given."""
+    (the working folder without one). Errors name ``filename`` when given. Without ``cases_required`` a config may
+    name no cases: the experiment of its components alone, whose step the planner and the benchmarks time."""
     try:
-        checked, sections = parse_config(config, allow_unknown_keys)
+        checked, sections = parse_config(config, allow_unknown_keys, cases_required)
         labels = label_scheme(sections["dataset"].labels)
         check_fit_to_labels(sections["model"], sections["loss"], sections["prediction"], labels)
     except UserError as error:

@@ -111,8 +111,9 @@ class DatasetSpec:
     labels: LabelSettings = LabelSettings()
 
 
-def parse_config(config, allow_unknown_keys=False):
-    """Check ``config`` against the schema, before any file it names is read.
+def parse_config(config, allow_unknown_keys=False, cases_required=True):
+    """Check ``config`` against the schema, before any file it names is read (``training_filenames`` is required
+    unless ``cases_required`` is false).
 
     Returns ``(checked, sections)``: a copy of ``config`` (without unknown keys, which are
     errors naming the closest known key, or with ``allow_unknown_keys`` warnings) and
@@ -144,7 +145,7 @@ def parse_config(config, allow_unknown_keys=False):
             sections[name] = spec.settings[0].parse(config.get(name), name, allow_unknown_keys)
         else:
             sections[name] = None  # no cross-validation (null, as for any key, means the default)
-    if "training_filenames" not in config:
+    if cases_required and "training_filenames" not in config:
         raise UserError("config key 'training_filenames' is missing (expected a list of cases)")
     _check_scheduler_mode(sections["scheduler"], sections["training"])
     return config, sections

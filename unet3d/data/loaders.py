@@ -1,11 +1,13 @@
 """Data loaders: seeded batches, and worker processes released on every way out of a loop."""
 
+import math
 import re
 import weakref
 from contextlib import contextmanager
 
 import torch
 from monai.data import DataLoader, pad_list_data_collate
+from monai.data.utils import set_rnd
 from torch.utils.data import DistributedSampler, Sampler
 
 from unet3d.errors import UserError
@@ -51,7 +53,7 @@ class SeededSampler(Sampler):
 
     def __len__(self):
         if self.pad:
-            return -(-self.samples // self.world_size)
+            return math.ceil(self.samples / self.world_size)
         return len(range(self.rank, self.samples, self.world_size))
 
     def __iter__(self):
@@ -70,7 +72,7 @@ class SeededSampler(Sampler):
 def repeated_passes(length, samples, shuffle=True, generator=None):
     """``samples`` indices below ``length``: passes over them (each shuffled with ``generator``, torch's global one
     by default), repeated and cut to length."""
-    passes = -(-samples // length)
+    passes = math.ceil(samples / length)
     return torch.cat([torch.randperm(length, generator=generator) if shuffle else torch.arange(length)
                       for _ in range(passes)])[:samples]
 
@@ -79,16 +81,16 @@ class EpochSamples(torch.utils.data.Dataset):
     """``n`` items of a ``dataset`` that takes no seeds per epoch (``training.samples_per_epoch``): shuffled passes
     over it, repeated and cut to length. (``SeededSampler`` draws these for datasets that take seeds.)
 
-    Call ``shuffle()`` before each epoch; it draws from torch's global generator, whose
-    state the checkpoint keeps.
+    ``set_epoch`` (``start_epoch`` calls it) draws each epoch's order from torch's global
+    generator, whose state the checkpoint keeps.
     """
 
     def __init__(self, dataset, n):
         self.dataset, self.n = dataset, n
         self.order = [index % len(dataset) for index in range(n)]
 
-    def shuffle(self):
-        """Draw this epoch's order."""
+    def set_epoch(self, epoch):
+        """Draw the order of a new epoch (from the global generator: ``epoch`` itself is not needed)."""
         self.order = repeated_passes(len(self.dataset), self.n).tolist()
 
     def __len__(self):
@@ -117,8 +119,7 @@ def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=No
         shard: ``(rank, world_size)`` under data-parallel training: this process's share,
             padded to equal length when shuffling (training), exact otherwise (validation).
         samples: items per epoch (``training.samples_per_epoch``): repeated shuffled passes cut
-            to length. A dataset that takes no seeds is wrapped in ``EpochSamples`` for this,
-            whose ``shuffle()`` the caller runs before each epoch.
+            to length. A dataset that takes no seeds is wrapped in ``EpochSamples`` for this.
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -145,6 +146,30 @@ def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=No
         persistent_workers=workers and seeded if persistent_workers is None else persistent_workers,
         **options,
     )
+
+
+def batches_per_epoch(n_items, batch_size, samples=None, world_size=1):
+    """Batches of a training epoch of ``make_loader`` in each of ``world_size`` processes: ``samples`` items (default:
+    each of the ``n_items`` once) shared among the processes, padded to an equal share, in batches of ``batch_size``."""
+    return math.ceil(math.ceil((samples or n_items) / world_size) / batch_size)
+
+
+def start_epoch(loader, seed, epoch):
+    """Seed ``loader``'s order and random transforms for ``epoch`` from the run seed alone.
+
+    The loader's sampler (``SeededSampler``) draws the order and each item's augmentation
+    seed from the generator's seed, so an epoch's batches depend only on ``(seed, epoch)``:
+    not on the number of workers, nor on whether the run was resumed. MONAI seeds the random
+    transforms of a worker-less loader once when it is built, so they are reseeded here too.
+    A sampler or dataset with ``set_epoch`` (``DistributedSampler``, ``EpochSamples``) is told the epoch.
+    """
+    loader.generator.manual_seed((seed * 1_000_003 + epoch) % 2**63)
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if loader.num_workers == 0:
+        set_rnd(loader.dataset, int(torch.randint(2**31, (1,), generator=loader.generator)))
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from unet3d.config.resolve import resolve
-from unet3d.train.deep_supervision import DeepSupervisedLoss
+from unet3d.losses.deep_supervision import DeepSupervisedLoss
 from unet3d.train.precision import Precision
 
 # A training step in a real run also loads, crops and augments its batch: time measured on random tensors is

@@ -8,6 +8,7 @@ case, as nnU-Net does. Cases are read in parallel, one process per core, in any 
 ``unet3d.data.formats`` reads.
 """
 
+import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -67,7 +68,7 @@ def case_fingerprint(case, four_dimensional=False, seed=0):
             raise UserError(f"{case['label']}: negative label values; expected 0 (background) and positive labels")
     axes = _ras_axes(header.affine)
     spacing = [float(s) for s in np.linalg.norm(header.affine[:3, :3], axis=0)]
-    nonzero = np.zeros(tuple(-(-n // STRIDE) for n in shape), dtype=bool)
+    nonzero = np.zeros(tuple(math.ceil(n / STRIDE) for n in shape), dtype=bool)
     for image in images:
         nonzero |= image[::STRIDE, ::STRIDE, ::STRIDE] != 0
     box = []

@@ -30,10 +30,9 @@ from unet3d.runs.summary import format_summary, summarize_folds
 from unet3d import distributed
 from unet3d.train.dry_run import dry_run
 from unet3d.train.examples import write_examples
-from unet3d.train.finetune import freeze
 from unet3d.runs.lock import model_folder_lock
 from unet3d.train.loop import fit
-from unet3d.train.schedulers import build_scheduler, schedule_length
+from unet3d.train.parts import build_parts
 from unet3d.train.trackers import require_trackers
 
 log = logging.getLogger("unet3d")
@@ -81,15 +80,9 @@ def default_cache_dir(experiment, work_dir):
 
 def build_components(experiment):
     """Build every component the config names once, so that its mistakes surface before any file is read."""
-    model = experiment.model.build()
+    parts = build_parts(experiment, torch.device("cpu"), amp=False)  # the precision's warnings are for the run
     if experiment.training.pretrained:
-        load_matching_weights(model, experiment.training.pretrained)
-    optimizer = experiment.optimizer.build(freeze(model, experiment.training.freeze))
-    training = experiment.training
-    batches = -(-(training.samples_per_epoch or len(experiment.groups["training"])) // training.batch_size)
-    length = schedule_length(experiment.scheduler, training.n_epochs, batches)
-    build_scheduler(experiment.scheduler, optimizer, training.monitor_mode, length)
-    experiment.loss.build()
+        load_matching_weights(parts.model, experiment.training.pretrained)
     for split in ("training", "validation"):  # each split's transforms, augmentation included
         build_dataset(experiment.dataset, experiment.labels, [], split)
     Inferer.from_experiment(experiment)
@@ -213,8 +206,9 @@ def train_and_predict(experiment, work_dir, device, context=distributed.Context(
     work_dir = Path(work_dir)
     if options.n_examples and context.is_main:
         write_examples(experiment, work_dir, options.n_examples, options.cache_dir)
-    trained_epochs = fit(experiment, work_dir, device, context, options.num_workers, options.cache_dir,
-                         options.restart, options.pin_memory, options.log_copy)
+    trained_epochs = fit(experiment, work_dir, device, context, num_workers=options.num_workers,
+                         cache_dir=options.cache_dir, restart=options.restart, pin_memory=options.pin_memory,
+                         log_copy=options.log_copy)
     if context.is_main:
         predict_groups(experiment, work_dir, device, trained_epochs, options.num_workers)
 

@@ -1,19 +1,19 @@
-"""The resumable training state (weights, log rows, the config's fingerprint, every component's state) and the
+"""The resumable training state (weights, log rows, the config's hashes, every component's state) and the
 weight files written after each epoch."""
 
 from unet3d.errors import UserError
 from unet3d.models.weights import load, load_weights, model_weights, save
 
 
-def save_training_state(path, model, epoch, rows, fingerprint, **components):
+def save_training_state(path, model, epoch, rows, config_hashes, **components):
     """Write everything a resume needs to ``path`` atomically: weights, log rows, the experiment's
-    ``fingerprint()`` and the ``state_dict()`` of each component (``None`` stays ``None``)."""
-    state = {"model": model_weights(model), "epoch": epoch, "rows": rows, "config_hash": fingerprint}
+    ``config_hashes()`` and the ``state_dict()`` of each component (``None`` stays ``None``)."""
+    state = {"model": model_weights(model), "epoch": epoch, "rows": rows, "config_hash": config_hashes}
     state.update({name: None if part is None else part.state_dict() for name, part in components.items()})
     save(state, path)
 
 
-def load_training_state(path, model, fingerprint, **components):
+def load_training_state(path, model, config_hashes, **components):
     """Restore what ``save_training_state`` wrote into ``model`` and ``components``; returns the log rows.
 
     A checkpoint made with different training settings is refused, naming the changed keys.
@@ -25,7 +25,8 @@ def load_training_state(path, model, fingerprint, **components):
     if not isinstance(saved, dict) or not {"model", "rows"} <= saved.keys():
         raise UserError(f"{path}: not a unet3d training checkpoint (no model and log rows); "
                         "pass --restart to train this model again from scratch")
-    changed = [key for key, value in fingerprint.items() if saved.get("config_hash", fingerprint).get(key) != value]
+    changed = [key for key, value in config_hashes.items()
+               if saved.get("config_hash", config_hashes).get(key) != value]
     if changed:
         raise UserError(
             f"{path}: config key(s) {', '.join(changed)} changed since this checkpoint was written; "

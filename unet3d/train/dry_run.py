@@ -1,8 +1,7 @@
 """A dry run before any training: one real step of every component, on tiny tensors with the real channels.
 
-``dry_run`` builds the model, loss, optimizer and scheduler as training does and runs one
-step on the smallest spatial size the network accepts (forward, loss, backward, optimizer
-step, scheduler step), steps the schedule through the run's length, then passes one
+``dry_run`` builds the parts of the run as training does (``build_parts``) and runs the
+training step (``train_step``) on the smallest spatial size the network accepts, steps the schedule through the run's length, then passes one
 validation window through the ``Inferer`` and the decoding. What fails becomes one line
 naming the config section and what it was fed. Forward hooks count the activations of
 that step; scaled to the real patch (or volume) they estimate the memory a step needs,
@@ -23,9 +22,9 @@ import torch
 from unet3d.data.formats import image_channels, read_header
 from unet3d.errors import UserError
 from unet3d.models.inferer import Inferer
-from unet3d.train.deep_supervision import DeepSupervisedLoss
-from unet3d.train.finetune import freeze
-from unet3d.train.schedulers import build_scheduler, schedule_length, step_scheduler
+from unet3d.train.parts import build_parts, random_batch
+from unet3d.train.schedulers import step_scheduler
+from unet3d.train.step import train_step
 
 # The largest cube tried when looking for the smallest input the network accepts (a 64^3 step takes
 # about a second on a CPU); a network that needs more is tried at the real size.
@@ -97,15 +96,6 @@ def sizes_to_try(shape):
     return sizes
 
 
-def example_batch(experiment, channels, size):
-    """A random image (1, channels, *size) and its targets from a label map holding every label value."""
-    generator = torch.Generator().manual_seed(0)
-    image = torch.randn((1, channels, *size), generator=generator)
-    values = torch.tensor([0, *experiment.labels.values])
-    label_map = values[torch.randint(len(values), size, generator=generator)]
-    return image, experiment.labels.targets(label_map)[None]
-
-
 def forward_and_loss(experiment, model, loss_function, image, target):
     """The training forward pass and loss, each failure naming its section."""
     with stage("model", f"{experiment.model.name} got input {shape_text(image)}"):
@@ -122,17 +112,21 @@ def forward_and_loss(experiment, model, loss_function, image, target):
 
 
 def smallest_step(experiment, model, loss_function, channels, shape):
-    """``(image, target)`` of the smallest size whose forward pass and loss work; the largest size's error otherwise."""
+    """``(image, target)`` of the smallest size whose forward pass and loss work, the largest size's error otherwise;
+    a loss without a gradient is refused."""
     sizes = sizes_to_try(shape)
     for size in sizes:
-        image, target = example_batch(experiment, channels, size)
+        image, target = random_batch(experiment, channels, size)
         try:
-            with torch.no_grad():
-                forward_and_loss(experiment, model, loss_function, image, target)
-            return image, target
+            loss = forward_and_loss(experiment, model, loss_function, image, target)
         except StepFailed:
             if size == sizes[-1]:
                 raise
+            continue
+        if not loss.requires_grad:
+            raise StepFailed("loss", f"{experiment.loss.name} returned a value without a gradient for input "
+                                     f"{shape_text(image)}: nothing would train")
+        return image, target
 
 
 def activation_bytes(model, step):
@@ -205,41 +199,31 @@ def dry_run(experiment, device=torch.device("cpu")):
 
 
 def _dry_run(experiment, case, device):
-    settings = experiment.training
-    model = experiment.model.build()
-    loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
-    optimizer = experiment.optimizer.build(freeze(model, settings.freeze))
-    batches = -(-(settings.samples_per_epoch or len(experiment.groups.get("training", [None]))) // settings.batch_size)
-    length = schedule_length(experiment.scheduler, settings.n_epochs, batches)
-    scheduler = build_scheduler(experiment.scheduler, optimizer, settings.monitor_mode, length)
-
+    # float32 on the CPU: the activations are counted at 4 bytes, and check_memory scales them to the precision.
+    parts = build_parts(experiment, torch.device("cpu"), amp=False)
     shape = training_shape(experiment, case)
-    model.train()
-    image, target = smallest_step(experiment, model, loss_function, image_channels(case.images), shape)
-    optimizer.zero_grad(set_to_none=True)
-    losses = []
-    activations = activation_bytes(model, lambda: losses.append(
-        forward_and_loss(experiment, model, loss_function, image, target)))
-    with stage("loss", f"{experiment.loss.name} backward from {losses[0].item():.4g}"):
-        losses[0].backward()
-    with stage("optimizer", f"{experiment.optimizer.name}.step()"):
-        optimizer.step()
-    if scheduler is not None:
-        with stage("scheduler", f"{experiment.scheduler.component.name}.step()"):
-            step_scheduler(scheduler, {"metric": 0.0}, "metric")
-        simulate_schedule(experiment, scheduler, length)
-    tensors = [*model.parameters(), *(t for p in model.parameters() if p.grad is not None for t in [p.grad]),
-               *(t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor))]
+    parts.model.train()
+    image, target = smallest_step(experiment, parts.model, parts.loss_function, image_channels(case.images), shape)
+    name = experiment.optimizer.name + (f" and {experiment.scheduler.component.name}" if parts.step_per_batch else "")
+    with stage("optimizer", f"{name}.step() after the backward pass of input {shape_text(image)}"):
+        activations = activation_bytes(parts.model, lambda: train_step(parts, image, target))
+    if parts.scheduler is not None:
+        if not parts.step_per_batch:
+            with stage("scheduler", f"{experiment.scheduler.component.name}.step()"):
+                step_scheduler(parts.scheduler, {"metric": 0.0}, "metric")
+        simulate_schedule(experiment, parts.scheduler, parts.scheduler_steps)
+    tensors = [*parts.model.parameters(), *(p.grad for p in parts.model.parameters() if p.grad is not None),
+               *(t for s in parts.optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor))]
     check_memory(experiment, activations, sum(t.numel() * t.element_size() for t in tensors),
                  image.shape[2:], shape, device)
 
     inferer = Inferer.from_experiment(experiment)
     window = tuple(min(a, b) for a, b in zip(inferer.window or image.shape[2:], image.shape[2:]))
-    model.eval()
+    parts.model.eval()
     with torch.no_grad(), stage("prediction", f"one window {window} of input {shape_text(image)} through "
                                               f"{experiment.model.name} and the decoding"):
         inferer.window = window
-        logits = inferer.logits(model, image)
-        loss_function(logits, target)
+        logits = inferer.logits(parts.model, image)
+        parts.loss_function(logits, target)
         for case_probabilities in inferer.to_probabilities(logits, image):
             inferer.labels.masks(inferer.decode(case_probabilities))

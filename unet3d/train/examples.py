@@ -9,8 +9,7 @@ from monai.data import decollate_batch
 
 from unet3d.atomic import atomic_path
 from unet3d.data.dataset import build_dataset
-from unet3d.data.loaders import batches, make_loader
-from unet3d.train.random_state import seed_epoch
+from unet3d.data.loaders import batches, make_loader, start_epoch
 
 log = logging.getLogger("unet3d")
 FOLDER = "data_loader_testing"
@@ -21,10 +20,10 @@ def write_examples(experiment, work_dir, n, cache_dir=None):
     ``<k>_<case id>_input.nii.gz`` (channels last) and ``..._target.nii.gz``; returns the folder."""
     dataset = build_dataset(experiment.dataset, experiment.labels, experiment.labelled_cases("training"), "training",
                             cache_dir)
-    loader = make_loader(dataset, 1, True, 0, experiment.training.seed)
+    loader = make_loader(dataset, 1, shuffle=True, num_workers=0, seed=experiment.training.seed)
     folder, written, epoch = Path(work_dir) / FOLDER, 0, 1
     while written < n:
-        seed_epoch(loader, experiment.training.seed, epoch)
+        start_epoch(loader, experiment.training.seed, epoch)
         with batches(loader) as iterator:
             for batch in iterator:
                 for item in decollate_batch(batch):

@@ -5,7 +5,6 @@ import random
 
 import numpy as np
 import torch
-from monai.data.utils import set_rnd
 
 
 def seed_everything(seed, deterministic=False):
@@ -17,22 +16,6 @@ def seed_everything(seed, deterministic=False):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-def seed_epoch(loader, seed, epoch):
-    """Seed ``loader``'s order and random transforms for ``epoch`` from the run seed alone.
-
-    The loader's sampler (``unet3d.data.loaders.SeededSampler``) draws the order and each
-    item's augmentation seed from the generator's seed, so an epoch's batches depend only on
-    ``(seed, epoch)``: not on the number of workers, nor on whether the run was resumed.
-    MONAI seeds the random transforms of a worker-less loader once when it is built, so
-    they are reseeded here too.
-    """
-    loader.generator.manual_seed((seed * 1_000_003 + epoch) % 2**63)
-    if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler of a dataset without item seeds
-        loader.sampler.set_epoch(epoch)
-    if loader.num_workers == 0:
-        set_rnd(loader.dataset, int(torch.randint(2**31, (1,), generator=loader.generator)))
 
 
 class RandomStates:
