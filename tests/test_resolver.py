@@ -114,7 +114,7 @@ def documented_names():
 @pytest.mark.parametrize("name", documented_names())
 def test_what_the_docs_and_examples_name_is_reachable(name):
     if name == "TinyNet":
-        pytest.skip("the README's plug-in example: reachable only with --plugin")
+        pytest.skip("the plug-in example of docs/config_guide.md: reachable only with --plugin")
     found = []
     for kind in NAMESPACES:
         try:

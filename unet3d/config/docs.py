@@ -20,8 +20,9 @@ def markdown():
         "the resolved settings, defaults filled in, without training.",
         "",
         "Sections `{\"name\": ..., **kwargs}` are built by the resolver: the other keys are the",
-        "class's keyword arguments, checked against its signature (see the README for where names",
-        "are looked up, and `--plugin` for classes of your own).",
+        "class's keyword arguments, checked against its signature (see",
+        "[config_guide.md](config_guide.md#names-the-resolver) for where names are looked up, and",
+        "`--plugin` for classes of your own).",
         "",
     ]
     for name, spec in SECTIONS.items():
