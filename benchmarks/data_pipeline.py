@@ -14,8 +14,8 @@ patches, the example's augmentation) this reports, measured side by side in one 
   and of the same item without the augmentation (the patch read and its targets);
 - a plain MONAI pipeline's item (``Dataset`` + ``LoadImaged`` ... ``RandCropByPosNegLabeld``
   and the same augmentation on every item, no cache), as the same ratio;
-- with ``--epochs``: the share of step time spent waiting for data, training a small DynUNet
-  with ``--workers`` loader workers.
+- with ``--epochs``: the share of the epoch spent waiting for data, training the example's own
+  step with ``--workers`` loader workers.
 
 Not a test. Run from the repository root:
 
@@ -33,16 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import Dataset
-from monai.networks.nets import DynUNet
 from monai.transforms import Compose, RandCropByPosNegLabeld
 
 from unet3d.config.experiment import load_experiment, make_case
 from unet3d.data.brats import brats_cases
 from unet3d.data.dataset import SegmentationDataset, build_dataset
 from unet3d.data.labels import LabelsToRegionsd
-from unet3d.data.loaders import batches, make_loader
+from unet3d.data.loaders import make_loader, start_epoch
 from unet3d.data.synthetic import write_synthetic_brats
 from unet3d.data.transforms import augmentations
+from unet3d.train.loop import train_one_epoch
+from unet3d.train.parts import build_parts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,29 +120,19 @@ def item_costs(cached, bare, plain, data, root, items):
     return medians(ours), medians(patches), medians(loads), medians(plain_times)
 
 
-def waiting_share(cached, workers, epochs):
-    """Share of step time spent waiting for batches after the first epoch, training a small DynUNet."""
+def waiting_share(experiment, cached, workers, epochs):
+    """Share of the epoch spent waiting for batches after the first epoch, training the example's step
+    (``train_step`` of its ``build_parts``) on the CPU."""
     torch.manual_seed(0)
-    model = DynUNet(3, 4, 3, kernel_size=[3] * 4, strides=[1, 2, 2, 2], upsample_kernel_size=[2] * 3,
-                    filters=[8, 16, 32, 64])
-    optimizer = torch.optim.Adam(model.parameters())
+    parts = build_parts(experiment, torch.device("cpu"))
     loader = make_loader(cached, batch_size=1, shuffle=True, num_workers=workers, seed=0)
     waiting = total = 0.0
     for epoch in range(epochs + 1):
-        loader.generator.manual_seed(epoch)
+        start_epoch(loader, seed=0, epoch=epoch)
         start = time.perf_counter()
-        with batches(loader) as iterator:
-            while True:
-                before = time.perf_counter()
-                batch = next(iterator, None)
-                if epoch:
-                    waiting += time.perf_counter() - before
-                if batch is None:
-                    break
-                optimizer.zero_grad()
-                torch.sigmoid(model(batch["image"])).sub(batch["label"]).abs().mean().backward()
-                optimizer.step()
+        row = train_one_epoch(parts, loader, torch.device("cpu"), description=f"epoch {epoch}")
         if epoch:  # the first pass warms the workers and the page cache
+            waiting += row["data_time"]
             total += time.perf_counter() - start
     return waiting / total
 
@@ -193,8 +184,8 @@ def main():
         print(f"training item, {name} (median of {count}): {1000 * cost[0]:.1f} ms wall = {cost[0] / load[0]:.2f}x np.load, "
               f"{1000 * cost[1]:.1f} ms CPU = {cost[1] / load[1]:.2f}x (goal for unet3d <= 1.0x)")
     if args.epochs:
-        share = waiting_share(cached, args.workers, args.epochs)
-        print(f"waiting for data with {args.workers} worker(s): {100 * share:.1f}% of step time")
+        share = waiting_share(experiment, cached, args.workers, args.epochs)
+        print(f"waiting for data with {args.workers} worker(s): {100 * share:.1f}% of the epoch")
     if not args.data_dir:
         shutil.rmtree(root)
 

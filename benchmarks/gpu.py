@@ -43,9 +43,9 @@ from unet3d.data.dataset import build_dataset
 from unet3d.data.synthetic import brats_shape, write_synthetic_brats
 from unet3d.models.inferer import Inferer
 from unet3d.train.compilation import compiled
-from unet3d.losses.deep_supervision import DeepSupervisedLoss
 from unet3d.train.loop import train_one_epoch
-from unet3d.train.precision import Precision
+from unet3d.train.parts import build_parts, random_batch
+from unet3d.train.step import train_step
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "examples" / "brats2020" / "brats2020_recipe_config.json"
@@ -87,12 +87,12 @@ def recipe_config(smoke, folders=None):
     return config
 
 
-def step_components(experiment, device, amp, memory_format=torch.contiguous_format):
-    """The recipe's model (on ``device``), deep-supervised loss, optimizer and precision, as the training loop builds
-    them."""
-    model = experiment.model.build().to(device).to(memory_format=memory_format)
-    loss_function = DeepSupervisedLoss(experiment.loss.build(), experiment.one_hot_classes)
-    return model, loss_function, experiment.optimizer.build(model.parameters()), Precision(amp, device)
+def bench_parts(experiment, device, amp, memory_format=torch.contiguous_format):
+    """The recipe's ``RunParts`` as training builds them, with ``amp`` and the model on ``device`` in
+    ``memory_format``."""
+    parts = build_parts(experiment, device, amp=amp)
+    parts.model.to(memory_format=memory_format)  # in place: the optimizer keeps its parameters
+    return parts
 
 
 def training_steps(experiment, device, amp, channels_last, compile_model, steps, warmup):
@@ -100,21 +100,14 @@ def training_steps(experiment, device, amp, channels_last, compile_model, steps,
     torch.manual_seed(0)
     settings = experiment.training
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
-    model, loss_function, optimizer, precision = step_components(experiment, device, amp, memory_format)
-    network = model
+    parts = bench_parts(experiment, device, amp, memory_format)
     if compile_model:
-        network = torch.compile(model, backend="eager") if device.type == "cpu" else compiled(model)
-    shape = (settings.batch_size, 4, *experiment.dataset.settings.patch_size)
-    image = torch.randn(shape, device=device).to(memory_format=memory_format)
-    label = (torch.rand((shape[0], 3, *shape[2:]), device=device) > 0.7).float()
+        parts.network = torch.compile(parts.model, backend="eager") if device.type == "cpu" else compiled(parts.model)
+    image, label = random_batch(experiment, 4, experiment.dataset.settings.patch_size, settings.batch_size, device)
+    image = image.to(memory_format=memory_format)
 
     def step():
-        optimizer.zero_grad(set_to_none=True)
-        with precision.autocast():
-            loss = loss_function(network(image), label)
-        precision.scaler.scale(loss).backward()
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
+        train_step(parts, image, label)
 
     start = time.perf_counter()
     for _ in range(warmup):
@@ -127,7 +120,7 @@ def training_steps(experiment, device, amp, channels_last, compile_model, steps,
     for _ in range(steps):
         step()
     synchronize(device)
-    return steps * shape[0] / (time.perf_counter() - start), peak_memory(device), ready
+    return steps * settings.batch_size / (time.perf_counter() - start), peak_memory(device), ready
 
 
 def step_variants(smoke):
@@ -181,13 +174,14 @@ def data_wait(config, device, workers, samples, cache_dir):
         item = (time.perf_counter() - item) / 4
     finally:
         torch.set_num_threads(threads)
-    loader = make_loader(dataset, experiment.training.batch_size, True, workers, seed=0, samples=samples)
-    model, loss_function, optimizer, precision = step_components(experiment, device, experiment.training.amp)
+    loader = make_loader(dataset, experiment.training.batch_size, shuffle=True, num_workers=workers, seed=0,
+                         samples=samples)
+    parts = bench_parts(experiment, device, experiment.training.amp)
     times = []
     for epoch in range(2):  # the first warms up the GPU (cuDNN, allocations)
         loader.generator.manual_seed(epoch)
         start = time.perf_counter()
-        row = train_one_epoch(model, loader, loss_function, optimizer, precision, device, description="data wait")
+        row = train_one_epoch(parts, loader, device, description="data wait")
         synchronize(device)
         times.append((row["data_time"], time.perf_counter() - start))
     waiting, total = times[-1]

@@ -58,14 +58,14 @@ def recipe_minutes(train_dir):
     from unet3d.plan import budget, topology
     from unet3d.plan.fingerprint import dataset_fingerprint
     from unet3d.plan.layouts import read_layout
-    from unet3d.plan.planner import median_shape
+    from unet3d.plan.planner import median_shape, time_config
 
     recipe = json.loads(RECIPE.read_text())
     dataset, training = recipe["dataset"], recipe["training"]
     fingerprint = dataset_fingerprint(read_layout(train_dir))
     patch, batch = dataset["patch_size"], training["batch_size"]
-    timing = budget.time_step(recipe["model"], recipe["loss"], patch, batch, "masks", torch.device("cpu"),
-                              training["amp"])
+    components = {key: value for key, value in recipe.items() if not key.endswith("_filenames")}
+    timing = time_config(components, torch.device("cpu"))
     shape = median_shape(fingerprint["cases"], dataset["spacing"], dataset["crop_foreground"])
     n_folds = recipe["cross_validation"]["n_folds"]
     costs = budget.run_costs(timing, fingerprint["n_cases"], n_folds, 0, topology.windows(shape, patch),

@@ -1,8 +1,8 @@
 """What a training step costs on the device, and how a time budget divides into folds, epochs and steps.
 
-A step is timed, not guessed: the planned network, loss and precision run a few real
-training steps (and forward passes as sliding-window inference runs them) on random data
-of the patch's size. Memory is estimated from the feature maps (nnU-Net's approach) and, on
+A step is timed, not guessed: the planned config's own training step (``train_step`` of its
+``build_parts``) runs a few times, and forward passes as sliding-window inference runs them,
+on random data of the patch's size. Memory is estimated from the feature maps (nnU-Net's approach) and, on
 CUDA, checked against the step's measured peak.
 """
 
@@ -14,9 +14,8 @@ import warnings
 import numpy as np
 import torch
 
-from unet3d.config.resolve import resolve
-from unet3d.losses.deep_supervision import DeepSupervisedLoss
-from unet3d.train.precision import Precision
+from unet3d.train.parts import build_parts, random_batch
+from unet3d.train.step import train_step
 
 # A training step in a real run also loads, crops and augments its batch: time measured on random tensors is
 # scaled by this.
@@ -42,49 +41,36 @@ class StepTiming:
     peak_bytes: int = None
 
 
-def time_step(model_spec, loss_spec, patch, batch, targets, device, amp, repeats=3, sw_batch_size=4):
-    """Time ``repeats`` training steps (after one warm-up) of the model and loss the specs name on ``batch`` random
-    patches, and inference of ``sw_batch_size`` windows; ``targets`` is "classes" (class indices) or "masks".
+def time_step(experiment, device, repeats=3, sw_batch_size=4):
+    """Time ``repeats`` training steps (after one warm-up) of ``experiment`` (its ``build_parts`` and ``train_step``,
+    as training runs them) on random batches of its patch, and inference of ``sw_batch_size`` windows.
 
     The fastest repeat counts, as ``timeit`` takes it: other work on the machine only ever slows a step down,
     and the budget is planned for the machine's own speed.
     """
     torch.manual_seed(0)
-    model = resolve("model", model_spec, "model").to(device)
-    loss_function = DeepSupervisedLoss(resolve("loss", loss_spec, "loss"))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     with warnings.catch_warnings():  # what the precision warns of is for training, not for timing it
         warnings.simplefilter("ignore")
-        precision = Precision(amp, device)
-    shape = (batch, model_spec["in_channels"], *patch)
-    image = torch.randn(shape, device=device)
-    out_channels = model_spec["out_channels"]
-    if targets == "classes":
-        target = torch.randint(0, out_channels, (batch, 1, *patch), device=device).float()
-    else:
-        target = (torch.rand((batch, out_channels, *patch), device=device) > 0.5).float()
+        parts = build_parts(experiment, device)
+    patch, batch = experiment.dataset.settings.patch_size, experiment.training.batch_size
+    image, target = random_batch(experiment, experiment.in_channels, patch, batch, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = []
-    model.train()
+    parts.model.train()
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with precision.autocast():  # as the training loop steps
-            loss = loss_function(model(image), target)
-        precision.scaler.scale(loss).backward()
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
+        train_step(parts, image, target)
         _synchronize(device)
         seconds.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    model.eval()
-    windows = torch.randn((sw_batch_size, *shape[1:]), device=device)
+    parts.model.eval()
+    windows = torch.randn((sw_batch_size, *image.shape[1:]), device=device)
     forward = []
-    with torch.no_grad(), precision.autocast():
+    with torch.no_grad(), parts.precision.autocast():
         for _ in range(3):
             start = time.perf_counter()
-            model(windows)
+            parts.model(windows)
             _synchronize(device)
             forward.append(time.perf_counter() - start)
     return StepTiming(min(seconds[1:]) * DATA_OVERHEAD, min(forward) / sw_batch_size, peak)

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from unet3d.config.experiment import experiment_from_dict
 from unet3d.config.labels import BRATS_2023_LABELS, BRATS_LABELS, BRATS_REGIONS, LabelScheme
 from unet3d.errors import UserError
 from unet3d.plan import budget, topology
@@ -26,6 +27,8 @@ FOLD_CHOICES = (5, 4, 3, 2)
 LOWRES_SHARE = 0.125
 COARSEN = 1.1
 BATCH_SHARE = 0.05
+# The batch of a CPU's plan, and the smallest of a GPU's.
+BATCH = 2
 MAX_FILTERS = 320
 NNUNET_MAX_STEPS = 1000 * 250
 # Predicted components smaller than this (millilitres) are removed: the CPU recipe's 25 voxels of 2 mm.
@@ -41,98 +44,101 @@ class Plan:
     estimate_minutes: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What a plan is for: ``device`` with ``memory_bytes`` for a step and ``budget_seconds`` for a whole run, and
+    the step's precision and first level's filters there."""
+
+    device: object
+    memory_bytes: int
+    budget_seconds: float
+
+    @property
+    def cuda(self):
+        """Whether the target is a GPU."""
+        return self.device.type == "cuda"
+
+    @property
+    def amp(self):
+        """float16 with gradient scaling on a GPU, bfloat16 on a CPU."""
+        return "fp16" if self.cuda else "bf16"
+
+    @property
+    def base_filters(self):
+        """nnU-Net's 32 on a GPU, the CPU recipe's 16 on a CPU."""
+        return 32 if self.cuda else 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Sections:
+    """The sections of the planned config that the patch search does not change: the label scheme, its loss,
+    the normalization and whether cases are cropped to their non-zero box."""
+
+    scheme: object
+    in_channels: int
+    normalization: dict
+    crop: bool
+
+    def model(self, kernels, strides, target):
+        """The ``model`` section of a topology."""
+        return model_section(self.in_channels, self.scheme.n_channels, kernels, strides, target.base_filters)
+
+    def config(self, target, spacing, patch_topology, batch, schedule=(1, MIN_STEPS, 1), n_folds=2,
+               min_component=None):
+        """The whole config (without cases) of a patch ``(patch, kernels, strides)`` at ``spacing`` with ``batch``,
+        a fold ``schedule`` of ``(n_epochs, steps per epoch, validation interval)`` and ``n_folds``."""
+        patch, kernels, strides = patch_topology
+        n_epochs, per_epoch, interval = schedule
+        scheme = self.scheme
+        return {
+            "model": self.model(kernels, strides, target),
+            "loss": loss_section(scheme.mode),
+            "optimizer": {"name": "AdamW", "lr": 0.003, "weight_decay": 0.0001},
+            "scheduler": scheduler_section(n_epochs * per_epoch),
+            "cross_validation": {"n_folds": n_folds, "random_seed": 25},
+            "dataset": {"name": "SegmentationDataset", "label_mode": scheme.mode, "labels": list(scheme.values),
+                        "label_names": scheme.names, "spacing": spacing, "crop_foreground": self.crop,
+                        **self.normalization, "patch_size": patch, "foreground_oversampling": 0.5,
+                        "patches_per_case": 1, **augmentations(spacing)},
+            "training": {"n_epochs": n_epochs, "batch_size": batch, "validation_batch_size": 1,
+                         "samples_per_epoch": per_epoch * batch, "validation_interval": interval,
+                         "metric_to_monitor": "val_dice_mean", "amp": target.amp, "save_best": True, "seed": 0},
+            "prediction": {"overlap": 0.5, "sw_batch_size": 4, "mask_to_nonzero": self.crop,
+                           "min_component_size": min_component},
+        }
+
+
 def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
     """The ``Plan`` of a dataset (``DatasetLayout`` and its fingerprint) for ``device`` within ``budget_minutes`` of
     a whole ``unet3d-train`` run and ``memory_bytes`` of device memory."""
     reasons = []
     scheme = label_scheme_of(layout, fingerprint, reasons)
-    cases = fingerprint["cases"]
-    spacing, anisotropic = topology.target_spacing([c["spacing"] for c in cases], [c["shape"] for c in cases])
-    spacing_reason = (
-        f"median of the cases' spacings {_mm(fingerprint['median_spacing'])}; the coarse axis is "
-        f"{fingerprint['anisotropy']:.2f} times the finest, "
-        + ("so, as nnU-Net does for anisotropic data, it takes the 10th percentile of its spacings and no finer"
-           if anisotropic else f"under nnU-Net's threshold of {topology.ANISOTROPY:g}, so it keeps its median"))
+    target = Target(device, memory_bytes, budget_minutes * 60)
     normalization, crop = normalization_section(layout, fingerprint, reasons)
-    cuda = device.type == "cuda"
-    amp = "fp16" if cuda else "bf16"
-    batch, base = (2, 32) if cuda else (2, 16)
-    targets = "classes" if scheme.mode == "classes" else "masks"
-    out_channels = scheme.n_channels
-    loss = loss_section(scheme.mode)
-    n_cases, n_test = fingerprint["n_cases"], fingerprint["n_test_cases"]
-    seconds_per_case = fingerprint["read_seconds"]["median_cpu_per_case"]
-    budget_seconds = budget_minutes * 60
-
-    def model_for(patch, kernels, strides):
-        return model_section(len(layout.channel_names), out_channels, kernels, strides, base)
-
-    def measure(patch, kernels, strides):
-        return budget.time_step(model_for(patch, kernels, strides), loss, patch, batch, targets, device, amp)
-
-    def steps_at(timing, shape, patch):  # per fold, in the fewest folds (2): folds are chosen after the patch
-        costs = budget.run_costs(timing, n_cases, 2, n_test, topology.windows(shape, patch), seconds_per_case)
-        return budget.fold_schedule(budget_seconds, timing, costs, 2)[0]
-
-    def in_memory(patch, kernels, strides):
-        filters = model_for(patch, kernels, strides)["filters"]
-        return budget.estimated_bytes(patch, strides, filters, batch, len(layout.channel_names), amp) <= memory_bytes
-
-    # Step time is a fixed cost plus a cost per voxel: two measurements, then a check of the chosen patch.
-    target = spacing
-    shape = median_shape(cases, spacing, crop)
-    reference = topology.fitted([min(s, 64) for s in topology.initial_patch(spacing, shape)], spacing)[:3]
-    small = topology.fitted([min(s, topology.MIN_PATCH) for s in reference[0]], spacing)[:3]
-    points = {tuple(p[0]): measure(*p) for p in (small, reference)}
-    for _ in range(2):
-        guess = budget.time_model([(np.prod(patch), timing) for patch, timing in points.items()])
-        found, spacing, wanted = choose_patch(target, lambda spacing: median_shape(cases, spacing, crop), guess,
-                                              in_memory, steps_at)
-        shape = median_shape(cases, spacing, crop)
-        if found is None:
-            raise UserError(f"even the smallest patch does not fit {memory_bytes / 2 ** 30:.1f} GiB of {device.type} "
-                            "memory (--gpu_memory_gb)")
-        if tuple(found[0]) not in points:
-            points[tuple(found[0])] = measure(*found)
-        timing = points[tuple(found[0])]
-        if steps_at(timing, shape, found[0]) >= 0.9 * wanted:
-            break
-    patch, kernels, strides = found
+    sections = Sections(scheme, len(layout.channel_names), normalization, crop)
+    target_spacing, spacing_reason = spacing_of(fingerprint)
+    found, spacing, wanted, timing = fit_patch(sections, target, fingerprint, target_spacing)
+    shape = median_shape(fingerprint["cases"], spacing, crop)
     spacing = [round(s, 4) for s in spacing]
-    was_coarsened = spacing != [round(s, 4) for s in target]
+    was_coarsened = spacing != [round(s, 4) for s in target_spacing]
     reasons.insert(1, ("spacing", _mm(spacing), spacing_reason + (
-        f"; coarsened from {_mm(target)} for the patch (below)" if was_coarsened else "")))
-    model = model_for(patch, kernels, strides)
-    if cuda:  # nnU-Net's rule: a larger batch where memory allows, up to 5% of the dataset's voxels
-        larger = batch
-        while (budget.estimated_bytes(patch, strides, model["filters"], larger + 1, len(layout.channel_names), amp)
-               <= memory_bytes and (larger + 1) * np.prod(patch) <= BATCH_SHARE * n_cases * np.prod(shape)):
-            larger += 1
-        if larger != batch:
-            batch = larger
-            timing = measure(patch, kernels, strides)
-    if timing.peak_bytes and timing.peak_bytes > memory_bytes:
-        raise UserError(f"the planned patch {patch} (batch {batch}) took {timing.peak_bytes / 2 ** 30:.1f} GiB on "
-                        f"{device}, over the estimate and the {memory_bytes / 2 ** 30:.1f} GiB allowed; give a lower "
-                        "--gpu_memory_gb")
-    share = np.prod(patch) / np.prod(shape)
+        f"; coarsened from {_mm(target_spacing)} for the patch (below)" if was_coarsened else "")))
+    batch, timing = larger_batch(sections, target, spacing, found, shape, fingerprint["n_cases"], timing)
+    patch, _, strides = found
     n_folds, (_, n_epochs, per_epoch, interval), costs = choose_folds(
-        budget_seconds, timing, n_cases, n_test, topology.windows(shape, patch), seconds_per_case)
-    why_size = (f"the largest patch within {memory_bytes / 2 ** 30:.1f} GiB of {device.type} memory that leaves at least "
-                f"{wanted} training steps per fold in the budget" + ("" if wanted == MIN_STEPS else
-                f" (the budget is too short for {MIN_STEPS} at a useful patch size: more minutes give more steps)"))
-    coarser = ("; the spacing was coarsened from " + _mm(target) + f" for it to cover {LOWRES_SHARE:.0%}"
-               if was_coarsened else "")
-    reasons.append(("patch", f"{_voxels(patch)} voxels ({_mm([p * s for p, s in zip(patch, spacing)])})", (
-        f"{why_size}; it covers {share:.0%} of the median {'non-zero-cropped ' if crop else ''}volume of "
-        f"{_voxels([round(s) for s in shape])} voxels{coarser}")))
+        target.budget_seconds, timing, fingerprint["n_cases"], fingerprint["n_test_cases"],
+        topology.windows(shape, patch), fingerprint["read_seconds"]["median_cpu_per_case"])
+    model = sections.model(found[1], strides, target)
+    reasons += patch_reasons(target, found, spacing, shape, crop, wanted,
+                             _mm(target_spacing) if was_coarsened else None)
     reasons.append(("network", f"DynUNet, {len(strides)} levels, filters {model['filters']}", (
         f"levels halve each axis until it is under {2 * topology.MIN_FEATURE_MAP} voxels (and only axes within twice "
-        f"the finest spacing); kernels of 1 along an axis while its spacing is over twice the finest; {base} filters "
-        f"doubling per level up to {MAX_FILTERS} ({'nnU-Net' if cuda else 'the CPU recipe'}); batch {batch}")))
+        f"the finest spacing); kernels of 1 along an axis while its spacing is over twice the finest; "
+        f"{target.base_filters} filters doubling per level up to {MAX_FILTERS} "
+        f"({'nnU-Net' if target.cuda else 'the CPU recipe'}); batch {batch}")))
     reasons.append(("timed step", f"{timing.step_seconds:.3f} s per step, {timing.window_seconds:.4f} s per "
-                    "inference window", f"measured on {device} with {amp} autocast, times {budget.DATA_OVERHEAD} "
-                    "for data loading"))
+                    "inference window", f"the planned config's training step measured on {device} with "
+                    f"{target.amp} autocast, times {budget.DATA_OVERHEAD} for data loading"))
     estimate = budget.run_seconds(timing, costs, n_folds, n_epochs, per_epoch, interval) / 60
     reasons.append(("length", f"{n_folds} folds x {n_epochs} epochs x {per_epoch} steps, validation every "
                     f"{interval} epoch(s)", (
@@ -141,28 +147,113 @@ def plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes):
                         f"each fold's predictions ({costs.predictions / 60:.1f} min) and validations "
                         f"({costs.validation_pass:.1f} s each, at most {budget.VALIDATION_SHARE:.0%} of a fold); "
                         f"estimated run: {estimate:.1f} minutes")))
+    min_component = clean_up(fingerprint, scheme, reasons)
+    config = sections.config(target, spacing, found, batch, (n_epochs, per_epoch, interval), n_folds, min_component)
+    return Plan(config, reasons, estimate)
+
+
+def time_config(config, device):
+    """The ``StepTiming`` of a planned config's own training step on ``device``."""
+    return budget.time_step(experiment_from_dict(config, cases_required=False), device)
+
+
+def spacing_of(fingerprint):
+    """``(target spacing, why)``: nnU-Net's rule on the cases' spacings."""
+    cases = fingerprint["cases"]
+    spacing, anisotropic = topology.target_spacing([c["spacing"] for c in cases], [c["shape"] for c in cases])
+    return spacing, (
+        f"median of the cases' spacings {_mm(fingerprint['median_spacing'])}; the coarse axis is "
+        f"{fingerprint['anisotropy']:.2f} times the finest, "
+        + ("so, as nnU-Net does for anisotropic data, it takes the 10th percentile of its spacings and no finer"
+           if anisotropic else f"under nnU-Net's threshold of {topology.ANISOTROPY:g}, so it keeps its median"))
+
+
+def fit_patch(sections, target, fingerprint, target_spacing):
+    """``(patch and topology, spacing, steps wanted, StepTiming)`` of the largest patch that fits the target.
+
+    A step's time is a fixed cost plus a cost per voxel: two measured patches give the
+    guess the search uses, then the chosen patch is measured too, and searched again once
+    where it leaves under 90% of the steps wanted.
+    """
+    cases, crop = fingerprint["cases"], sections.crop
+    n_cases, n_test = fingerprint["n_cases"], fingerprint["n_test_cases"]
+    seconds_per_case = fingerprint["read_seconds"]["median_cpu_per_case"]
+
+    def measure(spacing, found):
+        return time_config(sections.config(target, spacing, found, BATCH), target.device)
+
+    def steps_at(timing, shape, patch):  # per fold, in the fewest folds (2): folds are chosen after the patch
+        costs = budget.run_costs(timing, n_cases, 2, n_test, topology.windows(shape, patch), seconds_per_case)
+        return budget.fold_schedule(target.budget_seconds, timing, costs, 2)[0]
+
+    def in_memory(patch, kernels, strides):
+        filters = sections.model(kernels, strides, target)["filters"]
+        return budget.estimated_bytes(patch, strides, filters, BATCH, sections.in_channels,
+                                      target.amp) <= target.memory_bytes
+
+    spacing = target_spacing
+    shape = median_shape(cases, spacing, crop)
+    reference = topology.fitted([min(s, 64) for s in topology.initial_patch(spacing, shape)], spacing)[:3]
+    small = topology.fitted([min(s, topology.MIN_PATCH) for s in reference[0]], spacing)[:3]
+    points = {tuple(p[0]): measure(spacing, p) for p in (small, reference)}
+    for _ in range(2):
+        guess = budget.time_model([(np.prod(patch), timing) for patch, timing in points.items()])
+        found, spacing, wanted = choose_patch(target_spacing, lambda spacing: median_shape(cases, spacing, crop),
+                                              guess, in_memory, steps_at)
+        if found is None:
+            raise UserError(f"even the smallest patch does not fit {target.memory_bytes / 2 ** 30:.1f} GiB of "
+                            f"{target.device.type} memory (--gpu_memory_gb)")
+        if tuple(found[0]) not in points:
+            points[tuple(found[0])] = measure(spacing, found)
+        timing = points[tuple(found[0])]
+        if steps_at(timing, median_shape(cases, spacing, crop), found[0]) >= 0.9 * wanted:
+            break
+    return found, spacing, wanted, timing
+
+
+def larger_batch(sections, target, spacing, found, shape, n_cases, timing):
+    """``(batch, StepTiming)``: on a GPU, nnU-Net's rule of a larger batch where memory allows, up to
+    ``BATCH_SHARE`` of the dataset's voxels (the step timed again); ``BATCH`` and ``timing`` otherwise.
+    A measured peak over the memory allowed is refused."""
+    patch, kernels, strides = found
+    batch = BATCH
+    if target.cuda:
+        filters = sections.model(kernels, strides, target)["filters"]
+        while (budget.estimated_bytes(patch, strides, filters, batch + 1, sections.in_channels, target.amp)
+               <= target.memory_bytes and (batch + 1) * np.prod(patch) <= BATCH_SHARE * n_cases * np.prod(shape)):
+            batch += 1
+        if batch != BATCH:
+            timing = time_config(sections.config(target, spacing, found, batch), target.device)
+    if timing.peak_bytes and timing.peak_bytes > target.memory_bytes:
+        raise UserError(f"the planned patch {patch} (batch {batch}) took {timing.peak_bytes / 2 ** 30:.1f} GiB on "
+                        f"{target.device}, over the estimate and the {target.memory_bytes / 2 ** 30:.1f} GiB allowed; "
+                        "give a lower --gpu_memory_gb")
+    return batch, timing
+
+
+def patch_reasons(target, found, spacing, shape, crop, wanted, coarsened_from):
+    """The ``patch`` row of the plan's reasons."""
+    patch = found[0]
+    why_size = (f"the largest patch within {target.memory_bytes / 2 ** 30:.1f} GiB of {target.device.type} memory "
+                f"that leaves at least {wanted} training steps per fold in the budget" + (
+                    "" if wanted == MIN_STEPS else f" (the budget is too short for {MIN_STEPS} at a useful patch "
+                                                   "size: more minutes give more steps)"))
+    coarser = (f"; the spacing was coarsened from {coarsened_from} for it to cover {LOWRES_SHARE:.0%}"
+               if coarsened_from else "")
+    return [("patch", f"{_voxels(patch)} voxels ({_mm([p * s for p, s in zip(patch, spacing)])})", (
+        f"{why_size}; it covers {np.prod(patch) / np.prod(shape):.0%} of the median "
+        f"{'non-zero-cropped ' if crop else ''}volume of {_voxels([round(s) for s in shape])} voxels{coarser}"))]
+
+
+def clean_up(fingerprint, scheme, reasons):
+    """The smallest component a prediction keeps (voxels of the median input spacing), with its reason."""
     voxel_ml = float(np.prod(fingerprint["median_spacing"])) / 1000
     min_component = max(1, round(MIN_COMPONENT_ML / voxel_ml))
     reasons.append(("clean-up", f"components under {min_component} voxels removed from each "
                     f"{'region' if scheme.mode == 'regions' else 'class'} of a prediction", (
                         f"{MIN_COMPONENT_ML:g} ml at the median input voxel of {voxel_ml * 1000:.3g} mm3 (the "
                         "predictions' grid): stray specks cost a case its whole Dice where a label is absent")))
-    config = {
-        "model": model,
-        "loss": loss,
-        "optimizer": {"name": "AdamW", "lr": 0.003, "weight_decay": 0.0001},
-        "scheduler": scheduler_section(n_epochs * per_epoch),
-        "cross_validation": {"n_folds": n_folds, "random_seed": 25},
-        "dataset": {"name": "SegmentationDataset", "label_mode": scheme.mode, "labels": list(scheme.values),
-                    "label_names": scheme.names, "spacing": spacing, "crop_foreground": crop,
-                    **normalization, "patch_size": patch, "foreground_oversampling": 0.5, "patches_per_case": 1,
-                    **augmentations(spacing)},
-        "training": {"n_epochs": n_epochs, "batch_size": batch, "validation_batch_size": 1,
-                     "samples_per_epoch": per_epoch * batch, "validation_interval": interval,
-                     "metric_to_monitor": "val_dice_mean", "amp": amp, "save_best": True, "seed": 0},
-        "prediction": {"overlap": 0.5, "sw_batch_size": 4, "mask_to_nonzero": crop, "min_component_size": min_component},
-    }
-    return Plan(config, reasons, estimate)
+    return min_component
 
 
 def choose_patch(target, shape_at, guess, in_memory, steps_at):
