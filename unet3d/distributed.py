@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun: set-up, the main-process gate, reductions.
+"""Data parallelism under torchrun, for training and prediction: set-up, the main-process gate, reductions.
 
 torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them everything here
 is a no-op for a single process, so the loop reads the same either way.

@@ -91,9 +91,10 @@ def fit(experiment, work_dir, device, context=distributed.Context(), num_workers
             if context.is_main:  # every process holds the same figures and weights; one writes them
                 # The checkpoint marks the epoch done, so it comes after the model files: a kill
                 # between them replays the epoch, which rewrites the same files.
-                save_models(model_weights(parts.model), work_dir, epoch, improved, settings)
+                save_models(model_weights(parts.model), work_dir, epoch=epoch, improved=improved, settings=settings)
                 trackers.log_epoch(row, example)  # before the checkpoint too (see unet3d.train.trackers)
-                save_training_state(checkpoint_path, parts.model, epoch, rows, config_hashes, **state)
+                save_training_state(checkpoint_path, parts.model, epoch=epoch, rows=rows, config_hashes=config_hashes,
+                                    **state)
                 training_log.append(row)
                 plot_progress(rows, work_dir / "progress.png")
                 summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
@@ -105,15 +106,15 @@ def training_loaders(experiment, cache_dir, num_workers, pin_memory, context):
     """The ``Loaders`` of the experiment's training and validation cases (this process's share under torchrun)."""
     settings = experiment.training
     shard = (context.rank, context.world_size) if context.enabled else None
-    training = build_dataset(experiment.dataset, experiment.labels, experiment.labelled_cases("training"), "training",
-                             cache_dir)
+    training = build_dataset(experiment.dataset, experiment.labels, experiment.labelled_cases("training"),
+                             split="training", cache_dir=cache_dir)
     train_loader = make_loader(training, settings.batch_size, shuffle=True, num_workers=num_workers,
                                seed=settings.seed, pin_memory=pin_memory, shard=shard,
                                samples=settings.samples_per_epoch)
     cases = experiment.labelled_cases("validation")
     if not cases:
         return Loaders(train_loader)
-    validation = build_dataset(experiment.dataset, experiment.labels, cases, "validation", cache_dir)
+    validation = build_dataset(experiment.dataset, experiment.labels, cases, split="validation", cache_dir=cache_dir)
     return Loaders(train_loader, make_loader(validation, settings.validation_batch_size, shuffle=False,
                                              num_workers=num_workers, pin_memory=pin_memory, shard=shard))
 
