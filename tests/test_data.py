@@ -22,6 +22,12 @@ def test_case_ids_come_from_the_shared_modality_prefix():
     assert case_id(["/d/imagesTr/liver_7_0000.nii.gz"]) == "liver_7_0000"
 
 
+def test_case_ids_drop_image_suffixes_only():
+    assert case_id(["/d/case.nii.gz"]) == "case" and case_id(["/d/case.NRRD"]) == "case"
+    assert case_id(["/d/case.mhd"]) == "case" and case_id(["/d/case.nii"]) == "case"
+    assert case_id(["/d/notes.tar.gz"]) == "notes.tar.gz"
+
+
 def test_brats_hierarchy_round_trips():
     label = np.array([0, 2, 1, 4, 2, 0])
     masks = BRATS.masks(label)

@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "unet3d"
 # Each layer may import the layers listed before it (and itself), never one after it.
 LAYERS = [
-    {"errors", "atomic"},
+    {"errors", "atomic", "image_suffixes"},
     {"config", "device", "distributed"},
     {"data", "models", "losses"},
     {"train", "predict", "evaluate", "export"},

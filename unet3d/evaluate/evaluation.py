@@ -13,13 +13,14 @@ import numpy as np
 import pandas
 
 from unet3d.atomic import write_csv
-from unet3d.config.experiment import IMAGE_SUFFIX, check_new_output
+from unet3d.config.experiment import check_new_output
 from unet3d.config.labels import LabelScheme
 from unet3d.data.brats import label_file
 from unet3d.data.checks import AFFINE_TOLERANCE_MM
 from unet3d.data.formats import read_array, read_header
 from unet3d.errors import UserError, listing
 from unet3d.evaluate.metrics import METRICS, region_metrics
+from unet3d.image_suffixes import image_stem
 
 log = logging.getLogger("unet3d")
 
@@ -35,8 +36,8 @@ STATISTICS = {
 
 def image_files_in(folder):
     """``{name without .nii[.gz], .nrrd, ...: path}`` for the image files directly in ``folder`` (not hidden ones)."""
-    return {IMAGE_SUFFIX.sub("", p.name): p for p in sorted(Path(folder).iterdir())
-            if p.is_file() and not p.name.startswith(".") and IMAGE_SUFFIX.search(p.name)}
+    return {image_stem(p): p for p in sorted(Path(folder).iterdir())
+            if p.is_file() and not p.name.startswith(".") and image_stem(p) is not None}
 
 
 def label_files(label_dir):
