@@ -232,6 +232,20 @@ class LabelSettings(Settings):
             raise UserError(f"config key 'dataset.label_names' must be distinct names of letters, digits, '_' and "
                             f"'-' (they become CSV columns), got {list(self.label_names)}")
 
+    @classmethod
+    def from_flags(cls, labels, label_mode=None, label_names=None):
+        """The settings of ``--labels``, ``--label_mode`` and ``--label_names``, checked as the config's keys are;
+        an error names the flags given and the config key's rule."""
+        given = {"labels": labels, "label_mode": label_mode, "label_names": label_names}
+        given = {name: list(value) if isinstance(value, tuple) else value
+                 for name, value in given.items() if value is not None}
+        try:
+            return cls.parse(given, "dataset")
+        except UserError as error:
+            flags = " ".join(f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+                             for name, value in given.items())
+            raise UserError(f"{flags}: {error}") from None
+
     @property
     def mode(self):
         """The label mode, with 3DUnetCNN's ``setup_label_hierarchy`` as ``regions``."""

@@ -14,7 +14,8 @@ import pandas
 
 from unet3d.atomic import write_csv
 from unet3d.config.experiment import check_new_output
-from unet3d.config.labels import LabelScheme
+from unet3d.config.labels import LabelScheme, label_scheme
+from unet3d.config.settings import LabelSettings
 from unet3d.data.brats import label_file
 from unet3d.data.checks import AFFINE_TOLERANCE_MM
 from unet3d.data.formats import read_array, read_header
@@ -161,9 +162,7 @@ def evaluation_inputs(experiment=None, group=None, label_dir=None, labels=None, 
         raise UserError("--group needs --config_filename")
     references = group_label_files(experiment, group) if group is not None else label_files(label_dir)
     if labels:
-        if label_names and len(label_names) != len(labels):
-            raise UserError(f"--label_names: {len(label_names)} names for {len(labels)} --labels")
-        return references, LabelScheme(tuple(labels), label_mode or "labels", tuple(label_names or ()) or None)
+        return references, label_scheme(LabelSettings.from_flags(labels, label_mode, label_names))
     if label_mode or label_names:
         raise UserError("--label_mode and --label_names go with --labels")
     if experiment is not None and experiment.labels.values:
