@@ -319,6 +319,6 @@ class DatasetSettings(Settings):
         """The window validation and prediction use unless ``prediction.window`` says otherwise."""
         return self.patch_size or self.desired_shape
 
-    def deterministic(self):
+    def preprocessing_settings(self):
         """The settings of the cacheable preprocessing (everything but patches and augmentation), JSON-able."""
         return {name: value for name, value in self.as_dict().items() if name not in (*self.RANDOM, *SPLITS)}
