@@ -66,8 +66,8 @@ def plain_monai(dataset, settings, labels, data):
     steps = [*dataset.preprocess.transforms, LabelTargetsd(labels),
              RandCropByPosNegLabeld(["image", "label"], label_key="label", spatial_size=settings.patch_size,
                                     pos=share, neg=1 - share, num_samples=settings.patches_per_case, allow_smaller=True)]
-    steps += augmentations(settings.spatial_augmentations, "dataset.spatial_augmentations", ["image", "label"])
-    steps += augmentations(settings.intensity_augmentations, "dataset.intensity_augmentations", "image")
+    steps += augmentations(settings.spatial_augmentations, ["image", "label"])
+    steps += augmentations(settings.intensity_augmentations, "image")
     return Dataset([case.as_dict() for case in data], transform=Compose(steps))
 
 

@@ -20,6 +20,7 @@ from unet3d.config.settings import (
     PredictionSettings,
     SchedulerOptions,
     TrainingSettings,
+    jsonable,
 )
 from unet3d.errors import UserError
 
@@ -266,7 +267,7 @@ def resolved(config, sections):
         filled = {p.name: p.default for p in parameters
                   if p.default is not p.empty and p.name not in UNET3D_ARGUMENTS and p.kind is not p.VAR_KEYWORD}
         keys = spec.keys
-        given = {k: (keys[k].parse(v, f"{name}.{k}") if k in keys else v)
+        given = {k: (jsonable(keys[k].parse(v, f"{name}.{k}")) if k in keys else v)
                  for k, v in config[name].items() if k != "name" and not (k in keys and v is None)}
         for settings in spec.settings if spec.keys_for in (None, component.name) else ():
             given = {**settings.defaults(), **given}
