@@ -38,8 +38,8 @@ from monai.transforms import Compose, RandCropByPosNegLabeld
 from unet3d.config.experiment import load_experiment, make_case
 from unet3d.data.brats import brats_cases
 from unet3d.data.dataset import SegmentationDataset, build_dataset
-from unet3d.data.labels import LabelsToRegionsd
 from unet3d.data.loaders import make_loader, start_epoch
+from unet3d.data.patches import LabelTargetsd
 from unet3d.data.synthetic import write_synthetic_brats
 from unet3d.data.transforms import augmentations
 from unet3d.train.loop import train_one_epoch
@@ -64,11 +64,11 @@ def plain_monai(dataset, settings, labels, data):
     """unet3d's steps as a plain MONAI pipeline would run them: every item from the NIfTI files, label
     channels made before cropping, ``RandCropByPosNegLabeld`` scanning the whole label."""
     share = settings.foreground_oversampling
-    steps = [*dataset.preprocess.transforms, LabelsToRegionsd("label", labels.values, mode=labels.mode),
+    steps = [*dataset.preprocess.transforms, LabelTargetsd(labels),
              RandCropByPosNegLabeld(["image", "label"], label_key="label", spatial_size=settings.patch_size,
                                     pos=share, neg=1 - share, num_samples=settings.patches_per_case, allow_smaller=True)]
-    steps += augmentations(settings.spatial_augmentations, "dataset.spatial_augmentations", ["image", "label"])
-    steps += augmentations(settings.intensity_augmentations, "dataset.intensity_augmentations", "image")
+    steps += augmentations(settings.spatial_augmentations, ["image", "label"])
+    steps += augmentations(settings.intensity_augmentations, "image")
     return Dataset([case.as_dict() for case in data], transform=Compose(steps))
 
 

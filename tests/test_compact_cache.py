@@ -145,14 +145,16 @@ def test_targets_made_after_spatial_augmentation_are_those_made_before(scheme):
                {"name": "RandFlipd", "prob": 0.5, "spatial_axis": [0, 1, 2]},
                {"name": "RandZoomd", "prob": 0.5, "min_zoom": 0.9, "max_zoom": 1.1}]
     intensity = [{"name": "RandGaussianNoised", "prob": 0.5, "std": 0.1}]
-    settings = DatasetSettings(patch_size=[12, 12, 10], foreground_oversampling=0.5, spatial_augmentations=spatial,
-                               intensity_augmentations=intensity).for_split("training")
+    settings = DatasetSettings.parse({"patch_size": [12, 12, 10], "foreground_oversampling": 0.5,
+                                      "spatial_augmentations": spatial, "intensity_augmentations": intensity},
+                                     "dataset").for_split("training")
     stored = compact(labelled_volume(), scheme.values)
     later = sampling(settings, scheme)
     assert [type(t).__name__ for t in later.transforms] == [
         "RandForegroundPatchd", "RandAffined", "RandFlipd", "RandZoomd", "LabelTargetsd", "RandGaussianNoised"]
     before = Compose([RandForegroundPatchd(scheme, settings.patch_size, 0.5),
-                      *augmentations(spatial, "spatial", ["image", "label"]), *augmentations(intensity, "i", "image")])
+                      *augmentations(settings.spatial_augmentations, ["image", "label"]),
+                      *augmentations(settings.intensity_augmentations, "image")])
     for seed in range(24):
         (a,), (b,) = later.set_random_state(seed)(stored), before.set_random_state(seed)(stored)
         assert a["label"].dtype == torch.uint8 and a["label"].shape[0] == (1 if scheme.mode == "classes" else 3)
@@ -160,6 +162,6 @@ def test_targets_made_after_spatial_augmentation_are_those_made_before(scheme):
         torch.testing.assert_close(a["label"].as_tensor().float(), b["label"].as_tensor().float(), rtol=0, atol=0)
         torch.testing.assert_close(a["label"].affine, b["label"].affine)
     # A spec that interpolates labels keeps the targets first: moving label values would mix them.
-    smooth = DatasetSettings(patch_size=[12, 12, 10], spatial_augmentations=[
-        {"name": "RandZoomd", "prob": 0.5, "mode": ["trilinear", "trilinear"]}]).for_split("training")
+    smooth = DatasetSettings.parse({"patch_size": [12, 12, 10], "spatial_augmentations": [
+        {"name": "RandZoomd", "prob": 0.5, "mode": ["trilinear", "trilinear"]}]}, "dataset").for_split("training")
     assert [type(t).__name__ for t in sampling(smooth, scheme).transforms] == ["RandForegroundPatchd", "RandZoomd"]

@@ -8,7 +8,7 @@ from unet3d.config.experiment import case_id, make_case
 from unet3d.config.labels import LabelScheme
 from unet3d.config.settings import DatasetSettings
 from unet3d.data.brats import brats_cases
-from unet3d.data.labels import LabelsToRegionsd
+from unet3d.data.patches import LabelTargetsd
 from unet3d.data.stored import compact, expand
 from unet3d.data.transforms import preprocessing
 from unet3d.runs.folds import split_folds
@@ -20,6 +20,12 @@ def test_case_ids_come_from_the_shared_modality_prefix():
     assert case_id(["/d/BraTS20_Training_001/BraTS20_Training_001_flair.nii",
                     "/d/BraTS20_Training_001/BraTS20_Training_001_t1ce.nii"]) == "BraTS20_Training_001"
     assert case_id(["/d/imagesTr/liver_7_0000.nii.gz"]) == "liver_7_0000"
+
+
+def test_case_ids_drop_image_suffixes_only():
+    assert case_id(["/d/case.nii.gz"]) == "case" and case_id(["/d/case.NRRD"]) == "case"
+    assert case_id(["/d/case.mhd"]) == "case" and case_id(["/d/case.nii"]) == "case"
+    assert case_id(["/d/notes.tar.gz"]) == "notes.tar.gz"
 
 
 def test_brats_hierarchy_round_trips():
@@ -56,12 +62,13 @@ def test_labels_stay_binary_after_crop_and_resize(brats_data):
     assert torch.all(tc <= wt) and torch.all(et <= tc)
 
 
-def test_labels_to_regions_keeps_the_affine():
+def test_label_targets_keep_the_affine():
     from monai.data import MetaTensor
 
     label = MetaTensor(torch.tensor([[[[0.0, 2.0], [1.0, 4.0]]]]), affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
-    out = LabelsToRegionsd("label", [2, 1, 4], hierarchy=True)({"label": label})["label"]
+    out = LabelTargetsd(BRATS)({"label": label})["label"]
     assert out.shape == (3, 1, 2, 2) and torch.equal(out.affine, label.affine)
+    assert out.tolist() == BRATS.targets(label.as_tensor()[0]).tolist()
 
 
 @pytest.mark.parametrize("n_cases, n_folds", [(10, 2), (11, 3), (5, 5)])

@@ -13,7 +13,7 @@ from monai.transforms import Invertd
 from helpers import TINY_SETTINGS, assert_on_input_grid, edit_config, run, write_config
 from unet3d.config.experiment import load_experiment, make_case
 from unet3d.config.labels import LabelScheme, label_scheme
-from unet3d.config.settings import DatasetSettings, LabelSettings
+from unet3d.config.settings import DatasetSettings, LabelSettings, parse_augmentations
 from unet3d.data.brats import brats_cases
 from unet3d.data.dataset import SegmentationDataset
 from unet3d.data.loaders import batches, make_loader
@@ -102,16 +102,16 @@ def test_spatial_augmentation_moves_image_and_label_together_and_keeps_labels_bi
     label[0, 2:7, 3:9, 1:4] = 1
     label[1, 3:5, 4:6, 2:3] = 1
     item = {"image": label.clone(), "label": label.clone()}
-    exact = augmentations([{"name": "RandFlipd", "prob": 1.0, "spatial_axis": [0, 1]},
+    exact = augmentations(parse_augmentations([{"name": "RandFlipd", "prob": 1.0, "spatial_axis": [0, 1]},
                            {"name": "RandRotate90d", "prob": 1.0, "spatial_axes": [0, 2]}],
-                          "dataset.spatial_augmentations", ["image", "label"])
+                          "dataset.spatial_augmentations"), ["image", "label"])
     for transform in exact:
         item = transform(item)
     assert torch.equal(item["image"], item["label"]) and not torch.equal(item["label"], label)
-    interpolating = augmentations([{"name": "RandAffined", "prob": 1.0, "rotate_range": 0.5, "scale_range": 0.2},
+    interpolating = augmentations(parse_augmentations([{"name": "RandAffined", "prob": 1.0, "rotate_range": 0.5, "scale_range": 0.2},
                                    {"name": "RandZoomd", "prob": 1.0, "min_zoom": 1.2, "max_zoom": 1.3},
                                    {"name": "Rand3DElasticd", "prob": 1.0, "sigma_range": [2, 3], "magnitude_range": [1, 2]}],
-                                  "dataset.spatial_augmentations", ["image", "label"])
+                                  "dataset.spatial_augmentations"), ["image", "label"])
     for transform in interpolating:
         item = transform(item)
     assert set(torch.unique(item["label"]).tolist()) == {0.0, 1.0}
@@ -120,8 +120,8 @@ def test_spatial_augmentation_moves_image_and_label_together_and_keeps_labels_bi
 
 def test_intensity_augmentation_touches_the_image_only():
     item = {"image": torch.ones(1, 4, 4, 4), "label": torch.ones(1, 4, 4, 4)}
-    (shift,) = augmentations([{"name": "RandShiftIntensityd", "offsets": 0.5, "prob": 1.0}],
-                             "dataset.intensity_augmentations", "image")
+    (shift,) = augmentations(parse_augmentations([{"name": "RandShiftIntensityd", "offsets": 0.5, "prob": 1.0}],
+                             "dataset.intensity_augmentations"), "image")
     out = shift(item)
     assert not torch.equal(out["image"], item["image"]) and torch.equal(out["label"], item["label"])
 

@@ -9,6 +9,7 @@ import pytest
 
 from helpers import read_log, run
 from unet3d.config.experiment import load_experiment
+from unet3d.config.settings import LabelSettings
 from unet3d.errors import UserError
 from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs
 from unet3d.evaluate.metrics import BRATS_MAX_HD95, region_metrics
@@ -138,3 +139,26 @@ def test_the_output_is_a_new_csv_never_a_label_map(tmp_path):
                      "--output_filename", target, check=False)
         assert result.returncode == 2 and "expected a new .csv file" in result.stderr
     assert (labels / "case1.nii.gz").read_bytes() == before and not (tmp_path / "scores.txt").exists()
+
+
+@pytest.mark.parametrize("flags, dataset", [
+    (["--labels", "2", "2"], {"labels": [2, 2]}),
+    (["--labels", "2", "1", "--label_names", "whole"], {"labels": [2, 1], "label_names": ["whole"]}),
+    (["--labels", "1", "--label_names", "tumour core"], {"labels": [1], "label_names": ["tumour core"]}),
+])
+def test_label_flags_are_refused_as_the_same_config_keys_are(tmp_path, flags, dataset):
+    predictions, labels = tmp_path / "predictions", tmp_path / "labels"
+    write_label_map(predictions / "case1.nii.gz", brats_label_map())
+    write_label_map(labels / "case1.nii.gz", brats_label_map())
+    with pytest.raises(UserError) as from_config:
+        LabelSettings.parse(dataset, "dataset")
+    result = run("unet3d-evaluate", "--prediction_dir", predictions, "--label_dir", labels, *flags, check=False)
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and line == f"unet3d-evaluate: error: {' '.join(flags)}: {from_config.value}"
+    assert not (predictions / "evaluation.csv").exists()
+
+
+def test_an_unknown_label_mode_is_refused_as_the_config_key_is(tmp_path):
+    write_label_map(tmp_path / "labels" / "case1.nii.gz", brats_label_map())
+    with pytest.raises(UserError, match="'dataset.label_mode' must be one of \"regions\", \"labels\", \"classes\""):
+        evaluation_inputs(label_dir=tmp_path / "labels", labels=[1], label_mode="region")

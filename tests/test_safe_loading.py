@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import REPO, edit_config, run
+from unet3d.config.settings import parse_augmentations
 from unet3d.data.transforms import augmentations, normalizations
 from unet3d.errors import UserError
 from unet3d.scripts.train import main as train
@@ -67,8 +68,9 @@ def imported(monkeypatch):
 def test_no_name_reaches_outside_the_namespaces(name, imported):
     optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
     attempts = [
-        lambda: augmentations([{"name": name}], "dataset.spatial_augmentations", ["image", "label"]),
-        lambda: augmentations([{"name": "RandFlipd"}, {"name": name}], "dataset.intensity_augmentations", "image"),
+        lambda: augmentations(parse_augmentations([{"name": name}], "dataset.spatial_augmentations"), ["image", "label"]),
+        lambda: augmentations(parse_augmentations([{"name": "RandFlipd"}, {"name": name}],
+                                                  "dataset.intensity_augmentations"), "image"),
         lambda: normalizations(name, None),
         lambda: normalizations(["NormalizeIntensityd", name], [{}, {}]),
         lambda: build_scheduler(parse_scheduler({"name": name}, "scheduler"), optimizer),

@@ -87,9 +87,9 @@ def sum_across(context, *values):
     return tensor.cpu().tolist()
 
 
-def launch(n_processes, argv, module="unet3d.scripts.train"):
-    """Run ``python -m module argv`` (``unet3d-train``) under torchrun with ``n_processes`` processes on this node;
-    returns its exit status."""
+def launch(n_processes, argv, module):
+    """Run ``python -m module argv`` (the command's own module) under torchrun with ``n_processes`` processes on
+    this node; returns its exit status."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_processes}",
                "-m", module, *argv]
     return subprocess.run(command).returncode

@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 from unet3d.config.labels import LabelScheme, label_scheme
@@ -19,9 +18,8 @@ from unet3d.config.resolve import Component
 from unet3d.config.schema import FILENAMES_SUFFIX, DatasetSpec, SchedulerSpec, parse_config
 from unet3d.config.settings import CrossValidationSettings, PredictionSettings, TrainingSettings
 from unet3d.errors import UserError, listing
+from unet3d.image_suffixes import image_stem, image_suffix
 
-# Image suffixes (unet3d.data.formats reads them), stripped from file names to name cases.
-IMAGE_SUFFIX = re.compile(r"\.(nii(\.gz)?|nrrd|nhdr|mha|mhd)$|\.gz$", re.IGNORECASE)
 # Training keys that change when or what is saved, not what is learned: a checkpoint
 # made under other values of these still resumes.
 BOOKKEEPING_KEYS = frozenset({
@@ -59,7 +57,7 @@ def case_id(images):
     ``BraTS20_Training_001_flair.nii`` + ``..._t1.nii`` -> ``BraTS20_Training_001``;
     a single modality gives its file name without extension.
     """
-    stems = [IMAGE_SUFFIX.sub("", os.path.basename(p)) for p in images]
+    stems = [image_stem(p) if image_suffix(p) else os.path.basename(p) for p in images]
     prefix = os.path.commonprefix(stems) if len(stems) > 1 else stems[0]
     prefix = prefix.rstrip("_-. ")
     return prefix or os.path.basename(os.path.dirname(images[0])) or stems[0]

@@ -34,7 +34,8 @@ class Key:
     """One config key: JSON types, default (``REQUIRED`` when none), allowed values and a description.
 
     ``triple`` (``int`` or ``float``) makes the key three positive numbers, one number
-    standing for all three; its value is then kept as a tuple of three.
+    standing for all three; its value is then kept as a tuple of three. ``entries`` (a function
+    ``(list, where) -> tuple``) makes a list's items typed objects.
     """
 
     types: tuple
@@ -47,6 +48,7 @@ class Key:
     above: float = None  # exclusive lower bound
     items: str = None  # JSON type of a list's items
     triple: type = None
+    entries: object = None
 
     def expected(self):
         """What the key must hold, in words: ``a positive integer``, ``a number in [0, 1)``, ..."""
@@ -108,6 +110,8 @@ class Key:
             return self.default
         if self.triple is not None:
             return _as_triple(value, self.triple)
+        if self.entries is not None:
+            return self.entries(value, where)
         return value
 
 

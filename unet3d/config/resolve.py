@@ -20,6 +20,8 @@ import inspect
 
 from unet3d.errors import UserError
 
+# unet3d's component packages are named, not imported: they sit above config, and are imported only when a
+# config names a class of their kind. tests/test_layers.py allows these names and no other upward one.
 NAMESPACES = {
     "model": ("unet3d.models", "monai.networks.nets"),
     "loss": ("unet3d.losses", "monai.losses", "torch.nn"),

@@ -20,6 +20,7 @@ from unet3d.config.settings import (
     PredictionSettings,
     SchedulerOptions,
     TrainingSettings,
+    jsonable,
 )
 from unet3d.errors import UserError
 
@@ -95,11 +96,23 @@ GROUPS = {
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerSpec:
-    """The ``scheduler`` section: the class, whether it steps per batch, and a SequentialLR's inner schedulers."""
+    """The ``scheduler`` section: the class, whether it steps per batch, and a SequentialLR's inner schedulers.
+
+    Args:
+        component: the class and its keyword arguments, less the lengths given as "auto".
+        step_per_batch: step after every batch instead of every epoch.
+        schedulers: the inner ``SchedulerSpec`` of a SequentialLR or ChainedScheduler.
+        auto_lengths: the length keywords (``AUTO_LENGTH_KEYS``) given as "auto", which the run's length fills.
+        milestones: a SequentialLR's milestones, which split the run's length between its schedulers.
+        plateau_mode: ReduceLROnPlateau's ``mode`` as the config gives it (None: the monitored metric's).
+    """
 
     component: Component
     step_per_batch: bool = False
     schedulers: tuple = ()
+    auto_lengths: tuple = ()
+    milestones: tuple = ()
+    plateau_mode: str = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,14 +198,19 @@ def parse_scheduler(value, key, allow_unknown_keys=False):
             raise UserError(f"config key '{key}.{name}' is \"auto\", which only {', '.join(AUTO_LENGTH_KEYS)} take")
     if key != "scheduler" and "step_per_batch" in value:
         raise UserError(f"config key '{key}.step_per_batch': set it on the outer 'scheduler', which steps them all")
-    return SchedulerSpec(Component("scheduler", key, value["name"], kwargs), options.step_per_batch, inner)
+    auto = tuple(name for name in AUTO_LENGTH_KEYS if kwargs.get(name) == AUTO_LENGTH)
+    milestones = kwargs.get("milestones")
+    component = Component("scheduler", key, value["name"], {k: v for k, v in kwargs.items() if k not in auto})
+    return SchedulerSpec(component, options.step_per_batch, inner, auto,
+                         tuple(milestones) if isinstance(milestones, list) else (),
+                         kwargs.get("mode") if value["name"] == "ReduceLROnPlateau" else None)
 
 
 def _check_scheduler_mode(spec, training):
     """ReduceLROnPlateau follows the monitored metric; it cannot step per batch or against the metric's mode."""
     if spec is None or spec.component.name != "ReduceLROnPlateau":
         return
-    key, mode = spec.component.key, spec.component.options.get("mode", training.monitor_mode)
+    key, mode = spec.component.key, spec.plateau_mode or training.monitor_mode
     if mode != training.monitor_mode:
         raise UserError(
             f"config key '{key}.mode' is {mode!r} but the monitored metric is to be "
@@ -250,7 +268,7 @@ def resolved(config, sections):
         filled = {p.name: p.default for p in parameters
                   if p.default is not p.empty and p.name not in UNET3D_ARGUMENTS and p.kind is not p.VAR_KEYWORD}
         keys = spec.keys
-        given = {k: (keys[k].parse(v, f"{name}.{k}") if k in keys else v)
+        given = {k: (jsonable(keys[k].parse(v, f"{name}.{k}")) if k in keys else v)
                  for k, v in config[name].items() if k != "name" and not (k in keys and v is None)}
         for settings in spec.settings if spec.keys_for in (None, component.name) else ():
             given = {**settings.defaults(), **given}

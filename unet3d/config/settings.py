@@ -9,6 +9,7 @@ import dataclasses
 from typing import ClassVar
 
 from unet3d.config.keys import REQUIRED, keys_of, setting, unknown_key
+from unet3d.config.resolve import Component
 from unet3d.errors import UserError
 
 SPLITS = ("training", "validation")
@@ -59,7 +60,7 @@ class Settings:
 
     def as_dict(self):
         """The settings as JSON-able values (tuples as lists)."""
-        return {name: _jsonable(getattr(self, name)) for name in self.keys()}
+        return {name: jsonable(getattr(self, name)) for name in self.keys()}
 
 
 def canonical(given, aliases, where):
@@ -73,11 +74,14 @@ def canonical(given, aliases, where):
     return result
 
 
-def _jsonable(value):
+def jsonable(value):
+    """A setting's value as the config writes it: tuples as lists, typed entries as their JSON objects."""
     if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, Component):
+        return value.spec
     return value
 
 
@@ -232,10 +236,57 @@ class LabelSettings(Settings):
             raise UserError(f"config key 'dataset.label_names' must be distinct names of letters, digits, '_' and "
                             f"'-' (they become CSV columns), got {list(self.label_names)}")
 
+    @classmethod
+    def from_flags(cls, labels, label_mode=None, label_names=None):
+        """The settings of ``--labels``, ``--label_mode`` and ``--label_names``, checked as the config's keys are;
+        an error names the flags given and the config key's rule."""
+        given = {"labels": labels, "label_mode": label_mode, "label_names": label_names}
+        given = {name: list(value) if isinstance(value, tuple) else value
+                 for name, value in given.items() if value is not None}
+        try:
+            return cls.parse(given, "dataset")
+        except UserError as error:
+            flags = " ".join(f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+                             for name, value in given.items())
+            raise UserError(f"{flags}: {error}") from None
+
     @property
     def mode(self):
         """The label mode, with 3DUnetCNN's ``setup_label_hierarchy`` as ``regions``."""
         return self.label_mode or ("regions" if self.setup_label_hierarchy else "labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation(Component):
+    """One entry of `dataset.spatial_augmentations` or `intensity_augmentations`: a MONAI dictionary transform
+    ``{"name": ..., **kwargs}``, whose ``keys`` unet3d fills in."""
+
+    @classmethod
+    def parse(cls, entry, where):
+        """The entry ``entry`` of a list of augmentations, checked; errors name ``where``."""
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise UserError(f"config key '{where}' must be an object with a 'name'")
+        return cls("transform", where, entry["name"], {k: v for k, v in entry.items() if k != "name"})
+
+    @property
+    def sets_mode(self):
+        """Whether the entry names its interpolation ``mode``; else unet3d gives the label nearest neighbour."""
+        return "mode" in self.options
+
+    @property
+    def keeps_label_values(self):
+        """Whether the label is resampled by nearest neighbour (unet3d's choice, or the entry's label mode): then
+        moving label values and moving target channels give the same targets."""
+        if not self.sets_mode:
+            return True
+        mode = self.options["mode"]
+        label_mode = mode[-1] if isinstance(mode, (list, tuple)) and mode else mode
+        return label_mode in ("nearest", 0)
+
+
+def parse_augmentations(entries, key):
+    """The ``Augmentation`` of each ``{"name": ..., **kwargs}`` of the list at config key ``key``."""
+    return tuple(Augmentation.parse(entry, f"{key}[{index}]") for index, entry in enumerate(entries))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,10 +311,12 @@ class DatasetSettings(Settings):
     foreground_oversampling: float = setting(["number"], 0.33, "share of patches centred on the label",
                                              minimum=0, maximum=1)
     patches_per_case: int = setting(["integer"], 1, "patches drawn from each case per epoch", minimum=1)
-    spatial_augmentations: list = setting(["list", "null"], None, "MONAI dictionary transforms `{\"name\": ..., "
-                                                                  "**kwargs}` for image and label, training only")
-    intensity_augmentations: list = setting(["list", "null"], None, "MONAI dictionary transforms for the image only, "
-                                                                    "training only")
+    spatial_augmentations: tuple = setting(["list", "null"], None, "MONAI dictionary transforms `{\"name\": ..., "
+                                                                   "**kwargs}` for image and label, training only",
+                                           entries=parse_augmentations)
+    intensity_augmentations: tuple = setting(["list", "null"], None, "MONAI dictionary transforms for the image only, "
+                                                                     "training only",
+                                             entries=parse_augmentations)
     training: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
                                                        "training split")
     validation: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
@@ -305,6 +358,6 @@ class DatasetSettings(Settings):
         """The window validation and prediction use unless ``prediction.window`` says otherwise."""
         return self.patch_size or self.desired_shape
 
-    def deterministic(self):
+    def preprocessing_settings(self):
         """The settings of the cacheable preprocessing (everything but patches and augmentation), JSON-able."""
         return {name: value for name, value in self.as_dict().items() if name not in (*self.RANDOM, *SPLITS)}

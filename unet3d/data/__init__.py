@@ -5,6 +5,5 @@ Names defined here are what a config's ``dataset.name`` and transform names can 
 """
 
 from unet3d.data.dataset import SegmentationDataset
-from unet3d.data.labels import LabelsToRegionsd
 
-__all__ = ["SegmentationDataset", "LabelsToRegionsd"]
+__all__ = ["SegmentationDataset"]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from unet3d.config.experiment import case_id
 from unet3d.config.load import write_json
-from unet3d.data.formats import SUFFIXES
 from unet3d.errors import UserError
+from unet3d.image_suffixes import SUFFIXES
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 # (separator after the case id, modality names in MODALITIES' order) per naming scheme.

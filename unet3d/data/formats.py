@@ -22,13 +22,11 @@ from monai.utils import OptionalImportError
 
 from unet3d.atomic import atomic_path
 from unet3d.errors import UserError, install_hint
+from unet3d.image_suffixes import OUTPUT_SUFFIXES, SUFFIXES, image_suffix
 
-SUFFIXES = {".nii.gz": "nifti", ".nii": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "metaimage",
-            ".mhd": "metaimage"}
 NAMES = {"nifti": "NIfTI", "nrrd": "NRRD", "metaimage": "MetaImage", "dicom": "a DICOM series"}
-# What a prediction is written as, by output format and by the input's format. DICOM inputs
-# give NIfTI: a DICOM SEG object needs the source series' UIDs and a segment description.
-OUTPUT_SUFFIXES = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha"}
+# The format a prediction is written in by the input's format. DICOM inputs give NIfTI: a DICOM
+# SEG object needs the source series' UIDs and a segment description.
 OUTPUT_FORMAT_OF_INPUT = {"nifti": "nifti", "nrrd": "nrrd", "metaimage": "mha", "dicom": "nifti"}
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS, its own inverse
 # MONAI's ITKReader splits a folder into series by these details; pre-flight splits it the same way.
@@ -46,12 +44,6 @@ def image_format(path):
         return "dicom"
     suffix = image_suffix(path)
     return SUFFIXES[suffix] if suffix else "nifti"
-
-
-def image_suffix(path):
-    """The image suffix ``path`` ends with (``.nii.gz``, ``.nrrd``, any case), or None."""
-    name = str(path).lower()
-    return next((suffix for suffix in SUFFIXES if name.endswith(suffix)), None)
 
 
 def image_files(path):

@@ -20,7 +20,7 @@ from monai.transforms import (
     Spacingd,
 )
 
-from unet3d.config.resolve import lookup, resolve
+from unet3d.config.resolve import resolve
 from unet3d.data.formats import readers
 from unet3d.data.patches import ExpandCased, LabelTargetsd, RandForegroundPatchd
 from unet3d.errors import UserError
@@ -69,10 +69,10 @@ def sampling(settings, labels=None, patches=True):
     augmentation runs on the patch, as it did after MONAI's ``RandCropByPosNegLabeld``.
     Without ``labels`` (prediction) the items are preprocessed volumes and only augmentation runs.
     """
-    spatial = augmentations(settings.spatial_augmentations, "dataset.spatial_augmentations", ["image", "label"])
+    spatial = augmentations(settings.spatial_augmentations, ["image", "label"])
     # Spatial augmentation that resamples labels by nearest neighbour moves one channel of label values, and
     # the targets are made after it: the same targets as moving every target channel, for less work.
-    later = labels is not None and spatial and all(map(keeps_label_values, settings.spatial_augmentations))
+    later = labels is not None and spatial and all(entry.keeps_label_values for entry in settings.spatial_augmentations)
     steps = []
     if labels is not None and patches and settings.patch_size is not None:
         steps.append(RandForegroundPatchd(None if later else labels, settings.patch_size,
@@ -82,36 +82,23 @@ def sampling(settings, labels=None, patches=True):
     steps.extend(spatial)
     if later:
         steps.append(LabelTargetsd(labels))
-    steps.extend(augmentations(settings.intensity_augmentations, "dataset.intensity_augmentations", "image"))
+    steps.extend(augmentations(settings.intensity_augmentations, "image"))
     return Compose(steps)
 
 
-def keeps_label_values(spec):
-    """Whether a spatial augmentation's spec leaves the label's resampling to unet3d (nearest neighbour) or names a
-    nearest-neighbour mode for it: then moving label values and moving target channels give the same targets."""
-    if "mode" not in spec:
-        return True
-    mode = spec["mode"]
-    label_mode = mode[-1] if isinstance(mode, (list, tuple)) and mode else mode
-    return label_mode in ("nearest", 0)
-
-
-def augmentations(specs, key, keys):
-    """MONAI dictionary transforms from a list of ``{"name": ..., **kwargs}``.
+def augmentations(entries, keys):
+    """MONAI dictionary transforms from the ``Augmentation`` entries of a dataset setting.
 
     unet3d fills in ``keys``; a spatial transform with a ``mode`` parameter gets the
     transform's own default for the image and ``nearest`` for the label, so labels stay binary.
     """
     result = []
-    for index, spec in enumerate(specs or ()):
-        where = f"{key}[{index}]"
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise UserError(f"config key '{where}' must be an object with a 'name'")
+    for entry in entries or ():
         fixed = {"keys": keys}
-        mode = inspect.signature(lookup("transform", spec["name"], f"{where}.name")).parameters.get("mode")
-        if isinstance(keys, list) and mode is not None and "mode" not in spec:
+        mode = inspect.signature(entry.lookup()).parameters.get("mode")
+        if isinstance(keys, list) and mode is not None and not entry.sets_mode:
             fixed["mode"] = (getattr(mode.default, "value", mode.default), "nearest")
-        result.append(resolve("transform", spec, where, **fixed))
+        result.append(entry.build(**fixed))
     return result
 
 

@@ -13,13 +13,15 @@ import numpy as np
 import pandas
 
 from unet3d.atomic import write_csv
-from unet3d.config.experiment import IMAGE_SUFFIX, check_new_output
-from unet3d.config.labels import LabelScheme
+from unet3d.config.experiment import check_new_output
+from unet3d.config.labels import LabelScheme, label_scheme
+from unet3d.config.settings import LabelSettings
 from unet3d.data.brats import label_file
 from unet3d.data.checks import AFFINE_TOLERANCE_MM
 from unet3d.data.formats import read_array, read_header
 from unet3d.errors import UserError, listing
 from unet3d.evaluate.metrics import METRICS, region_metrics
+from unet3d.image_suffixes import image_stem
 
 log = logging.getLogger("unet3d")
 
@@ -35,8 +37,8 @@ STATISTICS = {
 
 def image_files_in(folder):
     """``{name without .nii[.gz], .nrrd, ...: path}`` for the image files directly in ``folder`` (not hidden ones)."""
-    return {IMAGE_SUFFIX.sub("", p.name): p for p in sorted(Path(folder).iterdir())
-            if p.is_file() and not p.name.startswith(".") and IMAGE_SUFFIX.search(p.name)}
+    return {image_stem(p): p for p in sorted(Path(folder).iterdir())
+            if p.is_file() and not p.name.startswith(".") and image_stem(p) is not None}
 
 
 def label_files(label_dir):
@@ -160,9 +162,7 @@ def evaluation_inputs(experiment=None, group=None, label_dir=None, labels=None, 
         raise UserError("--group needs --config_filename")
     references = group_label_files(experiment, group) if group is not None else label_files(label_dir)
     if labels:
-        if label_names and len(label_names) != len(labels):
-            raise UserError(f"--label_names: {len(label_names)} names for {len(labels)} --labels")
-        return references, LabelScheme(tuple(labels), label_mode or "labels", tuple(label_names or ()) or None)
+        return references, label_scheme(LabelSettings.from_flags(labels, label_mode, label_names))
     if label_mode or label_names:
         raise UserError("--label_mode and --label_names go with --labels")
     if experiment is not None and experiment.labels.values:

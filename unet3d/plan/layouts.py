@@ -23,8 +23,8 @@ from pathlib import Path
 from unet3d.config.labels import LabelScheme, dataset_json_scheme
 from unet3d.config.load import expand_decathlon_datalist
 from unet3d.data.brats import MODALITIES as BRATS_MODALITIES, brats_cases, case_images
-from unet3d.data.formats import SUFFIXES, image_suffix
 from unet3d.errors import UserError, listing
+from unet3d.image_suffixes import SUFFIXES, image_stem
 
 # The image files a dataset may hold: NIfTI, NRRD and MetaImage (the last two read through ITK).
 ENDINGS = tuple(SUFFIXES)
@@ -160,7 +160,7 @@ def _decathlon(folder, description, meta):
     config = expand_decathlon_datalist({"decathlon_datalist": str(description)}, folder)
 
     def with_ids(entries):
-        return [{"id": _stem(entry["image"]), "image": [entry["image"]],
+        return [{"id": image_stem(entry["image"]), "image": [entry["image"]],
                  **({"label": entry["label"]} if "label" in entry else {})} for entry in entries]
 
     cases = with_ids(config["training_filenames"])
@@ -180,8 +180,8 @@ def _brats(folder):
 
 
 def _pairs(folder):
-    images = {_stem(p): p for p in sorted((folder / "images").iterdir()) if _stem(p)}
-    labels = {_stem(p): p for p in sorted((folder / "labels").iterdir()) if _stem(p)}
+    images = {image_stem(p): p for p in sorted((folder / "images").iterdir()) if image_stem(p)}
+    labels = {image_stem(p): p for p in sorted((folder / "labels").iterdir()) if image_stem(p)}
     if not images:
         raise UserError(f"{folder / 'images'}: no images ({', '.join(ENDINGS)})")
     missing = sorted(set(images) - set(labels))
@@ -189,12 +189,6 @@ def _pairs(folder):
         raise UserError(f"{folder / 'labels'}: no label file for {listing(missing)} (expected the image's file name)")
     cases = [{"id": name, "image": [str(path)], "label": str(labels[name])} for name, path in images.items()]
     test_dir = folder / "imagesTs"
-    tests = ([{"id": _stem(p), "image": [str(p)]} for p in sorted(test_dir.iterdir()) if _stem(p)]
+    tests = ([{"id": image_stem(p), "image": [str(p)]} for p in sorted(test_dir.iterdir()) if image_stem(p)]
              if test_dir.is_dir() else [])
     return DatasetLayout("pairs", folder, ["image"], cases, tests)
-
-
-def _stem(path):
-    """The file name without its image suffix (``.nii.gz``, ``.nrrd``, ...), or None for other files."""
-    name, suffix = Path(path).name, image_suffix(path)
-    return name[: -len(suffix)] if suffix else None

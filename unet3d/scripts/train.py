@@ -127,7 +127,7 @@ def _train(args, argv):
         # Mistakes surface here as one line, before torchrun starts the processes.
         check_process_devices(choose_device(args.device), ngpus)
         workflow.check_experiment(experiment, work_dir)
-        sys.exit(distributed.launch(ngpus, distributed.strip_flag(argv, "--ngpus")))
+        sys.exit(distributed.launch(ngpus, distributed.strip_flag(argv, "--ngpus"), "unet3d.scripts.train"))
     options = workflow.RunOptions(
         num_workers=nthreads, pin_memory=machine.get("pin_memory"), cache_dir=args.cache_dir, restart=args.restart,
         n_examples=args.n_examples or 0, log_copy=args.training_log_filename, allow_unknown_keys=args.allow_unknown_keys)

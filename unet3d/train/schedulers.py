@@ -7,11 +7,9 @@ scheduler stepped per epoch), less the SequentialLR milestones before it. Changi
 the new length.
 """
 
-import dataclasses
-
 import torch
 
-from unet3d.config.schema import AUTO_LENGTH as AUTO, AUTO_LENGTH_KEYS as LENGTH_KEYS
+from unet3d.config.schema import AUTO_LENGTH_KEYS as LENGTH_KEYS
 # State that a scheduler derives from its length at construction (OneCycleLR's phases).
 DERIVED_FROM_LENGTH = ("_schedule_phases",)
 
@@ -24,20 +22,19 @@ def build_scheduler(spec, optimizer, mode="min", length=None):
     """
     if spec is None:
         return None
-    fixed = {key: length for key in LENGTH_KEYS if spec.component.options.get(key) == AUTO}
-    options = {k: v for k, v in spec.component.options.items() if k not in fixed}
-    component = dataclasses.replace(spec.component, options=options)
+    fixed = {key: length for key in spec.auto_lengths}
+    component = spec.component
     if spec.schedulers:
         inner = [build_scheduler(s, optimizer, mode, part) for s, part in zip(spec.schedulers, parts(spec, length))]
         return component.build(optimizer=optimizer, schedulers=inner, **fixed)
-    if component.name == "ReduceLROnPlateau" and "mode" not in component.options:
+    if component.name == "ReduceLROnPlateau" and spec.plateau_mode is None:
         fixed["mode"] = mode
     return component.build(optimizer, **fixed)
 
 
 def parts(spec, length):
     """The lengths of a SequentialLR's schedulers (between its milestones) or a ChainedScheduler's (all of it)."""
-    milestones = spec.component.options.get("milestones")
+    milestones = spec.milestones
     if not milestones or length is None:
         return [length] * len(spec.schedulers)
     bounds = [0, *milestones, max(length, milestones[-1])]
@@ -66,7 +63,7 @@ class ScheduleState:
 
 def _without_auto_lengths(state, spec):
     state = dict(state)
-    if any(spec.component.options.get(key) == AUTO for key in LENGTH_KEYS):
+    if spec.auto_lengths:
         for key in (*LENGTH_KEYS, *DERIVED_FROM_LENGTH):
             state.pop(key, None)
     if spec.schedulers and "_schedulers" in state:
