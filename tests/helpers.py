@@ -1,5 +1,6 @@
 """What the tests share: tiny settings, running unet3d's commands as a user would, reading their outputs."""
 
+import copy
 import csv
 import json
 import locale
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import nibabel
@@ -81,6 +83,32 @@ def start(name, *args, env=None, **popen_kwargs):
     return subprocess.Popen([program, *map(str, args)], env=environment(env), **popen_kwargs)
 
 
+def train(config, *args, device="cpu", check=True, env=None):
+    """Run ``unet3d-train --config_filename config --device device *args``; returns the CompletedProcess."""
+    return run("unet3d-train", "--config_filename", config, "--device", device, *args, check=check, env=env)
+
+
+def start_training(config, output_dir, *args, program=("unet3d-train",), env=None, **popen_kwargs):
+    """Start ``program`` (``unet3d-train``) on ``config`` into ``output_dir`` on the CPU, in the background.
+
+    Its stdout is dropped and its stderr goes to ``output_dir/stderr.txt``; returns (process, stderr path).
+    """
+    stderr = Path(output_dir) / "stderr.txt"
+    stderr.parent.mkdir(parents=True, exist_ok=True)
+    process = start(*program, "--config_filename", config, "--device", "cpu", "--output_dir", output_dir, *args,
+                    env=env, stdout=subprocess.DEVNULL, stderr=stderr.open("w"), **popen_kwargs)
+    return process, stderr
+
+
+def wait_for(path, process, rows=0, timeout=600):
+    """Wait while ``process`` runs until the file ``path`` exists and, for a CSV log, holds ``rows`` rows."""
+    deadline = time.monotonic() + timeout
+    while not (Path(path).is_file() and (not rows or len(read_log(path)) >= rows)):
+        assert process.poll() is None, f"the command ended while waiting for {path}"
+        assert time.monotonic() < deadline, f"waited {timeout} s for {path}"
+        time.sleep(0.05)
+
+
 def write_config(path, training_dir, groups=(), settings=TINY_SETTINGS):
     """Write the config ``path``: ``settings`` with filename lists from BraTS folders; returns ``path``.
 
@@ -93,6 +121,11 @@ def write_config(path, training_dir, groups=(), settings=TINY_SETTINGS):
         template.write_text(json.dumps(settings))
         write_brats_config(template, path, training_dir, groups)
     return path
+
+
+def tiny_settings(**sections):
+    """A config dict of ``TINY_SETTINGS`` with ``sections`` replaced and one case that is never read."""
+    return dict(copy.deepcopy(TINY_SETTINGS), training_filenames=[{"image": "a.nii", "label": "b.nii"}], **sections)
 
 
 def edit_config(path, change):
@@ -133,12 +166,59 @@ def assert_one_line_error(result, *fragments, prog="unet3d-train"):
         assert fragment in lines[0]
 
 
+def rewrite_nifti(path, array, affine=None):
+    """Replace the voxels of the NIfTI file at ``path``, keeping its affine unless another is given."""
+    affine = nibabel.load(path).affine if affine is None else affine
+    nibabel.save(nibabel.Nifti1Image(np.asarray(array), affine), path)
+
+
+def random_weights(path, model=None, seed=None):
+    """Save at ``path`` the weights of an untrained model; returns ``path``.
+
+    ``model`` is a config's model section or the config file (``TINY_SETTINGS``' model when not given); the
+    weights are initialised under ``seed`` when one is given.
+    """
+    import torch
+
+    from unet3d.config.resolve import resolve
+
+    if isinstance(model, (str, Path)):
+        model = json.loads(Path(model).read_text())["model"]
+    if seed is not None:
+        torch.manual_seed(seed)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(resolve("model", model or TINY_SETTINGS["model"], "model").state_dict(), path)
+    return path
+
+
+def assert_same_grid(path, reference, atol):
+    """The image at ``path`` lies on the grid of the image at ``reference``, within ``atol``.
+
+    Two NIfTI files as nibabel reads them: one shape (a 4D ``path`` holds a volume per channel), affine and
+    orientation. Any other pair as ITK reads it: one size, spacing, origin and direction.
+    """
+    if all(str(p).endswith((".nii", ".nii.gz")) for p in (path, reference)):
+        written, source = nibabel.load(path), nibabel.load(reference)
+        assert written.shape[:3] == source.shape
+        np.testing.assert_allclose(written.affine, source.affine, atol=atol)
+        assert nibabel.aff2axcodes(written.affine) == nibabel.aff2axcodes(source.affine)
+        return
+    import itk
+
+    image, expected = itk.imread(str(path)), itk.imread(str(reference))
+    assert tuple(itk.size(image)) == tuple(itk.size(expected))
+    for get in ("GetSpacing", "GetOrigin"):
+        np.testing.assert_allclose(getattr(image, get)(), getattr(expected, get)(), rtol=0, atol=atol)
+    np.testing.assert_allclose(itk.array_from_matrix(image.GetDirection()),
+                               itk.array_from_matrix(expected.GetDirection()), rtol=0, atol=atol)
+
+
 def assert_on_input_grid(prediction, reference):
     """The label map at ``prediction`` lies on the grid of the scan at ``reference`` and holds BraTS labels only."""
-    predicted, source = nibabel.load(prediction), nibabel.load(reference)
-    assert predicted.shape == source.shape
-    np.testing.assert_allclose(predicted.affine, source.affine, atol=1e-5)
-    assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2, 4}
+    assert_same_grid(prediction, reference, atol=1e-5)
+    label_map = nibabel.load(prediction)
+    assert label_map.ndim == 3  # one label per voxel
+    assert set(np.unique(np.asarray(label_map.dataobj))) <= {0, 1, 2, 4}
 
 
 def convert_image(source, target, series_uid="1.2.826.0.1.3680043.10.1.1"):

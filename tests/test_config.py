@@ -9,7 +9,7 @@ from unet3d.config import experiment_from_dict, load_experiment
 from unet3d.data.dataset import build_dataset
 from unet3d.errors import UserError
 
-from helpers import REPO, TINY_SETTINGS, run
+from helpers import REPO, TINY_SETTINGS, run, tiny_settings
 
 REFERENCE = REPO.parent / "shared" / "reference" / "upstream_brats2020_config.json"
 EXAMPLE = REPO / "examples" / "brats2020" / "brats2020_config.json"
@@ -73,7 +73,7 @@ def test_building_components_never_changes_the_config(tiny_config):
     ],
 )
 def test_malformed_sections_are_named(change, message):
-    config = dict(copy.deepcopy(TINY_SETTINGS), training_filenames=[{"image": "a.nii", "label": "b.nii"}])
+    config = tiny_settings()
     change(config)
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         experiment_from_dict(config)

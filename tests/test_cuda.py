@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_one_line_error, edit_config, read_log, run
+from helpers import assert_one_line_error, edit_config, read_log, run, train
 from unet3d.config.experiment import load_experiment
 from unet3d.data.synthetic import write_synthetic_nnunet
 from unet3d.models.weights import load
@@ -22,23 +22,19 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 COMPILER_CHATTER = re.compile(r"torch\._dynamo|torch\._inductor|symbolic_shapes|recompil", re.IGNORECASE)
 
 
-def train(config, *args, env=None):
-    return run("unet3d-train", "--config_filename", config, "--device", "cuda", *args, env=env)
-
-
 def test_float16_training_on_cuda_resumes_and_its_model_predicts_on_cpu_as_on_cuda(single_config, tmp_path):
     edit_config(single_config, lambda c: (
         c["model"].update(deep_supervision=True, deep_supr_num=1),
         c["training"].update(n_epochs=2, amp=True, clip_grad_norm=1.0)))
     work = single_config.parent / single_config.stem
-    train(single_config, "--nthreads", "2")  # loader workers with pinned memory
+    train(single_config, "--nthreads", "2", device="cuda")  # loader workers with pinned memory
     first = read_log(work / "training_log.csv")
     assert len(first) == 2 and all(math.isfinite(float(row["loss"])) for row in first)
     scaler = load(work / "checkpoint.pth")["scaler"]
     assert scaler and scaler["scale"] > 0  # float16 autocast with a working GradScaler, saved for the resume
 
     edit_config(single_config, lambda c: c["training"].update(n_epochs=3))
-    resumed = train(single_config)
+    resumed = train(single_config, device="cuda")
     assert "resuming" in resumed.stderr
     assert [row["epoch"] for row in read_log(work / "training_log.csv")] == ["1", "2", "3"]
 
@@ -57,7 +53,7 @@ def test_float16_training_on_cuda_resumes_and_its_model_predicts_on_cpu_as_on_cu
 
 def test_bfloat16_compiled_training_on_cuda_keeps_the_compiler_quiet(single_config):
     edit_config(single_config, lambda c: c["training"].update(n_epochs=2, amp="bf16", compile=True))
-    result = train(single_config, env={"PYTHONWARNINGS": "default"})
+    result = train(single_config, device="cuda", env={"PYTHONWARNINGS": "default"})
     assert not COMPILER_CHATTER.search(result.stderr), result.stderr
     rows = read_log(single_config.parent / single_config.stem / "training_log.csv")
     assert len(rows) == 2 and all(math.isfinite(float(row["val_loss"])) for row in rows)

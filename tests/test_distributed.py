@@ -2,13 +2,11 @@
 
 import os
 import signal
-import subprocess
-import time
 
 import pytest
 import torch
 
-from helpers import edit_config, read_log, run, start
+from helpers import edit_config, read_log, start_training, train, wait_for
 from unet3d.device import check_process_devices
 from unet3d.errors import UserError
 from unet3d.distributed import strip_flag
@@ -41,25 +39,20 @@ def test_more_cuda_processes_than_gpus_are_refused(monkeypatch):
 
 def test_two_processes_match_one_and_resume_after_a_kill(three_epochs, tmp_path):
     config = three_epochs
-    run("unet3d-train", "--config_filename", config, "--device", "cpu", "--output_dir", tmp_path / "one")
+    train(config, "--output_dir", tmp_path / "one")
     single = read_log(tmp_path / "one" / "tiny" / "training_log.csv")
 
     # Two processes with half the batch each: the same global batch of 2.
     edit_config(config, lambda c: c["training"].update(batch_size=1))
-    args = ["--config_filename", str(config), "--device", "cpu", "--output_dir", str(tmp_path / "two"), "--ngpus", "2"]
     log_path = tmp_path / "two" / "tiny" / "training_log.csv"
-    process = start("unet3d-train", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if log_path.is_file() and len(read_log(log_path)) >= 1:
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, process.stderr.read().decode()
+    process, stderr = start_training(config, tmp_path / "two", "--ngpus", "2", start_new_session=True)
+    wait_for(log_path, process, rows=1, timeout=300)
+    assert process.poll() is None, stderr.read_text()
     os.killpg(process.pid, signal.SIGKILL)  # the launcher and both training processes
     process.wait()
     assert len(read_log(log_path)) < 3
 
-    resumed = run("unet3d-train", *args)
+    resumed = train(config, "--output_dir", tmp_path / "two", "--ngpus", "2")
     assert "resuming" in resumed.stderr
     double = read_log(log_path)
     assert [row["epoch"] for row in double] == ["1", "2", "3"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from helpers import edit_config, run, write_config
+from helpers import edit_config, random_weights, run, write_config
 from unet3d.config.experiment import load_experiment
 from unet3d.config.labels import LabelScheme
 from unet3d.config.settings import DatasetSettings
@@ -24,20 +24,13 @@ from unet3d.scripts.export import main as export_main
 CPU = torch.device("cpu")
 
 
-def random_weights(config, path, seed=1):
-    """Weights of the config's model as initialised under ``seed``: untrained, they label every region somewhere."""
-    torch.manual_seed(seed)
-    torch.save(load_experiment(config).model.build().state_dict(), path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def exported(brats_data, tmp_path_factory):
     """The tiny BraTS config, its weights and everything ``unet3d-export`` wrote for them (run in-process)."""
     root = tmp_path_factory.mktemp("export")
     config = write_config(root / "experiment" / "tiny.json", brats_data / "train", [("test", brats_data / "test")])
     edit_config(config, lambda settings: settings.update(prediction={"min_component_size": 30}))
-    weights = random_weights(config, root / "model.pth")
+    weights = random_weights(root / "model.pth", config, seed=1)
     export_main(["--config_filename", str(config), "--model_filename", str(weights), "--output_dir", str(root / "export")])
     return config, weights, root / "export"
 
@@ -128,7 +121,7 @@ def test_classes_with_the_brain_mask_predict_alike(brats_data, tmp_path):
     config = write_config(tmp_path / "classes.json", brats_data / "train", [("test", brats_data / "test")])
     edit_config(config, classes)
     experiment = load_experiment(config)
-    weights = random_weights(config, tmp_path / "model.pth", seed=2)
+    weights = random_weights(tmp_path / "model.pth", config, seed=2)
     model_export.export_model(experiment, weights, tmp_path / "export", formats=["bundle"])
     theirs = bundle_predictions(tmp_path / "export" / "bundle", brats_data / "test", tmp_path / "bundle")
     ours = predict(experiment, [weights], tmp_path / "unet3d", CPU, input_dir=str(brats_data / "test"))
@@ -163,7 +156,7 @@ def test_the_bundle_preprocesses_with_the_transforms_of_prediction():
 
 
 def test_a_disagreeing_export_is_refused_and_writes_nothing(tiny_config, tmp_path, monkeypatch, capsys):
-    weights = random_weights(tiny_config, tmp_path / "model.pth")
+    weights = random_weights(tmp_path / "model.pth", tiny_config, seed=1)
     monkeypatch.setattr(model_export, "max_abs_diffs", lambda *args: {"torchscript": 3e-4})
     with pytest.raises(SystemExit) as stop:
         export_main(["--config_filename", str(tiny_config), "--model_filename", str(weights), "--output_dir",
@@ -188,7 +181,7 @@ def test_a_missing_onnx_extra_names_the_pip_command(tiny_config, tmp_path, monke
 
 @pytest.mark.slow
 def test_the_console_scripts_export_and_monai_runs_the_bundle(tiny_config, brats_data, tmp_path):
-    weights = random_weights(tiny_config, tmp_path / "model.pth")
+    weights = random_weights(tmp_path / "model.pth", tiny_config, seed=1)
     result = run("unet3d-export", "--config_filename", tiny_config, "--model_filename", weights, "--output_dir",
                  tmp_path / "export")
     assert f"onnx: {tmp_path / 'export' / 'model.onnx'}, max abs difference from PyTorch" in result.stdout

@@ -9,17 +9,15 @@ import errno
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
-from helpers import assert_same_weights, edit_config, figures, read_log, start, write_config
+from helpers import (assert_same_weights, edit_config, figures, read_log, start_training, train, wait_for,
+                     write_config)
 import unet3d.atomic as atomic
-from unet3d.config.experiment import load_experiment
 from unet3d.models.weights import load
-from unet3d.runs.workflow import train_experiment, work_dir_for
 from unet3d.scripts.train import main as train_main
 
 # Runs unet3d-train; UNET3D_TEST_PAUSE="<os function>:<file name or empty>:<n>" makes the
@@ -63,34 +61,8 @@ def experiment(tmp_path_factory, brats_data):
         c["training_filenames"] = c["training_filenames"][:2]  # no validation group: nothing to predict after training
         c["training"].update(n_epochs=N_EPOCHS, save_every_n_epochs=1, save_last_n_models=1)
     edit_config(config, change)
-    reference = train(config, root / "reference")
-    return config, reference
-
-
-def train(config, output_dir):
-    """Train ``config`` into ``output_dir`` in this process, as unet3d-train does; returns the model's folder."""
-    import torch
-
-    work_dir = work_dir_for(config, output_dir)
-    train_experiment(load_experiment(config), work_dir, torch.device("cpu"))
-    return work_dir
-
-
-def launch(config, output_dir, pause):
-    marker = output_dir / "paused"
-    output_dir.mkdir(parents=True)
-    process = start(sys.executable, "-c", LAUNCHER, "--config_filename", config, "--device", "cpu",
-                    "--output_dir", output_dir, stdout=subprocess.DEVNULL, stderr=(output_dir / "stderr.txt").open("w"),
-                    env={"UNET3D_TEST_PAUSE": pause, "UNET3D_TEST_MARKER": str(marker)})
-    return process, marker
-
-
-def wait_for(path, process, timeout=300):
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, "training ended before the fault"
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
+    train(config, "--output_dir", root / "reference")
+    return config, root / "reference" / "tiny"
 
 
 def assert_readable(work_dir):
@@ -106,16 +78,18 @@ def trial(experiment, output_dir, pause=None, delay=None):
     """Start a run, kill it at the pause (or ``delay`` seconds into training), check, resume, compare."""
     config, reference = experiment
     output_dir = output_dir / "run"
-    process, marker = launch(config, output_dir, pause or "fsync::0")
+    marker = output_dir / "paused"
+    process, _ = start_training(config, output_dir, program=(sys.executable, "-c", LAUNCHER),
+                                env={"UNET3D_TEST_PAUSE": pause or "fsync::0", "UNET3D_TEST_MARKER": str(marker)})
     work_dir = output_dir / "tiny"
-    wait_for(marker if pause else work_dir / "training_log.csv", process)
+    wait_for(marker if pause else work_dir / "training_log.csv", process, timeout=300)
     if delay:
         time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     # A random delay may outlast the run (status 0): an uninterrupted rerun, still compared.
     assert process.wait() in ((-signal.SIGKILL,) if pause else (-signal.SIGKILL, 0))
     assert_readable(work_dir)
-    train(config, output_dir)
+    train(config, "--output_dir", output_dir)
     assert figures(read_log(work_dir / "training_log.csv")) == figures(read_log(reference / "training_log.csv"))
     for name in ("model.pth", "model_best.pth", f"model_epoch{N_EPOCHS}.pth"):
         assert_same_weights(reference / name, work_dir / name)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_on_input_grid, assert_one_line_error, edit_config, read_log, run
+from helpers import assert_on_input_grid, assert_one_line_error, edit_config, read_log, run, tiny_settings
 from unet3d.config.experiment import experiment_from_dict, load_experiment
 from unet3d.config.labels import LabelScheme
 from unet3d.config.schema import parse_scheduler
@@ -176,17 +176,14 @@ def test_brats_2023_template_reads_2023_folders(tmp_path):
     ({"training": {"name": "x"}}, "'training.name' is not known"),
 ])
 def test_labels_and_scheduler_options_that_cannot_work_are_refused(change, message):
-    from helpers import TINY_SETTINGS
     from unet3d.errors import UserError
 
-    config = {**TINY_SETTINGS, "training_filenames": [{"image": "a.nii", "label": "b.nii"}], **change}
+    config = tiny_settings(**change)
     config["model"] = {**config["model"], "out_channels": 2} if "dataset" in change else config["model"]
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         experiment_from_dict(config)
 
 
 def test_null_cross_validation_means_none():
-    from helpers import TINY_SETTINGS
-
-    config = {**TINY_SETTINGS, "cross_validation": None, "training_filenames": [{"image": "a.nii", "label": "b.nii"}]}
+    config = tiny_settings(cross_validation=None)
     assert experiment_from_dict(config).cross_validation is None

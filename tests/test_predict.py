@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.transforms import Compose, DivisiblePadd, EnsureTyped, Invertd, LoadImaged, Orientationd, Spacingd
 
-from helpers import TINY_SETTINGS, run
+from helpers import assert_same_grid, random_weights, run, tiny_settings
 from unet3d.config.experiment import experiment_from_dict, load_experiment, make_case
 from unet3d.config.labels import LabelScheme
 from unet3d.data.synthetic import write_synthetic_brats
@@ -57,23 +57,14 @@ def dice(a, b):
     return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
-def assert_same_grid(path, reference):
-    written, source = nibabel.load(path), nibabel.load(reference)
-    assert written.shape[:3] == source.shape
-    np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
-    assert nibabel.aff2axcodes(written.affine) == nibabel.aff2axcodes(source.affine)
-
-
 DATASET = {"name": "SegmentationDataset", "labels": [2, 1, 4], "setup_label_hierarchy": True,
            "crop_foreground": True, "resample": True, "desired_shape": [16, 16, 16]}
 BRATS = LabelScheme.brats()
 
 
 def experiment(dataset=DATASET, **sections):
-    """An Experiment of TINY_SETTINGS' components with this dataset section (its cases are not read)."""
-    config = {**{k: TINY_SETTINGS[k] for k in ("model", "optimizer", "loss")}, "dataset": dataset, **sections,
-              "training_filenames": [{"image": "unused.nii.gz", "label": "unused.nii.gz"}]}
-    return experiment_from_dict(config)
+    """An Experiment of the tiny settings with this dataset section (its cases are not read)."""
+    return experiment_from_dict(tiny_settings(dataset=dataset, **sections))
 
 
 def scan_case(path):
@@ -85,7 +76,7 @@ def test_current_preprocessing_is_undone_on_any_grid(tmp_path, grid):
     shape, affine = GRIDS[grid]
     cube = write_scan(tmp_path / "scan.nii.gz", shape, affine)
     [written] = predict_cases(experiment(), threshold_model(), [scan_case(tmp_path / "scan.nii.gz")], tmp_path / "out", CPU)
-    assert_same_grid(written, tmp_path / "scan.nii.gz")
+    assert_same_grid(written, tmp_path / "scan.nii.gz", atol=1e-5)
     label_map = np.asarray(nibabel.load(written).dataobj)
     assert set(np.unique(label_map)) == {0, 4}
     assert dice(label_map == 4, cube) > 0.85  # resized to 16^3 and back: edges blur, orientation must not flip
@@ -218,17 +209,14 @@ def test_model_globs_expand_in_order_and_unmatched_globs_are_errors(tmp_path):
 def test_fold_ensemble_from_a_glob_on_a_brats_folder(tiny_config, brats_data, tmp_path):
     runs = tmp_path / "runs"
     for fold, seed in (("fold1", 1), ("fold2", 2)):
-        torch.manual_seed(seed)
-        model = load_experiment(tiny_config).model.build()
-        (runs / fold).mkdir(parents=True)
-        torch.save(model.state_dict(), runs / fold / "model_best.pth")
+        random_weights(runs / fold / "model_best.pth", tiny_config, seed=seed)
     output = tmp_path / "ensemble"
     run("unet3d-predict", "--config_filename", tiny_config, "--model_filename", runs / "fold*" / "model_best.pth",
         "--input_dir", brats_data / "test", "--output_directory", output, "--save_probabilities", "--tta",
         "--device", "cpu")
     case_id = "BraTS20_Validation_001"
     flair = brats_data / "test" / case_id / f"{case_id}_flair.nii.gz"
-    assert_same_grid(output / f"{case_id}.nii.gz", flair)
+    assert_same_grid(output / f"{case_id}.nii.gz", flair, atol=1e-5)
     images = [[str(brats_data / "test" / case_id / f"{case_id}_{m}.nii.gz") for m in ("flair", "t1", "t1ce", "t2")]]
     alone = []
     for fold in ("fold1", "fold2"):
@@ -243,8 +231,7 @@ def test_fold_ensemble_from_a_glob_on_a_brats_folder(tiny_config, brats_data, tm
 # Two torchrun processes and one more for the reference: half a minute, so it runs with the slow tests.
 @pytest.mark.slow
 def test_two_processes_share_the_cases_and_write_what_one_process_writes(tiny_config, brats_data, tmp_path):
-    torch.manual_seed(0)
-    torch.save(load_experiment(tiny_config).model.build().state_dict(), tmp_path / "m.pth")
+    random_weights(tmp_path / "m.pth", tiny_config, seed=0)
     args = ["--config_filename", tiny_config, "--model_filename", tmp_path / "m.pth", "--input_dir", brats_data / "test",
             "--device", "cpu", "--set", "prediction.min_component_size=0"]
     threads = {"OMP_NUM_THREADS": "1"}  # torchrun's default for several processes; one process alike

@@ -4,7 +4,7 @@ import nibabel
 import numpy as np
 import pytest
 
-from helpers import assert_one_line_error, run
+from helpers import assert_one_line_error, rewrite_nifti, run
 from unet3d.data import checks
 from unet3d.config.experiment import make_case
 from unet3d.data.brats import brats_cases
@@ -24,11 +24,6 @@ def case_config(tmp_path):
 BRATS_VALUES = (2, 1, 4)
 
 
-def overwrite(path, array, affine=None):
-    """Replace the data at ``path``, keeping its affine unless another is given."""
-    nibabel.save(nibabel.Nifti1Image(array, nibabel.load(path).affine if affine is None else affine), path)
-
-
 def test_clean_cases_pass(case_config):
     preflight(case_config[0], BRATS_VALUES)
 
@@ -36,12 +31,12 @@ def test_clean_cases_pass(case_config):
 @pytest.mark.parametrize(
     "spoil, fragments",
     [
-        (lambda c: overwrite(c["image"][1], np.zeros((12, 10, 8, 2), np.float32)), ["is 4D", "_t1.nii.gz", "expected a 3D volume"]),
-        (lambda c: overwrite(c["image"][2], np.zeros((12, 10, 8), np.float32), np.diag([1.0, 1.0, 1.2, 1.0]) @ nibabel.load(c["image"][2]).affine),
+        (lambda c: rewrite_nifti(c["image"][1], np.zeros((12, 10, 8, 2), np.float32)), ["is 4D", "_t1.nii.gz", "expected a 3D volume"]),
+        (lambda c: rewrite_nifti(c["image"][2], np.zeros((12, 10, 8), np.float32), np.diag([1.0, 1.0, 1.2, 1.0]) @ nibabel.load(c["image"][2]).affine),
          ["_t1ce.nii.gz has another affine than", "_flair.nii.gz"]),
-        (lambda c: overwrite(c["image"][0], np.full((12, 10, 8), np.nan, np.float32)), ["_flair.nii.gz contains NaN or infinite"]),
-        (lambda c: overwrite(c["label"], np.full((12, 10, 8), 3, np.uint8)), ["_seg.nii.gz has label values 3", "[2, 1, 4]"]),
-        (lambda c: overwrite(c["image"][3], np.zeros((12, 10, 9), np.float32)), ["shapes differ", "_t2.nii.gz (12, 10, 9)"]),
+        (lambda c: rewrite_nifti(c["image"][0], np.full((12, 10, 8), np.nan, np.float32)), ["_flair.nii.gz contains NaN or infinite"]),
+        (lambda c: rewrite_nifti(c["label"], np.full((12, 10, 8), 3, np.uint8)), ["_seg.nii.gz has label values 3", "[2, 1, 4]"]),
+        (lambda c: rewrite_nifti(c["image"][3], np.zeros((12, 10, 9), np.float32)), ["shapes differ", "_t2.nii.gz (12, 10, 9)"]),
     ],
     ids=["4d", "affine", "nan", "label_value", "shape"],
 )
@@ -70,7 +65,7 @@ def test_the_cli_reports_a_bad_label_before_training(tiny_config, brats_data, tm
     config = json.loads(tiny_config.read_text())
     bad = tmp_path / "bad_seg.nii.gz"
     source = nibabel.load(brats_data / "train" / "BraTS20_Training_002" / "BraTS20_Training_002_seg.nii.gz")
-    overwrite(bad, np.where(np.asarray(source.dataobj) == 4, 3, np.asarray(source.dataobj)).astype(np.uint8), source.affine)
+    rewrite_nifti(bad, np.where(np.asarray(source.dataobj) == 4, 3, np.asarray(source.dataobj)).astype(np.uint8), source.affine)
     config["training_filenames"][1]["label"] = str(bad)
     tiny_config.write_text(json.dumps(config))
     result = run("unet3d-train", "--config_filename", tiny_config, "--device", "cpu", check=False)

@@ -1,12 +1,11 @@
 """The config schema: settings classes for validation, defaults, --check and docs/configuration.md."""
 
-import copy
 import json
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, TINY_SETTINGS, edit_config
+from helpers import REPO, TINY_SETTINGS, edit_config, tiny_settings
 from unet3d.config import schema
 from unet3d.config.docs import markdown
 from unet3d.config.experiment import experiment_from_dict, load_experiment
@@ -15,24 +14,20 @@ from unet3d.errors import UserError
 from unet3d.scripts.train import main as train
 
 
-def tiny(**changes):
-    return dict(copy.deepcopy(TINY_SETTINGS), training_filenames=[{"image": "a.nii", "label": "b.nii"}], **changes)
-
-
 def test_docs_are_generated_from_the_schema():
     committed = (REPO / "docs" / "configuration.md").read_text()
     assert committed == markdown() + "\n", "run: python -m unet3d.config > docs/configuration.md"
 
 
 def test_defaults_fill_a_config_that_leaves_sections_out():
-    experiment = experiment_from_dict(tiny(training=None, prediction={"overlap": None, "window": None}))
+    experiment = experiment_from_dict(tiny_settings(training=None, prediction={"overlap": None, "window": None}))
     assert experiment.training == TrainingSettings() and experiment.training.n_epochs == 1
     assert experiment.prediction == PredictionSettings() and experiment.prediction.overlap == 0.5
     assert experiment.window == (16, 16, 16)  # dataset.desired_shape, as a triple
-    assert experiment_from_dict(tiny(cross_validation={"folds": 3})).cross_validation == CrossValidationSettings(3)
-    assert experiment_from_dict(tiny(dataset={**TINY_SETTINGS["dataset"], "patch_size": 8})).window == (8, 8, 8)
+    assert experiment_from_dict(tiny_settings(cross_validation={"folds": 3})).cross_validation == CrossValidationSettings(3)
+    assert experiment_from_dict(tiny_settings(dataset={**TINY_SETTINGS["dataset"], "patch_size": 8})).window == (8, 8, 8)
     assert experiment.training.monitor_mode == "min"
-    assert experiment_from_dict(tiny(training={"metric_to_monitor": "val_dice_mean"})).training.monitor_mode == "max"
+    assert experiment_from_dict(tiny_settings(training={"metric_to_monitor": "val_dice_mean"})).training.monitor_mode == "max"
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "examples").rglob("*config*.json")), ids=lambda p: p.name)
@@ -56,7 +51,7 @@ def test_example_configs_validate(path):
     (lambda c: c["cross_validation"].pop("n_folds"), "'cross_validation.n_folds' is missing"),
 ])
 def test_mistakes_name_the_key_and_what_was_expected(change, message):
-    config = tiny()
+    config = tiny_settings()
     change(config)
     with pytest.raises(UserError) as error:
         experiment_from_dict(config)
@@ -64,7 +59,7 @@ def test_mistakes_name_the_key_and_what_was_expected(change, message):
 
 
 def test_case_metadata_stays_allowed_and_unknown_keys_can_be_let_through(caplog):
-    config = tiny(cross_validation={"n_folds": 2, "group_by": "subjekt"})
+    config = tiny_settings(cross_validation={"n_folds": 2, "group_by": "subjekt"})
     config["training_filenames"][0].update(subjekt="s1", grade="HGG")
     schema.validate(config)
     config["training"]["wandb_project"] = "x"

@@ -5,15 +5,13 @@ import multiprocessing
 import os
 import random
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import assert_same_weights, edit_config, figures, read_log, run, start
+from helpers import assert_same_weights, edit_config, figures, read_log, run, start_training, wait_for
 from unet3d.config.experiment import load_experiment
 from unet3d.config.schema import parse_scheduler
 from unet3d.data.loaders import EpochSamples, SeededSampler
@@ -32,26 +30,6 @@ WARMUP_THEN_POLYNOMIAL = {  # per batch: 2 batches an epoch
     "schedulers": [{"name": "LinearLR", "start_factor": 0.25, "total_iters": 2},
                    {"name": "PolynomialLR", "total_iters": 6, "power": 1.0}],
 }
-
-
-def start_training(config, output_dir, *args):
-    """Start unet3d-train in the background, stderr to a file; returns (process, stderr path)."""
-    stderr = Path(output_dir) / "stderr.txt"
-    stderr.parent.mkdir(parents=True, exist_ok=True)
-    process = start("unet3d-train", "--config_filename", config, "--device", "cpu", "--output_dir", output_dir, *args,
-                    stdout=subprocess.DEVNULL, stderr=stderr.open("w"))
-    return process, stderr
-
-
-def wait_for_rows(csv_path, n, process, timeout=600):
-    """Wait until ``csv_path`` has ``n`` epoch rows while ``process`` runs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "training ended before it could be stopped"
-        if csv_path.is_file() and len(csv_path.read_text().splitlines()) > n:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{csv_path} did not reach {n} rows")
 
 
 def process_state(pid):
@@ -85,7 +63,7 @@ def test_killed_run_resumes_to_the_same_weights_and_log(single_config, tmp_path)
 
     killed = tmp_path / "killed"
     process, _ = start_training(single_config, killed)
-    wait_for_rows(killed / "tiny" / "training_log.csv", 1, process)
+    wait_for(killed / "tiny" / "training_log.csv", process, rows=1)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--output_dir", killed)
@@ -104,7 +82,7 @@ def test_killed_run_resumes_to_the_same_weights_and_log(single_config, tmp_path)
 def test_sigterm_saves_the_last_epoch_and_releases_workers(single_config, tmp_path):
     edit_config(single_config, lambda c: c["training"].update(n_epochs=50, batch_size=1))
     process, stderr = start_training(single_config, tmp_path, "--nthreads", "2")
-    wait_for_rows(tmp_path / "tiny" / "training_log.csv", 1, process)
+    wait_for(tmp_path / "tiny" / "training_log.csv", process, rows=1)
     workers = []
     while not workers and process.poll() is None:
         workers = child_pids(process.pid)
