@@ -36,7 +36,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from unet3d.api import train
-from unet3d.config.experiment import experiment_from_dict, make_case
+from unet3d.config.experiment import experiment_from_dict
 from unet3d.config.overrides import apply_overrides
 from unet3d.data.brats import brats_cases
 from unet3d.data.dataset import build_dataset

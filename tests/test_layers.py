@@ -124,3 +124,40 @@ def test_label_keys_are_read_in_config_only():
             if key in LABEL_KEYS:
                 readers.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert not readers, readers
+
+
+# What is written once: the training step (backward and optimizer step) in train/step.py, and the building of a
+# run's optimizer and loss in train/parts.py. The loop, the dry run, the planner and the benchmarks call them, so a
+# timing or a check runs the step training runs, not a copy of it.
+def called(node):
+    """``(attribute or name called, what it is called on, its positional arguments)`` of a call, as text."""
+    func = node.func
+    if isinstance(func, ast.Attribute):
+        return func.attr, ast.unparse(func.value), " ".join(map(ast.unparse, node.args))
+    return getattr(func, "id", ""), "", " ".join(map(ast.unparse, node.args))
+
+
+WRITTEN_ONCE = {  # what: (the one file, whether a call is it)
+    "backward": ("unet3d/train/step.py", lambda name, on, args: name == "backward"),
+    "optimizer step": ("unet3d/train/step.py", lambda name, on, args: name == "step" and "optimizer" in on + args),
+    "optimizer build": ("unet3d/train/parts.py", lambda name, on, args: name == "build" and "optimizer" in on),
+    "deep-supervised loss": ("unet3d/train/parts.py", lambda name, on, args: name == "DeepSupervisedLoss"),
+}
+
+
+def code_files():
+    """The package's and the benchmarks' Python files (tests build parts of their own on purpose)."""
+    return [*modules(), *sorted((PACKAGE.parent / "benchmarks").glob("*.py"))]
+
+
+def test_the_training_step_and_the_parts_of_a_run_are_written_once():
+    places = {what: set() for what in WRITTEN_ONCE}
+    for path in code_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                for what, (_, matches) in WRITTEN_ONCE.items():
+                    if matches(*called(node)):
+                        places[what].add(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    wrong = {what: sorted(found) for what, found in places.items()
+             if {place.split(":")[0] for place in found} != {WRITTEN_ONCE[what][0]}}
+    assert not wrong, wrong
