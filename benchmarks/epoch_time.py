@@ -5,7 +5,8 @@ first fold: 8 synthetic 2 mm BraTS-like cases to train on, 8 to validate every e
 ``--epochs`` epochs, alternating ``--rounds`` times, so that load on the machine hits both
 alike. It prints each run's epochs and the median ``epoch_time`` (validation included,
 compilation excluded) and ``data_time`` of each checkout, leaving out every run's first
-epoch (warm-up), and their ratio.
+epoch (warm-up), and their ratio; and whether the two checkouts learned the same (every
+column of the training logs but the timings equal).
 
 The other revision is exported with ``git archive`` into a temporary folder and run with
 this environment's packages (``PYTHONPATH``); its training log is read as this one's.
@@ -30,6 +31,7 @@ from unet3d.data.synthetic import brats_shape, write_synthetic_brats
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "examples" / "brats2020" / "cpu_recipe_config.json"
+TIMINGS = ("epoch_time", "data_time", "compile_time")
 
 
 def export(revision, folder):
@@ -75,12 +77,14 @@ def main():
         write_synthetic_brats(data_dir, 16, brats_shape(2.0), spacing=(2.0,) * 3)
     checkouts = {"this checkout": REPO, args.against: export(args.against, scratch / "other")}
     times = {name: {"epoch_time": [], "data_time": []} for name in checkouts}
+    learned = {name: set() for name in checkouts}
     for round_ in range(args.rounds):
-        for name, source in checkouts.items():
-            work = scratch / f"run-{round_}-{len(times[name]['epoch_time'])}-{abs(hash(name))}"
+        for index, (name, source) in enumerate(checkouts.items()):
+            work = scratch / f"round{round_ + 1}-checkout{index + 1}"
             rows = train_fold(source, recipe_config(data_dir, args.epochs, scratch / "recipe.json"), work)
             for column, values in times[name].items():
                 values.extend(float(row[column]) for row in rows[1:])
+            learned[name].add(json.dumps([{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]))
             print(f"round {round_ + 1}, {name}: epoch_time " + " ".join(row["epoch_time"] for row in rows), flush=True)
     medians = {name: {column: statistics.median(values) for column, values in columns.items()}
                for name, columns in times.items()}
@@ -89,6 +93,8 @@ def main():
               f"({len(times[name]['epoch_time'])} epochs)")
     this, other = (medians[name]["epoch_time"] for name in checkouts)
     print(f"epoch time, this checkout / {args.against}: {this / other:.3f}x")
+    same = len(set.union(*learned.values())) == 1
+    print("training logs apart from the timings: " + ("the same in every run" if same else "they differ"))
 
 
 if __name__ == "__main__":
