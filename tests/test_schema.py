@@ -48,6 +48,7 @@ def test_example_configs_validate(path):
     (lambda c: c["training"].update(metric_to_monitor="epoch_time"), "'training.metric_mode' is needed"),
     (lambda c: c.update(prediction={"threshold": 1}), "'prediction.threshold' must be a number in (0, 1), got 1"),
     (lambda c: c["scheduler"].update(mode="max"), "'scheduler.mode' is 'max' but the monitored metric is to be minimized"),
+    (lambda c: c["scheduler"].update(mode=None), "'scheduler.mode' is None but the monitored metric is to be minimized"),
     (lambda c: c["cross_validation"].pop("n_folds"), "'cross_validation.n_folds' is missing"),
 ])
 def test_mistakes_name_the_key_and_what_was_expected(change, message):

@@ -210,7 +210,7 @@ def _check_scheduler_mode(spec, training):
     """ReduceLROnPlateau follows the monitored metric; it cannot step per batch or against the metric's mode."""
     if spec is None or spec.component.name != "ReduceLROnPlateau":
         return
-    key, mode = spec.component.key, spec.plateau_mode or training.monitor_mode
+    key, mode = spec.component.key, spec.component.options.get("mode", training.monitor_mode)
     if mode != training.monitor_mode:
         raise UserError(
             f"config key '{key}.mode' is {mode!r} but the monitored metric is to be "
