@@ -113,21 +113,24 @@ def forward_and_loss(experiment, model, loss_function, image, target):
 
 
 def smallest_step(experiment, model, loss_function, channels, shape):
-    """``(image, target)`` of the smallest size whose forward pass and loss work, the largest size's error otherwise;
-    a loss without a gradient is refused."""
+    """``(image, target)`` of the smallest size whose forward pass and loss work, the largest size's error otherwise."""
     sizes = sizes_to_try(shape)
     for size in sizes:
         image, target = random_batch(experiment, channels, size)
         try:
-            loss = forward_and_loss(experiment, model, loss_function, image, target)
+            with torch.no_grad():
+                forward_and_loss(experiment, model, loss_function, image, target)
+            return image, target
         except StepFailed:
             if size == sizes[-1]:
                 raise
-            continue
-        if not loss.requires_grad:
-            raise StepFailed("loss", f"{experiment.loss.name} returned a value without a gradient for input "
-                                     f"{shape_text(image)}: nothing would train")
-        return image, target
+
+
+def check_gradient(experiment, model, loss_function, image, target):
+    """Refuse a loss without a gradient (nothing would train), naming the loss rather than the backward pass."""
+    if not forward_and_loss(experiment, model, loss_function, image, target).requires_grad:
+        raise StepFailed("loss", f"{experiment.loss.name} returned a value without a gradient for input "
+                                 f"{shape_text(image)}: nothing would train")
 
 
 def activation_bytes(model, step):
@@ -205,6 +208,7 @@ def _dry_run(experiment, case, device):
     shape = training_shape(experiment, case)
     parts.model.train()
     image, target = smallest_step(experiment, parts.model, parts.loss_function, image_channels(case.images), shape)
+    check_gradient(experiment, parts.model, parts.loss_function, image, target)
     name = experiment.optimizer.name + (f" and {experiment.scheduler.component.name}" if parts.step_per_batch else "")
     with stage("optimizer", f"{name}.step() after the backward pass of input {shape_text(image)}"):
         activations = activation_bytes(parts.model, lambda: train_step(parts, image, target))
