@@ -1,6 +1,7 @@
 """unet3d-evaluate: metrics against hand-computed values, BraTS conventions for empty masks, CSVs."""
 
 import math
+import shlex
 import shutil
 
 import nibabel
@@ -154,7 +155,7 @@ def test_label_flags_are_refused_as_the_same_config_keys_are(tmp_path, flags, da
         LabelSettings.parse(dataset, "dataset")
     result = run("unet3d-evaluate", "--prediction_dir", predictions, "--label_dir", labels, *flags, check=False)
     line = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 2 and line == f"unet3d-evaluate: error: {' '.join(flags)}: {from_config.value}"
+    assert result.returncode == 2 and line == f"unet3d-evaluate: error: {shlex.join(flags)}: {from_config.value}"
     assert not (predictions / "evaluation.csv").exists()
 
 

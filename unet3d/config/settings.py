@@ -6,6 +6,7 @@ receives the resulting objects and trusts them.
 """
 
 import dataclasses
+import shlex
 from typing import ClassVar
 
 from unet3d.config.keys import REQUIRED, keys_of, setting, unknown_key
@@ -246,8 +247,8 @@ class LabelSettings(Settings):
         try:
             return cls.parse(given, "dataset")
         except UserError as error:
-            flags = " ".join(f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-                             for name, value in given.items())
+            flags = shlex.join(word for name, value in given.items()
+                               for word in (f"--{name}", *map(str, value if isinstance(value, list) else [value])))
             raise UserError(f"{flags}: {error}") from None
 
     @property
