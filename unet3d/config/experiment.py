@@ -18,7 +18,7 @@ from unet3d.config.resolve import Component
 from unet3d.config.schema import FILENAMES_SUFFIX, DatasetSpec, SchedulerSpec, parse_config
 from unet3d.config.settings import CrossValidationSettings, PredictionSettings, TrainingSettings
 from unet3d.errors import UserError, listing
-from unet3d.image_suffixes import image_stem, image_suffix
+from unet3d.image_suffixes import image_stem
 
 # Training keys that change when or what is saved, not what is learned: a checkpoint
 # made under other values of these still resumes.
@@ -57,7 +57,7 @@ def case_id(images):
     ``BraTS20_Training_001_flair.nii`` + ``..._t1.nii`` -> ``BraTS20_Training_001``;
     a single modality gives its file name without extension.
     """
-    stems = [image_stem(p) if image_suffix(p) else os.path.basename(p) for p in images]
+    stems = [image_stem(p) or os.path.basename(p) for p in images]
     prefix = os.path.commonprefix(stems) if len(stems) > 1 else stems[0]
     prefix = prefix.rstrip("_-. ")
     return prefix or os.path.basename(os.path.dirname(images[0])) or stems[0]

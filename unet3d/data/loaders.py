@@ -148,10 +148,10 @@ def make_loader(dataset, batch_size, shuffle, num_workers, seed=0, pin_memory=No
     )
 
 
-def batches_per_epoch(n_items, batch_size, samples=None, world_size=1):
-    """Batches of a training epoch of ``make_loader`` in each of ``world_size`` processes: ``samples`` items (default:
-    each of the ``n_items`` once) shared among the processes, padded to an equal share, in batches of ``batch_size``."""
-    return math.ceil(math.ceil((samples or n_items) / world_size) / batch_size)
+def batches_per_epoch(n_items, batch_size, samples=None):
+    """Batches of a training epoch of ``make_loader`` in one process: ``samples`` items (default: each of the
+    ``n_items`` once) in batches of ``batch_size``."""
+    return math.ceil((samples or n_items) / batch_size)
 
 
 def start_epoch(loader, seed, epoch):

@@ -37,8 +37,8 @@ STATISTICS = {
 
 def image_files_in(folder):
     """``{name without .nii[.gz], .nrrd, ...: path}`` for the image files directly in ``folder`` (not hidden ones)."""
-    return {image_stem(p): p for p in sorted(Path(folder).iterdir())
-            if p.is_file() and not p.name.startswith(".") and image_stem(p) is not None}
+    files = (p for p in sorted(Path(folder).iterdir()) if p.is_file() and not p.name.startswith("."))
+    return {stem: p for p in files if (stem := image_stem(p)) is not None}
 
 
 def label_files(label_dir):
