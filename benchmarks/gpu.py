@@ -103,7 +103,7 @@ def training_steps(experiment, device, amp, channels_last, compile_model, steps,
     parts = bench_parts(experiment, device, amp, memory_format)
     if compile_model:
         parts.network = torch.compile(parts.model, backend="eager") if device.type == "cpu" else compiled(parts.model)
-    image, label = random_batch(experiment, 4, experiment.dataset.settings.patch_size, settings.batch_size, device)
+    image, label = random_batch(experiment, experiment.in_channels, experiment.dataset.settings.patch_size, settings.batch_size, device)
     image = image.to(memory_format=memory_format)
 
     def step():

@@ -119,6 +119,12 @@ def time_config(config, device):
     return budget.time_step(experiment_from_dict(config, cases_required=False), device)
 
 
+def time_patch(sections, target, spacing, found, batch):
+    """The ``StepTiming`` of the config a patch ``found`` (patch, kernels, strides) at ``spacing`` with ``batch``
+    would be written as."""
+    return time_config(sections.config(target, spacing, found, batch, MEASURED), target.device)
+
+
 def spacing_of(fingerprint):
     """``(target spacing, why)``: nnU-Net's rule on the cases' spacings."""
     cases = fingerprint["cases"]
@@ -142,7 +148,7 @@ def fit_patch(sections, target, fingerprint, target_spacing):
     seconds_per_case = fingerprint["read_seconds"]["median_cpu_per_case"]
 
     def measure(spacing, found):
-        return time_config(sections.config(target, spacing, found, BATCH, MEASURED), target.device)
+        return time_patch(sections, target, spacing, found, BATCH)
 
     def steps_at(timing, shape, patch):  # per fold, in the fewest folds (2): folds are chosen after the patch
         costs = budget.run_costs(timing, n_cases, 2, n_test, topology.windows(shape, patch), seconds_per_case)
@@ -185,7 +191,7 @@ def larger_batch(sections, target, spacing, found, shape, n_cases, timing):
                <= target.memory_bytes and (batch + 1) * np.prod(patch) <= BATCH_SHARE * n_cases * np.prod(shape)):
             batch += 1
         if batch != BATCH:
-            timing = time_config(sections.config(target, spacing, found, batch, MEASURED), target.device)
+            timing = time_patch(sections, target, spacing, found, batch)
     if timing.peak_bytes and timing.peak_bytes > target.memory_bytes:
         raise UserError(f"the planned patch {patch} (batch {batch}) took {timing.peak_bytes / 2 ** 30:.1f} GiB on "
                         f"{target.device}, over the estimate and the {target.memory_bytes / 2 ** 30:.1f} GiB allowed; "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from unet3d import distributed
 from unet3d.atomic import write_csv
 from unet3d.config.experiment import check_new_output, load_experiment
 from unet3d.config.load import config_folder
@@ -25,12 +26,11 @@ from unet3d.models.weights import load_matching_weights, trained_model
 from unet3d.predict.inference import predict_cases
 from unet3d.predict.write import prediction_path
 from unet3d.runs.folds import fold_configs, write_fold_configs, write_if_changed
+from unet3d.runs.lock import model_folder_lock
 from unet3d.runs.slurm import write_slurm_script
 from unet3d.runs.summary import format_summary, summarize_folds
-from unet3d import distributed
 from unet3d.train.dry_run import dry_run
 from unet3d.train.examples import write_examples
-from unet3d.runs.lock import model_folder_lock
 from unet3d.train.loop import fit
 from unet3d.train.parts import build_parts
 from unet3d.train.trackers import require_trackers

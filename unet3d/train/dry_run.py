@@ -3,8 +3,8 @@
 ``dry_run`` builds the parts of the run as training does (``build_parts``) and runs the
 training step (``train_step``) on the smallest spatial size the network accepts, steps the
 schedule through the run's length, then passes one validation window through the
-``Inferer`` and the decoding. What fails becomes one line
-naming the config section and what it was fed. Forward hooks count the activations of
+``Inferer`` and the decoding. What fails becomes one line naming the config section and
+what it was fed. Forward hooks count the activations of
 that step; scaled to the real patch (or volume) they estimate the memory a step needs,
 and a run that cannot fit on its device is refused with the figures.
 
