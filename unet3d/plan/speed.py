@@ -27,7 +27,7 @@ TRAINING_PASSES = 3
 PARALLEL_EFFICIENCY = 0.8
 # A training step in a real run also loads, crops and augments its batch: a step on random tensors is scaled by this.
 DATA_OVERHEAD = 1.25
-REPEATS = 3
+REPEATS = 5
 
 
 def forward_macs(model, patch):
