@@ -13,9 +13,9 @@ def clean_label_map(label_map, scheme, min_component_size=0, keep_largest=False)
     ``label_map`` is a torch tensor of label values; ``scheme`` the ``LabelScheme`` that
     splits it into regions and paints them back.
 
-    Each region (BraTS: WT, TC, ET) or label is cleaned on its own. In a hierarchy an
+    Each region (BraTS: WT, TC, ET) or label is cleaned on its own. In nested regions an
     inner region is then cut to what is left of the outer one, so a tumour removed from
-    the whole tumour takes its core with it.
+    the whole tumour takes its core with it; general regions are painted back in order.
     """
     if not min_component_size and not keep_largest:
         return label_map
