@@ -136,8 +136,9 @@ def test_nnunet_dataset_with_overlapping_regions_plans_trains_and_is_evaluated_p
     description = json.loads((root / "dataset.json").read_text())
     (root / "dataset.json").write_text(json.dumps({**description, "labels": TABLE, "regions_class_order": [1, 2, 3]}))
     config_file = tmp_path / "overlap.json"
+    # A step time given, the planner plans without timing steps on this machine.
     plan_main(["--input_dir", str(root), "--output_filename", str(config_file), "--device", "cpu",
-               "--budget_minutes", "1"])
+               "--budget_minutes", "1", "--step_seconds", "0.5"])
     planned = json.loads(config_file.read_text())
     dataset = planned["dataset"]
     assert (dataset["label_mode"], dataset["labels"], dataset["label_names"]) == ("regions", [1, 2, 3], ["a", "b", "c"])
