@@ -750,7 +750,7 @@ PLAN = [
     Bad("plan-regions-that-do-not-nest", lambda ws: nnunet(ws, lambda d: d.update(labels={
         "background": 0, "a": [1, 2], "b": [2, 3]})),
         "unet3d-plan --input_dir {root}/nn --output_filename {root}/planned.json --device cpu",
-        ("regions 'a' [1, 2] and 'b' [2, 3] do not nest",)),
+        ("nn/dataset.json: regions 'a' [1, 2] and 'b' [2, 3] do not nest, so key 'regions_class_order' is needed",)),
     Bad("plan-unreadable-image", lambda ws: truncate(nnunet(ws) / "imagesTr" / "case_000_0001.nii.gz"),
         "unet3d-plan --input_dir {root}/nn --output_filename {root}/planned.json --device cpu",
         ("case_000_0001.nii.gz: cannot read its voxels, the file may be truncated",)),

@@ -60,6 +60,8 @@ def test_dataset_json_regions_that_do_not_nest_take_regions_class_order():
     with pytest.raises(UserError, match=r"^ds/dataset.json: regions 'a' \[1, 2\] and 'b' \[2, 3\] do not nest, so "
                                         r"key 'regions_class_order' is needed"):
         dataset_json_scheme(TABLE, None, "ds/dataset.json")
+    with pytest.raises(UserError, match=r"^ds/dataset.json: region 'b' \[0, 3\] holds the background 0"):
+        dataset_json_scheme({**TABLE, "b": [0, 3]}, [1, 2, 3], "ds/dataset.json")
     for order in ([1, 2], [1, 2, 7], "123"):
         with pytest.raises(UserError, match=r"^ds/dataset.json: key 'regions_class_order' must list one label value"):
             dataset_json_scheme(TABLE, order, "ds/dataset.json")

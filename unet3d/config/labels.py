@@ -310,6 +310,10 @@ def _general_regions(entries, order, why, where):
     if order is None:
         raise UserError(f"{where}: {why}, so key 'regions_class_order' is needed (the label value to paint for "
                         "each region, in the order of 'labels', as nnU-Net takes it)")
+    for name, region in entries:
+        if 0 in region:
+            raise UserError(f"{where}: region '{name}' {region} holds the background 0; a region is foreground "
+                            "label values")
     values = sorted(set().union(*(set(region) for _, region in entries)))
     if (not isinstance(order, list) or len(order) != len(entries)
             or not all(isinstance(v, int) and not isinstance(v, bool) and v in values for v in order)):
