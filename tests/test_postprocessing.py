@@ -2,18 +2,24 @@
 
 import copy
 import json
+import logging
 
 import nibabel
 import numpy as np
 import pytest
+import torch
 
 from unet3d.config.experiment import load_experiment
+from unet3d.config.labels import LabelScheme
+from unet3d.evaluate.metrics import region_metrics
+from unet3d.predict.inference import predict
 from unet3d.predict.postprocess import ComponentStep, clean_regions, read_postprocessing
-from unet3d.runs.postprocessing import decide_postprocessing
+from unet3d.runs.postprocessing import candidate_dice, decide_postprocessing
 
 from helpers import TINY_SETTINGS, random_weights, read_log, run
 
 SHAPE = (20, 20, 20)
+CPU = torch.device("cpu")
 
 
 def write_run(root, cases, dataset):
@@ -40,6 +46,11 @@ def write_run(root, cases, dataset):
 def save(array, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     nibabel.save(nibabel.Nifti1Image(np.asarray(array, np.uint8), np.eye(4)), path)
+
+
+def region_dice(predicted, reference):
+    """Each region's Dice as unet3d-evaluate scores it."""
+    return [row["dice"] for row in region_metrics(predicted, reference, np.eye(4), ["a", "b", "c"], False)]
 
 
 def brats_case(index):
@@ -129,27 +140,50 @@ def test_a_config_that_sets_the_clean_up_keeps_it(tmp_path):
     assert not (tmp_path / "run" / "postprocessing.json").exists()
 
 
-def test_predict_applies_the_runs_post_processing(tiny_config, brats_data, tmp_path):
+def test_predict_applies_the_runs_post_processing(tiny_config, brats_data, tmp_path, caplog):
     work = tiny_config.parent / "tiny"
     model = random_weights(work / "fold1" / "model_best.pth", tiny_config, seed=0)
     steps = {"WT": {"keep_largest": True}, "TC": {"min_component_size": 4}, "ET": None}
     decision = {"label_scheme": {"mode": "regions", "values": [2, 1, 4]},
                 "regions": [{"region": name, "step": step} for name, step in steps.items()]}
     (work / "postprocessing.json").write_text(json.dumps(decision))
-    args = ["--config_filename", tiny_config, "--model_filename", model, "--input_dir", brats_data / "test",
-            "--device", "cpu"]
-    applied = run("unet3d-predict", *args, "--output_dir", tmp_path / "applied")
+    applied = run("unet3d-predict", "--config_filename", tiny_config, "--model_filename", model, "--input_dir",
+                  brats_data / "test", "--output_dir", tmp_path / "applied", "--device", "cpu")
     assert "post-processing chosen by cross-validation" in applied.stderr
-    run("unet3d-predict", *args, "--output_dir", tmp_path / "raw", "--no_postprocessing")
-    flag = run("unet3d-predict", *args, "--output_dir", tmp_path / "flag", "--min_component_size", "0")
-    assert "is not applied: prediction.min_component_size 0 chooses the clean-up" in flag.stderr
     experiment = load_experiment(tiny_config)
+    caplog.set_level(logging.INFO, logger="unet3d")
+    predict(experiment, [model], tmp_path / "raw", CPU, input_dir=brats_data / "test", postprocessing=None)
+    # A clean-up the user chose (here: none) replaces the run's.
+    predict(experiment, [model], tmp_path / "own", CPU, input_dir=brats_data / "test",
+            prediction=experiment.prediction.override(min_component_size=0))
+    assert "is not applied: prediction.min_component_size 0 chooses the clean-up" in caplog.text
     expected = read_postprocessing(work / "postprocessing.json", experiment.labels)
     changed = 0
     for path in sorted((tmp_path / "raw").glob("*.nii.gz")):
         raw = np.asarray(nibabel.load(path).dataobj)
         cleaned = np.asarray(nibabel.load(tmp_path / "applied" / path.name).dataobj)
         assert np.array_equal(cleaned, clean_regions(raw, experiment.labels, expected).numpy())
-        assert np.array_equal(np.asarray(nibabel.load(tmp_path / "flag" / path.name).dataobj), raw)
+        assert np.array_equal(np.asarray(nibabel.load(tmp_path / "own" / path.name).dataobj), raw)
         changed += int((cleaned != raw).sum())
     assert changed > 0  # the clean-up had something to do
+
+
+@pytest.mark.parametrize("mode", ["regions", "classes"])
+def test_the_dice_counted_from_components_is_the_dice_of_the_cleaned_label_maps(mode):
+    scheme = LabelScheme((2, 1, 4), mode)
+    rng = np.random.default_rng(0)
+    reference, _ = brats_case(4)
+    predicted = reference.copy()
+    predicted[rng.random(SHAPE) < 0.03] = 2  # specks of every label, some touching the tumour
+    predicted[rng.random(SHAPE) < 0.02] = 1
+    predicted[rng.random(SHAPE) < 0.01] = 4
+    predicted[15:18, 15:18, 15:18] = 1
+    for index in range(3):
+        steps = [ComponentStep(), ComponentStep(2), ComponentStep(5), ComponentStep(keep_largest=True)]
+        counted = candidate_dice(predicted, reference, scheme, index, steps)
+        for step, row in zip(steps, counted):
+            only = [ComponentStep()] * 3
+            only[index] = step
+            cleaned = clean_regions(predicted, scheme, only)
+            np.testing.assert_allclose(row, region_dice(scheme.masks(cleaned), scheme.masks(reference)), atol=1e-6)
+        assert len({tuple(row) for row in counted}) == 4  # each step changes something

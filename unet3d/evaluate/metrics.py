@@ -38,18 +38,12 @@ def hausdorff95(predicted, reference, spacing):
     return float(distance)
 
 
-def region_dice(predicted, reference):
-    """The Dice of each region of boolean masks (C, X, Y, Z), a float tensor (C,); 1 where both are empty."""
-    batch = torch.as_tensor(np.asarray(predicted))[None].float(), torch.as_tensor(np.asarray(reference))[None].float()
-    return compute_dice(*batch, include_background=True, ignore_empty=False)[0]
-
-
 def region_metrics(predicted, reference, affine, names, hausdorff=True):
     """One dict per region of boolean masks (C, X, Y, Z): ``region`` and ``METRICS`` (hd95 NaN without ``hausdorff``)."""
     predicted = torch.as_tensor(np.asarray(predicted, dtype=bool))
     reference = torch.as_tensor(np.asarray(reference, dtype=bool))
     batch = predicted[None].float(), reference[None].float()
-    dice = region_dice(predicted, reference)
+    dice = compute_dice(*batch, include_background=True, ignore_empty=False)[0]
     confusion = get_confusion_matrix(*batch, include_background=True)
     sensitivity = compute_confusion_matrix_metric("sensitivity", confusion)[0]
     specificity = compute_confusion_matrix_metric("specificity", confusion)[0]

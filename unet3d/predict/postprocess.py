@@ -9,12 +9,10 @@ import dataclasses
 import json
 import logging
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai.transforms import KeepLargestConnectedComponent, RemoveSmallObjects
 from skimage.measure import label as label_components
 
 from unet3d.data.formats import read_array
@@ -25,16 +23,29 @@ log = logging.getLogger("unet3d")
 
 POSTPROCESSING_FILE = "postprocessing.json"
 AUTO = "auto"  # the post-processing of the run the models come from, if it chose one
-# RemoveSmallObjects' default: components touch by a face. KeepLargestConnectedComponent's: by a corner.
+# Components touch by a face when small ones are removed, by a corner when the largest is kept (the
+# defaults of MONAI's RemoveSmallObjects and KeepLargestConnectedComponent, which unet3d used before).
 SMALL_COMPONENT_CONNECTIVITY = 1
 LARGEST_COMPONENT_CONNECTIVITY = 3
 FOLD_FOLDER = re.compile(r"fold\d+")
 
 
+def components(mask, connectivity):
+    """``(labels, sizes)``: each voxel's component in a boolean mask (0: outside) and each component's voxel count
+    (``sizes[0]``: the voxels outside)."""
+    labels = label_components(np.asarray(mask), connectivity=connectivity)
+    return labels, np.bincount(labels.ravel())
+
+
 @dataclasses.dataclass(frozen=True)
 class ComponentStep:
     """The clean-up of one region: drop components under ``min_component_size`` voxels, then, with
-    ``keep_largest``, all but the largest (neither: nothing)."""
+    ``keep_largest``, all but the largest (neither: nothing).
+
+    Written with scikit-image's labelling rather than MONAI's ``RemoveSmallObjects``, whose
+    threshold moved from "under N" to "at most N" voxels with scikit-image 0.26; the choice
+    made by cross-validation counts on exactly this rule (``kept``).
+    """
 
     min_component_size: int = 0
     keep_largest: bool = False
@@ -42,19 +53,32 @@ class ComponentStep:
     def __bool__(self):
         return bool(self.min_component_size or self.keep_largest)
 
+    def stages(self):
+        """The step as steps of one kind each, in the order they are applied."""
+        return ([ComponentStep(self.min_component_size)] if self.min_component_size else []) + (
+            [ComponentStep(keep_largest=True)] if self.keep_largest else [])
+
+    @property
+    def connectivity(self):
+        """How components touch for a step of one kind."""
+        return LARGEST_COMPONENT_CONNECTIVITY if self.keep_largest else SMALL_COMPONENT_CONNECTIVITY
+
+    def kept(self, sizes):
+        """Which components (``components``' sizes) a step of one kind keeps; never the outside (0)."""
+        keep = np.asarray(sizes) >= self.min_component_size
+        if self.keep_largest and len(sizes) > 1:
+            keep = np.zeros(len(sizes), bool)
+            keep[1 + np.argmax(sizes[1:])] = True
+        keep[0] = False
+        return keep
+
     def apply(self, mask):
-        """The boolean ``mask`` (X, Y, Z; torch) cleaned."""
-        if self.min_component_size:
-            with warnings.catch_warnings():
-                # MONAI passes scikit-image's older min_size argument, which newer versions deprecate.
-                warnings.simplefilter("ignore", FutureWarning)
-                remove = RemoveSmallObjects(min_size=self.min_component_size, connectivity=SMALL_COMPONENT_CONNECTIVITY)
-                mask = torch.as_tensor(remove(mask[None]))[0]
-        if self.keep_largest:
-            keep = KeepLargestConnectedComponent(applied_labels=[0], is_onehot=True, independent=True,
-                                                connectivity=LARGEST_COMPONENT_CONNECTIVITY)
-            mask = torch.as_tensor(keep(mask[None]))[0]
-        return mask
+        """The boolean ``mask`` (X, Y, Z; torch or NumPy) cleaned, as a torch tensor."""
+        mask = np.asarray(mask)
+        for stage in self.stages():
+            labels, sizes = components(mask, stage.connectivity)
+            mask = stage.kept(sizes)[labels]
+        return torch.as_tensor(mask)
 
     def as_json(self):
         """``{"min_component_size": N}``, ``{"keep_largest": true}``, both, or None for no step."""
@@ -106,12 +130,6 @@ def clean_label_map(label_map, scheme, min_component_size=0, keep_largest=False)
     every region (see ``clean_regions``)."""
     step = ComponentStep(min_component_size or 0, keep_largest)
     return clean_regions(label_map, scheme, [step] * len(scheme.values)) if step else label_map
-
-
-def component_sizes(mask):
-    """The voxel counts of the components of a boolean mask, as ``RemoveSmallObjects`` counts them."""
-    components = label_components(np.asarray(mask), connectivity=SMALL_COMPONENT_CONNECTIVITY)
-    return np.bincount(components.ravel())[1:]
 
 
 def clean_up_steps(scheme, min_component_size, keep_largest, postprocessing):

@@ -18,9 +18,9 @@ import pandas as pd
 from unet3d.atomic import write_csv
 from unet3d.config.load import write_json
 from unet3d.evaluate.evaluation import evaluate_folder, group_label_files, image_files_in, read_case
-from unet3d.evaluate.metrics import region_dice
-from unet3d.predict.postprocess import (POSTPROCESSING_FILE, ComponentStep, clean_prediction_files, clean_regions,
-                                        component_sizes, describe_steps, scheme_json)
+from unet3d.predict.postprocess import (POSTPROCESSING_FILE, SMALL_COMPONENT_CONNECTIVITY, ComponentStep,
+                                        clean_prediction_files, clean_regions, components, describe_steps,
+                                        scheme_json)
 
 log = logging.getLogger("unet3d")
 
@@ -68,52 +68,73 @@ def candidate_steps(reference_masks):
     tumour of a few dozen voxels. Where the references hold no component of the region, only
     keeping the largest is tried.
     """
-    sizes = [size for mask in reference_masks for size in component_sizes(mask)]
+    sizes = [size for mask in reference_masks for size in components(mask, SMALL_COMPONENT_CONNECTIVITY)[1][1:]]
     if not sizes:
         return [ComponentStep(keep_largest=True)]
     thresholds = sorted({max(1, int(min(sizes) * fraction)) for fraction in CANDIDATE_FRACTIONS})
     return [ComponentStep(size) for size in thresholds] + [ComponentStep(keep_largest=True)]
 
 
-def mean_dice(label_maps, reference_masks, scheme):
-    """The mean Dice per region (NumPy, regions) of ``label_maps`` against the cases' ``reference_masks``."""
-    return np.mean([region_dice(scheme.masks(m), r).numpy() for m, r in zip(label_maps, reference_masks)], axis=0)
+def dice_of_counts(true_positive, predicted, reference):
+    """Dice per region from voxel counts; 1 where prediction and reference are both empty (as evaluation)."""
+    total = predicted + reference
+    return np.where(total > 0, 2 * true_positive / np.maximum(total, 1), 1.0)
 
 
-def try_step(label_maps, reference_masks, scheme, index, step):
-    """``(cleaned label maps, mean Dice per region)`` with ``step`` applied to region ``index``."""
-    steps = [ComponentStep()] * len(scheme.values)
-    steps[index] = step
-    cleaned = [clean_regions(m, scheme, steps) for m in label_maps]
-    return cleaned, mean_dice(cleaned, reference_masks, scheme)
+def candidate_dice(predicted, reference, scheme, index, steps):
+    """The Dice of each region (steps x regions) of one case with each of ``steps`` (of one kind each) applied to
+    region ``index``, from component counts rather than cleaned copies: removing a component of that region
+    removes its voxels from it and, in a hierarchy, from the regions inside it (``clean_regions``)."""
+    masks, truth = scheme.masks(predicted), scheme.masks(reference)
+    affected = range(index, len(masks)) if scheme.hierarchy else [index]
+    counts = [masks.sum(axis=(1, 2, 3)), (masks & truth).sum(axis=(1, 2, 3))]
+    reference_voxels = truth.sum(axis=(1, 2, 3))
+    labellings, rows = {}, []
+    for step in steps:
+        if not step:
+            rows.append(dice_of_counts(counts[1], counts[0], reference_voxels))
+            continue
+        if step.connectivity not in labellings:
+            labels, sizes = components(masks[index], step.connectivity)
+            inside = {j: [np.bincount(labels[mask], minlength=len(sizes)) for mask in (masks[j], masks[j] & truth[j])]
+                      for j in affected}
+            labellings[step.connectivity] = sizes, inside
+        sizes, inside = labellings[step.connectivity]
+        removed = ~step.kept(sizes)
+        removed[0] = False
+        predicted_voxels, true_positive = (count.copy() for count in counts)
+        for j, (in_prediction, in_both) in inside.items():
+            predicted_voxels[j] -= in_prediction[removed].sum()
+            true_positive[j] -= in_both[removed].sum()
+        rows.append(dice_of_counts(true_positive, predicted_voxels, reference_voxels))
+    return np.array(rows)
 
 
 def choose_steps(cases, scheme):
-    """``(steps, records, mean Dice per region with the steps)``: greedily, region after region, the step that
-    raises that region's mean Dice most and lowers no region's, or none; one record per region (``region``,
-    ``step``, ``candidates``: each step tried, none first, with its mean Dice per region).
+    """``(steps, records, mean Dice per region without and with the steps)``: greedily, region after region,
+    the step that raises that region's mean Dice most and lowers no region's, or none; one record per region
+    (``region``, ``step``, ``candidates``: each step tried, none first, with its mean Dice per region).
 
     ``cases`` are ``(predicted, reference)`` label maps (NumPy).
     """
-    current = [predicted for predicted, _ in cases]
-    reference_masks = [scheme.masks(reference) for _, reference in cases]
-    baseline = mean_dice(current, reference_masks, scheme)
-    steps, records = [], []
+    current, steps, records, raw = [predicted for predicted, _ in cases], [], [], None
     for index, name in enumerate(scheme.names):
-        tried = [(ComponentStep(), baseline)]
-        best, best_maps = tried[0], current
-        for step in candidate_steps([masks[index] for masks in reference_masks]):
-            cleaned, dice = try_step(current, reference_masks, scheme, index, step)
-            tried.append((step, dice))
-            if dice[index] > best[1][index] + TOLERANCE and np.all(dice >= baseline - TOLERANCE):
-                best, best_maps = (step, dice), cleaned
-        current, baseline = best_maps, best[1]
-        steps.append(best[0])
-        records.append({"region": name, "step": best[0].as_json(),
-                        "candidates": [{"step": step.as_json(), "dice": float(dice[index]),
-                                        "dice_by_region": dict(zip(scheme.names, map(float, dice)))}
-                                       for step, dice in tried]})
-    return steps, records, baseline
+        tried = [ComponentStep()] + candidate_steps([scheme.masks(reference)[index] for _, reference in cases])
+        dice = np.mean([candidate_dice(predicted, reference, scheme, index, tried)
+                        for predicted, (_, reference) in zip(current, cases)], axis=0)
+        raw = dice[0] if raw is None else raw
+        helps = (dice[:, index] > dice[0, index] + TOLERANCE) & np.all(dice >= dice[0] - TOLERANCE, axis=1)
+        best = int(np.argmax(np.where(helps, dice[:, index], -np.inf))) if helps.any() else 0
+        steps.append(tried[best])
+        if best:
+            only = [ComponentStep()] * len(scheme.values)
+            only[index] = tried[best]
+            current = [clean_regions(predicted, scheme, only).numpy() for predicted in current]
+        records.append({"region": name, "step": tried[best].as_json(),
+                        "candidates": [{"step": step.as_json(), "dice": float(row[index]),
+                                        "dice_by_region": dict(zip(scheme.names, map(float, row)))}
+                                       for step, row in zip(tried, dice)]})
+    return steps, records, raw, dice[best]
 
 
 def decide_postprocessing(experiment, work_dir):
@@ -130,8 +151,7 @@ def decide_postprocessing(experiment, work_dir):
         log.info("post-processing is not chosen: %s", why_not)
         return None, None
     cases = [read_cropped(*files[case_id]) for case_id in sorted(files)]
-    raw = mean_dice([predicted for predicted, _ in cases], [scheme.masks(r) for _, r in cases], scheme)
-    steps, records, final = choose_steps(cases, scheme)
+    steps, records, raw, final = choose_steps(cases, scheme)
     for index, record in enumerate(records):
         record.update(dice_before=float(raw[index]), dice_after=float(final[index]))
     decision = {"label_scheme": scheme_json(scheme), "n_cases": len(cases),
