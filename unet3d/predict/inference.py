@@ -14,7 +14,8 @@ from unet3d.data.loaders import batches, make_loader
 from unet3d.models.inferer import Inferer
 from unet3d.models.weights import trained_model
 from unet3d.predict.inputs import model_filenames, select_cases
-from unet3d.predict.postprocess import AUTO, clean_regions, clean_up_steps, cross_validation_steps
+from unet3d.predict.postprocess import (AUTO, clean_regions, clean_up_steps, cross_validation_steps,
+                                        read_postprocessing)
 from unet3d.predict.write import output_paths, write_prediction
 
 log = logging.getLogger("unet3d")
@@ -76,9 +77,11 @@ def own_clean_up(prediction, options):
 
 
 def check_outputs(experiment, model_patterns, output_dir, group=None, images=None, input_dir=None, ids=None,
-                  save_probabilities=False, overwrite=False):
+                  save_probabilities=False, overwrite=False, postprocessing=None):
     """Raise a UserError for what would stop ``predict`` on any case (before processes are started to share them)."""
     check_before_loading(experiment, save_probabilities)
+    if postprocessing not in (None, AUTO) and not save_probabilities:
+        read_postprocessing(postprocessing, experiment.labels)
     for filename in model_filenames(model_patterns):  # missing files and weights of another model, as one line
         trained_model(experiment.model, filename, torch.device("cpu"))
     output_paths(select_cases(experiment, group, images, input_dir, ids), output_dir, overwrite)

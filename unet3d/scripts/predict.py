@@ -86,7 +86,7 @@ def _predict(args, argv):
         # Mistakes surface here as one line, before torchrun starts the processes.
         check_process_devices(choose_device(args.device), args.ngpus)
         check_outputs(experiment, args.model_filename, args.output_dir, save_probabilities=args.save_probabilities,
-                      overwrite=args.overwrite, **cases)
+                      overwrite=args.overwrite, postprocessing=postprocessing, **cases)
         sys.exit(distributed.launch(args.ngpus, distributed.strip_flag(argv, "--ngpus"), "unet3d.scripts.predict"))
     with distributed.process_group(context, choose_device(args.device)) as device:
         predict(experiment, args.model_filename, args.output_dir, device, prediction=prediction,
