@@ -77,8 +77,8 @@ def test_a_small_class_predicted_nearly_right_is_kept(tmp_path):
     assert et["region"] == "ET" and et["step"] is None
     assert et["dice_after"] == et["dice_before"] > 0.9
     # The thresholds tried stay under the smallest enhancing tumour (16 voxels); none beats doing nothing.
-    sizes = [c["step"]["min_component_size"] for c in et["candidates"] if c["step"] and "min_component_size" in c["step"]]
-    assert sizes == [1, 2, 4, 8]
+    sizes = [c["step"].get("min_component_size") for c in et["candidates"] if c["step"]]
+    assert sizes == [1, 2, 4, 8, None]  # and keeping the largest
     assert all(c["dice"] <= et["dice_before"] for c in et["candidates"])
     assert list(table["dice_before"]) == list(table["dice_after"])
 

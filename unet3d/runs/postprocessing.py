@@ -54,7 +54,7 @@ def read_cropped(prediction_file, reference_file):
     if not len(foreground):
         return predicted[:1, :1, :1], reference[:1, :1, :1]
     box = tuple(slice(low, high + 1) for low, high in zip(foreground.min(axis=0), foreground.max(axis=0)))
-    return predicted[box], reference[box]
+    return predicted[box].copy(), reference[box].copy()  # copies: a view would keep the whole volume
 
 
 def candidate_steps(reference_masks):
