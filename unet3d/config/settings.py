@@ -161,9 +161,10 @@ class PredictionSettings(Settings):
     mask_to_nonzero: bool = setting(["boolean"], False, "no foreground where every channel of the network's input "
                                                         "is 0 (outside a skull-stripped brain; with a normalization "
                                                         "that keeps zeros, e.g. `\"nonzero\": true`)")
-    min_component_size: int = setting(["integer"], 0, "remove connected components under this many voxels from each "
-                                                      "region of the written label maps (BraTS: a few voxels of "
-                                                      "enhancing tumour in a case without any score ET Dice 0)",
+    min_component_size: int = setting(["integer"], None, "remove connected components under this many voxels from "
+                                                         "each region of the written label maps, instead of the "
+                                                         "post-processing a cross-validation run chooses (0: no "
+                                                         "clean-up at all; default: the run's choice, else none)",
                                       minimum=0)
     output_format: str = setting(["string"], None, "format of the written predictions: \"nifti\" (`.nii.gz`), "
                                                    "\"nrrd\" or \"mha\" (default: the input's; NIfTI for DICOM "

@@ -195,7 +195,7 @@ def inference_config(experiment, prediction, window):
         "inferer": {"_target_": "monai.inferers.SlidingWindowInferer", "roi_size": list(window or WHOLE_VOLUME),
                     "sw_batch_size": prediction.sw_batch_size, "overlap": prediction.overlap, "mode": "gaussian"},
         "remove_small_objects": {"_target_": f"{MONAI_TRANSFORMS}.RemoveSmallObjects",
-                                 "min_size": max(prediction.min_component_size, 1)},
+                                 "min_size": max(prediction.min_component_size or 0, 1)},
         "postprocessing": {"_target_": f"{MONAI_TRANSFORMS}.Compose",
                            "transforms": postprocessing(experiment, prediction)},
         # One case: its logits, then the postprocessing, which writes the label map; returns the file written.
