@@ -29,7 +29,8 @@ requires, brings PyPI's torchvision 0.28.0; that build fails to import beside th
 "operator torchvision::nms does not exist", and neither the fingerprint nor the planner
 imports it, so it can stay.)
 
-Not a test. Run from the repository root (a few minutes on two cores):
+Not a test. Run from the repository root (10 minutes on two shared cores at a load average of 9; less on
+free ones; ``--datasets`` runs one of the two):
 
     .venv/bin/python benchmarks/vs_nnunet_plan.py --nnunet_python ~/nnunet-venv/bin/python
 """
@@ -68,6 +69,7 @@ def parse_args(argv=None):
                                                        "(default: found on PATH)")
     parser.add_argument("--output_dir", type=Path, default=Path(tempfile.gettempdir()) / "unet3d_vs_nnunet",
                         help="datasets, plans and logs (emptied first); the table goes to comparison.md in it")
+    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--n_cases", type=int, default=10, help="training cases per dataset (default 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget_minutes", type=float, default=60.0, help="unet3d-plan's budget (its default, 60)")
@@ -93,10 +95,11 @@ def nnunet_bin(args):
     return folder
 
 
-def write_datasets(raw, n_cases, seed):
-    """Write the two nnU-Net raw datasets under ``raw``; returns their folders by name."""
+def write_datasets(raw, names, n_cases, seed):
+    """Write the nnU-Net raw datasets ``names`` under ``raw``; returns their folders by name."""
     folders = {}
-    for name, (_, shape, spacing, regions) in DATASETS.items():
+    for name in names:
+        _, shape, spacing, regions = DATASETS[name]
         root = write_synthetic_nnunet(raw / name, n_cases, shape=shape, spacing=spacing, seed=seed)
         if regions:  # nnU-Net's BraTS example: 1 edema, 2 non-enhancing core, 3 enhancing tumour
             description = json.loads((root / "dataset.json").read_text())
@@ -301,8 +304,8 @@ def main(argv=None):
     shutil.rmtree(root, ignore_errors=True)
     (root / "logs").mkdir(parents=True)
     header = versions(bin_dir)
-    log(f"writing {len(DATASETS)} datasets of {args.n_cases} training cases under {root / 'raw'}")
-    folders = write_datasets(root / "raw", args.n_cases, args.seed)
+    log(f"writing {len(args.datasets)} dataset(s) of {args.n_cases} training cases under {root / 'raw'}")
+    folders = write_datasets(root / "raw", args.datasets, args.n_cases, args.seed)
     sections = []
     for name, folder in folders.items():
         unet3d_plans = {}
