@@ -232,8 +232,8 @@ def unet3d_column(result, planned_for):
         "normalization": f"{dataset['normalization']} {kwargs}",
         "crop, mask": f"crop_foreground {str(dataset.get('crop_foreground', False)).lower()}; mask_to_nonzero "
                       f"{str(config.get('prediction', {}).get('mask_to_nonzero', False)).lower()}",
-        "length": f"{plan_rows.get('length', '?')}; timed step {plan_rows.get('timed step', '?')}",
-        "planning time (s)": f"{result['seconds']:.0f} (fingerprint, timed steps, plan)",
+        "length": f"{plan_rows.get('length', '?')}; step {plan_rows.get('step', '?')}",
+        "planning time (s)": f"{result['seconds']:.0f} (fingerprint, measured step, plan)",
     }
 
 

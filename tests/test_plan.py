@@ -265,3 +265,19 @@ def test_the_fingerprint_keeps_foreground_statistics_and_the_smallest_structure(
     explained = (tmp_path / "task_plan.md").read_text()
     assert "| smallest structure |" in explained and "no fixed clean-up" in explained
     assert "min_component_size" not in json.loads((tmp_path / "task.json").read_text())["prediction"]
+
+
+def test_every_case_weighs_the_same_in_the_intensity_statistics(tmp_path):
+    from unet3d.plan.fingerprint import SAMPLES_PER_CASE, case_fingerprint
+
+    cases = []
+    for index, (size, value) in enumerate([(2, 100.0), (12, 200.0)]):  # 8 and 1,728 foreground voxels
+        image, label = np.zeros((16, 16, 16), np.float32), np.zeros((16, 16, 16), np.uint8)
+        image[:size, :size, :size], label[:size, :size, :size] = value, 1
+        for name, data in (("image", image), ("label", label)):
+            nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), tmp_path / f"{name}{index}.nii.gz")
+        cases.append(case_fingerprint({"id": str(index), "image": [str(tmp_path / f"image{index}.nii.gz")],
+                                       "label": str(tmp_path / f"label{index}.nii.gz")}, seed=index))
+    pooled = np.concatenate([case["samples"] for case in cases], axis=1)
+    assert [case["samples"].shape[1] for case in cases] == [SAMPLES_PER_CASE] * 2  # as nnU-Net draws them
+    assert pooled.mean() == pytest.approx(150.0)

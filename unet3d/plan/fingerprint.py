@@ -3,9 +3,10 @@
 Per case: spacing, shape and orientation from the headers (axes in RAS order, as training
 reorients them), the bounding box of its non-zero voxels, and how many voxels each label
 value has. Per channel: intensity minimum, maximum, percentiles, mean and standard deviation
-inside the foreground (label > 0), pooled over a random sample of at most ``SAMPLES_PER_CASE``
-voxels a case, as nnU-Net does, and apart from them the whole images' minimum. Cases are read in parallel, one process per core, in any format
-``unet3d.data.formats`` reads.
+inside the foreground (label > 0), pooled over ``SAMPLES_PER_CASE`` voxels drawn from each
+case's foreground (with replacement, so that every case weighs the same), as nnU-Net does,
+and apart from them the whole images' minimum. Cases are read in parallel, one process per
+core, in any format ``unet3d.data.formats`` reads.
 """
 
 import math
@@ -90,8 +91,8 @@ def case_fingerprint(case, four_dimensional=False, seed=0):
         counts = np.bincount(flat)
         result["label_voxels"] = {str(v): int(c) for v, c in enumerate(counts) if v != 0 and c}
         foreground = np.flatnonzero(flat)
-        if foreground.size > SAMPLES_PER_CASE:
-            foreground = rng.choice(foreground, SAMPLES_PER_CASE, replace=False)
+        if foreground.size:  # as nnU-Net: every case weighs the same, whatever its foreground's size
+            foreground = rng.choice(foreground, SAMPLES_PER_CASE, replace=True)
         result["samples"] = np.stack([image.ravel(order="F")[foreground].astype(np.float32) for image in images])
     result["read_seconds"] = round(time.process_time() - start, 4)
     return result
