@@ -154,3 +154,23 @@ def test_3d_and_2d_configurations_are_compared_and_the_choice_predicts(thick_sli
         (tmp_path / "other" / f"fold{k}.json").write_text(text)
     line = one_line_error(train_main, ["--select_best", str(three_d), str(tmp_path / "other.json")], capsys)
     assert "other.json: its folds validate other cases than" in line
+
+
+def test_selection_mistakes_are_one_line(thick_slices, tmp_path, capsys):
+    found = topology.search_patch_2d(SPACING, [24, 24, 8], lambda *_: True)
+    untrained = [str(write_config(tmp_path / f"{name}.json", thick_slices, SPACING, found, 2)) for name in "ab"]
+    assert "compares two or more configs" in one_line_error(train_main, ["--select_best", untrained[0]], capsys)
+    line = one_line_error(train_main, ["--select_best", *untrained], capsys)
+    assert f"{tmp_path / 'a' / 'fold1' / 'predictions' / 'validation' / 'evaluation.csv'} is missing" in line
+    assert "--select_best and --fold" in one_line_error(train_main, ["--select_best", *untrained, "--fold", "1"],
+                                                        capsys)
+    assert not (tmp_path / "selection.json").exists()
+    images = ["--images", "x.nii.gz", "--output_dir", str(tmp_path / "out")]
+    assert "--selection" in one_line_error(predict_main, ["--selection", str(tmp_path / "none.json"), *images], capsys)
+    (tmp_path / "selection.json").write_text("{}")
+    assert "not a selection.json" in one_line_error(predict_main, ["--selection", str(tmp_path / "selection.json"),
+                                                                   *images], capsys)
+    assert "leave out --model_filename" in one_line_error(
+        predict_main, ["--selection", str(tmp_path / "selection.json"), "--model_filename", "m.pth", *images], capsys)
+    assert "needs --model_filename" in one_line_error(predict_main, ["--config_filename", untrained[0], *images],
+                                                      capsys)
