@@ -12,9 +12,13 @@ import pandas
 import pytest
 
 from helpers import read_log
+from unet3d.config.experiment import load_experiment
 from unet3d.data.synthetic import write_synthetic_nnunet
+from unet3d.errors import UserError
 from unet3d.plan import budget, topology
+from unet3d.plan.configurations import configurations_of
 from unet3d.plan.sections import model_section
+from unet3d.scripts.plan import main as plan_main
 from unet3d.scripts.predict import main as predict_main
 from unet3d.scripts.train import main as train_main
 
@@ -174,3 +178,33 @@ def test_selection_mistakes_are_one_line(thick_slices, tmp_path, capsys):
         predict_main, ["--selection", str(tmp_path / "selection.json"), "--model_filename", "m.pth", *images], capsys)
     assert "needs --model_filename" in one_line_error(predict_main, ["--config_filename", untrained[0], *images],
                                                       capsys)
+
+
+def test_plan_of_thick_slices_writes_a_3d_and_a_2d_config_on_the_same_folds(thick_slices, tmp_path):
+    plan_main(["--input_dir", str(thick_slices), "--output_filename", str(tmp_path / "thick.json"), "--device", "cpu",
+               "--budget_minutes", "5", "--configurations", "all"])
+    three_d, two_d = (json.loads((tmp_path / f"thick_{name}.json").read_text()) for name in ("3d", "2d"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "thick_2d.json", "thick_2d_plan.md", "thick_3d.json", "thick_3d_plan.md", "thick_fingerprint.json"]
+    model = two_d["model"]
+    assert two_d["dataset"]["patch_size"][2] == 1 and two_d["dataset"]["spacing"] == SPACING
+    assert all(k[2] == 1 for k in model["kernel_size"]) and all(s[2] == 1 for s in model["strides"])
+    assert model["spatial_dims"] == 3 and model["kernel_size"][0][:2] == [3, 3]
+    assert two_d["dataset"]["patch_size"][0] >= three_d["dataset"]["patch_size"][0]
+    assert two_d["training"]["batch_size"] >= three_d["training"]["batch_size"]
+    assert two_d["cross_validation"] == three_d["cross_validation"]
+    assert two_d["training_filenames"] == three_d["training_filenames"]
+    load_experiment(tmp_path / "thick_2d.json")  # as unet3d-train reads it
+    explained = (tmp_path / "thick_2d_plan.md").read_text()
+    assert "| configurations | 3d and 2d (this config: 2d) | slices 3.00 times thicker" in explained
+    assert "kernels and strides of 1 along axis 2" in explained
+
+
+def test_a_2d_configuration_is_planned_only_for_thick_slices():
+    assert configurations_of("all", [1.0, 1.0, 3.0])[0] == ["3d", "2d"]
+    assert configurations_of("3d", [1.0, 1.0, 3.0])[0] == ["3d"]
+    names, (_, choice, why) = configurations_of("all", [1.0, 1.0, 2.5])
+    assert names == ["3d"] and choice == "3d only" and "2.50 times the finest, under 3" in why
+    assert "--configurations all would add a 2d" in configurations_of("3d", [0.7, 0.7, 5.0])[1][2]
+    with pytest.raises(UserError, match="--configurations 2d: the coarsest axis is 1.00 times"):
+        configurations_of("2d", [1.0, 1.0, 1.0])
