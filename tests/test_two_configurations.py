@@ -62,7 +62,8 @@ def write_config(path, root, spacing, found, batch):
     def case(folder, index):
         entry = {"id": f"case_{index:03d}",
                  "image": [str(root / folder / f"case_{index:03d}_{c:04d}.nii.gz") for c in range(4)]}
-        return {**entry, "label": str(root / "labelsTr" / f"case_{index:03d}.nii.gz")} if folder == "imagesTr" else entry
+        label = {"label": str(root / "labelsTr" / f"case_{index:03d}.nii.gz")} if folder == "imagesTr" else {}
+        return {**entry, **label}
 
     config = {
         "model": model_section(4, 4, kernels, strides, 4),

@@ -95,7 +95,8 @@ def plan_2d(layout, fingerprint, device, budget_minutes, memory_bytes, n_folds=N
     timing = planner.time_patch(sections, target, spacing, found, batch)
     if timing.peak_bytes and timing.peak_bytes > target.memory_bytes:
         raise UserError(f"the 2d patch {found[0]} (batch {batch}) took {timing.peak_bytes / 2 ** 30:.1f} GiB on "
-                        f"{device}, over the {target.memory_bytes / 2 ** 30:.1f} GiB allowed; give a lower --gpu_memory_gb")
+                        f"{device}, over the {target.memory_bytes / 2 ** 30:.1f} GiB allowed; give a lower "
+                        "--gpu_memory_gb")
     cases = (fingerprint["n_cases"], fingerprint["n_test_cases"], topology.windows(shape, found[0]),
              fingerprint["read_seconds"]["median_cpu_per_case"])
     if n_folds is None:

@@ -52,7 +52,12 @@ class TrainedRun:
 
     def evaluation(self, k):
         """Fold ``k``'s (from 1) evaluation of its validation predictions."""
-        return self.work_dir / f"fold{k}" / "predictions" / "validation" / "evaluation.csv"
+        return fold_evaluation(self.work_dir, k)
+
+
+def fold_evaluation(work_dir, k):
+    """Where training wrote fold ``k``'s (from 1) evaluation of its validation predictions."""
+    return Path(work_dir) / f"fold{k}" / "predictions" / "validation" / "evaluation.csv"
 
 
 def trained_run(config_filename, output_dir=None):
@@ -63,9 +68,8 @@ def trained_run(config_filename, output_dir=None):
     work_dir = work_dir_for(config_filename, output_dir)
     folds = []
     for k in range(1, experiment.cross_validation.n_folds + 1):
-        run = TrainedRun(Path(config_filename), experiment, work_dir, folds)
-        if not run.evaluation(k).is_file():
-            raise UserError(f"{run.evaluation(k)} is missing: train every fold of {config_filename} first "
+        if not fold_evaluation(work_dir, k).is_file():
+            raise UserError(f"{fold_evaluation(work_dir, k)} is missing: train every fold of {config_filename} first "
                             f"(unet3d-train --config_filename {config_filename}; --output_dir as it was trained)")
         folds.append(load_experiment(work_dir / f"fold{k}.json"))
     return TrainedRun(Path(config_filename), experiment, work_dir, folds)

@@ -85,7 +85,8 @@ def build_parser():
 def main(argv=None):
     """Entry point of unet3d-train."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    cli.run("unet3d-train", build_parser(), lambda args: _train(args, argv), argv)
+    cli.run("unet3d-train", build_parser(), lambda args: _select(args) if args.select_best else _train(args, argv),
+            argv)
 
 
 def _train(args, argv):
@@ -101,15 +102,7 @@ def _train(args, argv):
     from unet3d.runs import workflow
     from unet3d import distributed
 
-    if args.select_best:
-        _select(args)
-        return
-    if args.output_filename:
-        raise UserError("--output_filename names the selection that --select_best writes")
-    cli.refuse_together(args, CONFLICTS)
-    for flag in SLURM_FLAGS:
-        if cli.given(args, flag) and not args.setup_crossval_only:
-            raise UserError(f"{flag} only applies to the job array that --setup_crossval_only writes")
+    _check_flags(args)
     load_plugins(args.plugin)
     machine = read_machine_config(args.machine_config_filename) if args.machine_config_filename else {}
     nthreads, ngpus = machine.get("n_workers", args.nthreads), machine.get("n_gpus", args.ngpus)
@@ -152,6 +145,17 @@ def _train(args, argv):
         n_examples=args.n_examples or 0, log_copy=args.training_log_filename, allow_unknown_keys=args.allow_unknown_keys)
     with distributed.process_group(context, choose_device(args.device)) as device:
         workflow.train_experiment(experiment, work_dir, device, context, args.fold, options)
+
+
+def _check_flags(args):
+    from unet3d.errors import UserError
+
+    cli.refuse_together(args, CONFLICTS)
+    for flag in SLURM_FLAGS:
+        if cli.given(args, flag) and not args.setup_crossval_only:
+            raise UserError(f"{flag} only applies to the job array that --setup_crossval_only writes")
+    if args.output_filename:
+        raise UserError("--output_filename names the selection that --select_best writes")
 
 
 def _select(args):
