@@ -767,6 +767,14 @@ PLAN = [
         "unet3d-plan --input_dir {root}/data/train --output_filename {root}/planned.json --device cpu "
         "--budget_minutes 0",
         ("--budget_minutes must be above 0, got 0",)),
+    Bad("plan-zero-step-seconds", lambda ws: None,
+        "unet3d-plan --input_dir {root}/data/train --output_filename {root}/planned.json --device cpu "
+        "--step_seconds 0",
+        ("--step_seconds must be above 0, got 0",)),
+    Bad("plan-budget-too-short", lambda ws: None,
+        "unet3d-plan --input_dir {root}/data/train --output_filename {root}/planned.json --device cpu "
+        "--budget_minutes 0.2 --step_seconds 1",
+        ("--budget_minutes 0.2 is too short: preprocessing, 5 validated epochs and the predictions of 2 folds",)),
 ]
 
 CORPUS = CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI + REACH + DRY_RUN + VALUES + EXPORT + PLAN

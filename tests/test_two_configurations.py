@@ -186,7 +186,8 @@ def test_plan_of_thick_slices_writes_a_3d_and_a_2d_config_on_the_same_folds(thic
                "--budget_minutes", "5", "--configurations", "all"])
     three_d, two_d = (json.loads((tmp_path / f"thick_{name}.json").read_text()) for name in ("3d", "2d"))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "thick_2d.json", "thick_2d_plan.md", "thick_3d.json", "thick_3d_plan.md", "thick_fingerprint.json"]
+        "thick_2d.json", "thick_2d_plan.json", "thick_2d_plan.md", "thick_3d.json", "thick_3d_plan.json",
+        "thick_3d_plan.md", "thick_fingerprint.json"]
     model = two_d["model"]
     assert two_d["dataset"]["patch_size"][2] == 1 and two_d["dataset"]["spacing"] == SPACING
     assert all(k[2] == 1 for k in model["kernel_size"]) and all(s[2] == 1 for s in model["strides"])

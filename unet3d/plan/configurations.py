@@ -41,18 +41,29 @@ def configurations_of(choice, spacing):
                    "patch and batch; train each and let unet3d-train --select_best choose, or take their ensemble")
 
 
-def fit_patch_2d(sections, target, spacing, shape):
-    """``(patch, kernels, strides)`` of the largest 2d patch whose step at ``BATCH_2D`` fits the target's memory."""
+def fit_patch_2d(sections, target, fingerprint, spacing, shape):
+    """``((patch, kernels, strides), steps wanted)``: the largest 2d patch whose step at ``BATCH_2D`` fits the
+    target's memory and, with its batch (``batch_2d``), leaves the most of ``planner.STEP_LADDER``'s steps per fold
+    by the speed table; where the budget allows none, the largest that fits memory."""
     def in_memory(patch, kernels, strides):
         filters = sections.model(kernels, strides, target)["filters"]
         return budget.estimated_bytes(patch, strides, filters, BATCH_2D, sections.in_channels,
                                       target.amp) <= target.memory_bytes
 
+    def steps_at(*found):
+        batch = batch_2d(sections, target, found, shape, fingerprint["n_cases"])
+        return planner.table_steps(sections, target, fingerprint, shape, found, batch)
+
+    for wanted in planner.STEP_LADDER:
+        found = topology.search_patch_2d(spacing, shape,
+                                         lambda *found: in_memory(*found) and steps_at(*found) >= wanted)
+        if found is not None:
+            return found, wanted
     found = topology.search_patch_2d(spacing, shape, in_memory)
     if found is None:
         raise UserError(f"no 2d patch fits {target.memory_bytes / 2 ** 30:.1f} GiB of {target.device.type} memory "
                         f"(--gpu_memory_gb) at a batch of {BATCH_2D}")
-    return found
+    return found, 0
 
 
 def batch_2d(sections, target, found, shape, n_cases):
@@ -67,68 +78,50 @@ def batch_2d(sections, target, found, shape, n_cases):
     return batch
 
 
-def plan_configurations(names, layout, fingerprint, device, budget_minutes, memory_bytes):
-    """``{name: Plan}`` of the configurations ``names`` ("3d", "2d"); a 2d one takes the 3d one's folds."""
+def plan_configurations(names, layout, fingerprint, target, step_seconds=None):
+    """``{name: Plan}`` of the configurations ``names`` ("3d", "2d") for a ``planner.Target``; a 2d one takes the 3d
+    one's folds. ``step_seconds`` replaces a step's measured seconds (of one configuration)."""
     plans = {}
     if "3d" in names:
-        plans["3d"] = planner.plan_experiment(layout, fingerprint, device, budget_minutes, memory_bytes)
+        plans["3d"] = planner.plan_experiment(layout, fingerprint, target, step_seconds)
     if "2d" in names:
         n_folds = plans["3d"].config["cross_validation"]["n_folds"] if plans else None
-        plans["2d"] = plan_2d(layout, fingerprint, device, budget_minutes, memory_bytes, n_folds)
+        plans["2d"] = plan_2d(layout, fingerprint, target, n_folds, step_seconds)
     return plans
 
 
-def plan_2d(layout, fingerprint, device, budget_minutes, memory_bytes, n_folds=None):
-    """The ``Plan`` of a dataset's 2d configuration, within ``budget_minutes`` of its own ``unet3d-train`` run, with
-    ``n_folds`` (the 3d plan's: the two are compared fold by fold; None: the most the budget allows)."""
-    reasons = []
-    scheme = planner.label_scheme_of(layout, fingerprint, reasons)
-    target = planner.Target(device, memory_bytes, budget_minutes * 60)
-    normalization, crop = normalization_section(layout, fingerprint, reasons)
-    sections = Sections(scheme, len(layout.channel_names), normalization, crop)
-    spacing, spacing_reason = planner.spacing_of(fingerprint)
-    spacing = [round(s, 4) for s in spacing]
-    reasons.insert(1, ("spacing", planner._mm(spacing), spacing_reason))
-    shape = planner.median_shape(fingerprint["cases"], spacing, crop)
-    found = fit_patch_2d(sections, target, spacing, shape)
+def plan_2d(layout, fingerprint, target, n_folds=None, step_seconds=None):
+    """The ``Plan`` of a dataset's 2d configuration for a ``planner.Target`` (the whole budget for its own
+    ``unet3d-train`` run), on ``n_folds`` (the 3d plan's, to compare the two fold by fold; None: the most the
+    speed table allows)."""
+    reasons, sections, spacing, shape = planner.shared_choices(layout, fingerprint)
+    found, wanted = fit_patch_2d(sections, target, fingerprint, spacing, shape)
     batch = batch_2d(sections, target, found, shape, fingerprint["n_cases"])
-    timing = planner.time_patch(sections, target, spacing, found, batch)
-    if timing.peak_bytes and timing.peak_bytes > target.memory_bytes:
-        raise UserError(f"the 2d patch {found[0]} (batch {batch}) took {timing.peak_bytes / 2 ** 30:.1f} GiB on "
-                        f"{device}, over the {target.memory_bytes / 2 ** 30:.1f} GiB allowed; give a lower "
-                        "--gpu_memory_gb")
-    cases = (fingerprint["n_cases"], fingerprint["n_test_cases"], topology.windows(shape, found[0]),
-             fingerprint["read_seconds"]["median_cpu_per_case"])
     if n_folds is None:
-        n_folds, (steps, n_epochs, per_epoch, interval), costs = planner.choose_folds(target.budget_seconds, timing,
-                                                                                      *cases)
-    else:
-        costs = budget.run_costs(timing, cases[0], n_folds, *cases[1:])
-        steps, n_epochs, per_epoch, interval = budget.fold_schedule(target.budget_seconds, timing, costs, n_folds,
-                                                                    planner.NNUNET_MAX_STEPS)
-    if steps < 1:
-        raise UserError(f"--budget_minutes {budget_minutes:g} is too short for the 2d configuration's {n_folds} folds")
-    reasons += patch_2d_reasons(sections, target, found, batch, spacing, shape)
-    estimate = budget.run_seconds(timing, costs, n_folds, n_epochs, per_epoch, interval) / 60
-    reasons.append(("length", f"{n_folds} folds x {n_epochs} epochs x {per_epoch} steps, validation every "
-                    f"{interval} epoch(s)", "the 3d configuration's folds where it is planned too, to compare the two "
-                    f"fold by fold; a step timed at {timing.step_seconds:.3f} s on {device}; estimated run: "
-                    f"{estimate:.1f} of {budget_minutes:.4g} minutes"))
-    min_component = planner.clean_up(fingerprint, scheme, reasons)
-    config = sections.config(target, spacing, found, batch, (n_epochs, per_epoch, interval), n_folds, min_component)
-    return planner.Plan(config, reasons, estimate)
+        model = sections.model(found[1], found[2], target)
+        n_folds = planner.choose_folds(target, fingerprint, shape, model, found[0], batch)
+    reasons += patch_2d_reasons(sections, target, (found, batch, wanted), spacing, shape)
+    plan = planner.plan_length(sections, target, fingerprint, (spacing, shape, found, batch, n_folds), reasons,
+                               step_seconds)
+    plan.reasons = [(topic, choice, why + ("; the folds are the 3d configuration's where both are planned, to "
+                                           "compare the two fold by fold" if topic == "length" else ""))
+                    for topic, choice, why in plan.reasons]
+    return plan
 
 
-def patch_2d_reasons(sections, target, found, batch, spacing, shape):
-    """The ``patch`` and ``network`` rows of a 2d plan."""
-    patch, kernels, strides = found
+def patch_2d_reasons(sections, target, chosen, spacing, shape):
+    """The ``patch`` and ``network`` rows of a 2d plan of ``chosen`` ``((patch, kernels, strides), batch, steps
+    wanted)``."""
+    (patch, kernels, strides), batch, wanted = chosen
     axis = topology.slice_axis(spacing)
     filters = sections.model(kernels, strides, target)["filters"]
     return [("patch", f"{planner._voxels(patch)} voxels ({planner._mm([p * s for p, s in zip(patch, spacing)])}), "
              f"batch {batch}", f"one slice along axis {axis}; in the plane the area of 2048 x 2048 pixels (nnU-Net's "
              f"2d) clipped to the median shape {planner._voxels([round(s) for s in shape])}, shrunk until a step of "
-             f"batch {BATCH_2D} fits {target.memory_bytes / 2 ** 30:.1f} GiB; then as many patches as memory allows, "
-             f"up to {planner.BATCH_SHARE:.0%} of the dataset's voxels"),
+             f"batch {BATCH_2D} fits {target.memory_bytes / 2 ** 30:.1f} GiB" + (
+                 f" and, by the speed table, leaves {wanted} steps per fold in the budget" if wanted else
+                 " (the budget is too short for the steps wanted at any patch)")
+             + f"; then as many patches as memory allows, up to {planner.BATCH_SHARE:.0%} of the dataset's voxels"),
             ("network", f"DynUNet, {len(strides)} levels, filters {filters}, kernels and strides of 1 along axis "
              f"{axis}", "a 2d network in a 3d DynUNet (spatial_dims 3): training, sliding-window prediction and "
              "export run unchanged")]

@@ -24,7 +24,7 @@ class Sections:
         """The ``model`` section of a topology."""
         return model_section(self.in_channels, self.scheme.n_channels, kernels, strides, target.base_filters)
 
-    def config(self, target, spacing, patch_topology, batch, schedule, n_folds=2, min_component=None):
+    def config(self, target, spacing, patch_topology, batch, schedule, n_folds=2):
         """The whole config (without cases) of a patch ``(patch, kernels, strides)`` at ``spacing`` with ``batch``,
         a fold ``schedule`` of ``(n_epochs, steps per epoch, validation interval)`` and ``n_folds``."""
         patch, kernels, strides = patch_topology
@@ -43,8 +43,7 @@ class Sections:
             "training": {"n_epochs": n_epochs, "batch_size": batch, "validation_batch_size": 1,
                          "samples_per_epoch": per_epoch * batch, "validation_interval": interval,
                          "metric_to_monitor": "val_dice_mean", "amp": target.amp, "save_best": True, "seed": 0},
-            "prediction": {"overlap": 0.5, "sw_batch_size": 4, "mask_to_nonzero": self.crop,
-                           "min_component_size": min_component},
+            "prediction": {"overlap": 0.5, "sw_batch_size": 4, "mask_to_nonzero": self.crop},
         }
 
 
@@ -56,7 +55,7 @@ def is_ct(name):
 def normalization_section(layout, fingerprint, reasons):
     """``(dataset normalization keys, crop_foreground)`` per channel kind."""
     channels = fingerprint["channels"]
-    ct = [is_ct(c["name"]) or (layout.kind == "pairs" and c["min"] < -500) for c in channels]
+    ct = [is_ct(c["name"]) or (layout.kind == "pairs" and c["image_min"] < -500) for c in channels]
     if all(ct):
         low = [c["percentile_0.5"] for c in channels]
         high = [c["percentile_99.5"] for c in channels]
