@@ -13,7 +13,6 @@ import numpy as np
 
 from unet3d.errors import UserError
 from unet3d.plan import budget, planner, topology
-from unet3d.plan.sections import Sections, normalization_section
 
 CONFIGURATIONS = ("3d", "2d", "all")
 # nnU-Net's reference batch of a 2d configuration: its patch must fit the memory at this batch.
