@@ -321,8 +321,9 @@ def label_scheme_of(layout, fingerprint, reasons):
         why = "BraTS folders: nested whole tumour, tumour core and enhancing tumour, one sigmoid each"
     elif layout.scheme is not None:
         scheme = layout.scheme
-        why = ("dataset.json defines nested regions (nnU-Net's region labels), one sigmoid each" if scheme.hierarchy
-               else "dataset.json's exclusive labels: a softmax over background and each class")
+        why = ("dataset.json defines nested regions (nnU-Net's region labels), one sigmoid each" if scheme.nested
+               else "dataset.json's overlapping regions, one sigmoid each, painted in its regions_class_order"
+               if scheme.hierarchy else "dataset.json's exclusive labels: a softmax over background and each class")
     else:
         scheme = LabelScheme(tuple(found), "classes")
         why = "exclusive labels, their values read from the label maps: a softmax over background and each class"

@@ -6,6 +6,7 @@ import logging
 
 from unet3d.errors import UserError
 from unet3d.predict.inference import case_probabilities, check_before_loading, write_case
+from unet3d.predict.postprocess import clean_up_steps
 from unet3d.predict.write import output_paths
 
 log = logging.getLogger("unet3d")
@@ -38,9 +39,11 @@ def check_members(members):
 
 
 def predict_ensemble(members, case_list, output_dir, device, save_probabilities=False, keep_largest=False, tta=False,
-                     amp=True, overwrite=False, num_workers=0):
+                     amp=True, overwrite=False, num_workers=0, postprocessing=None):
     """Predict each case with every ``Member`` and write the mean of their probabilities on the case's input grid,
-    decoded and cleaned as the first member's settings say; returns the written paths.
+    decoded as the first member's settings say and cleaned by its ``prediction.min_component_size`` or
+    ``keep_largest``, else by ``postprocessing`` (steps chosen on the ensemble's out-of-fold predictions); returns
+    the written paths.
 
     The other arguments are those of ``predict_cases``.
     """
@@ -48,6 +51,7 @@ def predict_ensemble(members, case_list, output_dir, device, save_probabilities=
     first = members[0]
     prediction = first.prediction or first.experiment.prediction
     check_before_loading(first.experiment, save_probabilities)
+    steps = clean_up_steps(first.experiment.labels, prediction.min_component_size, keep_largest, postprocessing)
     protected = [path for member in members for path in member.experiment.input_files()]
     targets = output_paths(case_list, output_dir, overwrite, prediction.output_format, protected)
     log.info("predicting %d case(s) with an ensemble of %d configurations (%s)", len(case_list), len(members),
@@ -64,5 +68,5 @@ def predict_ensemble(members, case_list, output_dir, device, save_probabilities=
         mean = total / len(results)
         mean.affine = probabilities.affine
         written.append(write_case(first.experiment, prediction, case, mean, targets[case.id], save_probabilities,
-                                  keep_largest))
+                                  steps))
     return written

@@ -38,9 +38,18 @@ def build_parser():
     parser.add_argument("--save_probabilities", action="store_true",
                         help="write float32 probability maps (X, Y, Z, channel) instead of labels")
     parser.add_argument("--min_component_size", type=int,
-                        help="remove connected components under this many voxels, per region "
-                             "(default: config 'prediction.min_component_size' or 0)")
-    parser.add_argument("--keep_largest", action="store_true", help="keep only the largest component of each region")
+                        help="remove connected components under this many voxels, per region, instead of the "
+                             "post-processing chosen by cross-validation (0: none; default: config "
+                             "'prediction.min_component_size')")
+    parser.add_argument("--keep_largest", action="store_true",
+                        help="keep only the largest component of each region, instead of the post-processing "
+                             "chosen by cross-validation")
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--postprocessing", metavar="FILE",
+                        help="apply this postprocessing.json (default: the one in the cross-validation run folder "
+                             "holding the fold<k>/ folders of the models, if there is one)")
+    chosen.add_argument("--no_postprocessing", action="store_true",
+                        help="do not apply the post-processing chosen by cross-validation")
     parser.add_argument("--tta", action="store_true", help="average over the 8 mirrorings of the spatial axes")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: config 'prediction.overlap' or 0.5)")
     parser.add_argument("--sw_batch_size", type=int,
@@ -79,18 +88,20 @@ def _predict(args, argv):
     experiment = load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
     prediction = experiment.prediction.override(**_prediction_changes(args))
     cases = dict(group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids)
+    postprocessing = None if args.no_postprocessing else args.postprocessing or "auto"
     context = distributed.from_environment()
     if args.ngpus > 1 and not context.enabled:
         # Mistakes surface here as one line, before torchrun starts the processes.
         check_process_devices(choose_device(args.device), args.ngpus)
         check_outputs(experiment, args.model_filename, args.output_dir, save_probabilities=args.save_probabilities,
-                      overwrite=args.overwrite, **cases)
+                      overwrite=args.overwrite, postprocessing=postprocessing, **cases)
         sys.exit(distributed.launch(args.ngpus, distributed.strip_flag(argv, "--ngpus"), "unet3d.scripts.predict"))
     with distributed.process_group(context, choose_device(args.device)) as device:
         predict(experiment, args.model_filename, args.output_dir, device, prediction=prediction,
                 save_probabilities=args.save_probabilities, keep_largest=args.keep_largest, tta=args.tta,
                 amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads,
-                keep_config=bool(args.overrides), shard=(context.rank, context.world_size), **cases)
+                keep_config=bool(args.overrides), shard=(context.rank, context.world_size),
+                postprocessing=postprocessing, **cases)
 
 
 def _prediction_changes(args):
