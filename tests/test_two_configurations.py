@@ -123,6 +123,13 @@ def test_3d_and_2d_configurations_are_compared_and_the_choice_predicts(thick_sli
             assert row[f"dice_{region}"] == pytest.approx(dice)
     ensemble = read_log(tmp_path / "selection_ensemble" / "evaluation.csv")
     assert len(ensemble) == 4 * 3 and {row["case"] for row in ensemble} == {f"case_{i:03d}" for i in range(4)}
+    regions = list(dict.fromkeys(row["region"] for row in ensemble))
+    assert len(regions) == 3 and [column[5:] for column in table.columns[1:4]] == regions
+    for region in regions:
+        dice = np.mean([float(row["dice"]) for row in ensemble if row["region"] == region])
+        assert table[table["configuration"] == "ensemble"].iloc[0][f"dice_{region}"] == pytest.approx(dice)
+    decision = json.loads((tmp_path / "selection_ensemble" / "postprocessing.json").read_text())
+    assert decision["n_cases"] == 4 and [r["region"] for r in decision["regions"]] == regions
     best = table.loc[table["mean"].idxmax(), "configuration"]
     assert selection["selected"] == best and selection["n_cases"] == 4
     assert selection["members"] == (["task_3d", "task_2d"] if best == "ensemble" else [best])
@@ -135,13 +142,19 @@ def test_3d_and_2d_configurations_are_compared_and_the_choice_predicts(thick_sli
         predict_main(["--config_filename", str(tmp_path / f"{name}.json"), "--model_filename",
                       str(tmp_path / name / "fold*" / "model_best.pth"), *images, "--output_dir",
                       str(tmp_path / name / "test"), "--save_probabilities", "--device", "cpu"])
-    selection["members"], selection["selected"] = ["task_3d", "task_2d"], "ensemble"
+    selection.update(members=["task_3d", "task_2d"], selected="ensemble",
+                     postprocessing="selection_ensemble/postprocessing.json")
     (tmp_path / "ensemble.json").write_text(json.dumps(selection))
     predict_main(["--selection", str(tmp_path / "ensemble.json"), *images, "--output_dir", str(tmp_path / "both"),
                   "--save_probabilities", "--device", "cpu"])
     expected = (probabilities(tmp_path / "task_3d" / "test") + probabilities(tmp_path / "task_2d" / "test")) / 2
     assert expected.shape == (24, 24, 8, 4)
     np.testing.assert_allclose(probabilities(tmp_path / "both"), expected, atol=1e-5)
+    with caplog.at_level(logging.INFO, logger="unet3d"):
+        predict_main(["--selection", str(tmp_path / "ensemble.json"), *images, "--output_dir",
+                      str(tmp_path / "labels"), "--device", "cpu"])
+    assert "post-processing chosen on the ensemble's out-of-fold predictions" in caplog.text
+    assert set(np.unique(probabilities(tmp_path / "labels"))) <= {0, 1, 2, 3}
     # One chosen configuration predicts with its two fold models.
     selection["members"], selection["selected"] = ["task_2d"], "task_2d"
     (tmp_path / "only_2d.json").write_text(json.dumps(selection))

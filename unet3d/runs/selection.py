@@ -21,10 +21,12 @@ from unet3d.atomic import write_csv, write_text
 from unet3d.config.experiment import load_experiment
 from unet3d.config.load import parse_json, write_json
 from unet3d.errors import UserError
-from unet3d.evaluate.evaluation import evaluate_folder, group_label_files
+from unet3d.evaluate.evaluation import evaluate_folder, group_label_files, image_files_in
 from unet3d.models.weights import trained_model
 from unet3d.predict.ensemble import Member, check_members, predict_ensemble
 from unet3d.predict.inputs import check_modalities, select_cases
+from unet3d.predict.postprocess import AUTO, POSTPROCESSING_FILE, describe_steps, read_postprocessing
+from unet3d.runs.postprocessing import write_decision
 from unet3d.runs.workflow import best_weights, require_cross_validation, work_dir_for
 
 log = logging.getLogger("unet3d")
@@ -103,7 +105,8 @@ def run_dice(run):
 
 
 def ensemble_dice(runs, output_dir, device, num_workers=0):
-    """The mean out-of-fold Dice per region of the runs' ensemble, its predictions written to ``output_dir``."""
+    """The mean out-of-fold Dice per region of the runs' ensemble, its predictions written to ``output_dir``, where
+    the post-processing is then chosen on them as a run's is on its folds' (``postprocessing.json``)."""
     references = {}
     for k, folds in enumerate(zip(*(run.folds for run in runs)), start=1):
         members = [Member(fold, [trained_model(fold.model, best_weights(run.work_dir / f"fold{k}"), device)])
@@ -112,8 +115,13 @@ def ensemble_dice(runs, output_dir, device, num_workers=0):
         log.info("fold %d: predicting its %d validation case(s) with the ensemble", k, len(cases))
         predict_ensemble(members, cases, output_dir, device, overwrite=True, num_workers=num_workers)
         references.update(group_label_files(folds[0], "validation"))
-    per_case, _ = evaluate_folder(output_dir, references, runs[0].experiment.labels)
-    return out_of_fold_dice(per_case, runs[0].experiment.labels.names)
+    scheme = runs[0].experiment.labels
+    per_case, _ = evaluate_folder(output_dir, references, scheme)
+    if runs[0].experiment.prediction.min_component_size is None:  # else that config's clean-up stands, as in a run
+        predictions = image_files_in(output_dir)
+        write_decision({case: (predictions[case], label) for case, label in references.items()}, scheme, output_dir,
+                       len(runs[0].folds))
+    return out_of_fold_dice(per_case, scheme.names)
 
 
 def dice_table(scores, names):
@@ -164,7 +172,11 @@ def write_selection(output, runs, table):
                                       "n_folds": len(run.folds)} for run in runs},
         "n_cases": sum(len(ids) for ids in runs[0].validation_ids()),
         "table": table.to_dict(orient="records"),
+        "postprocessing": None,
     }
+    chosen = output.with_name(f"{output.stem}_ensemble") / POSTPROCESSING_FILE
+    if selected == ENSEMBLE and chosen.is_file():  # a single configuration's is its run's own, found by prediction
+        record["postprocessing"] = os.path.relpath(chosen.resolve(), base)
     base.mkdir(parents=True, exist_ok=True)
     write_json(record, output)
     write_csv(table, output.with_suffix(".csv"))
@@ -190,39 +202,42 @@ def selection_markdown(record, table):
     return "\n".join(lines) + "\n"
 
 
-def selected_runs(selection_filename):
-    """``[(config filename, [its folds' model files])]`` of the configurations that ``selection_filename`` chose
-    (one, or an ensemble's members)."""
+def read_selection(selection_filename):
+    """``(runs, post-processing)`` of a ``selection.json``: ``[(config filename, [its folds' model files])]`` of the
+    configurations it chose (one, or an ensemble's members), and the ensemble's ``postprocessing.json`` or None."""
     path = Path(selection_filename)
     try:
         record = parse_json(path.read_text(encoding="utf-8"), path)
         base = path.resolve().parent
         chosen = [record["configurations"][name] for name in record["members"]]
+        postprocessing = record.get("postprocessing") and base / record["postprocessing"]
     except FileNotFoundError:
         raise UserError(f"--selection {path}: file not found") from None
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         raise UserError(f"--selection {path}: not a selection.json (unet3d-train --select_best writes one)") from None
-    result = []
+    runs = []
     for entry in chosen:
         work_dir = base / entry["work_dir"]
         models = [best_weights(work_dir / f"fold{k}") for k in range(1, entry["n_folds"] + 1)]
         missing = [str(m) for m in models if not m.is_file()]
         if missing:
             raise UserError(f"--selection {path}: {missing[0]} is missing (the selected runs were moved or deleted)")
-        result.append((base / entry["config_filename"], models))
-    return result
+        runs.append((base / entry["config_filename"], models))
+    return runs, postprocessing
 
 
-def predict_selected(runs, output_dir, device, prediction_changes=None, overrides=(), allow_unknown_keys=False,
-                     group=None, images=None, input_dir=None, ids=None, **options):
-    """Predict cases (a group of the first config, ``images`` or ``input_dir``) with the ensemble of the selected
-    ``runs`` (``selected_runs``), each configuration by its folds' models; returns the written paths.
+def predict_selected(selection, output_dir, device, prediction_changes=None, overrides=(), allow_unknown_keys=False,
+                     cases=None, postprocessing=AUTO, **options):
+    """Predict ``cases`` (``group``, ``images``, ``input_dir``, ``ids``: of the first config) with the ensemble of a
+    ``read_selection``, each configuration by its folds' models; returns the written paths.
 
     ``prediction_changes`` (the command line's) apply to every configuration's prediction settings, and
-    ``overrides`` (``--set``) to every config; the other ``options`` are ``predict_ensemble``'s.
+    ``overrides`` (``--set``) to every config. ``postprocessing`` is a ``postprocessing.json``, None, or ``AUTO``:
+    the one chosen on the ensemble's out-of-fold predictions. The other ``options`` are ``predict_ensemble``'s.
     """
+    runs, chosen = selection
     experiments = [load_experiment(config, allow_unknown_keys, overrides) for config, _ in runs]
-    case_list = select_cases(experiments[0], group, images, input_dir, ids)
+    case_list = select_cases(experiments[0], **(cases or {}))
     for experiment in experiments[1:]:
         check_modalities(experiment, case_list)
     members = []
@@ -230,4 +245,21 @@ def predict_selected(runs, output_dir, device, prediction_changes=None, override
         log.info("%s: %d model(s): %s", config.name, len(model_files), ", ".join(map(str, model_files)))
         models = [trained_model(experiment.model, path, device) for path in model_files]
         members.append(Member(experiment, models, experiment.prediction.override(**(prediction_changes or {}))))
+    path = chosen if postprocessing == AUTO else postprocessing
+    if path and not options.get("save_probabilities"):
+        options["postprocessing"] = ensemble_steps(path, members[0], options.get("keep_largest"))
     return predict_ensemble(members, case_list, output_dir, device, **options)
+
+
+def ensemble_steps(path, first, keep_largest=False):
+    """The clean-up steps of the ``postprocessing.json`` at ``path`` for an ensemble whose first ``Member`` is
+    ``first``, or None where the user's own clean-up (``--keep_largest``, ``prediction.min_component_size``)
+    applies instead."""
+    scheme, prediction = first.experiment.labels, first.prediction
+    if keep_largest or prediction.min_component_size is not None:
+        log.info("the ensemble's post-processing (%s) is not applied: the clean-up is chosen already", path)
+        return None
+    steps = read_postprocessing(path, scheme)
+    log.info("post-processing chosen on the ensemble's out-of-fold predictions (%s): %s", path,
+             describe_steps(scheme, steps))
+    return steps

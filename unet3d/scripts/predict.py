@@ -88,7 +88,7 @@ def _predict(args, argv):
     experiment = load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
     prediction = experiment.prediction.override(**_prediction_changes(args))
     cases = dict(group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids)
-    postprocessing = None if args.no_postprocessing else args.postprocessing or "auto"
+    postprocessing = _postprocessing(args)
     context = distributed.from_environment()
     if args.ngpus > 1 and not context.enabled:
         # Mistakes surface here as one line, before torchrun starts the processes.
@@ -115,22 +115,28 @@ def _predict_selection(args):
     and fold models on ``args`` for the ordinary path and return False."""
     from unet3d.device import choose_device
     from unet3d.errors import UserError
-    from unet3d.runs.selection import predict_selected, selected_runs
+    from unet3d.runs.selection import predict_selected, read_selection
 
     if args.model_filename:
         raise UserError("--selection names the models; leave out --model_filename")
-    runs = selected_runs(args.selection)
+    selection = read_selection(args.selection)
+    runs = selection[0]
     if len(runs) == 1:
         args.config_filename, args.model_filename = runs[0][0], [str(path) for path in runs[0][1]]
         return False
     if args.ngpus > 1:
         raise UserError("--ngpus: an ensemble of configurations is predicted in one process")
-    predict_selected(runs, args.output_dir, choose_device(args.device), _prediction_changes(args), args.overrides,
-                     args.allow_unknown_keys, group=args.group, images=args.images, input_dir=args.input_dir,
-                     ids=args.ids, save_probabilities=args.save_probabilities, keep_largest=args.keep_largest,
-                     tta=args.tta, amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads)
+    cases = dict(group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids)
+    predict_selected(selection, args.output_dir, choose_device(args.device), _prediction_changes(args),
+                     args.overrides, args.allow_unknown_keys, cases, _postprocessing(args),
+                     save_probabilities=args.save_probabilities, keep_largest=args.keep_largest, tta=args.tta,
+                     amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads)
     return True
 
+
+def _postprocessing(args):
+    """``--postprocessing``'s file, None with ``--no_postprocessing``, else "auto" (the run's or the ensemble's)."""
+    return None if args.no_postprocessing else args.postprocessing or "auto"
 
 if __name__ == "__main__":
     main()
