@@ -172,6 +172,10 @@ def test_3d_and_2d_configurations_are_compared_and_the_choice_predicts(thick_sli
         (tmp_path / "other" / f"fold{k}.json").write_text(text)
     line = one_line_error(train_main, ["--select_best", str(three_d), str(tmp_path / "other.json")], capsys)
     assert "other.json: its folds validate other cases than" in line
+    before = two_d.read_text()
+    line = one_line_error(train_main, ["--select_best", str(three_d), str(two_d), "--output_filename", str(two_d)],
+                          capsys)
+    assert "--output_filename" in line and "not one of the command's inputs" in line and two_d.read_text() == before
 
 
 def test_selection_mistakes_are_one_line(thick_slices, tmp_path, capsys):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas
 
 from unet3d.atomic import write_csv, write_text
-from unet3d.config.experiment import load_experiment
+from unet3d.config.experiment import check_new_output, load_experiment
 from unet3d.config.load import parse_json, write_json
 from unet3d.errors import UserError
 from unet3d.evaluate.evaluation import evaluate_folder, group_label_files, image_files_in
@@ -143,13 +143,15 @@ def select_best(config_filenames, output_filename=None, output_dir=None, device=
         raise UserError("--select_best compares two or more configs trained with cross-validation; got "
                         f"{len(config_filenames)}")
     names = [Path(name).stem for name in config_filenames]
-    if len(set(names)) != len(names):
-        raise UserError(f"--select_best {' '.join(map(str, config_filenames))}: two configs of one name; their "
-                        "runs would share a work folder")
+    if len(set(names)) != len(names) or ENSEMBLE in names:
+        raise UserError(f"--select_best {' '.join(map(str, config_filenames))}: each config needs a name of its own, "
+                        f"other than '{ENSEMBLE}' (the table's row of their ensemble)")
     output = Path(output_filename or Path(output_dir or Path(config_filenames[0]).parent) / "selection.json")
-    if output.suffix != ".json":
-        raise UserError(f"--output_filename {output}: expected a .json file name")
     runs = [trained_run(name, output_dir) for name in config_filenames]
+    inputs = [path for run in runs for path in (run.config_filename, *run.experiment.input_files())]
+    check_new_output(output, inputs, "--output_filename", ".json")
+    for path in (output.with_suffix(".md"), output.with_suffix(".csv")):
+        check_new_output(path, inputs, "--output_filename")
     check_same_folds(runs)
     scores = {run.name: run_dice(run) for run in runs}
     scores[ENSEMBLE] = ensemble_dice(runs, output.with_name(f"{output.stem}_ensemble"), device, num_workers)
