@@ -109,14 +109,23 @@ class ComponentStep:
 
 def clean_regions(label_map, scheme, steps):
     """``label_map`` (torch or NumPy label values) with ``steps[i]`` (a ``ComponentStep``) applied to region ``i``
-    of ``scheme`` (a ``LabelScheme``), first to last; returns a torch label map.
+    of ``scheme`` (a ``LabelScheme``); returns a torch label map.
 
-    Each region (BraTS: WT, TC, ET) or label is cleaned on its own, as it stands after the
-    regions before it: in a hierarchy an inner region is cut to what is left of the outer
-    one, so a tumour removed from the whole tumour takes its core with it, and a removed
-    inner speck becomes the region around it.
+    Nested regions (BraTS: WT, TC, ET) are cleaned first to last, each as it stands after the
+    regions before it: an inner region is cut to what is left of the outer one, so a tumour
+    removed from the whole tumour takes its core with it, and a removed inner speck becomes
+    the region around it. Other regions, labels and classes are each cleaned on the same
+    map and painted back once (overlapping regions in their ``regions_class_order``).
     """
     label_map = torch.as_tensor(label_map)
+    if not scheme.nested:
+        if not any(steps):
+            return label_map
+        masks = scheme.masks(label_map)
+        for index, step in enumerate(steps):
+            if step:
+                masks[index] = step.apply(masks[index])
+        return scheme.paint(masks)
     for index, step in enumerate(steps):
         if step:
             masks = scheme.masks(label_map)

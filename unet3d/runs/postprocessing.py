@@ -4,7 +4,7 @@ Once every fold is trained, the out-of-fold predictions (each fold's
 ``fold<k>/predictions/validation``, raw label maps) are scored against their references
 with and without connected-component clean-up, one region (or label, or class) after
 another, each on top of the steps already kept. A step is kept only where it raises the
-region's mean out-of-fold Dice and lowers no other region's (in a hierarchy, removing a
+region's mean out-of-fold Dice and lowers no other region's (in nested regions, removing a
 whole-tumour component also removes the core inside it). The decision goes to
 ``<work_dir>/postprocessing.json``, which ``unet3d-predict`` applies to models of the run.
 """
@@ -84,9 +84,9 @@ def dice_of_counts(true_positive, predicted, reference):
 def candidate_dice(predicted, reference, scheme, index, steps):
     """The Dice of each region (steps x regions) of one case with each of ``steps`` (of one kind each) applied to
     region ``index``, from component counts rather than cleaned copies: removing a component of that region
-    removes its voxels from it and, in a hierarchy, from the regions inside it (``clean_regions``)."""
+    removes its voxels from it and, in nested regions, from the regions inside it (``clean_regions``)."""
     masks, truth = scheme.masks(predicted), scheme.masks(reference)
-    affected = range(index, len(masks)) if scheme.hierarchy else [index]
+    affected = range(index, len(masks)) if scheme.nested else [index]
     counts = [masks.sum(axis=(1, 2, 3)), (masks & truth).sum(axis=(1, 2, 3))]
     reference_voxels = truth.sum(axis=(1, 2, 3))
     labellings, rows = {}, []
