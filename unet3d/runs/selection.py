@@ -197,10 +197,9 @@ def selection_markdown(record, table):
              "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table.itertuples(index=False):
         lines.append("| " + " | ".join(str(v) if isinstance(v, str) else f"{v:.4f}" for v in row) + " |")
-    members = " ".join(f"--config_filename {record['configurations'][name]['config_filename']}"
-                       for name in record["members"])
-    lines += ["", f"Selected: **{record['selected']}** ({members}). Predict with it: "
-              "`unet3d-predict --selection <this selection.json> --images ... --output_dir ...`."]
+    members = ", ".join(record["configurations"][name]["config_filename"] for name in record["members"])
+    lines += ["", f"Selected: **{record['selected']}** ({members}), before post-processing, as nnU-Net compares. "
+              "Predict with it: `unet3d-predict --selection <this selection.json> --images ... --output_dir ...`."]
     return "\n".join(lines) + "\n"
 
 
