@@ -89,35 +89,48 @@ class Target:
 def plan_experiment(layout, fingerprint, target, step_seconds=None):
     """The ``Plan`` of a dataset (``DatasetLayout`` and its fingerprint) for a ``Target``; ``step_seconds`` replaces
     the measured (or table) seconds of a training step."""
+    reasons, sections, spacing, shape = shared_choices(layout, fingerprint)
+    found, wanted = fit_patch(sections, target, fingerprint, spacing, shape)
+    batch = larger_batch(sections, target, found, shape, fingerprint["n_cases"])
+    patch, kernels, strides = found
+    model = sections.model(kernels, strides, target)
+    n_folds = choose_folds(target, fingerprint, shape, model, patch, batch)
+    reasons += patch_reasons(target, found, spacing, shape, sections.crop, wanted)
+    reasons.append(("network", f"DynUNet, {len(strides)} levels, filters {model['filters']}", (
+        f"levels halve each axis until it is under {2 * topology.MIN_FEATURE_MAP} voxels (and only axes within twice "
+        f"the finest spacing); kernels of 1 along an axis while its spacing is over twice the finest; "
+        f"{target.base_filters} filters doubling per level up to {MAX_FILTERS} "
+        f"({'nnU-Net' if target.cuda else 'the CPU recipe'}); batch {batch}")))
+    return plan_length(sections, target, fingerprint, (spacing, shape, found, batch, n_folds), reasons, step_seconds)
+
+
+def shared_choices(layout, fingerprint):
+    """``(reasons, Sections, spacing, median shape)``: what every configuration of a dataset shares (labels,
+    normalization, spacing), with the rows that explain them."""
     reasons = []
     scheme = label_scheme_of(layout, fingerprint, reasons)
     normalization, crop = normalization_section(layout, fingerprint, reasons)
     sections = Sections(scheme, len(layout.channel_names), normalization, crop)
     spacing, spacing_reason = spacing_of(fingerprint)
     reasons.insert(1, ("spacing", _mm(spacing), spacing_reason))
-    shape = median_shape(fingerprint["cases"], spacing, crop)
-    found, wanted = fit_patch(sections, target, fingerprint, spacing, shape)
-    batch = larger_batch(sections, target, found, shape, fingerprint["n_cases"])
-    patch, kernels, strides = found
-    model = sections.model(kernels, strides, target)
-    n_folds = choose_folds(target, fingerprint, shape, model, patch, batch)
+    return reasons, sections, spacing, median_shape(fingerprint["cases"], spacing, crop)
+
+
+def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=None):
+    """The ``Plan`` of a ``structure`` ``(spacing, median shape, (patch, kernels, strides), batch, n_folds)``: the
+    step's cost, the length the budget leaves, their rows after ``reasons``, and the config."""
+    spacing, shape, found, batch, n_folds = structure
     cost = step_cost(sections, target, spacing, found, batch, step_seconds)
-    costs = run_costs(cost, fingerprint, n_folds, shape, patch)
+    costs = run_costs(cost, fingerprint, n_folds, shape, found[0])
     steps, n_epochs, per_epoch, interval = budget.fold_schedule(target.budget_seconds, cost, costs, n_folds,
                                                                 NNUNET_MAX_STEPS)
     if steps < 1:
         raise too_short(target, cost, costs, n_folds)
-    reasons += patch_reasons(target, found, spacing, shape, crop, wanted)
-    reasons.append(("network", f"DynUNet, {len(strides)} levels, filters {model['filters']}", (
-        f"levels halve each axis until it is under {2 * topology.MIN_FEATURE_MAP} voxels (and only axes within twice "
-        f"the finest spacing); kernels of 1 along an axis while its spacing is over twice the finest; "
-        f"{target.base_filters} filters doubling per level up to {MAX_FILTERS} "
-        f"({'nnU-Net' if target.cuda else 'the CPU recipe'}); batch {batch}")))
     reasons.append(("step", f"{cost.step_seconds:.3f} s per training step, {cost.window_seconds:.4f} s per "
                     "inference window", cost.source))
     estimate = budget.run_seconds(cost, costs, n_folds, n_epochs, per_epoch, interval) / 60
     reasons.append(length_reason(target, n_folds, (steps, n_epochs, per_epoch, interval), costs, estimate))
-    reasons.append(smallest_structure(fingerprint, scheme, spacing))
+    reasons.append(smallest_structure(fingerprint, sections.scheme, spacing))
     config = sections.config(target, spacing, found, batch, (n_epochs, per_epoch, interval), n_folds)
     return Plan(config, reasons, estimate, cost_inputs(target, cost, fingerprint, costs))
 
@@ -196,10 +209,7 @@ def fit_patch(sections, target, fingerprint, spacing, shape):
                                       target.amp) <= target.memory_bytes
 
     def steps_at(patch, kernels, strides):
-        model = sections.model(kernels, strides, target)
-        cost = target.table_cost(model, patch, BATCH)
-        costs = run_costs(cost, fingerprint, 2, shape, patch)
-        return budget.fold_schedule(target.budget_seconds, cost, costs, 2)[0]
+        return table_steps(sections, target, fingerprint, shape, (patch, kernels, strides), BATCH)
 
     for wanted in STEP_LADDER:
         found = topology.search_patch(spacing, shape, lambda *found: in_memory(*found) and steps_at(*found) >= wanted,
@@ -212,6 +222,15 @@ def fit_patch(sections, target, fingerprint, spacing, shape):
         raise UserError(f"even the smallest patch does not fit {target.memory_bytes / 2 ** 30:.1f} GiB of "
                         f"{target.device.type} memory (--gpu_memory_gb)")
     return found, 0
+
+
+def table_steps(sections, target, fingerprint, shape, found, batch):
+    """The training steps per fold that the budget leaves a patch ``found`` (patch, kernels, strides) with ``batch``
+    in the fewest folds (2), by the speed table: folds are chosen after the patch."""
+    patch = found[0]
+    cost = target.table_cost(sections.model(found[1], found[2], target), patch, batch)
+    costs = run_costs(cost, fingerprint, 2, shape, patch)
+    return budget.fold_schedule(target.budget_seconds, cost, costs, 2)[0]
 
 
 def larger_batch(sections, target, found, shape, n_cases):

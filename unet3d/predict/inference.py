@@ -120,29 +120,49 @@ def predict_cases(experiment, models, case_list, output_dir, device, prediction=
     """
     prediction = prediction or experiment.prediction
     check_before_loading(experiment, save_probabilities)
-    models = list(models) if isinstance(models, (list, tuple)) else [models]
-    cuda_fp16 = amp and torch.device(device).type == "cuda"
-    inferer = Inferer.from_experiment(experiment, prediction, tta=tta, autocast=(
-        lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda_fp16 else nullcontext)
     targets = output_paths(case_list, output_dir, overwrite, prediction.output_format, experiment.input_files())
-    first_image = {case.id: case.images[0] for case in case_list}
     steps = clean_up_steps(experiment.labels, prediction.min_component_size, keep_largest, postprocessing)
+    written = []
+    for case, probabilities in case_probabilities(experiment, models, case_list, device, prediction, tta, amp,
+                                                  num_workers):
+        written.append(write_case(experiment, prediction, case, probabilities, targets[case.id], save_probabilities,
+                                  steps))
+    return written
 
+
+def inferer_for(experiment, prediction=None, tta=False, amp=True, device="cpu"):
+    """The ``Inferer`` of ``experiment``'s prediction settings (``prediction``: the command line's copy), with
+    float16 autocast on CUDA when ``amp``."""
+    cuda_fp16 = amp and torch.device(device).type == "cuda"
+    return Inferer.from_experiment(experiment, prediction, tta=tta, autocast=(
+        lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda_fp16 else nullcontext)
+
+
+def case_probabilities(experiment, models, case_list, device, prediction=None, tta=False, amp=True, num_workers=0):
+    """``(case, probabilities (C, X, Y, Z) on its input grid)`` for each of ``case_list``, in order: ``models``
+    (one, or a list averaged) applied as ``predict_cases`` applies them."""
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    inferer = inferer_for(experiment, prediction, tta, amp, device)
+    cases = {case.id: case for case in case_list}
     data = build_dataset(experiment.dataset, experiment.labels, case_list, with_label=False)
     invert = Invertd("pred", transform=data.transform, orig_keys="image", nearest_interp=False)
     loader = make_loader(data, batch_size=1, shuffle=False, num_workers=num_workers)
-    written = []
     with batches(loader) as iterator:
         for batch in iterator:
             item = decollate_batch(batch)[0]
-            inverted = predict_on_input_grid(inferer, models, item, invert, device)
-            if save_probabilities:
-                array = inverted.numpy().transpose(1, 2, 3, 0).astype("float32")
-            else:
-                label_map = inferer.decode(inverted.as_tensor())
-                array = clean_regions(label_map, experiment.labels, steps).numpy()
-            target = targets[item["id"]]
-            write_prediction(array, first_image[item["id"]], target, affine=inverted.affine)
-            written.append(target)
-            log.info("wrote %s", target)
-    return written
+            yield cases[item["id"]], predict_on_input_grid(inferer, models, item, invert, device)
+
+
+def write_case(experiment, prediction, case, probabilities, target, save_probabilities=False, steps=None):
+    """Write one case's ``probabilities`` (on its input grid) to ``target``: as they are, or as the label map
+    ``experiment``'s scheme decodes with ``prediction``'s threshold, cleaned by the clean-up ``steps`` of each
+    region (``clean_up_steps``); returns ``target``."""
+    if save_probabilities:
+        array = probabilities.numpy().transpose(1, 2, 3, 0).astype("float32")
+    else:
+        label_map = inferer_for(experiment, prediction).decode(probabilities.as_tensor())
+        steps = steps or clean_up_steps(experiment.labels, prediction.min_component_size, False, None)
+        array = clean_regions(label_map, experiment.labels, steps).numpy()
+    write_prediction(array, case.images[0], target, affine=probabilities.affine)
+    log.info("wrote %s", target)
+    return target

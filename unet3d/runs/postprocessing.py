@@ -150,15 +150,20 @@ def decide_postprocessing(experiment, work_dir):
     if files is None:
         log.info("post-processing is not chosen: %s", why_not)
         return None, None
+    return write_decision(files, scheme, work_dir, experiment.cross_validation.n_folds)
+
+
+def write_decision(files, scheme, folder, n_folds):
+    """Choose the post-processing on out-of-fold ``files`` (``{case id: (prediction, reference)}``) of ``n_folds``
+    folds and write ``postprocessing.json`` and ``postprocessing.csv`` into ``folder``; returns ``(steps, table)``."""
     cases = [read_cropped(*files[case_id]) for case_id in sorted(files)]
     steps, records, raw, final = choose_steps(cases, scheme)
     for index, record in enumerate(records):
         record.update(dice_before=float(raw[index]), dice_after=float(final[index]))
-    decision = {"label_scheme": scheme_json(scheme), "n_cases": len(cases),
-                "n_folds": experiment.cross_validation.n_folds, "regions": records}
-    write_json(decision, Path(work_dir) / POSTPROCESSING_FILE)
+    decision = {"label_scheme": scheme_json(scheme), "n_cases": len(cases), "n_folds": n_folds, "regions": records}
+    write_json(decision, Path(folder) / POSTPROCESSING_FILE)
     table = decision_table(records, steps)
-    write_csv(table, Path(work_dir) / "postprocessing.csv")
+    write_csv(table, Path(folder) / "postprocessing.csv")
     for row in table.itertuples():
         log.info("post-processing %s: %s (out-of-fold mean Dice of %d cases %.4f -> %.4f)", row.region, row.step,
                  len(cases), row.dice_before, row.dice_after)

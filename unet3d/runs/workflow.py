@@ -228,14 +228,19 @@ def train_and_predict(experiment, work_dir, device, context=distributed.Context(
         predict_groups(experiment, work_dir, device, trained_epochs, options.num_workers)
 
 
+def best_weights(work_dir):
+    """The weights a trained model predicts with: ``model_best.pth`` in ``work_dir``, else ``model.pth``."""
+    best = Path(work_dir) / "model_best.pth"
+    return best if best.is_file() else Path(work_dir) / "model.pth"
+
+
 def predict_groups(experiment, work_dir, device, trained_epochs, num_workers=0):
     """Predict every group but training with the best weights in ``work_dir``; evaluate those with labels.
 
     After ``trained_epochs`` of new training every prediction is written again; after none,
     only the missing ones are.
     """
-    best = work_dir / "model_best.pth"
-    model = trained_model(experiment.model, best if best.is_file() else work_dir / "model.pth", device)
+    model = trained_model(experiment.model, best_weights(work_dir), device)
     for group, cases in experiment.groups.items():
         if group == "training":
             continue

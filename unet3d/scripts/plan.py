@@ -22,6 +22,10 @@ def build_parser():
     parser.add_argument("--budget_minutes", type=float, default=60.0,
                         help="minutes for the whole unet3d-train run: every fold and the predictions after (default 60)")
     parser.add_argument("--workers", type=int, help="processes that read the cases (default: one per core)")
+    parser.add_argument("--configurations", default="3d", choices=("3d", "2d", "all"),
+                        help="3d (default); 2d: a network one slice deep, for thick slices; all: both where the slices "
+                             "are thick (<name>_3d.json and <name>_2d.json), to train each and choose with "
+                             "unet3d-train --select_best")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing config, plan and fingerprint")
     return parser
 
@@ -36,7 +40,7 @@ def _plan(args):
 
     plan_dataset(args.input_dir, args.output_filename, device=args.device, gpu_memory_gb=args.gpu_memory_gb,
                  budget_minutes=args.budget_minutes, workers=args.workers, overwrite=args.overwrite,
-                 step_seconds=args.step_seconds)
+                 step_seconds=args.step_seconds, configurations=args.configurations)
 
 
 if __name__ == "__main__":
