@@ -164,9 +164,9 @@ def step_cost(sections, target, spacing, found, batch, step_seconds=None):
     how = (f"one thread's CPU seconds (which other processes do not change), shared by {target.threads} threads at "
            f"{speed.PARALLEL_EFFICIENCY:.0%} efficiency" if target.device.type == "cpu" else "wall-clock seconds")
     source = (f"the planned config's own training step measured on {target.device} with {target.amp} autocast: the "
-              f"fastest of {speed.REPEATS} after a warm-up, {how}, times {speed.DATA_OVERHEAD} for data loading; the "
-              "window's seconds scaled from it by the speed table's ratio. Replay with --step_seconds "
-              f"{seconds:.6g}")
+              f"fastest of {speed.REPEATS} or more (up to {speed.MEASURED_SECONDS:g} s of steps) after a warm-up, "
+              f"{how}, times {speed.DATA_OVERHEAD} for data loading; the window's seconds scaled from it by the speed "
+              f"table's ratio. Replay with --step_seconds {seconds!r}")
     cost = speed.given_cost(seconds, target.speed, model, patch, batch, target.threads, source)
     return dataclasses.replace(cost, peak_bytes=peak)
 

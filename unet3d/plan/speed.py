@@ -27,7 +27,11 @@ TRAINING_PASSES = 3
 PARALLEL_EFFICIENCY = 0.8
 # A training step in a real run also loads, crops and augments its batch: a step on random tensors is scaled by this.
 DATA_OVERHEAD = 1.25
+# Steps measured: at least REPEATS, and more while they add up to under MEASURED_SECONDS (small steps vary more),
+# at most MAX_REPEATS; the fastest counts.
 REPEATS = 5
+MEASURED_SECONDS = 2.0
+MAX_REPEATS = 30
 
 
 def forward_macs(model, patch):
@@ -124,7 +128,8 @@ def given_cost(step_seconds, speed, model, patch, batch, threads, source):
 
 def measure_step(experiment, device, repeats=REPEATS):
     """``(seconds, peak bytes or None)`` of ``experiment``'s own training step (``build_parts`` and ``train_step``
-    on random batches of its patch), the fastest of ``repeats`` after a warm-up, data loading's share included.
+    on random batches of its patch), the fastest of ``repeats`` or more (up to ``MEASURED_SECONDS`` of steps)
+    after a warm-up, data loading's share included.
 
     On a CPU: one thread's CPU seconds, divided as ``training_threads()`` threads share the work;
     another process on the machine changes neither. On CUDA: wall-clock seconds, synchronised.
@@ -145,7 +150,7 @@ def measure_step(experiment, device, repeats=REPEATS):
         clock = time.process_time if cpu else time.perf_counter
         seconds = []
         parts.model.train()
-        for _ in range(repeats + 1):
+        while len(seconds) <= repeats or (sum(seconds[1:]) < MEASURED_SECONDS and len(seconds) <= MAX_REPEATS):
             start = clock()
             train_step(parts, image, target)
             if not cpu:
