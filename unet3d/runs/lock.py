@@ -2,10 +2,10 @@
 
 Why a file and not ``fcntl.flock``: an advisory lock vanishes with its process, so it never goes
 stale, but the file systems runs share on a cluster keep it badly. NFS emulates it with byte-range
-locks through its lock manager (lost when a client's lease lapses); Lustre and BeeGFS honour it
-only when mounted to, and otherwise keep it on one node or refuse it. And nobody can see who holds
-it. So the lock is a small JSON file a person can read (pid, host, since when), made so that it
-holds on such file systems too:
+locks through its lock manager (lost when a client's lease lapses); Lustre and BeeGFS may be mounted
+so that it stays on one node (BeeGFS's default) or is refused. And nobody can see who holds it. So
+the lock is a small JSON file a person can read (pid, host, since when), made so that it holds on
+such file systems too:
 
 - It is created whole: the content is written to a temporary file, which is then hard-linked to
   the lock's name. ``link(2)`` fails when the name exists, atomically on local file systems and on
