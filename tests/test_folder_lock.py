@@ -139,3 +139,14 @@ def test_a_lock_of_another_host_is_refused_in_one_line(tmp_path):
     message = str(error.value)
     assert "\n" not in message and "another run (pid" in message and "on host node17.cluster" in message
     assert f"delete {tmp_path / LOCK} if that run is over" in message and (tmp_path / LOCK).exists()
+
+
+def test_a_dead_runs_lock_whose_claim_is_unreadable_is_refused_in_time(tmp_path):
+    import hashlib
+
+    content = json.dumps({"pid": dead_pid(), "host": socket.gethostname()}).encode()
+    (tmp_path / LOCK).write_bytes(content)
+    (tmp_path / f"{LOCK}.{hashlib.sha256(content).hexdigest()[:16]}").write_text("")  # a claimant died writing it
+    with pytest.raises(UserError, match="the lock of a run that is gone cannot be taken over"):
+        with model_folder_lock(tmp_path):
+            pass

@@ -41,7 +41,8 @@ from unet3d.atomic import process_running
 from unet3d.errors import UserError
 
 LOCK = ".unet3d.lock"
-# How long a lock file found empty or half-written is taken to be still being written by its creator.
+# How long a lock file found empty or half-written is taken to be still being written by its creator (and
+# a dead run's lock to be still being taken over by another).
 BEING_WRITTEN_SECONDS = 2.0
 RETRY_SECONDS = 0.01
 # Claims of claims: a claim's maker died while taking over a dead run's lock (rare; deeper is absurd).
@@ -98,6 +99,9 @@ def _acquire(path, work_dir):
                             f"it, use another --output_dir, or delete {path} if that run is over")
         if _take_over(path, found, mine):
             break
+        if time.monotonic() > deadline:  # a claim no run finishes (its file unreadable)
+            raise UserError(f"{path}: the lock of a run that is gone cannot be taken over (a claim "
+                            f"{path.name}.<hash> is in the way); delete both if no run uses {work_dir}")
         time.sleep(RETRY_SECONDS)  # another run is taking it over: see who got it
     return mine
 
