@@ -133,6 +133,7 @@ class Bad:
     fragments: tuple
     script: bool = False
     monkeypatch: object = None
+    status: int = 2  # 1: an internal error, which says to rerun with --debug
 
 
 def with_fold_dir(ws):
@@ -796,7 +797,59 @@ PLAN = [
         ("--budget_minutes 0.2 is too short: preprocessing, 5 validated epochs and the predictions of 2 folds",)),
 ]
 
-CORPUS = CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI + REACH + DRY_RUN + VALUES + EXPORT + PLAN
+def nested(depth):
+    """A JSON value ``depth`` objects deep."""
+    value = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def internal_error(mp):
+    """A bug: loading the config raises an error that is not the user's."""
+    import unet3d.config.experiment
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in the loader")
+    mp.setattr(unet3d.config.experiment, "experiment_from_dict", broken)
+
+
+def disk_full_in_torch_save(mp):
+    """The disk fills while torch.save writes: its zip writer says only "unexpected pos", and no space is left."""
+    import torch.serialization
+
+    def fill(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4032 vs 3968")
+    mp.setattr(torch.serialization, "_save", fill)
+    mp.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 2**40, 0))
+
+
+def mlflow_out_of_reach(mp):
+    """MLflow's server is at a port nothing listens on; its client tries once."""
+    mp.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    mp.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+LAST_RESORT = [
+    Bad("deeply-nested-kwarg", lambda ws: ws.edit(lambda c: c["model"].update(deep=nested(700))),
+        "unet3d-train --config_filename {config} --device cpu",
+        ("tiny.json: config key 'model.deep.a...': nested too deeply (over 100 levels)",)),
+    Bad("internal-error", lambda ws: None,
+        "unet3d-train --config_filename {config} --device cpu",
+        ("internal error: ValueError: a bug in the loader (rerun with --debug for the traceback)",),
+        monkeypatch=internal_error, status=1),
+    Bad("disk-full-in-torch-save", lambda ws: ws.edit(lambda c: c["training"].update(n_epochs=1)),
+        "unet3d-train --config_filename {config} --device cpu",
+        (".pth: No space left on device (nothing was replaced",), monkeypatch=disk_full_in_torch_save),
+    Bad("mlflow-out-of-reach", lambda ws: ws.edit(lambda c: c["training"].update(n_epochs=1)),
+        "unet3d-train --config_filename {config} --device cpu --trackers mlflow",
+        ("training.trackers: mlflow at http://127.0.0.1:9 (MLFLOW_TRACKING_URI) failed",),
+        monkeypatch=mlflow_out_of_reach),
+]
+
+CORPUS = (CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI + REACH + DRY_RUN + VALUES + EXPORT + PLAN
+          + LAST_RESORT)
 MAINS = {"unet3d-train": train_main, "unet3d-predict": predict_main, "unet3d-evaluate": evaluate_main,
          "unet3d-export": export_main, "unet3d-plan": plan_main}
 
@@ -828,7 +881,7 @@ def test_bad_input_stops_with_one_line_and_changes_nothing(bad, workspace, capsy
         monkeypatch.undo()
         status, stderr = stop.value.code, capsys.readouterr().err
     lines = stderr.strip().splitlines()
-    assert status == 2, stderr
+    assert status == bad.status, stderr
     assert "Traceback" not in stderr
     assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), stderr
     for fragment in bad.fragments:

@@ -1,8 +1,10 @@
 """unet3d-export: TorchScript and ONNX agree with PyTorch, the MONAI bundle parses and predicts like unet3d-predict."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel
 import numpy as np
@@ -22,6 +24,11 @@ from unet3d.predict.inference import predict
 from unet3d.scripts.export import main as export_main
 
 CPU = torch.device("cpu")
+# MONAI's metadata schema (the one METADATA_SCHEMA names), so that verify_metadata needs no download.
+SCHEMA = Path(__file__).parent / "data" / "meta_schema_20240725.json"
+# The keys the MONAI bundle specification asks of every tensor of network_data_format.
+TENSOR_KEYS = {"type", "format", "modality", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data",
+               "channel_def"}
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +91,44 @@ def test_torchscript_and_onnx_agree_with_pytorch_and_the_manifest_says_so(export
     assert float(np.abs(logits - expected.numpy()).max()) <= 1e-4
 
 
+def test_the_bundle_metadata_names_the_channels_modality_and_labels(exported):
+    config, _, folder = exported
+    meta = json.loads((folder / "bundle" / "configs" / "metadata.json").read_text())
+    assert meta["schema"] == bundle.METADATA_SCHEMA and meta["schema"].endswith("/" + SCHEMA.name)
+    formats = meta["network_data_format"]
+    tensors = [formats["inputs"]["image"], formats["outputs"]["pred"], formats["post_processed_outputs"]["pred"]]
+    assert all(set(tensor) == TENSOR_KEYS for tensor in tensors)
+    image, logits, label_map = tensors
+    assert (image["modality"], image["format"], image["num_channels"]) == ("MR", "magnitude", 4)
+    assert image["channel_def"] == {"0": "flair", "1": "t1", "2": "t1ce", "3": "t2"}
+    assert image["spatial_shape"] == [16, 16, 16] and image["is_patch_data"] is True
+    assert (logits["format"], logits["num_channels"]) == ("classes", 3)  # sigmoid regions need not be one-hot
+    assert logits["channel_def"] == {"0": "WT", "1": "TC", "2": "ET"}
+    assert label_map["channel_def"] == {"0": "background", "2": "WT", "1": "TC", "4": "ET"}
+    assert (label_map["format"], label_map["dtype"], label_map["value_range"]) == ("segmentation", "uint8", [0, 4])
+
+
+@pytest.mark.filterwarnings("ignore:No hash value")  # the schema is ours: nothing to check it against
+def test_the_bundle_metadata_passes_monai_verify_metadata(exported, tmp_path):
+    pytest.importorskip("jsonschema", reason="monai.bundle.verify_metadata needs jsonschema (the test extra)")
+    from monai.bundle import verify_metadata
+
+    meta_file = exported[2] / "bundle" / "configs" / "metadata.json"
+    schema = shutil.copy(SCHEMA, tmp_path / SCHEMA.name)  # where verify_metadata finds it, nothing is downloaded
+    verify_metadata(meta_file=str(meta_file), filepath=str(schema))
+    meta = json.loads(meta_file.read_text())
+    del meta["required_packages_version"]  # the check can fail
+    (tmp_path / "incomplete.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="required_packages_version"):
+        verify_metadata(meta_file=str(tmp_path / "incomplete.json"), filepath=str(schema))
+
+
+@pytest.mark.parametrize("channels, expected", [(["CT"], "CT"), (["flair", "t1", "t1ce", "t2"], "MR"),
+                                                (["T2", "ADC"], "MR"), (["CT", "T2"], "n/a"), (["image"], "n/a")])
+def test_the_modality_comes_from_the_channel_names(channels, expected):
+    assert bundle.modality(channels) == expected
+
+
 def test_the_bundle_builds_its_network_with_monai_and_predicts_like_unet3d_predict(exported, brats_data, tmp_path):
     config, weights, folder = exported
     parser = ConfigParser()
@@ -127,6 +172,10 @@ def test_classes_with_the_brain_mask_predict_alike(brats_data, tmp_path):
     ours = predict(experiment, [weights], tmp_path / "unet3d", CPU, input_dir=str(brats_data / "test"))
     assert_same_label_maps(sorted(ours), theirs)
     assert_cleaned(experiment, weights, brats_data / "test", tmp_path / "raw", theirs)
+    logits = json.loads((tmp_path / "export" / "bundle" / "configs" / "metadata.json").read_text())[
+        "network_data_format"]["outputs"]["pred"]
+    assert logits["format"] == "labels" and list(logits["channel_def"].values())[0] == "background"  # softmax
+    assert logits["num_channels"] == len(logits["channel_def"]) == 4
 
 
 def test_overlapping_regions_predict_alike_and_the_manifest_gives_their_order(brats_data, tmp_path):

@@ -11,6 +11,8 @@ from unet3d.config.schema import FILENAMES_SUFFIX
 from unet3d.errors import UserError
 
 DECATHLON_KEY = "decathlon_datalist"
+# Far deeper than any config; a few hundred levels would exhaust Python's stack in the recursive checks.
+MAX_NESTING = 100
 
 
 def config_folder(path):
@@ -30,6 +32,7 @@ def read_config(path):
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: cannot read config file ({error.__class__.__name__})") from None
     config = parse_json(text, path)
+    check_nesting(config, path)
     if isinstance(config, dict) and DECATHLON_KEY in config:
         config = expand_decathlon_datalist(config, config_folder(path))
     return config
@@ -55,6 +58,19 @@ def parse_json(text, path):
         raise UserError(f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") from None
     except RecursionError:
         raise UserError(f"{path}: the JSON is nested too deeply to read") from None
+
+
+def check_nesting(config, path):
+    """Raise a UserError naming the first key nested deeper than ``MAX_NESTING`` levels (walked without recursion:
+    the checks after this one, and ``copy.deepcopy``, recurse and would exhaust Python's stack)."""
+    stack = [((), config)]
+    while stack:
+        keys, value = stack.pop()
+        if len(keys) > MAX_NESTING:
+            raise UserError(f"{path}: config key '{'.'.join(map(str, keys[:3]))}...': nested too deeply (over "
+                            f"{MAX_NESTING} levels)")
+        inner = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        stack.extend((keys + (key,), item) for key, item in inner)
 
 
 def expand_decathlon_datalist(config, base_dir):

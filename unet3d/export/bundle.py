@@ -10,12 +10,19 @@ each scan's grid with ``Invertd`` before they are decoded to label values, as
 
 import importlib
 import os
+import re
 
 from unet3d.config.resolve import lookup
 from unet3d.data.transforms import AXIS_LABELS, ORIENTATION
 from unet3d.errors import UserError
 
 MONAI_NETWORKS, MONAI_TRANSFORMS = "monai.networks.nets", "monai.transforms"
+# The schema ``python -m monai.bundle verify_metadata`` checks ``metadata.json`` against (MONAI's current one).
+METADATA_SCHEMA = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
+                   "meta_schema_20240725.json")
+# Channel names (lower case, letters and digits only) that say MR: BraTS', nnU-Net's and the usual sequences.
+MR_CHANNELS = {"mr", "mri", "flair", "t1", "t1w", "t1ce", "t1c", "t1gd", "t1n", "t2", "t2w", "t2f", "pd", "pdw", "adc",
+               "dwi", "swi", "bold", "dti", "fa", "perfusion", "t2star"}
 # Used instead of the config's window when it has none (the whole volume): -1 is MONAI's "the image's size".
 WHOLE_VOLUME = (-1, -1, -1)
 
@@ -153,6 +160,80 @@ def image_suffixes(experiment):
     if all(name.startswith(cases[0].id) for name in names):
         return [name[len(cases[0].id):] for name in names]
     return [f"_{index:04d}.nii.gz" for index in range(len(names))]  # nnU-Net's naming
+
+
+def channel_order(experiment):
+    """A name per input channel, from how the config's first case names its images (``flair``, ``t1``, ...;
+    ``channel0``, ... for nnU-Net's numbers)."""
+    suffixes = image_suffixes(experiment)
+    names = ["image"] if suffixes is None else [suffix.split(".nii")[0].lstrip("_-.") for suffix in suffixes]
+    if isinstance(experiment.in_channels, int) and len(names) != experiment.in_channels:
+        names = [""] * experiment.in_channels  # the channels of one 4D image file
+    return [name if name and not name.isdigit() else f"channel{index}" for index, name in enumerate(names)]
+
+
+def modality(channel_names):
+    """``"CT"`` or ``"MR"`` when every input channel's name says so (``CT``; ``flair``, ``t1``, ``adc``, ...), else
+    the bundle specification's ``"n/a"``."""
+    kinds = {"CT" if key == "ct" else "MR" if key in MR_CHANNELS else "n/a"
+             for key in (re.sub(r"[^a-z0-9]", "", name.lower()) for name in channel_names)}
+    return kinds.pop() if len(kinds) == 1 else "n/a"
+
+
+def tensor(form, kind, names, dtype, shape, patch, value_range=()):
+    """One tensor of ``network_data_format`` (the bundle specification's keys); ``names``: channel -> name (label
+    value -> name for a "segmentation", which has one channel)."""
+    return {"type": "image", "format": form, "modality": kind,
+            "num_channels": 1 if form == "segmentation" else len(names), "spatial_shape": shape, "dtype": dtype,
+            "value_range": list(value_range), "is_patch_data": patch,
+            "channel_def": {str(key): name for key, name in names.items()}}
+
+
+def network_data_format(experiment):
+    """``metadata.json``'s ``network_data_format``: the network's input (its channels by name), its output (a
+    channel per label, region or class, by name) and the label map a run writes (``post_processed_outputs``)."""
+    labels, window = experiment.labels, experiment.window
+    channels = channel_order(experiment)
+    kind = modality(channels)
+    shape = list(window) if window else ["*", "*", "*"]
+    outputs = ["background", *labels.names] if labels.mode == "classes" else labels.names
+    label_map = {0: "background", **dict(zip(labels.values, labels.names))}
+    return {
+        "inputs": {"image": tensor("hounsfield" if kind == "CT" else "magnitude", kind, dict(enumerate(channels)),
+                                   "float32", shape, window is not None)},
+        # The specification's "labels": one-hot channels read by their largest; "classes": need not be one-hot.
+        "outputs": {"pred": tensor("labels" if labels.mode == "classes" else "classes", "n/a",
+                                   dict(enumerate(outputs)), "float32", shape, window is not None)},
+        # What the bundle's run writes: each case's label map on its scan's grid.
+        "post_processed_outputs": {"pred": tensor("segmentation", "n/a", label_map, label_dtype(labels),
+                                                  ["*", "*", "*"], False, (0, max(labels.values)))},
+    }
+
+
+def metadata(experiment, versions):
+    """``configs/metadata.json``, valid under ``METADATA_SCHEMA``; ``versions`` of the packages installed."""
+    labels, channels = experiment.labels, channel_order(experiment)
+    return {
+        "schema": METADATA_SCHEMA,
+        "version": "0.1.0",
+        "changelog": {"0.1.0": "exported by unet3d-export"},
+        "monai_version": versions["monai"],
+        "pytorch_version": versions["torch"].split("+")[0],
+        "numpy_version": versions["numpy"],
+        "required_packages_version": {"nibabel": versions["nibabel"]},
+        "name": experiment.filename.stem if experiment.filename else "unet3d model",
+        "task": "3D segmentation",
+        "description": f"{experiment.model.name} trained with unet3d; label mode {labels.mode}, labels "
+                       f"{list(labels.values)}",
+        "authors": "unet3d",
+        "copyright": "",
+        "data_type": "nibabel",
+        "image_classes": f"{len(channels)} channel(s) ({', '.join(channels)}; {modality(channels)}), preprocessed "
+                         "by the transforms of inference.json",
+        "pred_classes": f"{labels.n_channels} channel(s) of logits ({labels.mode}); the run writes a label map of "
+                        f"the values {[0, *labels.values]}",
+        "network_data_format": network_data_format(experiment),
+    }
 
 
 def case_finding(suffixes):

@@ -6,7 +6,7 @@ import platform
 from pathlib import Path
 
 from unet3d import __version__
-from unet3d.export.bundle import image_suffixes, label_dtype, network_def, preprocessing
+from unet3d.export.bundle import channel_order, label_dtype, network_def, preprocessing
 
 DECODING = {
     "regions": "channel i is the nested region of labels[i:] (sigmoid); a voxel takes labels[i] of the innermost "
@@ -29,14 +29,6 @@ def versions():
         except importlib.metadata.PackageNotFoundError:
             pass
     return found
-
-
-def channel_order(experiment):
-    """A name per input channel, from how the config's first case names its images (``flair``, ``t1``, ...)."""
-    suffixes = image_suffixes(experiment)
-    if suffixes is None:
-        return ["image"]
-    return [suffix.split(".nii")[0].lstrip("_-.") or f"channel{index}" for index, suffix in enumerate(suffixes)]
 
 
 def manifest(experiment, prediction, window, weights, exports, check):

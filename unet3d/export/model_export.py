@@ -15,7 +15,7 @@ import torch
 from unet3d.atomic import atomic_path
 from unet3d.config.load import write_json
 from unet3d.errors import UserError
-from unet3d.export.bundle import inference_config
+from unet3d.export.bundle import inference_config, metadata
 from unet3d.export.manifest import manifest, versions
 from unet3d.export.networks import (
     TOLERANCE,
@@ -27,7 +27,7 @@ from unet3d.export.networks import (
     require_onnx_packages,
     torchscript,
 )
-from unet3d.models.weights import model_weights, trained_model
+from unet3d.models.weights import model_weights, save, trained_model
 
 log = logging.getLogger("unet3d")
 
@@ -120,32 +120,5 @@ def export_model(experiment, model_filename, output_dir, formats=FORMATS, predic
 def write_bundle(folder, inference, network, experiment):
     """Write the MONAI bundle: ``configs/inference.json``, ``configs/metadata.json``, ``models/model.pt``."""
     write_json(inference, folder / "configs" / "inference.json")
-    labels = experiment.labels
-    found = versions()
-    metadata = {
-        "version": "0.1.0",
-        "changelog": {"0.1.0": "exported by unet3d-export"},
-        "monai_version": found["monai"],
-        "pytorch_version": found["torch"],
-        "numpy_version": found["numpy"],
-        "required_packages_version": {"nibabel": found["nibabel"]},
-        "name": experiment.filename.stem if experiment.filename else "unet3d model",
-        "task": "3D segmentation",
-        "description": f"{experiment.model.name} trained with unet3d; label mode {labels.mode}, labels "
-                       f"{list(labels.values)}",
-        "authors": "unet3d",
-        "copyright": "",
-        "network_data_format": {
-            "inputs": {"image": {"type": "image", "format": "magnitude", "num_channels": experiment.in_channels,
-                                 "spatial_shape": list(experiment.window or (-1, -1, -1)), "dtype": "float32",
-                                 "value_range": [], "is_patch_data": True, "channel_def": {}}},
-            "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": labels.n_channels,
-                                 "spatial_shape": list(experiment.window or (-1, -1, -1)), "dtype": "float32",
-                                 "value_range": [], "is_patch_data": True,
-                                 "channel_def": dict(enumerate(labels.names if labels.mode != "classes"
-                                                               else ["background", *labels.names]))}},
-        },
-    }
-    write_json(metadata, folder / "configs" / "metadata.json")
-    (folder / "models").mkdir(parents=True, exist_ok=True)
-    torch.save(model_weights(network), folder / "models" / "model.pt")
+    write_json(metadata(experiment, versions()), folder / "configs" / "metadata.json")
+    save(model_weights(network), folder / "models" / "model.pt")

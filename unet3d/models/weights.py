@@ -4,16 +4,29 @@ Training (``model.pth``, ``model_best.pth``, the checkpoint) and prediction both
 so a file one writes is a file the other reads.
 """
 
+import errno
+import os
+import shutil
+
 import torch
 
 from unet3d.atomic import atomic_path
 from unet3d.errors import UserError
 
+# Less free space than this after a failed write: the disk filled during it.
+FULL_BELOW_BYTES = 16 * 2**20
+
 
 def save(obj, path):
-    """``torch.save`` to ``path`` atomically."""
+    """``torch.save`` to ``path`` atomically; a disk that fills meanwhile is an OSError (ENOSPC) naming ``path``."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as error:
+            # torch's zip writer reports a full disk as "[enforce fail at inline_container.cc] unexpected pos".
+            if shutil.disk_usage(os.path.dirname(os.path.abspath(tmp))).free >= FULL_BELOW_BYTES:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from error
 
 
 def load(path, map_location="cpu"):

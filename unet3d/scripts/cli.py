@@ -1,11 +1,11 @@
-"""What every unet3d command shares: logging, --debug, and user errors as one line."""
+"""What every unet3d command shares: logging, --debug, and every error as one line."""
 
 import argparse
 import logging
 import sys
 import warnings
 
-from unet3d.atomic import disk_error
+from unet3d.atomic import DISK_ERRORS, disk_error
 from unet3d.errors import Interrupted, UserError
 
 
@@ -78,7 +78,8 @@ def given(args, flag):
 
 
 def run(prog, arg_parser, main, argv=None):
-    """Parse ``argv``, call ``main(args)`` and turn user errors into one line and exit status 2."""
+    """Parse ``argv`` and call ``main(args)``; whatever stops it is one line (``--debug``: the traceback instead),
+    with exit status 2 for the user's to fix (``UserError``, a full disk, ...) and 1 for an internal error."""
     args = arg_parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
@@ -92,21 +93,37 @@ def run(prog, arg_parser, main, argv=None):
         warnings.simplefilter("once")
     try:
         main(args)
-    except UserError as error:
-        if args.debug:
-            raise
-        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:
-        if args.debug or not error.filename:
-            raise
-        print(f"{prog}: error: {disk_error(error) or f'{error.filename}: {error.strerror}'}", file=sys.stderr)
-        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
     except Interrupted as stop:
         if args.debug:
             raise
         print(f"{prog}: {stop}", file=sys.stderr)
         sys.exit(stop.exit_status)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except Exception as error:  # the last resort: no traceback without --debug, anywhere
+        if args.debug:
+            raise
+        message, status = error_line(error)
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(status)
+
+
+# An internal error's message is cut to its first line and this many characters.
+REASON_LENGTH = 300
+
+
+def error_line(error):
+    """The one line for an exception that stopped a command, and the exit status: 2 for the user's to fix, 1 for
+    an internal error (which says to rerun with --debug)."""
+    if isinstance(error, UserError):
+        return " ".join(str(error).split()), 2
+    if isinstance(error, OSError) and error.filename:
+        return disk_error(error) or f"{error.filename}: {error.strerror}", 2
+    if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+        return f"{DISK_ERRORS[error.errno]} (make room or make the folder writable, then rerun)", 2
+    if isinstance(error, RecursionError):
+        return ("the input is nested too deeply to process (Python's recursion limit was reached); rerun with "
+                "--debug for the traceback"), 2
+    reason = (str(error).strip().splitlines() or [""])[0][:REASON_LENGTH]
+    return f"internal error: {type(error).__name__}: {reason} (rerun with --debug for the traceback)", 1

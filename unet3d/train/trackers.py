@@ -8,6 +8,7 @@ MLflow skips the steps its run has. The MLflow run id is kept in the checkpoint,
 run appends to the same run; a run with no trackers pays nothing for them.
 """
 
+import functools
 import importlib
 import json
 import logging
@@ -149,9 +150,14 @@ class Trackers:
         stopped = exc_type is not None and (issubclass(exc_type, Interrupted) or not issubclass(exc_type, Exception))
         status = "FINISHED" if exc_type is None else "KILLED" if stopped else "FAILED"
         best = self.work_dir / "model_best.pth"
-        for tracker in self.open:
-            tracker.close(status, best if status == "FINISHED" and best.is_file() else None)
-        self.open = []
+        trackers, self.open = self.open, []
+        for tracker in trackers:
+            try:
+                tracker.close(status, best if status == "FINISHED" and best.is_file() else None)
+            except UserError as error:
+                if exc_type is None:
+                    raise
+                log.warning("%s", error)  # the error that stopped training is the one to report
 
 
 def numeric(row):
@@ -194,6 +200,28 @@ class TensorBoardTracker:
         self.writer.close()
 
 
+# Where MLflow's errors come from: its client, and the HTTP and database libraries under it.
+MLFLOW_ERROR_MODULES = ("mlflow", "requests", "urllib3", "sqlalchemy", "alembic")
+
+
+def mlflow_errors(method):
+    """``method`` of an ``MLflowTracker`` with MLflow's errors (a server out of reach, a store it cannot open or
+    write) as a UserError naming the tracker and its URI."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as error:
+            if type(error).__module__.split(".")[0] not in MLFLOW_ERROR_MODULES:
+                raise
+            where = ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI")
+                     else "the default store; set MLFLOW_TRACKING_URI for another")
+            reason = (str(error).strip().splitlines() or [""])[0][:300]
+            raise UserError(f"training.trackers: mlflow at {self.uri} ({where}) failed: {type(error).__name__}: "
+                            f"{reason}") from None
+    return wrapper
+
+
 class MLflowTracker:
     """One MLflow run per model (named after its folder; the experiment after the config, or
     ``MLFLOW_EXPERIMENT_NAME``): the config as parameters, the CSV columns and ``lr_step`` as metrics,
@@ -201,11 +229,12 @@ class MLflowTracker:
 
     name = "mlflow"
 
+    @mlflow_errors
     def __init__(self, experiment, work_dir, rows, steps_per_epoch, saved=None):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        uri = tracking_uri(work_dir)
+        self.uri = uri = tracking_uri(work_dir)
         self.client = MlflowClient(uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or store_folder(work_dir).name
         found = self.client.get_experiment_by_name(name)
@@ -229,6 +258,7 @@ class MLflowTracker:
         for row in rows:  # epochs the run lacks (trackers named only now, another store)
             self.log_epoch(row, row["epoch"] * steps_per_epoch)
 
+    @mlflow_errors
     def log_params(self, params):
         """Log the parameters the run lacks; one that changed since (``training.n_epochs``) keeps its first value."""
         from mlflow.entities import Param
@@ -242,6 +272,7 @@ class MLflowTracker:
         for start in range(0, len(new), PARAM_BATCH):
             self.client.log_batch(self.run_id, params=new[start: start + PARAM_BATCH])
 
+    @mlflow_errors
     def log_epoch(self, row, step, lr_steps=(), image=None):
         """Metrics of one epoch at optimizer step ``step``, unless the run has them already."""
         from mlflow.entities import Metric
@@ -259,6 +290,7 @@ class MLflowTracker:
         """The run's id, so that a resumed run appends to it."""
         return {"run_id": self.run_id}
 
+    @mlflow_errors
     def close(self, status, best_model=None):
         """Upload ``best_model`` (when given) and end the run with ``status`` (FINISHED, KILLED, FAILED)."""
         if best_model is not None:
