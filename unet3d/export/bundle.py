@@ -116,8 +116,7 @@ def component_clean_up(labels):
         transform("Lambdad", keys="pred", func=f"$lambda p: torch.stack([torch.isin(p[0], torch.as_tensor(v)) "
                                                 f"for v in {members}])"),
         # One mask at a time: given all at once, scikit-image would join components across masks.
-        transform("Lambdad", keys="pred", func="$lambda m: torch.stack([torch.as_tensor(@remove_small_objects("
-                                                "mask[None]))[0] for mask in m])"),
+        transform("Lambdad", keys="pred", func="$lambda m: torch.stack([@remove_small_objects(mask) for mask in m])"),
         transform("Lambdad", keys="pred", func=f"$lambda m: torch.as_tensor({[0, *labels.paint_values]}, "
                                                 f"dtype={dtype})[{painted(labels, 'm')}][None]"),
     ]
@@ -263,7 +262,8 @@ def inference_config(experiment, prediction, window):
                         f"preprocessing only, not {experiment.dataset.component.name}'s; use --formats "
                         "torchscript onnx")
     return {
-        "imports": ["$import glob", "$import os", "$import torch", "$import monai"],
+        "imports": ["$import glob", "$import os", "$import numpy", "$from skimage.measure import label as component_labels",
+                    "$import torch", "$import monai"],
         "bundle_root": ".",
         "dataset_dir": "$@bundle_root + '/cases'",
         "output_dir": "$@bundle_root + '/predictions'",
@@ -275,8 +275,12 @@ def inference_config(experiment, prediction, window):
         "dataset": {"_target_": "monai.data.Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "inferer": {"_target_": "monai.inferers.SlidingWindowInferer", "roi_size": list(window or WHOLE_VOLUME),
                     "sw_batch_size": prediction.sw_batch_size, "overlap": prediction.overlap, "mode": "gaussian"},
-        "remove_small_objects": {"_target_": f"{MONAI_TRANSFORMS}.RemoveSmallObjects",
-                                 "min_size": max(prediction.min_component_size or 0, 1)},
+        # unet3d-predict's rule, components of under N voxels touching by a face, whatever scikit-image's version
+        # (MONAI's RemoveSmallObjects removes "at most N" with scikit-image 0.26 and later, "under N" before).
+        # ``mask &`` keeps the mask's metadata, which saving the label map needs.
+        "remove_small_objects": "$lambda mask: mask & (lambda labels: torch.as_tensor((numpy.bincount(labels.ravel()) >= "
+                                f"{max(prediction.min_component_size or 0, 1)})[labels] & (labels > 0)))("
+                                "component_labels(numpy.asarray(mask), connectivity=1))",
         "postprocessing": {"_target_": f"{MONAI_TRANSFORMS}.Compose",
                            "transforms": postprocessing(experiment, prediction)},
         # One case: its logits, then the postprocessing, which writes the label map; returns the file written.
