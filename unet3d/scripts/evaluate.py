@@ -1,5 +1,7 @@
 """unet3d-evaluate: Dice, HD95, sensitivity, specificity and volumes of predicted label maps, per case and region."""
 
+from pathlib import Path
+
 from unet3d.scripts import cli
 
 
@@ -20,6 +22,8 @@ def build_parser():
     parser.add_argument("--output_filename", help="per-case CSV (default <prediction_dir>/evaluation.csv); "
                                                   "the summary goes beside it as <name>_summary.csv")
     parser.add_argument("--no_hausdorff", action="store_true", help="skip the 95%% Hausdorff distance (the slow part)")
+    parser.add_argument("--no_report", action="store_true",
+                        help="write no report.html beside the CSV (the per-case page with pictures of the worst cases)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
                         help="change one value of --config_filename, e.g. --set 'dataset.label_names=[\"a\", \"b\"]'")
     return parser
@@ -34,6 +38,8 @@ def _evaluate(args):
     from unet3d.config.experiment import load_experiment
     from unet3d.errors import UserError
     from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs, summary_table
+    from unet3d.report import evaluation_report
+    from unet3d.report.folders import case_files
 
     if args.overrides and not args.config_filename:
         raise UserError("--set changes a config: give --config_filename")
@@ -43,10 +49,14 @@ def _evaluate(args):
     label_mode = "regions" if args.hierarchy else args.label_mode
     references, scheme = evaluation_inputs(experiment, args.group, args.label_dir, args.labels, label_mode,
                                            args.label_names)
-    _, summary = evaluate_folder(args.prediction_dir, references, scheme, args.output_filename,
-                                 hausdorff=not args.no_hausdorff,
-                                 protected=experiment.input_files() if experiment else ())
+    per_case, summary = evaluate_folder(args.prediction_dir, references, scheme, args.output_filename,
+                                        hausdorff=not args.no_hausdorff,
+                                        protected=experiment.input_files() if experiment else ())
     print(summary_table(summary))
+    if not args.no_report:
+        images = {case.id: case.images for case in experiment.cases(args.group)} if args.group else {}
+        output_filename = args.output_filename or Path(args.prediction_dir) / "evaluation.csv"
+        evaluation_report(output_filename, per_case, case_files(args.prediction_dir, references, images), scheme)
 
 
 if __name__ == "__main__":
