@@ -71,7 +71,8 @@ def write_report(inputs, options, memo):
     """Write ``<folder>/report.html`` of one ``ReportInputs``; returns its path."""
     parts = [sections.glance(inputs, options.device), sections.plan(inputs), sections.curves(inputs),
              sections.folds(inputs)]
-    parts += [group_section(group, options, memo) for group in inputs.groups]
+    evaluated_first = sorted(inputs.groups, key=lambda group: group.per_case is None)
+    parts += [group_section(group, options, memo) for group in evaluated_first]
     title = f"unet3d report: {inputs.folder.name}"
     path = inputs.folder / REPORT
     write_text(path, page.page(title, [part for part in parts if part is not None]))

@@ -5,7 +5,6 @@ prediction for quality control."""
 import numpy as np
 import pandas
 
-from unet3d.errors import UserError
 from unet3d.evaluate.evaluation import read_label_map
 from unet3d.evaluate.metrics import METRICS
 from unet3d.report import charts, page, slices
@@ -47,26 +46,21 @@ def evaluated(group, options, memo, element_id):
     summary_rows = [[region, *[mean_std(per_case.loc[per_case["region"] == region, metric]) for metric in METRICS]]
                     for region in regions]
     body = page.table(["region", *METRICS], summary_rows) + '<p class="note">mean ± std over the cases</p>'
-    body += page.image(charts.volume_scatter(per_case, regions), "predicted against reference volume per region")
+    key = ("scatter", *sorted(str(case.prediction) for case in group.cases.values()))
+    if key not in memo:
+        memo[key] = charts.volume_scatter(per_case, regions)
+    body += page.image(memo[key], "predicted against reference volume per region")
     order = ranked(per_case)
     drawn = pictured(list(order["case"]), options.cases, options.pictures)
     body += case_table(order, per_case, regions, drawn, element_id)
     body += picture_note(len(order), options) + page.legend(ERROR_LEGEND)
     for case_id in drawn:
         scores = per_case[per_case["case"] == case_id].set_index("region")
-        region = scheme_index(group.scheme, scores["dice"].idxmin())
+        region = group.scheme.names.index(scores["dice"].idxmin())
         picture = draw(group.cases[case_id], group.scheme, region, options, memo)
         text = ", ".join(f"{r} Dice {scores.loc[r, 'dice']:.3f}" for r in regions)
         body += page.figure(picture.uri, case_id, caption(case_id, picture, text), page.anchor(element_id, case_id))
     return body
-
-
-def scheme_index(scheme, region):
-    """The index of ``region`` (a name in ``evaluation.csv``) among the label scheme's names."""
-    if region not in scheme.names:
-        raise UserError(f"evaluation.csv scores region {region!r}, which the labels ({', '.join(scheme.names)}) do "
-                        "not name; give the labels it was evaluated with")
-    return scheme.names.index(region)
 
 
 def case_table(order, per_case, regions, drawn, element_id):

@@ -21,7 +21,6 @@ def figure(width, height):
 def png_uri(drawn):
     """A drawn figure as a ``data:image/png;base64,...`` URI."""
     stream = io.BytesIO()
-    drawn.tight_layout()
     drawn.savefig(stream, format="png", dpi=DPI)
     return "data:image/png;base64," + base64.b64encode(stream.getvalue()).decode("ascii")
 
@@ -30,6 +29,8 @@ def learning_curves(models):
     """Losses, validation Dice per region and learning rate against the epoch, one line style per model
     (``TrainedModel``s, whose logs are DataFrames)."""
     drawn = figure(12, 3.2)
+    # Fixed margins: Matplotlib's tight layout draws every figure twice.
+    drawn.subplots_adjust(left=0.06, right=0.99, bottom=0.15, top=0.9, wspace=0.28)
     losses, dice, rates = drawn.subplots(1, 3)
     styles = ("-", "--", ":", "-.")
     for index, model in enumerate(models):
@@ -57,6 +58,7 @@ def volume_scatter(per_case, regions):
     """Predicted against reference volume (ml) per region, one panel each, with the line of equal volumes."""
     columns = min(len(regions), 4)
     drawn = figure(3.2 * columns, 3.2 * math.ceil(len(regions) / columns))
+    drawn.subplots_adjust(left=0.2 / columns, right=0.98, bottom=0.15, top=0.9, wspace=0.45, hspace=0.45)
     axes_list = drawn.subplots(math.ceil(len(regions) / columns), columns, squeeze=False).ravel()
     for axes, region in zip(axes_list, regions):
         rows = per_case[per_case["region"] == region]

@@ -118,7 +118,7 @@ def prediction_folder_inputs(folder, references=None, scheme=None, images=None):
                             "as unet3d-evaluate took them (--label_dir, or --config_filename and --group)")
         return ReportInputs(folder, experiment, groups=(group_of(folder, experiment, folder.name),))
     cases = case_files(folder, references, images or {})
-    group = PredictionGroup(folder.name, cases, scheme, read_evaluation(folder / EVALUATION, cases))
+    group = PredictionGroup(folder.name, cases, scheme, read_evaluation(folder / EVALUATION, cases, scheme))
     return ReportInputs(folder, experiment, groups=(group,))
 
 
@@ -153,7 +153,7 @@ def group_of(folder, experiment, group):
     images = {i: case.images for i, case in config_cases.items()}
     evaluation = folder / EVALUATION
     cases = case_files(folder, references, images, evaluated=evaluation.is_file())
-    per_case = read_evaluation(evaluation, cases) if evaluation.is_file() else None
+    per_case = read_evaluation(evaluation, cases, experiment.labels) if evaluation.is_file() else None
     return PredictionGroup(group, cases, experiment.labels, per_case)
 
 
@@ -165,13 +165,18 @@ def case_files(folder, references, images, evaluated=True):
     return {i: CaseFiles(i, path, references.get(i), tuple(images.get(i, ()))) for i, path in predictions.items()}
 
 
-def read_evaluation(path, cases):
-    """``evaluation.csv`` as a DataFrame, refused when a case it scores has no label map or reference any more."""
+def read_evaluation(path, cases, scheme):
+    """``evaluation.csv`` as a DataFrame, refused when a case it scores has no label map or reference any more, or
+    when it scores regions ``scheme`` does not name."""
     per_case = read_csv(path)
     missing = sorted(set(per_case["case"].astype(str)) - set(cases))
     if missing:
         raise UserError(f"{path}: scores case(s) whose label map or reference is missing: {listing(missing)}")
-    return per_case.assign(case=per_case["case"].astype(str))
+    unknown = [region for region in dict.fromkeys(per_case["region"].astype(str)) if region not in scheme.names]
+    if unknown:
+        raise UserError(f"{path}: scores region(s) {listing(unknown)}, which the labels ({', '.join(scheme.names)}) "
+                        "do not name; give the labels it was evaluated with")
+    return per_case.assign(case=per_case["case"].astype(str), region=per_case["region"].astype(str))
 
 
 def read_csv(path):
