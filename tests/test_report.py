@@ -169,3 +169,57 @@ def test_report_errors_are_one_line(evaluated, tmp_path, capsys):
     (labels / "BraTS20_Training_002.nii.gz").unlink()
     line = report_error(capsys, predictions, "--label_dir", labels, *regions)
     assert "BraTS20_Training_002" in line and "missing" in line
+
+
+SORT_BY_MEAN_DICE = """(() => {
+  const table = document.querySelector("table.sortable"), th = table.tHead.rows[0].cells[1];
+  const column = () => Array.from(table.tBodies[0].rows, row => parseFloat(row.cells[1].textContent));
+  const before = column();
+  th.click();
+  const first = column();
+  th.click();
+  return {before, first, second: column(), order: th.dataset.order};
+})()"""
+IMAGES = "Array.from(document.images, image => image.complete && image.naturalWidth > 0 && image.naturalHeight > 0)"
+
+
+def check_in_chromium(report, tmp_path):
+    """Open ``report`` from its file:// URL in headless Chromium: no error, no request but the file (and its data:
+    URIs), the case table sorts both ways, every picture decodes; returns the screenshot's path."""
+    from browser import Browser
+
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.open(report.as_uri())
+        sorted_rows = browser.evaluate(SORT_BY_MEAN_DICE)
+        images = browser.evaluate(IMAGES)
+        browser.screenshot(tmp_path / "report.png")
+        assert not browser.errors(), browser.errors()
+        assert [url for url in browser.requests() if not url.startswith(("file://", "data:"))] == []
+    finally:
+        browser.close()
+    assert sorted_rows["before"] == sorted(sorted_rows["before"]) != sorted_rows["before"][::-1]  # worst first
+    assert sorted_rows["second"] == sorted(sorted_rows["before"], reverse=True) and sorted_rows["order"] == "desc"
+    assert images and all(images), images
+    assert decoded_file(tmp_path / "report.png").shape[0] > 500
+    return tmp_path / "report.png"
+
+
+def decoded_file(path):
+    """The pixels of a PNG file."""
+    return matplotlib.image.imread(path, format="png")
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed (Debian: apt-get install chromium)")
+def test_the_evaluation_report_works_in_chromium(evaluated, tmp_path):
+    predictions, _ = evaluated
+    check_in_chromium(predictions / "report.html", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed (Debian: apt-get install chromium)")
+def test_a_run_report_works_in_chromium(single_config, tmp_path):
+    run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--set", "training.n_epochs=1")
+    report = single_config.parent / "tiny" / "report.html"
+    assert "Learning curves" in report.read_text(encoding="utf-8")
+    check_in_chromium(report, tmp_path)
