@@ -9,7 +9,7 @@ import numpy as np
 
 from unet3d.data.formats import image_channels, read_header
 from unet3d.evaluate.metrics import voxel_spacing
-from unet3d.report import charts, page, slices
+from unet3d.report import charts, page
 from unet3d.train.log import best_epoch
 
 CASE_METRICS = (("dice", "Dice", 4), ("hd95", "HD95 mm", 2), ("predicted_volume_ml", "predicted ml", 2),
