@@ -112,11 +112,12 @@ def read_inputs(folder, references=None, scheme=None, images=None):
 def prediction_folder_inputs(folder, references=None, scheme=None, images=None):
     """The inputs of one evaluated prediction folder; a run's config gives its references when none are given."""
     experiment = run_experiment(folder.parent.parent) if folder.parent.name == "predictions" else None
+    group = config_group(folder, experiment)
     if references is None:
-        if experiment is None or folder.name not in experiment.groups:
+        if group is None:
             raise UserError(f"{folder}: not a prediction folder of a run, so its references are not known; give them "
                             "as unet3d-evaluate took them (--label_dir, or --config_filename and --group)")
-        return ReportInputs(folder, experiment, groups=(group_of(folder, experiment, folder.name),))
+        return ReportInputs(folder, experiment, groups=(group_of(folder, experiment, group),))
     cases = case_files(folder, references, images or {})
     group = PredictionGroup(folder.name, cases, scheme, read_evaluation(folder / EVALUATION, cases, scheme))
     return ReportInputs(folder, experiment, groups=(group,))
@@ -130,8 +131,8 @@ def run_inputs(folder):
     folds = fold_folders(folder)
     if not folds:
         model = TrainedModel(folder.name, folder, read_csv(folder / TRAINING_LOG))
-        groups = [group_of(p, experiment, p.name) for p in sorted((folder / "predictions").glob("*"))
-                  if p.is_dir() and p.name in experiment.groups]
+        folders = [p for p in sorted((folder / "predictions").glob("*")) if p.is_dir() and config_group(p, experiment)]
+        groups = [group_of(p, experiment, config_group(p, experiment)) for p in folders]
         return ReportInputs(folder, experiment, (model,), groups=tuple(groups))
     models = tuple(TrainedModel(fold.name, fold, read_csv(fold / TRAINING_LOG)) for fold in folds)
     summary = read_csv(folder / CV_SUMMARY) if (folder / CV_SUMMARY).is_file() else None
@@ -146,6 +147,15 @@ def run_inputs(folder):
     return ReportInputs(folder, experiment, models, summary, (merged,))
 
 
+def config_group(folder, experiment):
+    """The config group a run's ``predictions/<group>`` folder holds (also ``<group>_<variant>``, such as
+    post-processed copies), or None."""
+    if experiment is None:
+        return None
+    names = [g for g in experiment.groups if folder.name == g or folder.name.startswith(f"{g}_")]
+    return max(names, key=len, default=None)
+
+
 def group_of(folder, experiment, group):
     """The ``PredictionGroup`` of a run's ``predictions/<group>`` folder, evaluated or not."""
     config_cases = {case.id: case for case in experiment.cases(group)}
@@ -154,7 +164,7 @@ def group_of(folder, experiment, group):
     evaluation = folder / EVALUATION
     cases = case_files(folder, references, images, evaluated=evaluation.is_file())
     per_case = read_evaluation(evaluation, cases, experiment.labels) if evaluation.is_file() else None
-    return PredictionGroup(group, cases, experiment.labels, per_case)
+    return PredictionGroup(folder.name, cases, experiment.labels, per_case)
 
 
 def case_files(folder, references, images, evaluated=True):
