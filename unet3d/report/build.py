@@ -10,7 +10,8 @@ from unet3d.atomic import write_text
 from unet3d.errors import UserError, listing
 from unet3d.report import page, sections
 from unet3d.report.cases import group_section
-from unet3d.report.folders import PredictionGroup, ReportInputs, read_inputs, report_folders, run_experiment
+from unet3d.report.folders import (EVALUATION, PredictionGroup, ReportInputs, case_files, group_images, read_inputs,
+                                   report_folders, run_experiment)
 
 log = logging.getLogger("unet3d")
 REPORT = "report.html"
@@ -48,13 +49,16 @@ def write_reports(folder, options=ReportOptions(), references=None, scheme=None,
     return written
 
 
-def evaluation_report(output_filename, per_case, cases, scheme, options=ReportOptions()):
-    """``report.html`` beside an evaluation CSV ``output_filename``, from its DataFrame ``per_case``, the cases'
-    ``CaseFiles`` (``{id: CaseFiles}``) and the ``LabelScheme``; returns its path."""
-    folder = Path(output_filename).parent
-    experiment = run_experiment(folder.parent.parent) if folder.parent.name == "predictions" else None
+def evaluation_report(prediction_dir, output_filename, per_case, references, scheme, experiment=None, group=None,
+                      options=ReportOptions()):
+    """``report.html`` beside the evaluation CSV ``output_filename`` (None: ``<prediction_dir>/evaluation.csv``) of
+    ``prediction_dir``, from its DataFrame ``per_case``, the ``references`` (``{case id: label path}``) and
+    ``LabelScheme`` it was scored with, and the ``experiment`` whose ``group`` names the images; returns its path."""
+    folder = Path(output_filename or Path(prediction_dir) / EVALUATION).parent
+    cases = case_files(prediction_dir, references, group_images(experiment, group))
+    run = run_experiment(folder.parent.parent) if folder.parent.name == "predictions" else None
     group = PredictionGroup(folder.name, cases, scheme, per_case.assign(case=per_case["case"].astype(str)))
-    inputs = ReportInputs(folder, experiment, groups=(group,))
+    inputs = ReportInputs(folder, run or experiment, groups=(group,))
     require_cases(inputs, options.cases, folder)
     return write_report(inputs, options, {})
 

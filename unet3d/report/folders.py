@@ -167,6 +167,11 @@ def group_of(folder, experiment, group):
     return PredictionGroup(folder.name, cases, experiment.labels, per_case)
 
 
+def group_images(experiment, group):
+    """``{case id: image paths}`` of a config group; nothing without a group."""
+    return {case.id: case.images for case in experiment.cases(group)} if group else {}
+
+
 def case_files(folder, references, images, evaluated=True):
     """``{case id: CaseFiles}`` of the label maps in ``folder`` (with a reference, when ``evaluated``)."""
     predictions = image_files_in(folder)

@@ -1,7 +1,5 @@
 """unet3d-evaluate: Dice, HD95, sensitivity, specificity and volumes of predicted label maps, per case and region."""
 
-from pathlib import Path
-
 from unet3d.scripts import cli
 
 
@@ -39,7 +37,6 @@ def _evaluate(args):
     from unet3d.errors import UserError
     from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs, summary_table
     from unet3d.report import evaluation_report
-    from unet3d.report.folders import case_files
 
     if args.overrides and not args.config_filename:
         raise UserError("--set changes a config: give --config_filename")
@@ -54,9 +51,8 @@ def _evaluate(args):
                                         protected=experiment.input_files() if experiment else ())
     print(summary_table(summary))
     if not args.no_report:
-        images = {case.id: case.images for case in experiment.cases(args.group)} if args.group else {}
-        output_filename = args.output_filename or Path(args.prediction_dir) / "evaluation.csv"
-        evaluation_report(output_filename, per_case, case_files(args.prediction_dir, references, images), scheme)
+        evaluation_report(args.prediction_dir, args.output_filename, per_case, references, scheme, experiment,
+                          args.group)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ def main(argv=None):
 
 def _report(args):
     from unet3d.config.experiment import load_experiment
-    from unet3d.report import ReportOptions, write_reports
     from unet3d.evaluate.evaluation import evaluation_inputs
+    from unet3d.report import ReportOptions, write_reports
+    from unet3d.report.folders import group_images
 
     cli.require_at_least(("--channel", args.channel, 0), ("--pictures", args.pictures, 0))
     options = ReportOptions(cases=tuple(args.cases), channel=args.channel, pictures=args.pictures)
@@ -43,8 +44,7 @@ def _report(args):
         experiment = load_experiment(args.config_filename) if args.config_filename else None
         references, scheme = evaluation_inputs(experiment, args.group, args.label_dir, args.labels, args.label_mode,
                                                args.label_names)
-        if args.group:
-            images = {case.id: case.images for case in experiment.cases(args.group)}
+        images = group_images(experiment, args.group)
     for path in write_reports(args.work_dir, options, references, scheme, images):
         print(path)
 
