@@ -19,6 +19,8 @@ from unet3d.evaluate.metrics import voxel_spacing
 PANEL = 180  # pixels of the longest side of a panel
 GAP = 4
 WINDOW = (0.5, 99.5)
+# Grey levels of the image: 48 are smooth to the eye and leave room in a 256-colour palette for the overlays.
+GREY_LEVELS = 48
 ALPHA = 0.45
 # Colours that stay apart for the common colour-vision deficiencies (Okabe and Ito's palette).
 REFERENCE, PREDICTION = (0, 158, 115), (240, 228, 66)
@@ -72,24 +74,31 @@ def image_channel(images, channel, shape):
     return array.astype(np.float32) if array.shape == tuple(shape) else None
 
 
-def windowed(image):
-    """``image`` scaled to 0..1 between its 0.5th and 99.5th percentiles (of every other voxel: the same to the eye)."""
+def window(image):
+    """The 0.5th and 99.5th percentiles of ``image`` (of every other voxel: the same to the eye)."""
     low, high = np.percentile(image[::2, ::2, ::2], WINDOW)
-    return np.clip((image - low) / (high - low if high > low else 1), 0, 1)
+    return float(low), float(high if high > low else low + 1)
 
 
 def largest_component_centre(mask):
     """The voxel at the centre of mass of ``mask``'s largest connected component, or None for an empty mask."""
-    components, count = ndimage.label(mask)
-    if not count:
+    if not mask.any():
         return None
+    # Label only the box around the mask: errors are small beside the volume.
+    box = []
+    for axis in range(3):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    box = tuple(box)
+    components, _ = ndimage.label(mask[box])
     largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
-    return tuple(int(round(c)) for c in ndimage.center_of_mass(components == largest))
+    centre = ndimage.center_of_mass(components == largest)
+    return tuple(int(round(c)) + b.start for c, b in zip(centre, box))
 
 
 def plane(volume, axis, index):
     """The slice of ``volume`` at ``index`` along ``axis``, as rows (superior or anterior first) by columns."""
-    return np.take(volume, index, axis=axis).T[::-1]
+    return np.moveaxis(volume, axis, 0)[index].T[::-1]  # a view: np.take would copy the whole volume
 
 
 def display_indices(length, spacing, mm_per_pixel):
@@ -104,17 +113,20 @@ def outline(mask):
 
 
 def compose(gray, fills=(), contours=()):
-    """An RGB uint8 picture: ``gray`` (0..1) with ``fills`` (mask, colour) blended in and ``contours`` drawn over."""
-    rgb = np.repeat(gray[..., None] * 255, 3, axis=2)
+    """An RGB uint8 picture: ``gray`` (0..1, in ``GREY_LEVELS`` steps) with ``fills`` (mask, colour) blended in and
+    ``contours`` drawn over."""
+    rgb = np.repeat(np.round(gray[..., None] * (GREY_LEVELS - 1)) * (255 / (GREY_LEVELS - 1)), 3, axis=2)
     for mask, colour in fills:
         rgb[mask] = (1 - ALPHA) * rgb[mask] + ALPHA * np.asarray(colour)
     for mask, colour in contours:
         rgb[outline(mask)] = colour
-    return rgb.astype(np.uint8)
+    return np.round(rgb).astype(np.uint8)
 
 
-def panels(gray, layers, spacing, centre):
-    """The three planes through ``centre`` side by side: ``layers(take)`` gives ``(fills, contours)`` of a slice."""
+def panels(image, layers, spacing, centre):
+    """The three planes through ``centre`` side by side: ``image`` as ``(volume, (low, high))`` in grey, and
+    ``layers(take)`` giving the ``(fills, contours)`` of a slice."""
+    gray, (low, high) = image
     mm_per_pixel = max(np.asarray(gray.shape) * spacing) / PANEL
     pictures = []
     for _, axis in PLANES:
@@ -125,18 +137,25 @@ def panels(gray, layers, spacing, centre):
         def take(volume, axis=axis, rows=rows, columns=columns):
             return plane(volume, axis, centre[axis])[np.ix_(rows, columns)]
 
-        pictures.append(compose(take(gray), *layers(take)))
+        pictures.append(compose(np.clip((take(gray) - low) / (high - low), 0, 1), *layers(take)))
     height = max(p.shape[0] for p in pictures)
     padded = [np.pad(p, ((0, height - p.shape[0]), (0, GAP), (0, 0))) for p in pictures]
     return np.concatenate(padded, axis=1)[:, :-GAP]
 
 
 def png_uri(rgb):
-    """An RGB array as a ``data:image/png;base64,...`` URI."""
-    from matplotlib.image import imsave
+    """An RGB array as a ``data:image/png;base64,...`` URI: a palette PNG when it has at most 256 colours (a third
+    of the size), else RGB."""
+    from PIL import Image
 
+    colours, indices = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+    if len(colours) <= 256:
+        picture = Image.frombytes("P", rgb.shape[1::-1], indices.astype(np.uint8).tobytes())
+        picture.putpalette(colours.astype(np.uint8).ravel().tolist())
+    else:
+        picture = Image.fromarray(rgb)
     stream = io.BytesIO()
-    imsave(stream, rgb, format="png")
+    picture.save(stream, format="png", optimize=True)
     return "data:image/png;base64," + base64.b64encode(stream.getvalue()).decode("ascii")
 
 
@@ -146,7 +165,8 @@ def case_picture(case, scheme, region, channel=0):
     predicted, affine = read_label_map(require_file(case.prediction))
     image = image_channel(case.images, channel, predicted.shape)
     predicted, spacing = canonical(predicted, affine)
-    gray = windowed(canonical(image, affine)[0]) if image is not None else np.zeros(predicted.shape, np.float32)
+    gray = canonical(image, affine)[0] if image is not None else np.zeros(predicted.shape, np.float32)
+    gray = (gray, window(gray))
     what = f"channel {channel}" if image is not None else "no image"
     if case.reference is None:
         masks = scheme.masks(predicted)
