@@ -62,9 +62,13 @@ class ReportInputs:
 
 def run_experiment(folder):
     """The ``Experiment`` a run or fold folder was trained with (its ``config.json``, or ``fold<k>.json`` beside a
-    fold's folder), or None when the folder holds neither."""
+    fold's folder), or None when the folder holds neither. A run whose folds were trained as jobs of their own
+    (``--fold K``) keeps no ``config.json``: its first fold's config stands for it (same labels and settings)."""
     folder = Path(folder)
-    for config in (folder / CONFIG, folder.parent / f"{folder.name}.json" if FOLD.fullmatch(folder.name) else None):
+    fold_config = folder.parent / f"{folder.name}.json" if FOLD.fullmatch(folder.name) else None
+    first_fold = next((folder / f"{fold.name}.json" for fold in fold_folders(folder)
+                       if (folder / f"{fold.name}.json").is_file()), None)
+    for config in (folder / CONFIG, fold_config, first_fold):
         if config is not None and config.is_file():
             return load_experiment(config)
     return None

@@ -22,7 +22,7 @@ def glance(inputs, device=None):
     """``(name, id, html)`` of the run at a glance: config, labels, data, models, time, versions."""
     experiment, facts = inputs.experiment, []
     if experiment is not None:
-        facts += [("config", Path(experiment.filename).name), ("model", experiment.model.name),
+        facts += [("config", experiment.filename), ("model", experiment.model.name),
                   ("loss", experiment.loss.name), ("labels", label_text(experiment.labels))]
         facts += data_facts(experiment)
     elif inputs.groups:
