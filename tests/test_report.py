@@ -150,7 +150,9 @@ def report_error(capsys, *args):
 
 
 def test_report_errors_are_one_line(evaluated, tmp_path, capsys):
-    predictions, _ = evaluated
+    predictions, config = evaluated
+    assert "--channel 4: the images have channels 0 to 3" in report_error(
+        capsys, predictions, "--config_filename", config, "--group", "training", "--channel", 4)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "holds no evaluation.csv" in report_error(capsys, empty)
