@@ -136,7 +136,8 @@ def test_report_rewrites_a_folder_and_draws_only_the_worst_beyond_the_limit(eval
     assert capsys.readouterr().out.strip() == str(predictions / "report.html")
     content = Page((predictions / "report.html").read_text(encoding="utf-8"))
     assert [f.rsplit("-", 1)[-1] for f in content.figures] == ["BraTS20_Training_002", "BraTS20_Training_004"]
-    assert "Pictures of the 1 worst of 6 cases" in (predictions / "report.html").read_text(encoding="utf-8")
+    text = (predictions / "report.html").read_text(encoding="utf-8")
+    assert "Pictures of the 1 worst of 6 cases" in text and str(config) in text  # the config at a glance
     assert {**digests(predictions), **digests(brats_data)} == before
 
 

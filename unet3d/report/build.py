@@ -34,15 +34,16 @@ class ReportOptions:
     device: str = None
 
 
-def write_reports(folder, options=ReportOptions(), references=None, scheme=None, images=None):
+def write_reports(folder, options=ReportOptions(), references=None, scheme=None, images=None, experiment=None):
     """``report.html`` in ``folder`` and in each work folder below it; returns their paths.
 
     A case drawn in several reports (the run's, its fold's, its prediction folder's) is read and drawn once.
-    ``references``, ``scheme`` and ``images`` are those of ``read_inputs``, for a prediction folder outside a run.
+    ``references``, ``scheme``, ``images`` and ``experiment`` are those of ``read_inputs``, for a prediction folder
+    outside a run.
     """
     start, memo = time.perf_counter(), {}
     folders = report_folders(folder)
-    inputs = [read_inputs(folders[0], references, scheme, images), *map(read_inputs, folders[1:])]
+    inputs = [read_inputs(folders[0], references, scheme, images, experiment), *map(read_inputs, folders[1:])]
     require_cases(inputs[0], options.cases, folder)
     written = [write_report(one, options, memo) for one in inputs]
     log.info("wrote %s (%d report(s), %.1f s)", written[0], len(written), time.perf_counter() - start)

@@ -96,35 +96,36 @@ def report_folders(folder):
     return found
 
 
-def read_inputs(folder, references=None, scheme=None, images=None):
+def read_inputs(folder, references=None, scheme=None, images=None, experiment=None):
     """The ``ReportInputs`` of a run, fold or model folder, or of an evaluated prediction folder.
 
-    ``references`` (``{case id: label path}``), ``scheme`` and ``images`` (``{case id: image paths}``) are those a
-    prediction folder was evaluated with, when it lies outside a run (``unet3d-evaluate``).
+    ``references`` (``{case id: label path}``), ``scheme``, ``images`` (``{case id: image paths}``) and the
+    ``experiment`` whose config named them are those a prediction folder was evaluated with, when it lies outside a
+    run (``unet3d-evaluate``).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder")
     if (folder / EVALUATION).is_file():
-        return prediction_folder_inputs(folder, references, scheme, images)
+        return prediction_folder_inputs(folder, references, scheme, images, experiment)
     if is_run(folder):
         return run_inputs(folder)
     raise UserError(f"{folder}: holds no {EVALUATION}, {TRAINING_LOG} or {CV_SUMMARY}; expected a run folder "
                     "(as unet3d-train writes) or a prediction folder evaluated by unet3d-evaluate")
 
 
-def prediction_folder_inputs(folder, references=None, scheme=None, images=None):
+def prediction_folder_inputs(folder, references=None, scheme=None, images=None, experiment=None):
     """The inputs of one evaluated prediction folder; a run's config gives its references when none are given."""
-    experiment = run_experiment(folder.parent.parent) if folder.parent.name == "predictions" else None
-    group = config_group(folder, experiment)
+    run = run_experiment(folder.parent.parent) if folder.parent.name == "predictions" else None
+    group = config_group(folder, run)
     if references is None:
         if group is None:
             raise UserError(f"{folder}: not a prediction folder of a run, so its references are not known; give them "
                             "as unet3d-evaluate took them (--label_dir, or --config_filename and --group)")
-        return ReportInputs(folder, experiment, groups=(group_of(folder, experiment, group),))
+        return ReportInputs(folder, run, groups=(group_of(folder, run, group),))
     cases = case_files(folder, references, images or {})
     group = PredictionGroup(folder.name, cases, scheme, read_evaluation(folder / EVALUATION, cases, scheme))
-    return ReportInputs(folder, experiment, groups=(group,))
+    return ReportInputs(folder, run or experiment, groups=(group,))
 
 
 def run_inputs(folder):

@@ -39,13 +39,13 @@ def _report(args):
 
     cli.require_at_least(("--channel", args.channel, 0), ("--pictures", args.pictures, 0))
     options = ReportOptions(cases=tuple(args.cases), channel=args.channel, pictures=args.pictures)
-    references = scheme = images = None
+    references = scheme = images = experiment = None
     if any(cli.given(args, flag) for flag in ("--config_filename", "--group", "--label_dir", "--labels")):
         experiment = load_experiment(args.config_filename) if args.config_filename else None
         references, scheme = evaluation_inputs(experiment, args.group, args.label_dir, args.labels, args.label_mode,
                                                args.label_names)
         images = group_images(experiment, args.group)
-    for path in write_reports(args.work_dir, options, references, scheme, images):
+    for path in write_reports(args.work_dir, options, references, scheme, images, experiment):
         print(path)
 
 
