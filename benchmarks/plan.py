@@ -52,26 +52,29 @@ def parse_args(argv=None):
 
 def recipe_minutes(train_dir):
     """The minutes of the recipe's whole 2-fold run on the cases in ``train_dir``, by the planner's cost model:
-    its training step and inference windows timed now, on this machine."""
+    its training step measured now, on this machine, as the planner measures a step."""
     import torch
 
-    from unet3d.plan import budget, topology
+    from unet3d.config.experiment import experiment_from_dict
+    from unet3d.plan import budget, speed, topology
     from unet3d.plan.fingerprint import dataset_fingerprint
     from unet3d.plan.layouts import read_layout
-    from unet3d.plan.planner import median_shape, time_config
+    from unet3d.plan.planner import median_shape
 
     recipe = json.loads(RECIPE.read_text())
     dataset, training = recipe["dataset"], recipe["training"]
     fingerprint = dataset_fingerprint(read_layout(train_dir))
     patch, batch = dataset["patch_size"], training["batch_size"]
     components = {key: value for key, value in recipe.items() if not key.endswith("_filenames")}
-    timing = time_config(components, torch.device("cpu"))
+    seconds, _ = speed.measure_step(experiment_from_dict(components, cases_required=False), torch.device("cpu"))
+    cost = speed.given_cost(seconds, speed.SPEEDS["cpu"], recipe["model"], patch, batch, speed.training_threads(),
+                            "measured")
     shape = median_shape(fingerprint["cases"], dataset["spacing"], dataset["crop_foreground"])
     n_folds = recipe["cross_validation"]["n_folds"]
-    costs = budget.run_costs(timing, fingerprint["n_cases"], n_folds, 0, topology.windows(shape, patch),
-                             fingerprint["read_seconds"]["median_cpu_per_case"])
+    costs = budget.run_costs(cost, fingerprint["n_cases"], n_folds, 0, topology.windows(shape, patch),
+                             budget.read_seconds(fingerprint))
     steps = training["samples_per_epoch"] // batch
-    return budget.run_seconds(timing, costs, n_folds, training["n_epochs"], steps,
+    return budget.run_seconds(cost, costs, n_folds, training["n_epochs"], steps,
                               training.get("validation_interval", 1)) / 60
 
 

@@ -477,6 +477,13 @@ CHECKPOINTS = [
         ("gone.pth: model file not found",)),
 ]
 
+def postprocessing_of_classes(ws):
+    random_weights(ws.root / "model.pth")
+    (ws.root / "postprocessing.json").write_text(json.dumps({
+        "label_scheme": {"mode": "classes", "values": [1, 2]},
+        "regions": [{"region": "label1", "step": None}, {"region": "label2", "step": {"keep_largest": True}}]}))
+
+
 CLI = [
     Bad("crossval-only-and-fold", lambda ws: None,
         "unet3d-train --config_filename {config} --device cpu --setup_crossval_only --fold 1",
@@ -536,6 +543,18 @@ CLI = [
         "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group tset "
         "--output_dir {root}/predictions",
         ("no 'tset_filenames'", "training, test")),
+    Bad("predict-postprocessing-missing", lambda ws: random_weights(ws.root / "model.pth"),
+        "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
+        "--output_dir {root}/predictions --postprocessing {root}/gone.json",
+        ("--postprocessing", "gone.json: no such file")),
+    Bad("predict-postprocessing-of-other-labels", postprocessing_of_classes,
+        "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
+        "--output_dir {root}/predictions --postprocessing {root}/postprocessing.json",
+        ("postprocessing.json: chosen for the labels", "but the config's are")),
+    Bad("predict-postprocessing-and-keep-largest", postprocessing_of_classes,
+        "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
+        "--output_dir {root}/predictions --postprocessing {root}/postprocessing.json --keep_largest",
+        ("--keep_largest chooses the clean-up already",)),
 ]
 
 def earlier_export(ws):
@@ -750,7 +769,7 @@ PLAN = [
     Bad("plan-regions-that-do-not-nest", lambda ws: nnunet(ws, lambda d: d.update(labels={
         "background": 0, "a": [1, 2], "b": [2, 3]})),
         "unet3d-plan --input_dir {root}/nn --output_filename {root}/planned.json --device cpu",
-        ("regions 'a' [1, 2] and 'b' [2, 3] do not nest",)),
+        ("nn/dataset.json: regions 'a' [1, 2] and 'b' [2, 3] do not nest, so key 'regions_class_order' is needed",)),
     Bad("plan-unreadable-image", lambda ws: truncate(nnunet(ws) / "imagesTr" / "case_000_0001.nii.gz"),
         "unet3d-plan --input_dir {root}/nn --output_filename {root}/planned.json --device cpu",
         ("case_000_0001.nii.gz: cannot read its voxels, the file may be truncated",)),
@@ -767,6 +786,14 @@ PLAN = [
         "unet3d-plan --input_dir {root}/data/train --output_filename {root}/planned.json --device cpu "
         "--budget_minutes 0",
         ("--budget_minutes must be above 0, got 0",)),
+    Bad("plan-zero-step-seconds", lambda ws: None,
+        "unet3d-plan --input_dir {root}/data/train --output_filename {root}/planned.json --device cpu "
+        "--step_seconds 0",
+        ("--step_seconds must be above 0, got 0",)),
+    Bad("plan-budget-too-short", lambda ws: None,
+        "unet3d-plan --input_dir {root}/data/train --output_filename {root}/planned.json --device cpu "
+        "--budget_minutes 0.2 --step_seconds 1",
+        ("--budget_minutes 0.2 is too short: preprocessing, 5 validated epochs and the predictions of 2 folds",)),
 ]
 
 CORPUS = CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI + REACH + DRY_RUN + VALUES + EXPORT + PLAN

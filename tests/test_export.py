@@ -129,6 +129,28 @@ def test_classes_with_the_brain_mask_predict_alike(brats_data, tmp_path):
     assert_cleaned(experiment, weights, brats_data / "test", tmp_path / "raw", theirs)
 
 
+def test_overlapping_regions_predict_alike_and_the_manifest_gives_their_order(brats_data, tmp_path):
+    """Regions that overlap without nesting ({1, 2} and {1, 4}), painted in regions_class_order, and cleaned up."""
+    def overlapping(settings):
+        settings["dataset"].pop("setup_label_hierarchy")
+        settings["dataset"].update(labels=[1, 2, 4], regions=[[1, 2], [1, 4], [4]], regions_class_order=[2, 1, 4])
+        settings["prediction"] = {"threshold": 0.45, "min_component_size": 10}
+
+    config = write_config(tmp_path / "overlapping.json", brats_data / "train", [("test", brats_data / "test")])
+    edit_config(config, overlapping)
+    experiment = load_experiment(config)
+    weights = random_weights(tmp_path / "model.pth", config, seed=3)
+    model_export.export_model(experiment, weights, tmp_path / "export", formats=["bundle"])
+    labels = json.loads((tmp_path / "export" / "manifest.json").read_text())["labels"]
+    assert labels["regions"] == [[1, 2], [1, 4], [4]] and labels["regions_class_order"] == [2, 1, 4]
+    assert "later regions over earlier ones" in labels["decoding"]
+    theirs = bundle_predictions(tmp_path / "export" / "bundle", brats_data / "test", tmp_path / "bundle")
+    ours = predict(experiment, [weights], tmp_path / "unet3d", CPU, input_dir=str(brats_data / "test"))
+    assert_same_label_maps(sorted(ours), theirs)
+    assert {1, 4} <= set(np.unique(np.asarray(nibabel.load(theirs[0]).dataobj))) <= {0, 1, 2, 4}
+    assert_cleaned(experiment, weights, brats_data / "test", tmp_path / "raw", theirs)
+
+
 @pytest.mark.parametrize("mode, values", [("regions", (2, 1, 4)), ("labels", (1, 2, 4)), ("classes", (3, 1)),
                                           ("labels", (300, 7))])
 def test_the_bundle_decodes_as_the_label_scheme(mode, values):

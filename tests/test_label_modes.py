@@ -121,6 +121,11 @@ def test_auto_lengths_follow_the_run_and_a_resumed_run_takes_the_new_length():
     assert longer.last_epoch == 30 and longer._schedulers[1].total_iters == 190
     fixed = parse_scheduler({"name": "PolynomialLR", "total_iters": 50}, "scheduler")
     assert build_scheduler(fixed, optimizer, length=100).total_iters == 50
+    shorter = build_scheduler(spec, torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0), length=10)
+    assert [inner.total_iters for inner in shorter._schedulers] == [10, 1]  # a run that ends with its warm-up
+    for _ in range(10):
+        shorter.optimizer.step()
+        shorter.step()
     one_cycle = parse_scheduler({"name": "OneCycleLR", "max_lr": 0.1, "total_steps": "auto"}, "scheduler")
     assert build_scheduler(one_cycle, optimizer, length=77).total_steps == 77
 

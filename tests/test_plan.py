@@ -1,6 +1,8 @@
 """unet3d-plan: a dataset folder in each layout becomes a config that loads, explains itself and trains."""
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -190,3 +192,92 @@ def test_folder_of_image_label_pairs(tmp_path):
     assert config["dataset"]["label_names"] == ["label1", "label2", "label4"] and config["model"]["out_channels"] == 4
     assert [c["id"] for c in config["training_filenames"]] == ["s0", "s1"] and len(config["test_filenames"]) == 1
     assert config["dataset"]["normalization"] == "NormalizeIntensityd"
+
+
+def structure(config):
+    """What a plan's data, memory and speed table fix: everything but the length."""
+    training = {key: value for key, value in config["training"].items()
+                if key not in ("n_epochs", "samples_per_epoch", "validation_interval")}
+    return {**{key: config[key] for key in ("model", "loss", "dataset", "cross_validation", "prediction")},
+            "training": training}
+
+
+def length(config):
+    """The steps of a fold of a planned config."""
+    return config["training"]["n_epochs"] * config["training"]["samples_per_epoch"]
+
+
+def test_the_same_folder_plans_the_same_on_a_busy_machine_and_replays_exactly(nnunet_data, tmp_path):
+    quiet = plan(nnunet_data, tmp_path / "quiet.json", budget=10)
+    busy_process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = plan(nnunet_data, tmp_path / "busy.json", budget=10)
+    finally:
+        busy_process.kill()
+        busy_process.wait()
+    assert structure(busy) == structure(quiet)
+    assert length(busy) == pytest.approx(length(quiet), rel=0.1)
+    cost = json.loads((tmp_path / "quiet_plan.json").read_text())["cost"]
+    assert cost["device_present"] and "measured" in cost["source"]
+    replayed = plan(nnunet_data, tmp_path / "replayed.json", "--step_seconds", repr(cost["step_seconds"]), budget=10)
+    assert replayed == {**quiet, "training_filenames": replayed["training_filenames"],
+                        "test_filenames": replayed["test_filenames"]}
+    assert json.loads((tmp_path / "replayed_plan.json").read_text())["cost"]["window_seconds"] == pytest.approx(
+        cost["window_seconds"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="plans for a GPU that this machine lacks")
+def test_a_gpu_is_planned_for_on_a_machine_without_one(nnunet_data, tmp_path):
+    plan_main(["--input_dir", str(nnunet_data), "--output_filename", str(tmp_path / "gpu.json"), "--device", "cuda",
+               "--gpu_memory_gb", "8", "--budget_minutes", "60"])
+    config = json.loads((tmp_path / "gpu.json").read_text())
+    assert config["training"]["amp"] == "fp16" and config["model"]["filters"][0] == 32
+    cost = json.loads((tmp_path / "gpu_plan.json").read_text())["cost"]
+    assert cost["device"] == "cuda" and not cost["device_present"] and cost["memory_gb"] == 8
+    assert "H200" in cost["source"] and "docs/performance.md" in cost["source"]
+    assert "not on the machine that planned" in (tmp_path / "gpu_plan.md").read_text()
+
+
+@pytest.mark.parametrize("budget_seconds", [40, 300, 3600, 36000])
+@pytest.mark.parametrize("validation_pass", [0.0, 2.0, 30.0])
+def test_every_fold_validates_at_least_five_epochs(budget_seconds, validation_pass):
+    from unet3d.plan import budget
+    from unet3d.plan.speed import StepCost
+
+    costs = budget.RunCosts(preprocessing=5.0, validation_pass=validation_pass, predictions=3.0)
+    steps, n_epochs, per_epoch, interval = budget.fold_schedule(budget_seconds, StepCost(0.2, 0.01, "test"), costs, 2)
+    validated = [epoch for epoch in range(1, n_epochs + 1) if epoch % interval == 0 or epoch == n_epochs]
+    if steps:
+        assert len(validated) >= budget.MIN_VALIDATIONS and steps == n_epochs * per_epoch
+    else:  # no room for five validated epochs of a step each: unet3d-plan refuses the budget (test_bad_input)
+        fold = (budget_seconds - 5.0) / 2 - 3.0 - budget.FOLD_OVERHEAD
+        assert fold < budget.MIN_VALIDATIONS * (validation_pass + budget.EPOCH_OVERHEAD + 0.2)
+
+
+def test_the_fingerprint_keeps_foreground_statistics_and_the_smallest_structure(nnunet_data, tmp_path):
+    plan(nnunet_data, tmp_path / "task.json")
+    fingerprint = json.loads((tmp_path / "task_fingerprint.json").read_text())
+    for channel in fingerprint["channels"]:  # the images' background is 0; the foreground's minimum is not
+        assert channel["image_min"] == 0 and channel["min"] > 0 and channel["min"] <= channel["percentile_0.5"]
+        assert channel["max"] >= channel["percentile_99.5"]
+    for stats in fingerprint["label_stats"].values():
+        assert 0 < stats["min_volume_mm3"] <= stats["median_volume_mm3"]
+    explained = (tmp_path / "task_plan.md").read_text()
+    assert "| smallest structure |" in explained and "no fixed clean-up" in explained
+    assert "min_component_size" not in json.loads((tmp_path / "task.json").read_text())["prediction"]
+
+
+def test_every_case_weighs_the_same_in_the_intensity_statistics(tmp_path):
+    from unet3d.plan.fingerprint import SAMPLES_PER_CASE, case_fingerprint
+
+    cases = []
+    for index, (size, value) in enumerate([(2, 100.0), (12, 200.0)]):  # 8 and 1,728 foreground voxels
+        image, label = np.zeros((16, 16, 16), np.float32), np.zeros((16, 16, 16), np.uint8)
+        image[:size, :size, :size], label[:size, :size, :size] = value, 1
+        for name, data in (("image", image), ("label", label)):
+            nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), tmp_path / f"{name}{index}.nii.gz")
+        cases.append(case_fingerprint({"id": str(index), "image": [str(tmp_path / f"image{index}.nii.gz")],
+                                       "label": str(tmp_path / f"label{index}.nii.gz")}, seed=index))
+    pooled = np.concatenate([case["samples"] for case in cases], axis=1)
+    assert [case["samples"].shape[1] for case in cases] == [SAMPLES_PER_CASE] * 2  # as nnU-Net draws them
+    assert pooled.mean() == pytest.approx(150.0)

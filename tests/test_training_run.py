@@ -37,6 +37,12 @@ def test_cross_validation_trains_predicts_and_resumes(tiny_config, brats_data):
         {c["label"] for c in json.loads((work / f).read_text())["validation_filenames"]} for f in ("fold1.json", "fold2.json")
     ]
     assert not validation_sets[0] & validation_sets[1]
+    # Post-processing chosen on the six out-of-fold predictions, applied to each fold's test predictions.
+    decision = json.loads((work / "postprocessing.json").read_text())
+    assert [region["region"] for region in decision["regions"]] == ["WT", "TC", "ET"] and decision["n_cases"] == 6
+    for fold in ("fold1", "fold2"):
+        assert sorted(p.name for p in (work / fold / "predictions" / "test_postprocessed").iterdir()) == [
+            "BraTS20_Validation_001.nii.gz", "BraTS20_Validation_002.nii.gz"]
     # report.html in the run's folder (every fold's validation cases, worst first), each fold's and each evaluated
     # prediction folder's; the test group, without references, is drawn for quality control in its fold's.
     run_page = (work / "report.html").read_text(encoding="utf-8")

@@ -52,8 +52,10 @@ def predict(config, model_filename, output_dir, group=None, images=None, input_d
     ensemble (a list of weight files or globs), as ``unet3d-predict`` does; returns the written paths.
 
     ``options`` are those of ``unet3d.predict.inference.predict_cases`` (``save_probabilities``,
-    ``tta``, ``overwrite``, ...); ``prediction`` settings can be changed with ``overrides``
-    (e.g. ``["prediction.overlap=0.25"]``).
+    ``tta``, ``overwrite``, ...) and ``postprocessing`` (a ``postprocessing.json``, None, or
+    "auto", the default: the one of the cross-validation run whose fold folders hold the
+    models); ``prediction`` settings can be changed with ``overrides`` (e.g.
+    ``["prediction.overlap=0.25"]``).
     """
     experiment, _ = _experiment(config, overrides)
     models = [model_filename] if isinstance(model_filename, (str, Path)) else list(model_filename)

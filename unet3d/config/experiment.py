@@ -195,8 +195,9 @@ def check_fit_to_labels(model, loss, prediction, labels):
     if isinstance(out_channels, int) and out_channels != expected:
         why = ("background + one per label" if mode == "classes" else f"one per {'region' if mode == 'regions' else 'label'}")
         hint = "; the background channel is missing" if mode == "classes" and out_channels == expected - 1 else ""
+        count = f"{len(labels.regions)} regions" if labels.regions else f"{len(labels.values)} labels"
         raise UserError(f"config key 'model.out_channels' is {out_channels} but label_mode \"{mode}\" with "
-                        f"{len(labels.values)} labels needs {expected} ({why}){hint}")
+                        f"{count} needs {expected} ({why}){hint}")
     wrong = ("sigmoid",) if mode == "classes" else ("softmax", "to_onehot_y")
     for option in wrong:
         if loss.options.get(option):

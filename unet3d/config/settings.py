@@ -10,6 +10,7 @@ import shlex
 from typing import ClassVar
 
 from unet3d.config.keys import REQUIRED, keys_of, setting, unknown_key
+from unet3d.config.labels import check_region_keys
 from unet3d.config.resolve import Component
 from unet3d.errors import UserError
 
@@ -160,9 +161,10 @@ class PredictionSettings(Settings):
     mask_to_nonzero: bool = setting(["boolean"], False, "no foreground where every channel of the network's input "
                                                         "is 0 (outside a skull-stripped brain; with a normalization "
                                                         "that keeps zeros, e.g. `\"nonzero\": true`)")
-    min_component_size: int = setting(["integer"], 0, "remove connected components under this many voxels from each "
-                                                      "region of the written label maps (BraTS: a few voxels of "
-                                                      "enhancing tumour in a case without any score ET Dice 0)",
+    min_component_size: int = setting(["integer"], None, "remove connected components under this many voxels from "
+                                                         "each region of the written label maps, instead of the "
+                                                         "post-processing a cross-validation run chooses (0: no "
+                                                         "clean-up at all; default: the run's choice, else none)",
                                       minimum=0)
     output_format: str = setting(["string"], None, "format of the written predictions: \"nifti\" (`.nii.gz`), "
                                                    "\"nrrd\" or \"mha\" (default: the input's; NIfTI for DICOM "
@@ -208,16 +210,29 @@ class LabelSettings(Settings):
 
     labels: tuple = setting(["list", "null"], None, "the label values, e.g. [2, 1, 4]; needed to train", items="integer")
     label_mode: str = setting(["string"], None, "\"regions\": nested regions, outermost first, one sigmoid channel each "
-                                                "(BraTS WT, TC, ET); \"labels\": one sigmoid channel per label; "
-                                                "\"classes\": mutually exclusive classes, softmax over background + "
-                                                "labels (default: \"regions\" with `setup_label_hierarchy`, else "
-                                                "\"labels\")", choices=("regions", "labels", "classes"))
-    label_names: tuple = setting(["list", "null"], None, "a name per label (region, class), in `labels`' order, for "
+                                                "(BraTS WT, TC, ET), or the general `regions`; \"labels\": one "
+                                                "sigmoid channel per label; \"classes\": mutually exclusive classes, "
+                                                "softmax over background + labels (default: \"regions\" with "
+                                                "`setup_label_hierarchy` or `regions`, else \"labels\")",
+                              choices=("regions", "labels", "classes"))
+    label_names: tuple = setting(["list", "null"], None, "a name per label (region, class), in `labels`' order "
+                                                         "(in `regions`' order with `regions`), for "
                                                          "`val_dice_<name>` columns, plots and evaluation (default: "
                                                          "WT/TC/ET for BraTS regions, `region<value>` for other "
-                                                         "regions, else `label<value>`)",
+                                                         "nested regions, `region<v1>_<v2>` for `regions`, else "
+                                                         "`label<value>`)",
                                  items="string")
     setup_label_hierarchy: bool = setting(["boolean"], False, "3DUnetCNN's spelling of `\"label_mode\": \"regions\"`")
+    regions: tuple = setting(["list", "null"], None, "regions that overlap without nesting, as nnU-Net's dataset.json "
+                                                     "gives them: a list of label values per region, one sigmoid "
+                                                     "channel each, e.g. [[1, 2], [2, 3], [3]] (label_mode "
+                                                     "\"regions\"; `labels` defaults to their values); needs "
+                                                     "`regions_class_order`", items="list")
+    regions_class_order: tuple = setting(["list", "null"], None, "with `regions`: the label value each region "
+                                                                 "paints where its probability passes "
+                                                                 "`prediction.threshold`, in order, later regions "
+                                                                 "over earlier ones (nnU-Net's decoding)",
+                                         items="integer")
 
     def __post_init__(self):
         values = list(self.labels or ())
@@ -227,11 +242,14 @@ class LabelSettings(Settings):
         if self.setup_label_hierarchy and self.label_mode not in (None, "regions"):
             raise UserError(f"config key 'dataset.label_mode' is \"{self.label_mode}\" but "
                             "'dataset.setup_label_hierarchy' asks for nested regions; keep one")
+        check_region_keys(self.regions, self.regions_class_order, self.labels, self.label_mode)
         if self.label_names is None:
             return
-        if self.labels is None or len(self.label_names) != len(self.labels):
-            raise UserError(f"config key 'dataset.label_names' must have one name per label of 'dataset.labels' "
-                            f"({len(self.labels or [])}), got {len(self.label_names)}")
+        counted, key = ((self.regions, "region of 'dataset.regions'") if self.regions
+                        else (self.labels, "label of 'dataset.labels'"))
+        if counted is None or len(self.label_names) != len(counted):
+            raise UserError(f"config key 'dataset.label_names' must have one name per {key} "
+                            f"({len(counted or [])}), got {len(self.label_names)}")
         if len(set(self.label_names)) != len(self.label_names) or not all(
                 name and name.replace("_", "").replace("-", "").isalnum() for name in self.label_names):
             raise UserError(f"config key 'dataset.label_names' must be distinct names of letters, digits, '_' and "
@@ -253,8 +271,8 @@ class LabelSettings(Settings):
 
     @property
     def mode(self):
-        """The label mode, with 3DUnetCNN's ``setup_label_hierarchy`` as ``regions``."""
-        return self.label_mode or ("regions" if self.setup_label_hierarchy else "labels")
+        """The label mode, with 3DUnetCNN's ``setup_label_hierarchy`` and general ``regions`` as ``regions``."""
+        return self.label_mode or ("regions" if self.setup_label_hierarchy or self.regions else "labels")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,7 +43,7 @@ class SegmentationDataset(monai.data.Dataset):
         self.random = sampling(settings, self.labels, patches=split == "training")
         self.cache = None
         if cache_dir is not None:
-            key = {**settings.preprocessing_settings(), "label_scheme": dataclasses.asdict(labels), "with_label": with_label}
+            key = {**settings.preprocessing_settings(), "label_scheme": labels.cache_key(), "with_label": with_label}
             self.cache = PreprocessingCache(cache_dir, self.compact_case, key)
         super().__init__([case.as_dict() for case in self.cases], transform=self.preprocess)
 

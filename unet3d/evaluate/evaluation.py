@@ -71,14 +71,20 @@ def read_label_map(path):
     return np.asarray(read_array(path)).round().astype(np.int32), header.affine
 
 
-def evaluate_case(prediction_file, reference_file, scheme, hausdorff=True):
-    """Rows of ``region_metrics`` for one case, after checking both files share a grid."""
+def read_case(prediction_file, reference_file):
+    """``(predicted, reference, affine)`` label maps of one case, after checking both files share a grid."""
     predicted, affine = read_label_map(prediction_file)
     reference, reference_affine = read_label_map(reference_file)
     if predicted.shape != reference.shape or not np.allclose(affine, reference_affine, atol=AFFINE_TOLERANCE_MM):
         raise UserError(f"{prediction_file}: not on the grid of {reference_file} "
                         f"(shapes {predicted.shape} and {reference.shape}, or affines differ)")
-    return region_metrics(scheme.masks(predicted), scheme.masks(reference), reference_affine, scheme.names, hausdorff)
+    return predicted, reference, reference_affine
+
+
+def evaluate_case(prediction_file, reference_file, scheme, hausdorff=True):
+    """Rows of ``region_metrics`` for one case, after checking both files share a grid."""
+    predicted, reference, affine = read_case(prediction_file, reference_file)
+    return region_metrics(scheme.masks(predicted), scheme.masks(reference), affine, scheme.names, hausdorff)
 
 
 def evaluate_files(prediction_files, reference_files, scheme, hausdorff=True):

@@ -84,28 +84,35 @@ def decoding(labels, threshold):
     if labels.mode == "labels":
         return (f"$lambda p: (lambda best: torch.where(best.values > {threshold!r}, torch.as_tensor("
                 f"{list(labels.values)}, dtype={dtype})[best.indices], 0).to({dtype}))(p.max(0))[None]")
-    # Nested regions: the label of the innermost region whose outer ones all pass too.
-    index = f"(p > {threshold!r}).int().cumprod(0).sum(0)" if labels.hierarchy else "p.argmax(0)"
-    return f"$lambda p: torch.as_tensor({[0, *labels.values]}, dtype={dtype})[{index}][None]"
+    if labels.mode == "classes":
+        index = "p.argmax(0)"
+    else:
+        index = painted(labels, f"(p > {threshold!r})")
+    return f"$lambda p: torch.as_tensor({[0, *labels.paint_values]}, dtype={dtype})[{index}][None]"
+
+
+def painted(labels, masks):
+    """An expression of the channel (1-based, 0 for none) whose value ``LabelScheme.paint`` leaves at each voxel of
+    the region or label ``masks`` (an expression of booleans (C, ...))."""
+    if labels.nested:  # the innermost region whose outer ones all pass too
+        return f"{masks}.int().cumprod(0).sum(0)"
+    # Later channels paint over earlier ones: the last channel that fires.
+    return f"({masks}.int() * torch.arange(1, {len(labels.region_sets) + 1})[:, None, None, None]).amax(0)"
 
 
 def component_clean_up(labels):
     """``unet3d.predict.postprocess.clean_label_map`` on a label map (1, ...): split into region (or label)
     masks, remove small components from each mask on its own, paint the masks back."""
     dtype = f"torch.{label_dtype(labels)}"
-    members = [list(labels.values[index:]) if labels.hierarchy else [value]
-               for index, value in enumerate(labels.values)]
-    # Nested regions paint the innermost whose outer ones remain; label masks are disjoint.
-    index = "m.int().cumprod(0).sum(0)" if labels.hierarchy else f"(m.int() * torch.arange(1, {len(members) + 1})" \
-        "[:, None, None, None]).sum(0)"
+    members = [list(region) for region in labels.region_sets]
     return [
         transform("Lambdad", keys="pred", func=f"$lambda p: torch.stack([torch.isin(p[0], torch.as_tensor(v)) "
                                                 f"for v in {members}])"),
         # One mask at a time: given all at once, scikit-image would join components across masks.
         transform("Lambdad", keys="pred", func="$lambda m: torch.stack([torch.as_tensor(@remove_small_objects("
                                                 "mask[None]))[0] for mask in m])"),
-        transform("Lambdad", keys="pred", func=f"$lambda m: torch.as_tensor({[0, *labels.values]}, "
-                                                f"dtype={dtype})[{index}][None]"),
+        transform("Lambdad", keys="pred", func=f"$lambda m: torch.as_tensor({[0, *labels.paint_values]}, "
+                                                f"dtype={dtype})[{painted(labels, 'm')}][None]"),
     ]
 
 
@@ -188,7 +195,7 @@ def inference_config(experiment, prediction, window):
         "inferer": {"_target_": "monai.inferers.SlidingWindowInferer", "roi_size": list(window or WHOLE_VOLUME),
                     "sw_batch_size": prediction.sw_batch_size, "overlap": prediction.overlap, "mode": "gaussian"},
         "remove_small_objects": {"_target_": f"{MONAI_TRANSFORMS}.RemoveSmallObjects",
-                                 "min_size": max(prediction.min_component_size, 1)},
+                                 "min_size": max(prediction.min_component_size or 0, 1)},
         "postprocessing": {"_target_": f"{MONAI_TRANSFORMS}.Compose",
                            "transforms": postprocessing(experiment, prediction)},
         # One case: its logits, then the postprocessing, which writes the label map; returns the file written.

@@ -13,6 +13,9 @@ DECODING = {
                "region i whose probability, and that of every region outside it, exceeds the threshold; else 0",
     "labels": "the label of the most probable channel (sigmoid), where its probability exceeds the threshold; else 0",
     "classes": "the most probable channel (softmax): channel 0 is the background (0), channel i is labels[i-1]",
+    "general regions": "channel i is the region of the label values regions[i] (sigmoid); each region in turn paints "
+                       "regions_class_order[i] where its probability exceeds the threshold, later regions over "
+                       "earlier ones; else 0 (nnU-Net's decoding)",
 }
 PACKAGES = ("torch", "monai", "numpy", "nibabel", "onnx", "onnxruntime", "onnxscript")
 
@@ -65,7 +68,8 @@ def manifest(experiment, prediction, window, weights, exports, check):
                              "inverted, linear interpolation) before decoding",
         },
         "labels": {"mode": labels.mode, "values": list(labels.values), "names": labels.names,
-                   "decoding": DECODING[labels.mode],
+                   **labels.config_keys(),
+                   "decoding": DECODING[labels.mode if labels.regions is None else "general regions"],
                    "dtype": label_dtype(labels)},
         "exports": exports,
         "check": check,

@@ -1,84 +1,33 @@
-"""What a training step costs on the device, and how a time budget divides into folds, epochs and steps.
+"""How a time budget divides into folds, epochs, steps and validations, and what a step needs in memory.
 
-A step is timed, not guessed: the planned config's own training step (``train_step`` of its
-``build_parts``) runs a few times, and forward passes as sliding-window inference runs them,
-on random data of the patch's size. Memory is estimated from the feature maps (nnU-Net's approach) and, on
-CUDA, checked against the step's measured peak.
+The seconds of a step and a window come from ``speed`` (the speed table, a measured step or
+``--step_seconds``); everything here is arithmetic on them, so a plan's length follows its
+inputs exactly and can be replayed. Memory is estimated from the feature maps (nnU-Net's
+approach) and, on CUDA, checked against the measured step's peak.
 """
 
 import dataclasses
 import math
-import time
-import warnings
 
 import numpy as np
-import torch
 
-from unet3d.train.parts import build_parts, random_batch
-from unet3d.train.step import train_step
-
-# A training step in a real run also loads, crops and augments its batch: time measured on random tensors is
-# scaled by this.
-DATA_OVERHEAD = 1.25
 # Seconds a fold spends outside its steps: building the model and loaders, and per epoch the checkpoint, the
 # log and progress.png.
 FOLD_OVERHEAD = 5.0
 EPOCH_OVERHEAD = 1.5
 TARGET_EPOCHS = 24
-# Of a fold's time, at most this share goes to validation.
+# Every fold validates at least this many epochs, whatever the budget: the best epoch is chosen among them.
+MIN_VALIDATIONS = 5
+# Of a fold's time, at most this share goes to validation (more where MIN_VALIDATIONS needs it).
 VALIDATION_SHARE = 0.2
 # Tensors kept per feature-map element for the backward pass (convolutions, normalisation, activation, skip
 # connections, decoder), calibrated on DynUNet's measured CPU peak; nnU-Net estimates the same way.
 TENSORS_PER_ELEMENT = 14
-
-
-@dataclasses.dataclass(frozen=True)
-class StepTiming:
-    """Seconds of one training step and of one inference window, and the step's peak memory in bytes (CUDA only)."""
-
-    step_seconds: float
-    window_seconds: float
-    peak_bytes: int = None
-
-
-def time_step(experiment, device, repeats=3, sw_batch_size=4):
-    """Time ``repeats`` training steps (after one warm-up) of ``experiment`` (its ``build_parts`` and ``train_step``,
-    as training runs them) on random batches of its patch, and inference of ``sw_batch_size`` windows.
-
-    The fastest repeat counts, as ``timeit`` takes it: other work on the machine only ever slows a step down,
-    and the budget is planned for the machine's own speed.
-    """
-    torch.manual_seed(0)
-    with warnings.catch_warnings():  # what the precision warns of is for training, not for timing it
-        warnings.simplefilter("ignore")
-        parts = build_parts(experiment, device)
-    patch, batch = experiment.dataset.settings.patch_size, experiment.training.batch_size
-    image, target = random_batch(experiment, experiment.in_channels, patch, batch, device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    seconds = []
-    parts.model.train()
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        train_step(parts, image, target)
-        _synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    parts.model.eval()
-    windows = torch.randn((sw_batch_size, *image.shape[1:]), device=device)
-    forward = []
-    with torch.no_grad(), parts.precision.autocast():
-        for _ in range(3):
-            start = time.perf_counter()
-            parts.model(windows)
-            _synchronize(device)
-            forward.append(time.perf_counter() - start)
-    return StepTiming(min(seconds[1:]) * DATA_OVERHEAD, min(forward) / sw_batch_size, peak)
-
-
-def _synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# One thread's CPU seconds to read and decompress a voxel of a gzip-compressed NIfTI file: 0.27 s for the five
+# files of a BraTS case (benchmarks/plan_speed.py, docs/plan.md). Preprocessing reads, resamples and writes
+# each case: three times that.
+READ_SECONDS_PER_VOXEL = 6e-9
+PREPROCESSING_PASSES = 3
 
 
 def estimated_bytes(patch, strides, filters, batch, in_channels, amp):
@@ -106,58 +55,50 @@ class RunCosts:
     predictions: float
 
 
-def run_costs(timing, n_cases, n_folds, n_test, case_windows, seconds_per_case):
+def read_seconds(fingerprint):
+    """Seconds to read one case (its channels and label map) of the median shape: from its size, not a timing."""
+    return float(np.prod(fingerprint["median_shape"])) * (len(fingerprint["channels"]) + 1) * READ_SECONDS_PER_VOXEL
+
+
+def run_costs(cost, n_cases, n_folds, n_test, case_windows, seconds_per_case):
     """``RunCosts`` of a run with ``n_folds`` folds over ``n_cases`` labelled cases (``n_test`` more to predict),
-    ``case_windows`` sliding windows per case and ``seconds_per_case`` to read one case."""
+    a step's ``StepCost``, ``case_windows`` sliding windows per case and ``seconds_per_case`` to read one case."""
     n_validation = math.ceil(n_cases / n_folds)
-    per_case = case_windows * timing.window_seconds
+    per_case = case_windows * cost.window_seconds
     # Cached once; then each prediction reads its case, resamples back and writes the label map.
-    return RunCosts(preprocessing=(n_cases + n_test) * 3 * seconds_per_case,
-                    validation_pass=n_validation * per_case,
-                    predictions=(n_validation + n_test) * (per_case + 3 * seconds_per_case))
+    reading = PREPROCESSING_PASSES * seconds_per_case
+    return RunCosts(preprocessing=(n_cases + n_test) * reading, validation_pass=n_validation * per_case,
+                    predictions=(n_validation + n_test) * (per_case + reading))
 
 
-def run_seconds(timing, costs, n_folds, n_epochs, per_epoch, interval):
+def run_seconds(cost, costs, n_folds, n_epochs, per_epoch, interval):
     """The estimated seconds of a whole run: preprocessing, then per fold its epochs of ``per_epoch`` steps, a
     validation every ``interval`` epochs, the fold's overheads and its predictions."""
     validations = math.ceil(n_epochs / interval)
-    return costs.preprocessing + n_folds * (n_epochs * (per_epoch * timing.step_seconds + EPOCH_OVERHEAD)
+    return costs.preprocessing + n_folds * (n_epochs * (per_epoch * cost.step_seconds + EPOCH_OVERHEAD)
                                             + FOLD_OVERHEAD + costs.predictions + validations * costs.validation_pass)
 
 
-def fold_schedule(budget_seconds, timing, costs, n_folds, max_steps=250_000):
-    """``(steps, n_epochs, steps_per_epoch, validation_interval)`` of each fold within the budget.
+def fold_schedule(budget_seconds, cost, costs, n_folds, max_steps=250_000):
+    """``(steps, n_epochs, steps_per_epoch, validation_interval)`` of each fold within the budget, for a step's
+    ``StepCost``.
 
     About ``TARGET_EPOCHS`` epochs (to choose the best among), fewer when their overhead would
-    take over a tenth of the fold; epochs of at most 250 steps (nnU-Net's), validation taking at
-    most ``VALIDATION_SHARE`` of the fold.
+    take over a tenth of the fold, never under ``MIN_VALIDATIONS``; epochs of at most 250 steps
+    (nnU-Net's); validation taking at most ``VALIDATION_SHARE`` of the fold, but at least
+    ``MIN_VALIDATIONS`` validated epochs. ``steps`` is 0 when the fold's time does not hold
+    them and a step per epoch.
     """
     fold = (budget_seconds - costs.preprocessing) / n_folds - costs.predictions - FOLD_OVERHEAD
-    if fold <= 0:
-        return 0, 1, 1, 1
-    n_epochs = max(1, min(TARGET_EPOCHS, int(0.1 * fold / EPOCH_OVERHEAD)))
+    n_epochs = max(MIN_VALIDATIONS, min(TARGET_EPOCHS, int(0.1 * max(fold, 0) / EPOCH_OVERHEAD)))
     validations = n_epochs
     if costs.validation_pass:
-        validations = max(1, min(n_epochs, int(VALIDATION_SHARE * fold / costs.validation_pass)))
+        validations = max(MIN_VALIDATIONS, min(n_epochs, int(VALIDATION_SHARE * max(fold, 0) / costs.validation_pass)))
     training = fold - n_epochs * EPOCH_OVERHEAD - validations * costs.validation_pass
-    steps = min(max_steps, max(0, int(training / timing.step_seconds)))
-    per_epoch = min(250, max(1, steps // n_epochs))
-    n_epochs = max(1, min(max(n_epochs, 1000 * (per_epoch == 250)), steps // per_epoch))
-    return steps, n_epochs, per_epoch, max(1, math.ceil(n_epochs / validations))
-
-
-def time_model(points):
-    """A step's and a window's seconds as ``a + b * voxels``, fitted to measured ``(voxels, StepTiming)`` points
-    (a fixed cost per step dominates small patches: the time is not proportional to the voxels)."""
-    voxels = np.array([point[0] for point in points], float)
-
-    def fit(values):
-        values = np.array(values, float)
-        if len(set(voxels)) < 2:
-            return 0.0, values.mean() / voxels.mean()
-        slope = max(0.0, np.polyfit(voxels, values, 1)[0])
-        return max(0.0, float(np.mean(values - slope * voxels))), slope
-
-    step = fit([timing.step_seconds for _, timing in points])
-    window = fit([timing.window_seconds for _, timing in points])
-    return lambda n: StepTiming(step[0] + step[1] * n, window[0] + window[1] * n)
+    steps = min(max_steps, max(0, int(training / cost.step_seconds)))
+    if steps < n_epochs:
+        return 0, n_epochs, 1, 1
+    per_epoch = min(250, steps // n_epochs)
+    n_epochs = max(n_epochs, min(1000 * (per_epoch == 250), steps // per_epoch))
+    # The interval that validates at least ``validations`` epochs (the last epoch always validates).
+    return per_epoch * n_epochs, n_epochs, per_epoch, max(1, n_epochs // validations)

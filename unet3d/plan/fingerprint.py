@@ -2,10 +2,11 @@
 
 Per case: spacing, shape and orientation from the headers (axes in RAS order, as training
 reorients them), the bounding box of its non-zero voxels, and how many voxels each label
-value has. Per channel: intensity percentiles, mean and standard deviation inside the
-foreground (label > 0), pooled over a random sample of at most ``SAMPLES_PER_CASE`` voxels a
-case, as nnU-Net does. Cases are read in parallel, one process per core, in any format
-``unet3d.data.formats`` reads.
+value has. Per channel: intensity minimum, maximum, percentiles, mean and standard deviation
+inside the foreground (label > 0), pooled over ``SAMPLES_PER_CASE`` voxels drawn from each
+case's foreground (with replacement, so that every case weighs the same), as nnU-Net does,
+and apart from them the whole images' minimum. Cases are read in parallel, one process per
+core, in any format ``unet3d.data.formats`` reads.
 """
 
 import math
@@ -90,8 +91,8 @@ def case_fingerprint(case, four_dimensional=False, seed=0):
         counts = np.bincount(flat)
         result["label_voxels"] = {str(v): int(c) for v, c in enumerate(counts) if v != 0 and c}
         foreground = np.flatnonzero(flat)
-        if foreground.size > SAMPLES_PER_CASE:
-            foreground = rng.choice(foreground, SAMPLES_PER_CASE, replace=False)
+        if foreground.size:  # as nnU-Net: every case weighs the same, whatever its foreground's size
+            foreground = rng.choice(foreground, SAMPLES_PER_CASE, replace=True)
         result["samples"] = np.stack([image.ravel(order="F")[foreground].astype(np.float32) for image in images])
     result["read_seconds"] = round(time.process_time() - start, 4)
     return result
@@ -131,8 +132,10 @@ def summarize(layout, cases, pooled, seconds, workers):
     channels = []
     for index, name in enumerate(layout.channel_names):
         values = pooled[index].astype(np.float64)
-        stats = {"name": name, "min": min(case["channel_min"][index] for case in cases)}
+        # nnU-Net's statistics: of the foreground voxels sampled; the whole images' minimum is kept apart.
+        stats = {"name": name, "image_min": min(case["channel_min"][index] for case in cases)}
         if values.size:
+            stats.update(min=float(values.min()), max=float(values.max()))
             stats.update({f"percentile_{p:g}": float(np.percentile(values, p)) for p in PERCENTILES})
             stats.update(mean=float(values.mean()), std=float(values.std()))
         channels.append(stats)
@@ -141,7 +144,8 @@ def summarize(layout, cases, pooled, seconds, workers):
         volumes = [case["label_voxels"].get(str(value), 0) * float(np.prod(case["spacing"])) for case in cases]
         present = [volume for volume in volumes if volume > 0]
         labels[str(value)] = {"cases_present": len(present), "share_present": round(len(present) / len(cases), 4),
-                              "median_volume_mm3": float(np.median(present)) if present else 0.0}
+                              "median_volume_mm3": float(np.median(present)) if present else 0.0,
+                              "min_volume_mm3": float(min(present)) if present else 0.0}
     median_spacing = np.median(spacings, axis=0)
     return {
         "layout": layout.kind,

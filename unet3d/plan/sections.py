@@ -24,7 +24,7 @@ class Sections:
         """The ``model`` section of a topology."""
         return model_section(self.in_channels, self.scheme.n_channels, kernels, strides, target.base_filters)
 
-    def config(self, target, spacing, patch_topology, batch, schedule, n_folds=2, min_component=None):
+    def config(self, target, spacing, patch_topology, batch, schedule, n_folds=2):
         """The whole config (without cases) of a patch ``(patch, kernels, strides)`` at ``spacing`` with ``batch``,
         a fold ``schedule`` of ``(n_epochs, steps per epoch, validation interval)`` and ``n_folds``."""
         patch, kernels, strides = patch_topology
@@ -37,14 +37,14 @@ class Sections:
             "scheduler": scheduler_section(n_epochs * per_epoch),
             "cross_validation": {"n_folds": n_folds, "random_seed": 25},
             "dataset": {"name": "SegmentationDataset", "label_mode": scheme.mode, "labels": list(scheme.values),
-                        "label_names": scheme.names, "spacing": spacing, "crop_foreground": self.crop,
+                        "label_names": scheme.names, **scheme.config_keys(),
+                        "spacing": spacing, "crop_foreground": self.crop,
                         **self.normalization, "patch_size": patch, "foreground_oversampling": 0.5,
                         "patches_per_case": 1, **augmentations(spacing)},
             "training": {"n_epochs": n_epochs, "batch_size": batch, "validation_batch_size": 1,
                          "samples_per_epoch": per_epoch * batch, "validation_interval": interval,
                          "metric_to_monitor": "val_dice_mean", "amp": target.amp, "save_best": True, "seed": 0},
-            "prediction": {"overlap": 0.5, "sw_batch_size": 4, "mask_to_nonzero": self.crop,
-                           "min_component_size": min_component},
+            "prediction": {"overlap": 0.5, "sw_batch_size": 4, "mask_to_nonzero": self.crop},
         }
 
 
@@ -56,7 +56,7 @@ def is_ct(name):
 def normalization_section(layout, fingerprint, reasons):
     """``(dataset normalization keys, crop_foreground)`` per channel kind."""
     channels = fingerprint["channels"]
-    ct = [is_ct(c["name"]) or (layout.kind == "pairs" and c["min"] < -500) for c in channels]
+    ct = [is_ct(c["name"]) or (layout.kind == "pairs" and c["image_min"] < -500) for c in channels]
     if all(ct):
         low = [c["percentile_0.5"] for c in channels]
         high = [c["percentile_99.5"] for c in channels]

@@ -108,3 +108,70 @@ def windows(shape, patch, overlap=0.5):
     """How many sliding windows of ``patch`` with ``overlap`` cover a volume of ``shape``."""
     return int(np.prod([1 if s <= p else math.ceil((s - p) / max(1, round(p * (1 - overlap)))) + 1
                         for s, p in zip(shape, patch)]))
+
+
+# nnU-Net's 2d configuration: a first patch of 2048 x 2048 pixels' area in the plane, shaped by its spacing.
+INITIAL_PATCH_PIXELS_2D = 2048 ** 2
+SLICES_2D = 1
+
+
+def slice_axis(spacing):
+    """The axis of thick slices (spacing at least ``ANISOTROPY`` times the finest), or None for near-isotropic data."""
+    spacing = np.asarray(spacing, float)
+    axis = int(np.argmax(spacing))
+    return axis if spacing[axis] >= ANISOTROPY * spacing.min() else None
+
+
+def network_topology_2d(patch, spacing, axis):
+    """``(kernels, strides, divisor)`` of a network in the plane across ``axis``: ``network_topology`` of the
+    in-plane axes, with kernels and strides of 1 along ``axis`` (slices are never mixed nor halved)."""
+    plane = [spacing[a] for a in range(3) if a != axis]
+    kernels, strides, divisor = network_topology([1 if a == axis else p for a, p in enumerate(patch)],
+                                                 [min(plane) if a == axis else s for a, s in enumerate(spacing)])
+    for kernel in kernels:
+        kernel[axis] = 1
+    return kernels, strides, divisor
+
+
+def initial_patch_2d(spacing, median_shape, axis, slices=SLICES_2D):
+    """nnU-Net's first 2d patch: ``slices`` along ``axis`` and, in the plane, the area of 2048 x 2048 pixels shaped
+    inversely to the spacing, clipped to the median shape (at least ``MIN_PATCH``)."""
+    plane = [a for a in range(3) if a != axis]
+    inverse = 1 / np.asarray([spacing[a] for a in plane], float)
+    size = inverse * (INITIAL_PATCH_PIXELS_2D / np.prod(inverse)) ** (1 / 2)
+    patch = [slices] * 3
+    for a, p in zip(plane, size):
+        patch[a] = int(max(MIN_PATCH, min(round(p), round(median_shape[a]))))
+    return patch
+
+
+def fitted_2d(patch, spacing, axis):
+    """``patch`` rounded down to what its 2d topology divides, with the topology (as ``fitted``)."""
+    for _ in range(4):
+        kernels, strides, divisor = network_topology_2d(patch, spacing, axis)
+        rounded = [max(d, p // d * d) for p, d in zip(patch, divisor)]
+        if rounded == list(patch):
+            break
+        patch = rounded
+    return list(patch), kernels, strides, divisor
+
+
+def search_patch_2d(spacing, median_shape, fits, slices=SLICES_2D):
+    """The largest 2d patch (with its topology) across ``slice_axis(spacing)`` that ``fits(patch, kernels,
+    strides)`` accepts, shrinking the in-plane axis with the largest share of ``median_shape`` first; None when
+    the data has no thick slices or no patch of ``MIN_LEVELS`` levels fits."""
+    axis = slice_axis(spacing)
+    if axis is None:
+        return None
+    plane = [a for a in range(3) if a != axis]
+    patch, kernels, strides, divisor = fitted_2d(initial_patch_2d(spacing, median_shape, axis, slices), spacing, axis)
+    while not fits(patch, kernels, strides):
+        for shrink in sorted(plane, key=lambda a: patch[a] / median_shape[a], reverse=True):
+            smaller = list(patch)
+            smaller[shrink] -= divisor[shrink]
+            if smaller[shrink] >= MIN_PATCH and len(network_topology_2d(smaller, spacing, axis)[1]) >= MIN_LEVELS:
+                break
+        else:
+            return None
+        patch, kernels, strides, divisor = fitted_2d(smaller, spacing, axis)
+    return patch, kernels, strides

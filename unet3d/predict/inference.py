@@ -14,7 +14,8 @@ from unet3d.data.loaders import batches, make_loader
 from unet3d.models.inferer import Inferer
 from unet3d.models.weights import trained_model
 from unet3d.predict.inputs import model_filenames, select_cases
-from unet3d.predict.postprocess import clean_label_map
+from unet3d.predict.postprocess import (AUTO, clean_regions, clean_up_steps, cross_validation_steps,
+                                        read_postprocessing)
 from unet3d.predict.write import output_paths, write_prediction
 
 log = logging.getLogger("unet3d")
@@ -38,18 +39,26 @@ def predict_on_input_grid(inferer, models, item, invert, device):
 
 
 def predict(experiment, model_patterns, output_dir, device, group=None, images=None, input_dir=None, ids=None,
-            save_probabilities=False, keep_config=False, shard=(0, 1), **options):
+            save_probabilities=False, keep_config=False, shard=(0, 1), postprocessing=AUTO, **options):
     """Predict a config group, image lists or a BraTS folder with one model or an ensemble; returns the paths.
 
     With ``keep_config`` (a config changed by ``--set``) the config as read is written to
     ``<output_dir>/predict_config.json``. ``shard`` is ``(rank, world size)`` when several
     processes share the cases: this one predicts every ``world size``-th case from its rank,
-    and only rank 0 writes the config. The other ``options`` are those of ``predict_cases``.
+    and only rank 0 writes the config. ``postprocessing`` is a ``postprocessing.json``, None,
+    or ``"auto"``: the one of the cross-validation run whose fold folders hold the models
+    (unless ``keep_largest`` or ``prediction.min_component_size`` choose the clean-up). The
+    other ``options`` are those of ``predict_cases``.
     """
     rank, world_size = shard
     check_before_loading(experiment, save_probabilities)
     case_list = select_cases(experiment, group, images, input_dir, ids)
-    models = [trained_model(experiment.model, filename, device) for filename in model_filenames(model_patterns)]
+    model_files = model_filenames(model_patterns)
+    if not save_probabilities:
+        options["postprocessing"] = cross_validation_steps(postprocessing, model_files, experiment.labels,
+                                                           own_clean_up(options.get("prediction") or
+                                                                        experiment.prediction, options))
+    models = [trained_model(experiment.model, filename, device) for filename in model_files]
     log.info("predicting %d case(s) with %d model(s)%s", len(case_list), len(models),
              f" in {world_size} processes" if world_size > 1 else "")
     if keep_config and rank == 0:
@@ -58,10 +67,21 @@ def predict(experiment, model_patterns, output_dir, device, group=None, images=N
                          save_probabilities=save_probabilities, **options)
 
 
+def own_clean_up(prediction, options):
+    """The clean-up the user chose, in words (``--keep_largest``, ``prediction.min_component_size N``), or None."""
+    if options.get("keep_largest"):
+        return "--keep_largest"
+    if prediction.min_component_size is not None:
+        return f"prediction.min_component_size {prediction.min_component_size}"
+    return None
+
+
 def check_outputs(experiment, model_patterns, output_dir, group=None, images=None, input_dir=None, ids=None,
-                  save_probabilities=False, overwrite=False):
+                  save_probabilities=False, overwrite=False, postprocessing=None):
     """Raise a UserError for what would stop ``predict`` on any case (before processes are started to share them)."""
     check_before_loading(experiment, save_probabilities)
+    if postprocessing not in (None, AUTO) and not save_probabilities:
+        read_postprocessing(postprocessing, experiment.labels)
     for filename in model_filenames(model_patterns):  # missing files and weights of another model, as one line
         trained_model(experiment.model, filename, torch.device("cpu"))
     output_paths(select_cases(experiment, group, images, input_dir, ids), output_dir, overwrite)
@@ -74,7 +94,7 @@ def check_before_loading(experiment, save_probabilities):
 
 
 def predict_cases(experiment, models, case_list, output_dir, device, prediction=None, save_probabilities=False,
-                  keep_largest=False, tta=False, amp=True, overwrite=False, num_workers=0):
+                  keep_largest=False, tta=False, amp=True, overwrite=False, num_workers=0, postprocessing=None):
     """Predict each case into ``output_dir/<case id>.nii.gz`` (or the input's format); returns the written paths.
 
     Args:
@@ -89,38 +109,60 @@ def predict_cases(experiment, models, case_list, output_dir, device, prediction=
         amp: float16 autocast on CUDA (never on CPU).
         overwrite: replace predictions that exist.
         num_workers: data loader worker processes.
+        postprocessing: the ``ComponentStep`` of each region chosen by cross-validation, applied
+            when neither ``keep_largest`` nor ``prediction.min_component_size`` is set.
 
     The preprocessing (reorientation, crop, resampling, padding, ...) is inverted with
     MONAI's ``Invertd`` so each output has its first image's shape and affine, and is
     written in its format (``prediction.output_format`` may choose another). Label maps
     are decoded by the experiment's label scheme (the BraTS hierarchy to 1, 2, 4), then
-    cleaned of components under ``prediction.min_component_size`` voxels per region.
+    cleaned per region (``unet3d.predict.postprocess.clean_up_steps``).
     """
     prediction = prediction or experiment.prediction
     check_before_loading(experiment, save_probabilities)
-    models = list(models) if isinstance(models, (list, tuple)) else [models]
-    cuda_fp16 = amp and torch.device(device).type == "cuda"
-    inferer = Inferer.from_experiment(experiment, prediction, tta=tta, autocast=(
-        lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda_fp16 else nullcontext)
     targets = output_paths(case_list, output_dir, overwrite, prediction.output_format, experiment.input_files())
-    first_image = {case.id: case.images[0] for case in case_list}
+    steps = clean_up_steps(experiment.labels, prediction.min_component_size, keep_largest, postprocessing)
+    written = []
+    for case, probabilities in case_probabilities(experiment, models, case_list, device, prediction, tta, amp,
+                                                  num_workers):
+        written.append(write_case(experiment, prediction, case, probabilities, targets[case.id], save_probabilities,
+                                  steps))
+    return written
 
+
+def inferer_for(experiment, prediction=None, tta=False, amp=True, device="cpu"):
+    """The ``Inferer`` of ``experiment``'s prediction settings (``prediction``: the command line's copy), with
+    float16 autocast on CUDA when ``amp``."""
+    cuda_fp16 = amp and torch.device(device).type == "cuda"
+    return Inferer.from_experiment(experiment, prediction, tta=tta, autocast=(
+        lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda_fp16 else nullcontext)
+
+
+def case_probabilities(experiment, models, case_list, device, prediction=None, tta=False, amp=True, num_workers=0):
+    """``(case, probabilities (C, X, Y, Z) on its input grid)`` for each of ``case_list``, in order: ``models``
+    (one, or a list averaged) applied as ``predict_cases`` applies them."""
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    inferer = inferer_for(experiment, prediction, tta, amp, device)
+    cases = {case.id: case for case in case_list}
     data = build_dataset(experiment.dataset, experiment.labels, case_list, with_label=False)
     invert = Invertd("pred", transform=data.transform, orig_keys="image", nearest_interp=False)
     loader = make_loader(data, batch_size=1, shuffle=False, num_workers=num_workers)
-    written = []
     with batches(loader) as iterator:
         for batch in iterator:
             item = decollate_batch(batch)[0]
-            inverted = predict_on_input_grid(inferer, models, item, invert, device)
-            if save_probabilities:
-                array = inverted.numpy().transpose(1, 2, 3, 0).astype("float32")
-            else:
-                label_map = inferer.decode(inverted.as_tensor())
-                array = clean_label_map(label_map, experiment.labels, prediction.min_component_size, keep_largest)
-                array = array.numpy()
-            target = targets[item["id"]]
-            write_prediction(array, first_image[item["id"]], target, affine=inverted.affine)
-            written.append(target)
-            log.info("wrote %s", target)
-    return written
+            yield cases[item["id"]], predict_on_input_grid(inferer, models, item, invert, device)
+
+
+def write_case(experiment, prediction, case, probabilities, target, save_probabilities=False, steps=None):
+    """Write one case's ``probabilities`` (on its input grid) to ``target``: as they are, or as the label map
+    ``experiment``'s scheme decodes with ``prediction``'s threshold, cleaned by the clean-up ``steps`` of each
+    region (``clean_up_steps``); returns ``target``."""
+    if save_probabilities:
+        array = probabilities.numpy().transpose(1, 2, 3, 0).astype("float32")
+    else:
+        label_map = inferer_for(experiment, prediction).decode(probabilities.as_tensor())
+        steps = steps or clean_up_steps(experiment.labels, prediction.min_component_size, False, None)
+        array = clean_regions(label_map, experiment.labels, steps).numpy()
+    write_prediction(array, case.images[0], target, affine=probabilities.affine)
+    log.info("wrote %s", target)
+    return target

@@ -1,34 +1,223 @@
-"""Connected-component clean-up of label maps, one region (or label) at a time."""
+"""Connected-component clean-up of label maps, one region (or label, or class) at a time.
 
-import warnings
+The clean-up is either the user's (``prediction.min_component_size``, ``--keep_largest``:
+the same step for every region) or the one a cross-validation run chose per region and
+stored as ``postprocessing.json`` in its folder (see ``unet3d.runs.postprocessing``).
+"""
 
+import dataclasses
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
 import torch
-from monai.transforms import KeepLargestConnectedComponent, RemoveSmallObjects
+from skimage.measure import label as label_components
 
+from unet3d.data.formats import read_array
+from unet3d.errors import UserError
+from unet3d.predict.write import write_prediction
+
+log = logging.getLogger("unet3d")
+
+POSTPROCESSING_FILE = "postprocessing.json"
+AUTO = "auto"  # the post-processing of the run the models come from, if it chose one
+# Components touch by a face when small ones are removed, by a corner when the largest is kept (the
+# defaults of MONAI's RemoveSmallObjects and KeepLargestConnectedComponent, which unet3d used before).
+SMALL_COMPONENT_CONNECTIVITY = 1
+LARGEST_COMPONENT_CONNECTIVITY = 3
+FOLD_FOLDER = re.compile(r"fold\d+")
+
+
+def components(mask, connectivity):
+    """``(labels, sizes)``: each voxel's component in a boolean mask (0: outside) and each component's voxel count
+    (``sizes[0]``: the voxels outside)."""
+    labels = label_components(np.asarray(mask), connectivity=connectivity)
+    return labels, np.bincount(labels.ravel())
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentStep:
+    """The clean-up of one region: drop components under ``min_component_size`` voxels, then, with
+    ``keep_largest``, all but the largest (neither: nothing).
+
+    Written with scikit-image's labelling rather than MONAI's ``RemoveSmallObjects``, whose
+    threshold moved from "under N" to "at most N" voxels with scikit-image 0.26; the choice
+    made by cross-validation counts on exactly this rule (``kept``).
+    """
+
+    min_component_size: int = 0
+    keep_largest: bool = False
+
+    def __bool__(self):
+        return bool(self.min_component_size or self.keep_largest)
+
+    def stages(self):
+        """The step as steps of one kind each, in the order they are applied."""
+        return ([ComponentStep(self.min_component_size)] if self.min_component_size else []) + (
+            [ComponentStep(keep_largest=True)] if self.keep_largest else [])
+
+    @property
+    def connectivity(self):
+        """How components touch for a step of one kind."""
+        return LARGEST_COMPONENT_CONNECTIVITY if self.keep_largest else SMALL_COMPONENT_CONNECTIVITY
+
+    def kept(self, sizes):
+        """Which components (``components``' sizes) a step of one kind keeps; never the outside (0)."""
+        keep = np.asarray(sizes) >= self.min_component_size
+        if self.keep_largest and len(sizes) > 1:
+            keep = np.zeros(len(sizes), bool)
+            keep[1 + np.argmax(sizes[1:])] = True
+        keep[0] = False
+        return keep
+
+    def apply(self, mask):
+        """The boolean ``mask`` (X, Y, Z; torch or NumPy) cleaned, as a torch tensor."""
+        mask = np.asarray(mask)
+        for stage in self.stages():
+            labels, sizes = components(mask, stage.connectivity)
+            mask = stage.kept(sizes)[labels]
+        return torch.as_tensor(mask)
+
+    def as_json(self):
+        """``{"min_component_size": N}``, ``{"keep_largest": true}``, both, or None for no step."""
+        if not self:
+            return None
+        return {**({"min_component_size": self.min_component_size} if self.min_component_size else {}),
+                **({"keep_largest": True} if self.keep_largest else {})}
+
+    @classmethod
+    def from_json(cls, value, where):
+        """The step ``as_json`` wrote; errors name ``where``."""
+        if value is None:
+            return cls()
+        size = value.get("min_component_size", 0) if isinstance(value, dict) else None
+        largest = value.get("keep_largest", False) if isinstance(value, dict) else None
+        if (not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(largest, bool)
+                or set(value) - {"min_component_size", "keep_largest"}):
+            raise UserError(f"{where}: expected null or {{\"min_component_size\": N}} and/or "
+                            f"{{\"keep_largest\": true}}, got {json.dumps(value)}")
+        return cls(size, largest)
+
+    def describe(self):
+        """The step in words, for logs and tables."""
+        parts = ([f"remove components under {self.min_component_size} voxels"] if self.min_component_size else []) + (
+            ["keep the largest component"] if self.keep_largest else [])
+        return ", then ".join(parts) or "none"
+
+
+def clean_regions(label_map, scheme, steps):
+    """``label_map`` (torch or NumPy label values) with ``steps[i]`` (a ``ComponentStep``) applied to region ``i``
+    of ``scheme`` (a ``LabelScheme``); returns a torch label map.
+
+    Nested regions (BraTS: WT, TC, ET) are cleaned first to last, each as it stands after the
+    regions before it: an inner region is cut to what is left of the outer one, so a tumour
+    removed from the whole tumour takes its core with it, and a removed inner speck becomes
+    the region around it. Other regions, labels and classes are each cleaned on the same
+    map and painted back once (overlapping regions in their ``regions_class_order``).
+    """
+    label_map = torch.as_tensor(label_map)
+    if not scheme.nested:
+        if not any(steps):
+            return label_map
+        masks = scheme.masks(label_map)
+        for index, step in enumerate(steps):
+            if step:
+                masks[index] = step.apply(masks[index])
+        return scheme.paint(masks)
+    for index, step in enumerate(steps):
+        if step:
+            masks = scheme.masks(label_map)
+            masks[index] = step.apply(masks[index])
+            label_map = scheme.paint(masks)
+    return label_map
 
 
 def clean_label_map(label_map, scheme, min_component_size=0, keep_largest=False):
-    """Drop components under ``min_component_size`` voxels and, with ``keep_largest``, all but the largest.
+    """Drop components under ``min_component_size`` voxels and, with ``keep_largest``, all but the largest, of
+    every region (see ``clean_regions``)."""
+    step = ComponentStep(min_component_size or 0, keep_largest)
+    return clean_regions(label_map, scheme, [step] * len(scheme.region_sets)) if step else label_map
 
-    ``label_map`` is a torch tensor of label values; ``scheme`` the ``LabelScheme`` that
-    splits it into regions and paints them back.
 
-    Each region (BraTS: WT, TC, ET) or label is cleaned on its own. In a hierarchy an
-    inner region is then cut to what is left of the outer one, so a tumour removed from
-    the whole tumour takes its core with it.
+def clean_up_steps(scheme, min_component_size, keep_largest, postprocessing):
+    """The steps, one per region, that prediction applies: the user's (``min_component_size`` not None, 0 included,
+    or ``keep_largest``), else ``postprocessing`` (chosen by cross-validation), else none."""
+    if min_component_size is not None or keep_largest:
+        return [ComponentStep(min_component_size or 0, keep_largest)] * len(scheme.region_sets)
+    return list(postprocessing) if postprocessing else [ComponentStep()] * len(scheme.region_sets)
+
+
+def scheme_json(scheme):
+    """The label scheme a decision was made for, as ``postprocessing.json`` records it."""
+    return {"mode": scheme.mode, "values": list(scheme.values)}
+
+
+def read_postprocessing(path, scheme):
+    """The steps of a ``postprocessing.json``, one per region of ``scheme``, checked against it."""
+    try:
+        decision = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--postprocessing {path}: no such file") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not a readable JSON file ({error})") from None
+    regions = decision.get("regions") if isinstance(decision, dict) else None
+    if not isinstance(regions, list) or not all(isinstance(r, dict) for r in regions):
+        raise UserError(f"{path}: expected an object with a list 'regions' (as unet3d-train writes)")
+    chosen_for = decision.get("label_scheme"), [r.get("region") for r in regions]
+    if chosen_for != (scheme_json(scheme), scheme.names):
+        raise UserError(f"{path}: chosen for the labels {json.dumps(chosen_for[0])} (regions {chosen_for[1]}), but "
+                        f"the config's are {json.dumps(scheme_json(scheme))} ({scheme.names})")
+    return [ComponentStep.from_json(r.get("step"), f"{path}: region '{r['region']}' step") for r in regions]
+
+
+def find_postprocessing(model_files):
+    """The ``postprocessing.json`` of the run whose fold folders (``<run>/fold<k>/model_best.pth``) hold the
+    models, or None; a UserError when models of several runs would bring different ones."""
+    runs = {Path(f).resolve().parent.parent if FOLD_FOLDER.fullmatch(Path(f).resolve().parent.name) else None
+            for f in model_files}
+    found = sorted(str(run / POSTPROCESSING_FILE) for run in runs if run and (run / POSTPROCESSING_FILE).is_file())
+    if found and len(runs) > 1:
+        raise UserError(f"the models come from several folders, and {found[0]} holds post-processing chosen for "
+                        "one of them: name it with --postprocessing, or give --no_postprocessing")
+    return Path(found[0]) if found else None
+
+
+def cross_validation_steps(postprocessing, model_files, scheme, own_clean_up=None):
+    """The steps of a ``postprocessing.json`` to apply, or None; logs which, and why not.
+
+    ``postprocessing`` is a file, ``AUTO`` (the file of the run whose fold folders hold
+    ``model_files``, if any) or None. ``own_clean_up`` names the clean-up the user chose
+    (``--keep_largest``, ``prediction.min_component_size``), which is applied instead.
     """
-    if not min_component_size and not keep_largest:
-        return label_map
-    masks = scheme.masks(torch.as_tensor(label_map))
-    if min_component_size:
-        with warnings.catch_warnings():
-            # MONAI passes scikit-image's older min_size argument, which newer versions deprecate.
-            warnings.simplefilter("ignore", FutureWarning)
-            # One region at a time: given all channels at once, scikit-image would join a component
-            # to the same voxels of the neighbouring channels and count their sizes together.
-            remove = RemoveSmallObjects(min_size=min_component_size)
-            masks = torch.stack([torch.as_tensor(remove(mask[None]))[0] for mask in masks])
-    if keep_largest:
-        channels = list(range(scheme.n_channels))
-        masks = KeepLargestConnectedComponent(applied_labels=channels, is_onehot=True, independent=True)(masks)
-    return scheme.paint(masks)
+    path = find_postprocessing(model_files) if postprocessing == AUTO else postprocessing
+    if path is None:
+        return None
+    if own_clean_up and postprocessing != AUTO:
+        raise UserError(f"--postprocessing {path}: {own_clean_up} chooses the clean-up already; give one of the two "
+                        "(null in the config: --set prediction.min_component_size=null)")
+    steps = read_postprocessing(path, scheme)
+    if own_clean_up:
+        log.info("the post-processing chosen by cross-validation (%s) is not applied: %s chooses the clean-up",
+                 path, own_clean_up)
+        return None
+    log.info("post-processing chosen by cross-validation (%s): %s", path, describe_steps(scheme, steps))
+    return steps
+
+
+def describe_steps(scheme, steps):
+    """``"WT: none; TC: keep the largest component; ..."``."""
+    return "; ".join(f"{name}: {step.describe()}" for name, step in zip(scheme.names, steps))
+
+
+def clean_prediction_files(files, output_dir, scheme, steps):
+    """Write each label map of ``files`` (``{case id: path}``) cleaned by ``steps`` into ``output_dir``, under its
+    own name; returns the written paths."""
+    written = []
+    for path in files.values():
+        array = np.asarray(read_array(path)).round().astype(np.int32)
+        target = Path(output_dir) / Path(path).name
+        write_prediction(clean_regions(array, scheme, steps).numpy(), path, target)
+        written.append(target)
+    return written

@@ -24,10 +24,12 @@ from unet3d.evaluate.evaluation import evaluate_folder, group_label_files
 from unet3d.models.inferer import Inferer
 from unet3d.models.weights import load_matching_weights, trained_model
 from unet3d.predict.inference import predict_cases
+from unet3d.predict.postprocess import POSTPROCESSING_FILE
 from unet3d.predict.write import prediction_path
 from unet3d.report import ReportOptions, write_reports
 from unet3d.runs.folds import fold_configs, write_fold_configs, write_if_changed
 from unet3d.runs.lock import model_folder_lock
+from unet3d.runs.postprocessing import decide_postprocessing, format_decision, postprocess_fold_predictions
 from unet3d.runs.slurm import write_slurm_script
 from unet3d.runs.summary import format_summary, summarize_folds
 from unet3d.train.dry_run import dry_run
@@ -196,7 +198,12 @@ def locked(folder, context, wanted=True):
 
 
 def summarize_cross_validation(experiment, work_dir, require_all=False):
-    """Write ``cv_summary.csv`` and print it; with ``require_all``, only once every fold has a log."""
+    """Write ``cv_summary.csv`` and print it; with ``require_all``, only once every fold has a log.
+
+    Once every fold is trained, the post-processing is chosen on the out-of-fold predictions
+    (``postprocessing.json``, see ``unet3d.runs.postprocessing``), printed, and applied to the
+    folds' predictions of the other groups (``fold<k>/predictions/<group>_postprocessed``).
+    """
     require_cross_validation(experiment, "--summarize")
     n_folds = experiment.cross_validation.n_folds
     fold_dirs = [Path(work_dir) / f"fold{k}" for k in range(1, n_folds + 1)]
@@ -209,6 +216,14 @@ def summarize_cross_validation(experiment, work_dir, require_all=False):
         raise UserError(f"{work_dir}: no fold has a training_log.csv yet")
     write_csv(table, Path(work_dir) / "cv_summary.csv")
     print(format_summary(table))
+    if len(trained) < n_folds:
+        log.info("post-processing is chosen by cross-validation once all %d folds are trained", n_folds)
+        return
+    steps, decision = decide_postprocessing(experiment, work_dir)
+    if steps is not None:
+        print(f"\npost-processing chosen on the out-of-fold predictions ({POSTPROCESSING_FILE}):")
+        print(format_decision(decision))
+        postprocess_fold_predictions(experiment, work_dir, steps)
 
 
 def train_and_predict(experiment, work_dir, device, context=distributed.Context(), options=RunOptions()):
@@ -229,14 +244,19 @@ def train_and_predict(experiment, work_dir, device, context=distributed.Context(
         predict_groups(experiment, work_dir, device, trained_epochs, options.num_workers)
 
 
+def best_weights(work_dir):
+    """The weights a trained model predicts with: ``model_best.pth`` in ``work_dir``, else ``model.pth``."""
+    best = Path(work_dir) / "model_best.pth"
+    return best if best.is_file() else Path(work_dir) / "model.pth"
+
+
 def predict_groups(experiment, work_dir, device, trained_epochs, num_workers=0):
     """Predict every group but training with the best weights in ``work_dir``; evaluate those with labels.
 
     After ``trained_epochs`` of new training every prediction is written again; after none,
     only the missing ones are.
     """
-    best = work_dir / "model_best.pth"
-    model = trained_model(experiment.model, best if best.is_file() else work_dir / "model.pth", device)
+    model = trained_model(experiment.model, best_weights(work_dir), device)
     for group, cases in experiment.groups.items():
         if group == "training":
             continue

@@ -8,8 +8,13 @@ from unet3d.scripts import cli
 def build_parser():
     """The unet3d-predict command line."""
     parser = cli.parser("unet3d-predict", __doc__.split(": ", 1)[1])
-    parser.add_argument("--config_filename", required=True, help="the JSON config the model was trained with")
-    parser.add_argument("--model_filename", required=True, action="append",
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config_filename", help="the JSON config the model was trained with")
+    what.add_argument("--selection", help="the selection.json of unet3d-train --select_best: predict with the chosen "
+                                          "configuration's fold models, or with every configuration's for an ensemble "
+                                          "(probabilities averaged on each scan's grid); instead of --config_filename "
+                                          "and --model_filename")
+    parser.add_argument("--model_filename", action="append",
                         help="model weights (model_best.pth); repeat it or use a quoted glob such as "
                              "'exp/fold*/model_best.pth' to average the probabilities of several models")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -33,9 +38,18 @@ def build_parser():
     parser.add_argument("--save_probabilities", action="store_true",
                         help="write float32 probability maps (X, Y, Z, channel) instead of labels")
     parser.add_argument("--min_component_size", type=int,
-                        help="remove connected components under this many voxels, per region "
-                             "(default: config 'prediction.min_component_size' or 0)")
-    parser.add_argument("--keep_largest", action="store_true", help="keep only the largest component of each region")
+                        help="remove connected components under this many voxels, per region, instead of the "
+                             "post-processing chosen by cross-validation (0: none; default: config "
+                             "'prediction.min_component_size')")
+    parser.add_argument("--keep_largest", action="store_true",
+                        help="keep only the largest component of each region, instead of the post-processing "
+                             "chosen by cross-validation")
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--postprocessing", metavar="FILE",
+                        help="apply this postprocessing.json (default: the one in the cross-validation run folder "
+                             "holding the fold<k>/ folders of the models, if there is one)")
+    chosen.add_argument("--no_postprocessing", action="store_true",
+                        help="do not apply the post-processing chosen by cross-validation")
     parser.add_argument("--tta", action="store_true", help="average over the 8 mirrorings of the spatial axes")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: config 'prediction.overlap' or 0.5)")
     parser.add_argument("--sw_batch_size", type=int,
@@ -60,30 +74,69 @@ def main(argv=None):
 def _predict(args, argv):
     from unet3d.config.experiment import load_experiment
     from unet3d.config.resolve import load_plugins
+    from unet3d.errors import UserError
     from unet3d.device import check_process_devices, choose_device
     from unet3d.predict.inference import check_outputs, predict
     from unet3d import distributed
 
     cli.require_at_least(("--nthreads", args.nthreads, 0), ("--ngpus", args.ngpus, 1))
     load_plugins(args.plugin)
+    if args.selection and _predict_selection(args):
+        return
+    if not args.model_filename:
+        raise UserError("--config_filename needs --model_filename (or give --selection instead of both)")
     experiment = load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
-    prediction = experiment.prediction.override(
-        activation=args.activation, threshold=args.threshold, min_component_size=args.min_component_size,
-        overlap=args.overlap, sw_batch_size=args.sw_batch_size, output_format=args.output_format)
+    prediction = experiment.prediction.override(**_prediction_changes(args))
     cases = dict(group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids)
+    postprocessing = _postprocessing(args)
     context = distributed.from_environment()
     if args.ngpus > 1 and not context.enabled:
         # Mistakes surface here as one line, before torchrun starts the processes.
         check_process_devices(choose_device(args.device), args.ngpus)
         check_outputs(experiment, args.model_filename, args.output_dir, save_probabilities=args.save_probabilities,
-                      overwrite=args.overwrite, **cases)
+                      overwrite=args.overwrite, postprocessing=postprocessing, **cases)
         sys.exit(distributed.launch(args.ngpus, distributed.strip_flag(argv, "--ngpus"), "unet3d.scripts.predict"))
     with distributed.process_group(context, choose_device(args.device)) as device:
         predict(experiment, args.model_filename, args.output_dir, device, prediction=prediction,
                 save_probabilities=args.save_probabilities, keep_largest=args.keep_largest, tta=args.tta,
                 amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads,
-                keep_config=bool(args.overrides), shard=(context.rank, context.world_size), **cases)
+                keep_config=bool(args.overrides), shard=(context.rank, context.world_size),
+                postprocessing=postprocessing, **cases)
 
+
+def _prediction_changes(args):
+    """The prediction settings the command line changes (None: the config's)."""
+    return dict(activation=args.activation, threshold=args.threshold, min_component_size=args.min_component_size,
+                overlap=args.overlap, sw_batch_size=args.sw_batch_size, output_format=args.output_format)
+
+
+def _predict_selection(args):
+    """Predict with the ensemble a selection chose and return True; for one chosen configuration, set its config
+    and fold models on ``args`` for the ordinary path and return False."""
+    from unet3d.device import choose_device
+    from unet3d.errors import UserError
+    from unet3d.runs.selection import predict_selected, read_selection
+
+    if args.model_filename:
+        raise UserError("--selection names the models; leave out --model_filename")
+    selection = read_selection(args.selection)
+    runs = selection[0]
+    if len(runs) == 1:
+        args.config_filename, args.model_filename = runs[0][0], [str(path) for path in runs[0][1]]
+        return False
+    if args.ngpus > 1:
+        raise UserError("--ngpus: an ensemble of configurations is predicted in one process")
+    cases = dict(group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids)
+    predict_selected(selection, args.output_dir, choose_device(args.device), _prediction_changes(args),
+                     args.overrides, args.allow_unknown_keys, cases, _postprocessing(args),
+                     save_probabilities=args.save_probabilities, keep_largest=args.keep_largest, tta=args.tta,
+                     amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads)
+    return True
+
+
+def _postprocessing(args):
+    """``--postprocessing``'s file, None with ``--no_postprocessing``, else "auto" (the run's or the ensemble's)."""
+    return None if args.no_postprocessing else args.postprocessing or "auto"
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,11 @@
-"""unet3d-train: train the model a JSON config describes (every cross-validation fold) and predict."""
+"""unet3d-train: train the model a JSON config describes (every cross-validation fold) and predict.
+
+``--select_best A.json B.json`` chooses between configurations trained with cross-validation (a 3d and a 2d
+one, say) and their ensemble. It lives here, beside ``--summarize``, because it reads what this command wrote
+(each config's work folder, found from its name and ``--output_dir`` as training found it) and runs the folds'
+models on their validation cases as training's predictions do; ``unet3d-predict --selection`` then uses the
+choice.
+"""
 
 import json
 import sys
@@ -23,8 +30,15 @@ SLURM_FLAGS = ("--slurm_account", "--slurm_time", "--slurm_partition", "--slurm_
 
 def build_parser():
     """The unet3d-train command line."""
-    parser = cli.parser("unet3d-train", __doc__.split(": ", 1)[1])
-    parser.add_argument("--config_filename", required=True, help="the JSON config")
+    parser = cli.parser("unet3d-train", __doc__.split(": ", 1)[1].split("\n")[0])
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config_filename", help="the JSON config")
+    what.add_argument("--select_best", nargs="+", metavar="CONFIG",
+                      help="compare configs trained with cross-validation on the same folds, and their ensemble, by "
+                           "mean out-of-fold Dice; write selection.json (for unet3d-predict --selection), "
+                           "selection.md and selection.csv")
+    parser.add_argument("--output_filename", help="with --select_best: the selection to write (default: "
+                                                  "selection.json in --output_dir, else the first config's folder)")
     parser.add_argument("--output_dir", help="where to write <config name>/ (default: the config's folder)")
     parser.add_argument("--setup_crossval_only", action="store_true",
                         help="write the fold<k>.json configs and stop, to train each fold as its own job")
@@ -71,7 +85,8 @@ def build_parser():
 def main(argv=None):
     """Entry point of unet3d-train."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    cli.run("unet3d-train", build_parser(), lambda args: _train(args, argv), argv)
+    cli.run("unet3d-train", build_parser(), lambda args: _select(args) if args.select_best else _train(args, argv),
+            argv)
 
 
 def _train(args, argv):
@@ -87,10 +102,7 @@ def _train(args, argv):
     from unet3d.runs import workflow
     from unet3d import distributed
 
-    cli.refuse_together(args, CONFLICTS)
-    for flag in SLURM_FLAGS:
-        if cli.given(args, flag) and not args.setup_crossval_only:
-            raise UserError(f"{flag} only applies to the job array that --setup_crossval_only writes")
+    _check_flags(args)
     load_plugins(args.plugin)
     machine = read_machine_config(args.machine_config_filename) if args.machine_config_filename else {}
     nthreads, ngpus = machine.get("n_workers", args.nthreads), machine.get("n_gpus", args.ngpus)
@@ -133,6 +145,31 @@ def _train(args, argv):
         n_examples=args.n_examples or 0, log_copy=args.training_log_filename, allow_unknown_keys=args.allow_unknown_keys)
     with distributed.process_group(context, choose_device(args.device)) as device:
         workflow.train_experiment(experiment, work_dir, device, context, args.fold, options)
+
+
+def _check_flags(args):
+    from unet3d.errors import UserError
+
+    cli.refuse_together(args, CONFLICTS)
+    for flag in SLURM_FLAGS:
+        if cli.given(args, flag) and not args.setup_crossval_only:
+            raise UserError(f"{flag} only applies to the job array that --setup_crossval_only writes")
+    if args.output_filename:
+        raise UserError("--output_filename names the selection that --select_best writes")
+
+
+def _select(args):
+    from unet3d.device import choose_device
+    from unet3d.errors import UserError
+    from unet3d.runs.selection import select_best
+
+    for flag in ("--fold", "--setup_crossval_only", "--summarize", "--check", "--restart", "--n_examples",
+                 "--pretrained_model_filename", "--batch_size", "--training_log_filename", *SLURM_FLAGS):
+        if cli.given(args, flag):
+            raise UserError(f"--select_best and {flag} cannot be used together: --select_best only reads trained runs")
+    if args.overrides:
+        raise UserError("--select_best reads the configs as they were trained; --set does not apply")
+    select_best(args.select_best, args.output_filename, args.output_dir, choose_device(args.device), args.nthreads)
 
 
 if __name__ == "__main__":

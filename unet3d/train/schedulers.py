@@ -38,7 +38,8 @@ def parts(spec, length):
     if not milestones or length is None:
         return [length] * len(spec.schedulers)
     bounds = [0, *milestones, max(length, milestones[-1])]
-    return [bounds[index + 1] - bounds[index] for index in range(len(spec.schedulers))]
+    # A run shorter than its milestones still gives each scheduler a length (a length of 0 divides by 0).
+    return [max(1, bounds[index + 1] - bounds[index]) for index in range(len(spec.schedulers))]
 
 
 def schedule_length(spec, n_epochs, steps_per_epoch):
