@@ -63,10 +63,17 @@ def environment(env=None):
     return {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
 
 
+def command_line(name):
+    """The program that runs a console script: the installed one, else its module (in an environment where unet3d
+    was installed before that script was added)."""
+    path = command(name)
+    return [path] if path else [sys.executable, "-m", f"unet3d.scripts.{name.removeprefix('unet3d-')}"]
+
+
 def run(name, *args, cwd=None, check=True, env=None):
     """Run a console script; returns the CompletedProcess with text output."""
     result = subprocess.run(
-        [command(name), *map(str, args)], cwd=cwd, capture_output=True, encoding="utf-8", env=environment(env),
+        [*command_line(name), *map(str, args)], cwd=cwd, capture_output=True, encoding="utf-8", env=environment(env),
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{name} {' '.join(map(str, args))} failed:\n{result.stderr}")

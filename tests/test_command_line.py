@@ -110,6 +110,7 @@ def test_python_api_trains_predicts_and_evaluates_a_dict_config(single_config, t
     per_case, summary = unet3d.run_evaluation(tmp_path / "predicted", config=single_config, group="validation")
     assert set(per_case["region"]) == {"WT", "TC", "ET"} and len(per_case) == 6
     assert (tmp_path / "predicted" / "evaluation.csv").is_file()
+    assert (tmp_path / "predicted" / "report.html").is_file() and (work / "report.html").is_file()
     from unet3d.errors import UserError
 
     with pytest.raises(UserError, match="needs output_dir"):

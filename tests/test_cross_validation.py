@@ -75,6 +75,11 @@ def test_single_fold_then_summary(tiny_config):
     work = tiny_config.parent / "tiny"
     assert (work / "fold2" / "training_log.csv").is_file() and not (work / "fold1").exists()
     assert not (work / "cv_summary.csv").exists()
+    # A fold's job writes its own report, not the run's: the run keeps no config.json; unet3d-report writes the
+    # run's from the folds' configs.
+    assert (work / "fold2" / "report.html").is_file() and not (work / "report.html").exists()
+    assert run("unet3d-report", work).stdout.split()[0] == str(work / "report.html")
+    assert "validation of 1 fold(s) (3 cases evaluated)" in (work / "report.html").read_text(encoding="utf-8")
     summary = run("unet3d-train", "--config_filename", tiny_config, "--summarize")
     assert "fold2" in summary.stdout and "mean ± std" in summary.stdout
     text = (work / "cv_summary.csv").read_text().splitlines()

@@ -13,6 +13,7 @@ LAYERS = [
     {"config", "device", "distributed"},
     {"data", "models", "losses"},
     {"train", "predict", "evaluate", "export"},
+    {"report"},  # a run's page reads the training logs, the evaluations and the label maps
     {"runs", "plan"},  # the planner times the training step as the loop takes it (precision, deep supervision)
     {"scripts", "api"},
 ]

@@ -43,6 +43,14 @@ def test_cross_validation_trains_predicts_and_resumes(tiny_config, brats_data):
     for fold in ("fold1", "fold2"):
         assert sorted(p.name for p in (work / fold / "predictions" / "test_postprocessed").iterdir()) == [
             "BraTS20_Validation_001.nii.gz", "BraTS20_Validation_002.nii.gz"]
+    # report.html in the run's folder (every fold's validation cases, worst first), each fold's and each evaluated
+    # prediction folder's; the test group, without references, is drawn for quality control in its fold's.
+    run_page = (work / "report.html").read_text(encoding="utf-8")
+    assert "Cross-validation folds" in run_page and "validation of 2 fold(s) (6 cases evaluated)" in run_page
+    assert run_page.count('<figure id="') == 6 and "https://" not in run_page
+    for fold in ("fold1", "fold2"):
+        assert "Predictions without reference: test (2 cases)" in (work / fold / "report.html").read_text()
+        assert "(3 cases evaluated)" in (work / fold / "predictions" / "validation" / "report.html").read_text()
 
     # A finished run trains nothing more; raising n_epochs continues each fold at epoch 3.
     before = (work / "fold1" / "training_log.csv").read_text()

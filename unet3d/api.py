@@ -13,6 +13,7 @@ from unet3d.device import choose_device
 from unet3d.errors import UserError
 from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs
 from unet3d.predict.inference import predict as predict_experiment
+from unet3d.report import evaluation_report
 from unet3d.runs import workflow
 from unet3d.distributed import Context
 
@@ -63,10 +64,14 @@ def predict(config, model_filename, output_dir, group=None, images=None, input_d
 
 
 def evaluate(prediction_dir, config=None, group=None, label_dir=None, labels=None, label_mode=None, label_names=None,
-             output_filename=None, hausdorff=True):
+             output_filename=None, hausdorff=True, report=True):
     """Score the label maps in ``prediction_dir`` against a config group's labels or a label folder, as
-    ``unet3d-evaluate`` does; returns ``(per_case, summary)`` DataFrames (also written as CSV)."""
+    ``unet3d-evaluate`` does; returns ``(per_case, summary)`` DataFrames (also written as CSV, with ``report.html``
+    beside them unless ``report`` is false)."""
     experiment = _experiment(config)[0] if config is not None else None
     references, scheme = evaluation_inputs(experiment, group, label_dir, labels, label_mode, label_names)
-    return evaluate_folder(prediction_dir, references, scheme, output_filename, hausdorff,
-                           experiment.input_files() if experiment else ())
+    per_case, summary = evaluate_folder(prediction_dir, references, scheme, output_filename, hausdorff,
+                                        experiment.input_files() if experiment else ())
+    if report:
+        evaluation_report(prediction_dir, output_filename, per_case, references, scheme, experiment, group)
+    return per_case, summary

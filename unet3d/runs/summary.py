@@ -4,13 +4,7 @@ import math
 
 import pandas as pd
 
-from unet3d.config.settings import column_mode
-
-
-def best_row(log, metric, mode):
-    """The row of ``log`` (a DataFrame) at the best value of ``metric``; the earliest on ties."""
-    values = log[metric]
-    return log.loc[values.idxmax() if mode == "max" else values.idxmin()]
+from unet3d.train.log import best_epoch
 
 
 def evaluation_means(path):
@@ -29,16 +23,13 @@ def summarize_folds(fold_dirs, settings):
     ``settings`` are the experiment's ``TrainingSettings``.
     Returns ``None`` when no fold has a training log yet.
     """
-    metric, mode = settings.metric_to_monitor, settings.monitor_mode
     rows = []
     for fold_dir in fold_dirs:
         path = fold_dir / "training_log.csv"
         if not path.is_file():
             continue
         log = pd.read_csv(path)
-        # A fold logged without the monitored column is ranked by its training loss, minimized.
-        column, rank = (metric, mode) if metric in log else ("loss", column_mode("loss"))
-        best = best_row(log, column, rank)
+        column, best = best_epoch(log, settings)
         row = {"fold": fold_dir.name, "epochs": int(log["epoch"].max()), "best_epoch": int(best["epoch"]),
                f"best_{column}": float(best[column])}
         row.update({c: float(best[c]) for c in log.columns if c.startswith("val_dice_")})

@@ -26,6 +26,7 @@ from unet3d.models.weights import load_matching_weights, trained_model
 from unet3d.predict.inference import predict_cases
 from unet3d.predict.postprocess import POSTPROCESSING_FILE
 from unet3d.predict.write import prediction_path
+from unet3d.report import ReportOptions, write_reports
 from unet3d.runs.folds import fold_configs, write_fold_configs, write_if_changed
 from unet3d.runs.lock import model_folder_lock
 from unet3d.runs.postprocessing import decide_postprocessing, format_decision, postprocess_fold_predictions
@@ -161,6 +162,7 @@ def train_experiment(experiment, work_dir, device, context=distributed.Context()
             write_if_changed(experiment.source, Path(work_dir) / EFFECTIVE_CONFIG)
         if not experiment.cross_validation:
             train_and_predict(experiment, work_dir, device, context, options)
+            write_run_reports(work_dir, context, device)
             return work_dir
         fold_filenames = write_fold_configs(experiment, work_dir, write=context.is_main)
         distributed.barrier(context)
@@ -173,7 +175,21 @@ def train_experiment(experiment, work_dir, device, context=distributed.Context()
                 train_and_predict(fold_experiment, Path(work_dir) / fold_filename.stem, device, context, options)
         if context.is_main:
             summarize_cross_validation(experiment, work_dir, require_all=True)
+        write_run_reports(Path(work_dir) / f"fold{fold}" if fold else work_dir, context, device)
     return work_dir
+
+
+def write_run_reports(folder, context, device):
+    """``report.html`` in ``folder`` and the work folders below it, by the main process. A report that cannot
+    be written is a warning, not a failure: the run's models, predictions and evaluations are on disk."""
+    if not context.is_main:
+        return
+    device = torch.device(device)
+    name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    try:
+        write_reports(folder, ReportOptions(device=name))
+    except (UserError, OSError) as error:
+        log.warning("report.html not written (%s); write it with: unet3d-report %s", error, folder)
 
 
 def locked(folder, context, wanted=True):

@@ -20,6 +20,8 @@ def build_parser():
     parser.add_argument("--output_filename", help="per-case CSV (default <prediction_dir>/evaluation.csv); "
                                                   "the summary goes beside it as <name>_summary.csv")
     parser.add_argument("--no_hausdorff", action="store_true", help="skip the 95%% Hausdorff distance (the slow part)")
+    parser.add_argument("--no_report", action="store_true",
+                        help="write no report.html beside the CSV (the per-case page with pictures of the worst cases)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
                         help="change one value of --config_filename, e.g. --set 'dataset.label_names=[\"a\", \"b\"]'")
     return parser
@@ -34,6 +36,7 @@ def _evaluate(args):
     from unet3d.config.experiment import load_experiment
     from unet3d.errors import UserError
     from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs, summary_table
+    from unet3d.report import evaluation_report
 
     if args.overrides and not args.config_filename:
         raise UserError("--set changes a config: give --config_filename")
@@ -43,10 +46,13 @@ def _evaluate(args):
     label_mode = "regions" if args.hierarchy else args.label_mode
     references, scheme = evaluation_inputs(experiment, args.group, args.label_dir, args.labels, label_mode,
                                            args.label_names)
-    _, summary = evaluate_folder(args.prediction_dir, references, scheme, args.output_filename,
-                                 hausdorff=not args.no_hausdorff,
-                                 protected=experiment.input_files() if experiment else ())
+    per_case, summary = evaluate_folder(args.prediction_dir, references, scheme, args.output_filename,
+                                        hausdorff=not args.no_hausdorff,
+                                        protected=experiment.input_files() if experiment else ())
     print(summary_table(summary))
+    if not args.no_report:
+        evaluation_report(args.prediction_dir, args.output_filename, per_case, references, scheme, experiment,
+                          args.group)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import csv
 import io
 
 from unet3d.atomic import write_text
+from unet3d.config.settings import column_mode
 
 
 class TrainingLog:
@@ -35,3 +36,12 @@ class TrainingLog:
         for path in (self.path, self.copy):
             if path is not None:
                 write_text(path, stream.getvalue())
+
+
+def best_epoch(log, settings):
+    """``(column, row)``: the row of ``log`` (a DataFrame) at the best value of ``settings.metric_to_monitor``, the
+    earliest on ties; a log without that column is ranked by its training loss, minimized."""
+    metric, mode = settings.metric_to_monitor, settings.monitor_mode
+    column, mode = (metric, mode) if metric in log else ("loss", column_mode("loss"))
+    values = log[column]
+    return column, log.loc[values.idxmax() if mode == "max" else values.idxmin()]
