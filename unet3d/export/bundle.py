@@ -262,8 +262,8 @@ def inference_config(experiment, prediction, window):
                         f"preprocessing only, not {experiment.dataset.component.name}'s; use --formats "
                         "torchscript onnx")
     return {
-        "imports": ["$import glob", "$import os", "$import numpy", "$from skimage.measure import label as component_labels",
-                    "$import torch", "$import monai"],
+        "imports": ["$import glob", "$import os", "$import numpy",
+                    "$from skimage.measure import label as component_labels", "$import torch", "$import monai"],
         "bundle_root": ".",
         "dataset_dir": "$@bundle_root + '/cases'",
         "output_dir": "$@bundle_root + '/predictions'",
@@ -278,9 +278,9 @@ def inference_config(experiment, prediction, window):
         # unet3d-predict's rule, components of under N voxels touching by a face, whatever scikit-image's version
         # (MONAI's RemoveSmallObjects removes "at most N" with scikit-image 0.26 and later, "under N" before).
         # ``mask &`` keeps the mask's metadata, which saving the label map needs.
-        "remove_small_objects": "$lambda mask: mask & (lambda labels: torch.as_tensor((numpy.bincount(labels.ravel()) >= "
-                                f"{max(prediction.min_component_size or 0, 1)})[labels] & (labels > 0)))("
-                                "component_labels(numpy.asarray(mask), connectivity=1))",
+        "remove_small_objects": "$lambda mask: mask & (lambda labels: torch.as_tensor((numpy.bincount("
+                                f"labels.ravel()) >= {max(prediction.min_component_size or 0, 1)})[labels] & "
+                                "(labels > 0)))(component_labels(numpy.asarray(mask), connectivity=1))",
         "postprocessing": {"_target_": f"{MONAI_TRANSFORMS}.Compose",
                            "transforms": postprocessing(experiment, prediction)},
         # One case: its logits, then the postprocessing, which writes the label map; returns the file written.
