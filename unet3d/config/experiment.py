@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from unet3d.config.labels import LabelScheme, label_scheme
@@ -92,6 +93,33 @@ def check_new_output(path, inputs, flag, suffix=None):
     if (suffix and path.suffix != suffix) or path.resolve() in {Path(p).resolve() for p in inputs}:
         expected = f"a new {suffix} file" if suffix else "a new file"
         raise UserError(f"{flag} {path}: expected {expected}, not one of the command's inputs")
+
+
+def require_writable(path, flag, folder=False, hint=""):
+    """Raise a UserError naming ``flag`` (and ending in ``hint``) when ``path`` (a file, or with ``folder`` a folder)
+    cannot be written: a file stands where a folder must, or the nearest existing folder refuses a new entry.
+
+    Checked before any work: the nearest existing folder gets an empty folder made and removed at once,
+    which finds what permissions alone do not (a read-only file system, a pseudo file system, root's access).
+    """
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; expected a file name{hint}")
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder{hint}")
+    reason = None
+    if not os.access(existing, os.W_OK | os.X_OK):
+        reason = "permission denied"
+    else:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".unet3d-write-check-", dir=existing))
+        except OSError as error:
+            reason = error.strerror or str(error)
+    if reason:
+        raise UserError(f"{flag} {path}: {existing} is not writable ({reason}){hint}")
 
 
 @dataclasses.dataclass(frozen=True)
