@@ -105,21 +105,19 @@ def require_writable(path, flag, folder=False, hint=""):
     path = Path(path)
     if not folder and path.is_dir():
         raise UserError(f"{flag} {path}: is a folder; expected a file name{hint}")
-    existing = path if folder else path.parent
+    existing, missing = path if folder else path.parent, None
     while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+        existing, missing = existing.parent, existing
     if not existing.is_dir():
-        raise UserError(f"{flag} {path}: {existing} is a file, not a folder{hint}")
-    reason = None
+        where = "" if existing == path else f"{existing} "
+        raise UserError(f"{flag} {path}: {where}is a file, not a folder{hint}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        reason = "permission denied"
-    else:
-        try:
-            os.rmdir(tempfile.mkdtemp(prefix=".unet3d-write-check-", dir=existing))
-        except OSError as error:
-            reason = error.strerror or str(error)
-    if reason:
-        raise UserError(f"{flag} {path}: {existing} is not writable ({reason}){hint}")
+        raise UserError(f"{flag} {path}: {existing} is not writable{hint}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".unet3d-write-check-", dir=existing))
+    except OSError as error:
+        what = f"cannot create {missing}" if missing else f"{existing} is not writable"
+        raise UserError(f"{flag} {path}: {what} ({error.strerror or error}){hint}") from None
 
 
 @dataclasses.dataclass(frozen=True)

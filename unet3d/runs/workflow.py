@@ -153,6 +153,8 @@ def train_experiment(experiment, work_dir, device, context=distributed.Context()
     """
     if fold is not None:
         require_cross_validation(experiment, "--fold")
+        if not 1 <= fold <= experiment.cross_validation.n_folds:
+            raise UserError(f"--fold {fold}: the config has folds 1 to {experiment.cross_validation.n_folds}")
     if options.log_copy and experiment.cross_validation and fold is None:
         raise UserError("--training_log_filename names one log: give --fold K with a cross-validation config")
     options = dataclasses.replace(options, cache_dir=options.cache_dir or default_cache_dir(experiment, work_dir))
@@ -166,8 +168,6 @@ def train_experiment(experiment, work_dir, device, context=distributed.Context()
             return work_dir
         fold_filenames = write_fold_configs(experiment, work_dir, write=context.is_main)
         distributed.barrier(context)
-        if fold is not None and not 1 <= fold <= len(fold_filenames):
-            raise UserError(f"--fold {fold}: the config has folds 1 to {len(fold_filenames)}")
         for fold_filename in [fold_filenames[fold - 1]] if fold else fold_filenames:
             log.info("fold %s", fold_filename.stem)
             fold_experiment = load_experiment(fold_filename, options.allow_unknown_keys)
