@@ -639,7 +639,7 @@ REACH = [
         "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth "
         "--images {case}_flair.nii.gz {case}_t1.nii.gz {case}_t1ce.nii.gz {case}_t2.nii.gz "
         "--output_dir {root}/data/train/BraTS20_Training_001 --ids BraTS20_Training_001_seg --overwrite",
-        ("would overwrite an input file",)),
+        ("would overwrite an input file",), early=("predicting",)),
     Bad("evaluate-over-a-label", fresh_predictions,
         "unet3d-evaluate --config_filename {config} --prediction_dir {root}/predicted --group training "
         "--output_filename {case}_seg.nii.gz --no_hausdorff",

@@ -50,6 +50,9 @@ def predict(experiment, model_patterns, output_dir, device, group=None, images=N
     rank, world_size = shard
     check_before_loading(experiment, save_probabilities, output_dir)
     case_list = select_cases(experiment, group, images, input_dir, ids)
+    # Outputs that exist or would replace an input stop the command before a model is loaded.
+    output_paths(case_list, output_dir, options.get("overwrite", False),
+                 (options.get("prediction") or experiment.prediction).output_format, experiment.input_files())
     models = [trained_model(experiment.model, filename, device) for filename in model_filenames(model_patterns)]
     log.info("predicting %d case(s) with %d model(s)%s", len(case_list), len(models),
              f" in {world_size} processes" if world_size > 1 else "")
