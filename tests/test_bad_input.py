@@ -558,7 +558,7 @@ def earlier_export(ws):
 EXPORT = [
     Bad("export-missing-weights", lambda ws: None,
         "unet3d-export --config_filename {config} --model_filename {root}/gone.pth --output_dir {root}/export",
-        ("gone.pth: model file not found",)),
+        ("gone.pth: model file not found",), early=("vs PyTorch",)),
     Bad("export-weights-of-another-architecture", lambda ws: random_weights(ws.root / "other.pth", {
         "name": "UNet", "spatial_dims": 3, "in_channels": 4, "out_channels": 3, "channels": [4, 8], "strides": [2]}),
         "unet3d-export --config_filename {config} --model_filename {root}/other.pth --output_dir {root}/export",

@@ -117,3 +117,15 @@ def test_evaluate_reads_a_config_as_predict_does(tiny_config, brats_data, tmp_pa
     text = capsys.readouterr().out
     assert "WT" in text and "1.0000" in text  # a prediction that is its reference scores Dice 1
     assert (tmp_path / "predicted" / "evaluation.csv").is_file()
+
+
+def test_mlflow_keeps_its_info_lines_off_the_console(tiny_config, tmp_path, capfd, monkeypatch):
+    from unet3d.config.experiment import load_experiment
+    from unet3d.train.trackers import MLflowTracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the SQLite store, whose tables are made now
+    tracker = MLflowTracker(load_experiment(tiny_config), tmp_path / "run", [], 1)
+    tracker.close("FINISHED")
+    assert (tmp_path / "run" / "mlflow.db").is_file()
+    console = capfd.readouterr().err
+    assert "INFO mlflow" not in console and "INFO  [alembic" not in console, console

@@ -129,7 +129,7 @@ def _train(args, argv):
     if ngpus > 1 and not context.enabled:
         # Mistakes surface here as one line, before torchrun starts the processes.
         check_process_devices(choose_device(device_name), ngpus)
-        workflow.check_experiment(experiment, work_dir)
+        workflow.check_experiment(experiment, work_dir, log_copy=args.training_log_filename)
         sys.exit(distributed.launch(ngpus, distributed.strip_flag(argv, "--ngpus"), "unet3d.scripts.train"))
     options = workflow.RunOptions(
         num_workers=nthreads, pin_memory=machine.get("pin_memory"), cache_dir=args.cache_dir, restart=args.restart,
