@@ -856,7 +856,8 @@ CHECK_FIRST = [
         early=("epoch",), leaves_no=("experiment/tiny/config.json",)),
     Bad("out-channels-of-another-count", lambda ws: ws.edit(lambda c: c["model"].update(out_channels=2)),
         "unet3d-train --config_filename {config} --device cpu",
-        ("'model.out_channels' is 2 but label_mode \"regions\" with 3 labels needs 3",), leaves_no=("experiment/tiny",)),
+        ("'model.out_channels' is 2 but label_mode \"regions\" with 3 labels needs 3",),
+        leaves_no=("experiment/tiny",)),
     Bad("predict-output-dir-is-a-file", weights_and_a_file,
         "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
         "--output_dir {root}/afile",

@@ -149,7 +149,7 @@ def read_machine_config(path):
             raise UserError(f"{path}: unknown machine config key '{key}'; expected {', '.join(MACHINE_KEYS)}")
         # n_gpus 0 is how 3DUnetCNN was told to run on the CPU.
         if type(value) is not kind or (kind is int and value < 0):
-            raise UserError(f"{path}: '{key}' must be {'true or false' if kind is bool else 'a whole number, 0 or more'}"
-                            f", got {json.dumps(value)}")
+            expected = "true or false" if kind is bool else "a whole number, 0 or more"
+            raise UserError(f"{path}: '{key}' must be {expected}, got {json.dumps(value)}")
         result[key] = value
     return result

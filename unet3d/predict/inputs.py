@@ -45,7 +45,7 @@ def select_cases(experiment, group=None, images=None, input_dir=None, ids=None):
         entries = [{**entry, "image": [str(Path(p).resolve()) for p in entry["image"]]} for entry in found]
         case_list = list(unique_cases([make_case(entry) for entry in entries],
                                       "the cases to predict (outputs are named by case id)"))
-        preflight(case_list, source="given with --images" if images is not None else f"found in --input_dir {input_dir}")
+        preflight(case_list, source="given with --images" if images is not None else "found in --input_dir")
     check_modalities(experiment, case_list)
     return case_list
 

@@ -80,7 +80,6 @@ def _train(args, argv):
     import os
 
     from unet3d.config.experiment import load_experiment
-    from unet3d.config.load import read_machine_config
     from unet3d.config.resolve import load_plugins
     from unet3d.config.settings import TRACKERS
     from unet3d.device import check_process_devices, choose_device
@@ -93,12 +92,7 @@ def _train(args, argv):
         if cli.given(args, flag) and not args.setup_crossval_only:
             raise UserError(f"{flag} only applies to the job array that --setup_crossval_only writes")
     load_plugins(args.plugin)
-    machine = read_machine_config(args.machine_config_filename) if args.machine_config_filename else {}
-    nthreads, ngpus = machine.get("n_workers", args.nthreads), machine.get("n_gpus", args.ngpus)
-    cli.require_at_least(("--nthreads", nthreads, 0), ("--n_examples", args.n_examples, 0),
-                         ("--batch_size", args.batch_size, 1))
-    ngpus, device_name = cli.processes_and_device(
-        ngpus, args.device, f"{args.machine_config_filename}: n_gpus" if "n_gpus" in machine else "--ngpus")
+    machine, nthreads, ngpus, device_name = _machine(args)
     overrides = list(args.overrides)
     if args.batch_size is not None:
         logging.getLogger("unet3d").warning("--batch_size %d overrides training.batch_size", args.batch_size)
@@ -136,6 +130,19 @@ def _train(args, argv):
         n_examples=args.n_examples or 0, log_copy=args.training_log_filename, allow_unknown_keys=args.allow_unknown_keys)
     with distributed.process_group(context, choose_device(device_name)) as device:
         workflow.train_experiment(experiment, work_dir, device, context, args.fold, options)
+
+
+def _machine(args):
+    """``(machine config, workers, processes, device name)``; 3DUnetCNN's machine config replaces --nthreads and
+    --ngpus, and its ``n_gpus: 0`` (as ``--ngpus 0``) is one process on the CPU."""
+    from unet3d.config.load import read_machine_config
+
+    machine = read_machine_config(args.machine_config_filename) if args.machine_config_filename else {}
+    nthreads = machine.get("n_workers", args.nthreads)
+    cli.require_at_least(("--nthreads", nthreads, 0), ("--n_examples", args.n_examples, 0),
+                         ("--batch_size", args.batch_size, 1))
+    flag = f"{args.machine_config_filename}: n_gpus" if "n_gpus" in machine else "--ngpus"
+    return (machine, nthreads, *cli.processes_and_device(machine.get("n_gpus", args.ngpus), args.device, flag))
 
 
 if __name__ == "__main__":
