@@ -168,6 +168,17 @@ def reference_files(experiment=None, group=None, label_dir=None):
     return group_label_files(experiment, group) if group is not None else label_files(label_dir)
 
 
+def evaluate_predictions(prediction_dir, experiment=None, group=None, label_dir=None, labels=None, label_mode=None,
+                         label_names=None, output_filename=None, hausdorff=True):
+    """``unet3d-evaluate``: find the references, check every folder and file named, then read and score; returns
+    ``evaluate_folder``'s ``(per_case, summary)``. No label map is read before the checks have passed."""
+    references = reference_files(experiment, group, label_dir)
+    protected = experiment.input_files() if experiment else ()
+    check_outputs(prediction_dir, references, output_filename, protected)
+    scheme = evaluation_scheme(references, experiment, labels, label_mode, label_names)
+    return evaluate_folder(prediction_dir, references, scheme, output_filename, hausdorff, protected)
+
+
 def evaluation_inputs(experiment=None, group=None, label_dir=None, labels=None, label_mode=None, label_names=None):
     """``(references, scheme)`` for ``evaluate_folder``: references from a config group or a label folder.
 

@@ -33,8 +33,7 @@ def _evaluate(args):
     from unet3d.config.experiment import load_experiment
     from unet3d.config.resolve import load_plugins
     from unet3d.errors import UserError
-    from unet3d.evaluate.evaluation import (check_outputs, evaluate_folder, evaluation_scheme, reference_files,
-                                            summary_table)
+    from unet3d.evaluate.evaluation import evaluate_predictions, summary_table
 
     if args.hierarchy and args.label_mode not in (None, "regions"):
         raise UserError(f"--hierarchy and --label_mode {args.label_mode} contradict each other; keep one")
@@ -45,13 +44,8 @@ def _evaluate(args):
     experiment = (load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
                   if args.config_filename else None)
     label_mode = "regions" if args.hierarchy else args.label_mode
-    # Every folder and file named is checked before any label map is read.
-    references = reference_files(experiment, args.group, args.label_dir)
-    protected = experiment.input_files() if experiment else ()
-    check_outputs(args.prediction_dir, references, args.output_filename, protected)
-    scheme = evaluation_scheme(references, experiment, args.labels, label_mode, args.label_names)
-    _, summary = evaluate_folder(args.prediction_dir, references, scheme, args.output_filename,
-                                 hausdorff=not args.no_hausdorff, protected=protected)
+    _, summary = evaluate_predictions(args.prediction_dir, experiment, args.group, args.label_dir, args.labels,
+                                      label_mode, args.label_names, args.output_filename, not args.no_hausdorff)
     print(summary_table(summary))
 
 
