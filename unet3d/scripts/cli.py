@@ -1,4 +1,4 @@
-"""What every unet3d command shares: logging, --debug, and user errors as one line."""
+"""What every unet3d command shares: logging, --debug, the flags of one vocabulary, and user errors as one line."""
 
 import argparse
 import logging
