@@ -126,7 +126,7 @@ class Bad:
 
     ``command`` is the whole command line, with placeholders: ``{root}`` (the workspace), ``{config}``
     (its config file) and ``{case}`` (the first case's files' common start: ``{case}_t1.nii.gz``).
-    ``early`` and ``leaves_no`` state that a command checks before it works: no log line of its
+    ``not_logged`` and ``leaves_no`` state that a command checks before it works: no log line of its
     first expensive step (the fingerprint, an epoch, "predicting"), no file of a run.
     """
 
@@ -136,7 +136,7 @@ class Bad:
     fragments: tuple
     script: bool = False
     monkeypatch: object = None
-    early: tuple = ()  # fragments of log lines of the expensive work that the mistake must stop before
+    not_logged: tuple = ()  # fragments no log line may hold: of the work a check must come before, or noise
     leaves_no: tuple = ()  # paths (relative to the workspace) that must not exist afterwards
 
 
@@ -558,7 +558,7 @@ def earlier_export(ws):
 EXPORT = [
     Bad("export-missing-weights", lambda ws: None,
         "unet3d-export --config_filename {config} --model_filename {root}/gone.pth --output_dir {root}/export",
-        ("gone.pth: model file not found",), early=("vs PyTorch",)),
+        ("gone.pth: model file not found",), not_logged=("vs PyTorch",)),
     Bad("export-weights-of-another-architecture", lambda ws: random_weights(ws.root / "other.pth", {
         "name": "UNet", "spatial_dims": 3, "in_channels": 4, "out_channels": 3, "channels": [4, 8], "strides": [2]}),
         "unet3d-export --config_filename {config} --model_filename {root}/other.pth --output_dir {root}/export",
@@ -639,7 +639,7 @@ REACH = [
         "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth "
         "--images {case}_flair.nii.gz {case}_t1.nii.gz {case}_t1ce.nii.gz {case}_t2.nii.gz "
         "--output_dir {root}/data/train/BraTS20_Training_001 --ids BraTS20_Training_001_seg --overwrite",
-        ("would overwrite an input file",), early=("predicting",)),
+        ("would overwrite an input file",), not_logged=("predicting",)),
     Bad("evaluate-over-a-label", fresh_predictions,
         "unet3d-evaluate --config_filename {config} --prediction_dir {root}/predicted --group training "
         "--output_filename {case}_seg.nii.gz --no_hausdorff",
@@ -785,6 +785,13 @@ PLAN = [
         ("--budget_minutes 0.2 is too short: preprocessing, 5 validated epochs and the predictions of 2 folds",)),
 ]
 
+def nrrd_scans(ws):
+    """Weights, and the first case's images as NRRD files ``scan_<name>.nrrd`` in the workspace."""
+    random_weights(ws.root / "model.pth")
+    for name in ("flair", "t1", "t1ce", "t2"):
+        convert_image(ws.file(name), ws.root / f"scan_{name}.nrrd")
+
+
 def weights_and_a_file(ws):
     random_weights(ws.root / "model.pth")
     (ws.root / "afile").write_text("x")
@@ -799,51 +806,52 @@ UNREACHABLE = "http://127.0.0.1:9"  # the discard port: refused at once
 CHECK_FIRST = [
     Bad("plan-output-in-no-folder", lambda ws: None,
         "unet3d-plan --input_dir {root}/data/train --output_filename /proc/nope/planned.json --device cpu",
-        (f"--output_filename {NOWHERE}/planned.json: ",), early=PLAN_WORK),
+        (f"--output_filename {NOWHERE}/planned.json: ",), not_logged=PLAN_WORK),
     Bad("plan-output-under-a-file", lambda ws: (ws.root / "afile").write_text("x"),
         "unet3d-plan --input_dir {root}/data/train --output_filename {root}/afile/planned.json --device cpu",
-        ("--output_filename", "afile is a file, not a folder"), early=PLAN_WORK),
+        ("--output_filename", "afile is a file, not a folder"), not_logged=PLAN_WORK),
     Bad("plan-missing-input", lambda ws: None,
         "unet3d-plan --input_dir {root}/gone --output_filename {root}/planned.json --device cpu",
-        ("--input_dir", "gone: not a folder"), early=PLAN_WORK),
+        ("--input_dir", "gone: not a folder"), not_logged=PLAN_WORK),
     Bad("plan-over-its-dataset-json", nnunet,
         "unet3d-plan --input_dir {root}/nn --output_filename {root}/nn/dataset.json --device cpu --overwrite",
-        ("--output_filename", "dataset.json: expected a new file, not one of the command's inputs"), early=PLAN_WORK),
+        ("--output_filename", "dataset.json: expected a new file, not one of the command's inputs"),
+        not_logged=PLAN_WORK),
     Bad("plan-nthreads-zero", lambda ws: None,
         "unet3d-plan --input_dir {root}/data/train --output_filename {root}/planned.json --device cpu --nthreads 0",
-        ("--nthreads must be 1 or more, got 0",), early=PLAN_WORK),
+        ("--nthreads must be 1 or more, got 0",), not_logged=PLAN_WORK),
     Bad("plan-workers-is-nthreads", lambda ws: None,
         "unet3d-plan --input_dir {root}/data/train --output_filename {root}/planned.json --device cpu --workers 0",
-        ("--nthreads must be 1 or more, got 0",), early=PLAN_WORK),
+        ("--nthreads must be 1 or more, got 0",), not_logged=PLAN_WORK),
     Bad("evaluate-missing-prediction-dir", lambda ws: None,
         "unet3d-evaluate --prediction_dir {root}/gone --label_dir {root}/data/train --no_hausdorff",
-        ("--prediction_dir", "gone: not a folder"), early=SCHEME_READ),
+        ("--prediction_dir", "gone: not a folder"), not_logged=SCHEME_READ),
     Bad("evaluate-output-in-no-folder", fresh_predictions,
         "unet3d-evaluate --prediction_dir {root}/predicted --label_dir {root}/data/train --no_hausdorff "
         "--output_filename /proc/nope/evaluation.csv",
-        (f"--output_filename {NOWHERE}/evaluation.csv: ",), early=SCHEME_READ),
+        (f"--output_filename {NOWHERE}/evaluation.csv: ",), not_logged=SCHEME_READ),
     Bad("evaluate-output-under-a-file", lambda ws: (fresh_predictions(ws), (ws.root / "afile").write_text("x")),
         "unet3d-evaluate --prediction_dir {root}/predicted --label_dir {root}/data/train --no_hausdorff "
         "--output_filename {root}/afile/evaluation.csv",
-        ("--output_filename", "afile is a file, not a folder"), early=SCHEME_READ),
+        ("--output_filename", "afile is a file, not a folder"), not_logged=SCHEME_READ),
     Bad("evaluate-set-without-config", fresh_predictions,
         "unet3d-evaluate --prediction_dir {root}/predicted --label_dir {root}/data/train --set dataset.labels=[1]",
-        ("--set changes how a config is read: give --config_filename",), early=SCHEME_READ),
+        ("--set changes how a config is read: give --config_filename",), not_logged=SCHEME_READ),
     Bad("train-check-log-copy-in-no-folder", lambda ws: None,
         "unet3d-train --config_filename {config} --device cpu --check --training_log_filename /proc/nope/log.csv",
         (f"--training_log_filename {NOWHERE}/log.csv: ",), leaves_no=("experiment/tiny",)),
     Bad("train-log-copy-in-no-folder", lambda ws: None,
         "unet3d-train --config_filename {config} --device cpu --fold 1 --training_log_filename /proc/nope/log.csv",
-        (f"--training_log_filename {NOWHERE}/log.csv: ",), early=("epoch",), leaves_no=("experiment/tiny",)),
+        (f"--training_log_filename {NOWHERE}/log.csv: ",), not_logged=("epoch",), leaves_no=("experiment/tiny",)),
     Bad("train-fold-out-of-range-writes-nothing", lambda ws: None,
         "unet3d-train --config_filename {config} --device cpu --fold 3",
         ("--fold 3: the config has folds 1 to 2",), leaves_no=("experiment/tiny",)),
     Bad("train-missing-input", lambda ws: ws.file("t2").unlink(),
         "unet3d-train --config_filename {config} --device cpu",
-        ("1 data file(s) named in the config do not exist",), early=("epoch",), leaves_no=("experiment/tiny",)),
+        ("1 data file(s) named in the config do not exist",), not_logged=("epoch",), leaves_no=("experiment/tiny",)),
     Bad("mlflow-server-unreachable", lambda ws: None,
         "unet3d-train --config_filename {config} --device cpu --trackers mlflow",
-        (f"MLFLOW_TRACKING_URI {UNREACHABLE}: the MLflow server does not answer",), early=("epoch",),
+        (f"MLFLOW_TRACKING_URI {UNREACHABLE}: the MLflow server does not answer",), not_logged=("epoch",),
         leaves_no=("experiment/tiny",), monkeypatch=lambda mp: mp.setenv("MLFLOW_TRACKING_URI", UNREACHABLE)),
     Bad("mlflow-folder-store", lambda ws: None,
         "unet3d-train --config_filename {config} --device cpu --trackers mlflow --check",
@@ -853,7 +861,7 @@ CHECK_FIRST = [
     Bad("in-channels-of-another-count", lambda ws: ws.edit(lambda c: c["model"].update(in_channels=3)),
         "unet3d-train --config_filename {config} --device cpu",
         ("case 'BraTS20_Training_001' has 4 image(s) but the model takes 3 (config key 'model.in_channels')",),
-        early=("epoch",), leaves_no=("experiment/tiny/config.json",)),
+        not_logged=("epoch",), leaves_no=("experiment/tiny/config.json",)),
     Bad("out-channels-of-another-count", lambda ws: ws.edit(lambda c: c["model"].update(out_channels=2)),
         "unet3d-train --config_filename {config} --device cpu",
         ("'model.out_channels' is 2 but label_mode \"regions\" with 3 labels needs 3",),
@@ -861,25 +869,31 @@ CHECK_FIRST = [
     Bad("predict-output-dir-is-a-file", weights_and_a_file,
         "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
         "--output_dir {root}/afile",
-        ("--output_dir", "afile: is a file, not a folder"), early=("predicting",)),
+        ("--output_dir", "afile: is a file, not a folder"), not_logged=("predicting",)),
     Bad("predict-output-directory-is-output-dir", weights_and_a_file,
         "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
         "--output_directory {root}/afile",
-        ("--output_dir", "afile: is a file, not a folder"), early=("predicting",)),
+        ("--output_dir", "afile: is a file, not a folder"), not_logged=("predicting",)),
     Bad("predict-output-in-no-folder", lambda ws: random_weights(ws.root / "model.pth"),
         "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
         "--output_dir /proc/nope/predictions",
-        (f"--output_dir {NOWHERE}/predictions: ",), early=("predicting",)),
+        (f"--output_dir {NOWHERE}/predictions: ",), not_logged=("predicting",)),
     Bad("predict-missing-images", lambda ws: random_weights(ws.root / "model.pth"),
         "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth "
         "--images {root}/a.nii.gz {root}/b.nii.gz {root}/c.nii.gz {root}/d.nii.gz --output_dir {root}/predictions",
-        ("4 data file(s) given with --images do not exist",), early=("predicting",)),
+        ("4 data file(s) given with --images do not exist",), not_logged=("predicting",)),
     Bad("export-output-in-no-folder", lambda ws: random_weights(ws.root / "model.pth"),
         "unet3d-export --config_filename {config} --model_filename {root}/model.pth --output_dir /proc/nope/export",
-        (f"--output_dir {NOWHERE}/export: ",), early=("vs PyTorch",)),
+        (f"--output_dir {NOWHERE}/export: ",), not_logged=("vs PyTorch",)),
     Bad("dicom-no-slices-without-itk-warnings", lambda ws: ws.swap("flair", "flair_dicom").mkdir(),
         "unet3d-train --config_filename {config} --device cpu --check",
         ("flair_dicom: no DICOM slices",), script=True),  # ITK's C++ warning would come first, past Python's capture
+    Bad("predict-nrrd-without-the-readers-refusals", nrrd_scans,
+        "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --images "
+        "{root}/scan_flair.nrrd {root}/scan_t1.nrrd {root}/scan_t1ce.nrrd {root}/scan_t2.nrrd "
+        "--output_dir {root}/experiment",
+        (": No space left on device",), monkeypatch=disk_error(errno.ENOSPC),
+        not_logged=("unable to load",)),  # MONAI's LoadImage trying nibabel first, at INFO, and a blank line
     Bad("dicom-itk-missing", lambda ws: ws.swap("flair", "flair_dicom").mkdir(),
         "unet3d-train --config_filename {config} --device cpu",
         ("flair_dicom: DICOM series need ITK, which is not installed",),
@@ -920,8 +934,8 @@ def test_bad_input_stops_with_one_line_and_changes_nothing(bad, workspace, capsy
         status, stderr = stop.value.code, capsys.readouterr().err
     lines = stderr.strip().splitlines()
     logged = stderr if bad.script else "\n".join(record.getMessage() for record in caplog.records)
-    for work in bad.early:
-        assert work not in logged, logged
+    for fragment in bad.not_logged:
+        assert fragment not in logged, logged
     for path in bad.leaves_no:
         assert not (workspace.root / path).exists(), path
     assert status == 2, stderr
