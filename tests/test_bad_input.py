@@ -14,6 +14,7 @@ import errno
 import gzip
 import hashlib
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -125,6 +126,8 @@ class Bad:
 
     ``command`` is the whole command line, with placeholders: ``{root}`` (the workspace), ``{config}``
     (its config file) and ``{case}`` (the first case's files' common start: ``{case}_t1.nii.gz``).
+    ``not_logged`` and ``leaves_no`` state that a command checks before it works: no log line of its
+    first expensive step (the fingerprint, an epoch, "predicting"), no file of a run.
     """
 
     name: str
@@ -134,6 +137,8 @@ class Bad:
     script: bool = False
     monkeypatch: object = None
     status: int = 2  # 1: an internal error, which says to rerun with --debug
+    not_logged: tuple = ()  # fragments no log line may hold: of the work a check must come before, or noise
+    leaves_no: tuple = ()  # paths (relative to the workspace) that must not exist afterwards
 
 
 def with_fold_dir(ws):
@@ -426,7 +431,7 @@ ENVIRONMENT = [
         ("notes.txt is a file, not a folder",)),
     Bad("output-is-a-file", lambda ws: (ws.root / "runs").mkdir() or (ws.root / "runs" / "tiny").write_text("x"),
         "unet3d-train --config_filename {config} --device cpu --output_dir {root}/runs",
-        ("runs/tiny is a file, not a folder",)),
+        ("runs/tiny: is a file, not a folder",)),
     Bad("output-unwritable", lambda ws: None,
         "unet3d-train --config_filename {config} --device cpu",
         ("is not writable",), monkeypatch=lambda mp: mp.setattr(os, "access", lambda path, mode, **kw: False)),
@@ -441,7 +446,7 @@ ENVIRONMENT = [
         ("cache/preflight/", "Disk quota exceeded (nothing was replaced"), monkeypatch=disk_error(errno.EDQUOT)),
     Bad("cache-is-a-file", lambda ws: (ws.root / "cache").write_text("x"),
         "unet3d-train --config_filename {config} --device cpu --cache_dir {root}/cache",
-        ("cache", "Not a directory")),
+        ("cache folder", "cache: is a file, not a folder (see --cache_dir)"), leaves_no=("experiment/tiny",)),
     Bad("tracker-not-installed", lambda ws: None,
         "unet3d-train --config_filename {config} --device cpu --trackers tensorboard",
         ('training.trackers: tensorboard needs the tensorboard package: pip install "unet3d-toolkit[tensorboard]"',),
@@ -495,9 +500,15 @@ CLI = [
     Bad("check-and-restart", lambda ws: None,
         "unet3d-train --config_filename {config} --device cpu --check --restart",
         ("--check and --restart cannot be used together",)),
-    Bad("ngpus-zero", lambda ws: None,
-        "unet3d-train --config_filename {config} --device cpu --ngpus 0",
-        ("--ngpus must be 1 or more, got 0",), script=True),
+    Bad("ngpus-zero-on-cuda", lambda ws: None,
+        "unet3d-train --config_filename {config} --device cuda --ngpus 0",
+        ("--ngpus 0 runs on the CPU but --device is cuda",), script=True),
+    Bad("ngpus-negative", lambda ws: None,
+        "unet3d-train --config_filename {config} --device cpu --ngpus -1",
+        ("--ngpus must be 0 or more, got -1",)),
+    Bad("machine-n-gpus-zero-on-cuda", lambda ws: (ws.root / "machine.json").write_text('{"n_gpus": 0}'),
+        "unet3d-train --config_filename {config} --device cuda --machine_config_filename {root}/machine.json",
+        ("machine.json: n_gpus 0 runs on the CPU but --device is cuda",)),
     Bad("negative-nthreads", lambda ws: None,
         "unet3d-train --config_filename {config} --device cpu --nthreads -1",
         ("--nthreads must be 0 or more",)),
@@ -532,10 +543,10 @@ CLI = [
         "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
         "--output_dir {root}/predictions --min_component_size -1",
         ("--min_component_size -1: must be an integer of at least 0",)),
-    Bad("predict-ngpus-zero", lambda ws: random_weights(ws.root / "model.pth"),
-        "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
+    Bad("predict-ngpus-zero-on-cuda", lambda ws: random_weights(ws.root / "model.pth"),
+        "unet3d-predict --config_filename {config} --device cuda --model_filename {root}/model.pth --group test "
         "--output_dir {root}/predictions --ngpus 0",
-        ("--ngpus must be 1 or more, got 0",)),
+        ("--ngpus 0 runs on the CPU but --device is cuda",)),
     Bad("predict-ngpus-missing-model", lambda ws: None,
         "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/gone.pth --group test "
         "--output_dir {root}/predictions --ngpus 2",
@@ -567,7 +578,7 @@ def earlier_export(ws):
 EXPORT = [
     Bad("export-missing-weights", lambda ws: None,
         "unet3d-export --config_filename {config} --model_filename {root}/gone.pth --output_dir {root}/export",
-        ("gone.pth: model file not found",)),
+        ("gone.pth: model file not found",), not_logged=("vs PyTorch",)),
     Bad("export-weights-of-another-architecture", lambda ws: random_weights(ws.root / "other.pth", {
         "name": "UNet", "spatial_dims": 3, "in_channels": 4, "out_channels": 3, "channels": [4, 8], "strides": [2]}),
         "unet3d-export --config_filename {config} --model_filename {root}/other.pth --output_dir {root}/export",
@@ -648,7 +659,7 @@ REACH = [
         "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth "
         "--images {case}_flair.nii.gz {case}_t1.nii.gz {case}_t1ce.nii.gz {case}_t2.nii.gz "
         "--output_dir {root}/data/train/BraTS20_Training_001 --ids BraTS20_Training_001_seg --overwrite",
-        ("would overwrite an input file",)),
+        ("would overwrite an input file",), not_logged=("predicting",)),
     Bad("evaluate-over-a-label", fresh_predictions,
         "unet3d-evaluate --config_filename {config} --prediction_dir {root}/predicted --group training "
         "--output_filename {case}_seg.nii.gz --no_hausdorff",
@@ -665,9 +676,6 @@ REACH = [
 
 # Configs that --check passed but that stopped mid-run or trained on NaN.
 DRY_RUN = [
-    Bad("in-channels-of-another-count", lambda ws: ws.edit(lambda c: c["model"].update(in_channels=3)),
-        "unet3d-train --config_filename {config} --device cpu",
-        ("model: DynUNet", "(1, 4, ")),
     Bad("model-of-2d", lambda ws: ws.edit(lambda c: c["model"].update(
         spatial_dims=2, strides=[[1, 1], [2, 2], [2, 2]], kernel_size=[[3, 3]] * 3, upsample_kernel_size=[[2, 2]] * 2)),
         "unet3d-train --config_filename {config} --device cpu",
@@ -848,8 +856,123 @@ LAST_RESORT = [
         monkeypatch=mlflow_out_of_reach),
 ]
 
+def nrrd_scans(ws):
+    """Weights, and the first case's images as NRRD files ``scan_<name>.nrrd`` in the workspace."""
+    random_weights(ws.root / "model.pth")
+    for name in ("flair", "t1", "t1ce", "t2"):
+        convert_image(ws.file(name), ws.root / f"scan_{name}.nrrd")
+
+
+def weights_and_a_file(ws):
+    random_weights(ws.root / "model.pth")
+    (ws.root / "afile").write_text("x")
+
+
+NOWHERE = "/proc/nope"  # a folder no one can make
+PLAN_WORK = ("reading them", "fingerprint")
+SCHEME_READ = ("read from the reference label maps",)
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: refused at once
+
+# Each command checks every path, flag and tracker before its first expensive step, and says what the user named.
+CHECK_FIRST = [
+    Bad("plan-output-in-no-folder", lambda ws: None,
+        "unet3d-plan --input_dir {root}/data/train --output_filename /proc/nope/planned.json --device cpu",
+        (f"--output_filename {NOWHERE}/planned.json: ",), not_logged=PLAN_WORK),
+    Bad("plan-output-under-a-file", lambda ws: (ws.root / "afile").write_text("x"),
+        "unet3d-plan --input_dir {root}/data/train --output_filename {root}/afile/planned.json --device cpu",
+        ("--output_filename", "afile is a file, not a folder"), not_logged=PLAN_WORK),
+    Bad("plan-missing-input", lambda ws: None,
+        "unet3d-plan --input_dir {root}/gone --output_filename {root}/planned.json --device cpu",
+        ("--input_dir", "gone: not a folder"), not_logged=PLAN_WORK),
+    Bad("plan-over-its-dataset-json", nnunet,
+        "unet3d-plan --input_dir {root}/nn --output_filename {root}/nn/dataset.json --device cpu --overwrite",
+        ("--output_filename", "dataset.json: expected a new file, not one of the command's inputs"),
+        not_logged=PLAN_WORK),
+    Bad("plan-nthreads-zero", lambda ws: None,
+        "unet3d-plan --input_dir {root}/data/train --output_filename {root}/planned.json --device cpu --nthreads 0",
+        ("--nthreads must be 1 or more, got 0",), not_logged=PLAN_WORK),
+    Bad("plan-workers-is-nthreads", lambda ws: None,
+        "unet3d-plan --input_dir {root}/data/train --output_filename {root}/planned.json --device cpu --workers 0",
+        ("--nthreads must be 1 or more, got 0",), not_logged=PLAN_WORK),
+    Bad("evaluate-missing-prediction-dir", lambda ws: None,
+        "unet3d-evaluate --prediction_dir {root}/gone --label_dir {root}/data/train --no_hausdorff",
+        ("--prediction_dir", "gone: not a folder"), not_logged=SCHEME_READ),
+    Bad("evaluate-output-in-no-folder", fresh_predictions,
+        "unet3d-evaluate --prediction_dir {root}/predicted --label_dir {root}/data/train --no_hausdorff "
+        "--output_filename /proc/nope/evaluation.csv",
+        (f"--output_filename {NOWHERE}/evaluation.csv: ",), not_logged=SCHEME_READ),
+    Bad("evaluate-output-under-a-file", lambda ws: (fresh_predictions(ws), (ws.root / "afile").write_text("x")),
+        "unet3d-evaluate --prediction_dir {root}/predicted --label_dir {root}/data/train --no_hausdorff "
+        "--output_filename {root}/afile/evaluation.csv",
+        ("--output_filename", "afile is a file, not a folder"), not_logged=SCHEME_READ),
+    Bad("evaluate-set-without-config", fresh_predictions,
+        "unet3d-evaluate --prediction_dir {root}/predicted --label_dir {root}/data/train --set dataset.labels=[1]",
+        ("--set changes how a config is read: give --config_filename",), not_logged=SCHEME_READ),
+    Bad("train-check-log-copy-in-no-folder", lambda ws: None,
+        "unet3d-train --config_filename {config} --device cpu --check --training_log_filename /proc/nope/log.csv",
+        (f"--training_log_filename {NOWHERE}/log.csv: ",), leaves_no=("experiment/tiny",)),
+    Bad("train-log-copy-in-no-folder", lambda ws: None,
+        "unet3d-train --config_filename {config} --device cpu --fold 1 --training_log_filename /proc/nope/log.csv",
+        (f"--training_log_filename {NOWHERE}/log.csv: ",), not_logged=("epoch",), leaves_no=("experiment/tiny",)),
+    Bad("train-fold-out-of-range-writes-nothing", lambda ws: None,
+        "unet3d-train --config_filename {config} --device cpu --fold 3",
+        ("--fold 3: the config has folds 1 to 2",), leaves_no=("experiment/tiny",)),
+    Bad("train-missing-input", lambda ws: ws.file("t2").unlink(),
+        "unet3d-train --config_filename {config} --device cpu",
+        ("1 data file(s) named in the config do not exist",), not_logged=("epoch",), leaves_no=("experiment/tiny",)),
+    Bad("mlflow-server-unreachable", lambda ws: None,
+        "unet3d-train --config_filename {config} --device cpu --trackers mlflow",
+        (f"MLFLOW_TRACKING_URI {UNREACHABLE}: the MLflow server does not answer",), not_logged=("epoch",),
+        leaves_no=("experiment/tiny",), monkeypatch=lambda mp: mp.setenv("MLFLOW_TRACKING_URI", UNREACHABLE)),
+    Bad("mlflow-folder-store", lambda ws: None,
+        "unet3d-train --config_filename {config} --device cpu --trackers mlflow --check",
+        ("MLFLOW_TRACKING_URI file:///", "MLFLOW_ALLOW_FILE_STORE=true"), leaves_no=("experiment/tiny",),
+        monkeypatch=lambda mp: (mp.setenv("MLFLOW_TRACKING_URI", "file:///tmp/unet3d-test-mlruns"),
+                                mp.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False))),
+    Bad("in-channels-of-another-count", lambda ws: ws.edit(lambda c: c["model"].update(in_channels=3)),
+        "unet3d-train --config_filename {config} --device cpu",
+        ("case 'BraTS20_Training_001' has 4 image(s) but the model takes 3 (config key 'model.in_channels')",),
+        not_logged=("epoch",), leaves_no=("experiment/tiny/config.json",)),
+    Bad("out-channels-of-another-count", lambda ws: ws.edit(lambda c: c["model"].update(out_channels=2)),
+        "unet3d-train --config_filename {config} --device cpu",
+        ("'model.out_channels' is 2 but label_mode \"regions\" with 3 labels needs 3",),
+        leaves_no=("experiment/tiny",)),
+    Bad("predict-output-dir-is-a-file", weights_and_a_file,
+        "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
+        "--output_dir {root}/afile",
+        ("--output_dir", "afile: is a file, not a folder"), not_logged=("predicting",)),
+    Bad("predict-output-directory-is-output-dir", weights_and_a_file,
+        "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
+        "--output_directory {root}/afile",
+        ("--output_dir", "afile: is a file, not a folder"), not_logged=("predicting",)),
+    Bad("predict-output-in-no-folder", lambda ws: random_weights(ws.root / "model.pth"),
+        "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --group test "
+        "--output_dir /proc/nope/predictions",
+        (f"--output_dir {NOWHERE}/predictions: ",), not_logged=("predicting",)),
+    Bad("predict-missing-images", lambda ws: random_weights(ws.root / "model.pth"),
+        "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth "
+        "--images {root}/a.nii.gz {root}/b.nii.gz {root}/c.nii.gz {root}/d.nii.gz --output_dir {root}/predictions",
+        ("4 data file(s) given with --images do not exist",), not_logged=("predicting",)),
+    Bad("export-output-in-no-folder", lambda ws: random_weights(ws.root / "model.pth"),
+        "unet3d-export --config_filename {config} --model_filename {root}/model.pth --output_dir /proc/nope/export",
+        (f"--output_dir {NOWHERE}/export: ",), not_logged=("vs PyTorch",)),
+    Bad("dicom-no-slices-without-itk-warnings", lambda ws: ws.swap("flair", "flair_dicom").mkdir(),
+        "unet3d-train --config_filename {config} --device cpu --check",
+        ("flair_dicom: no DICOM slices",), script=True),  # ITK's C++ warning would come first, past Python's capture
+    Bad("predict-nrrd-without-the-readers-refusals", nrrd_scans,
+        "unet3d-predict --config_filename {config} --device cpu --model_filename {root}/model.pth --images "
+        "{root}/scan_flair.nrrd {root}/scan_t1.nrrd {root}/scan_t1ce.nrrd {root}/scan_t2.nrrd "
+        "--output_dir {root}/experiment",
+        (": No space left on device",), monkeypatch=disk_error(errno.ENOSPC),
+        not_logged=("unable to load",)),  # MONAI's LoadImage trying nibabel first, at INFO, and a blank line
+    Bad("dicom-itk-missing", lambda ws: ws.swap("flair", "flair_dicom").mkdir(),
+        "unet3d-train --config_filename {config} --device cpu",
+        ("flair_dicom: DICOM series need ITK, which is not installed",),
+        monkeypatch=lambda mp: mp.setitem(sys.modules, "itk", None)),
+]
+
 CORPUS = (CONFIG + DATA + ENVIRONMENT + CHECKPOINTS + CLI + REACH + DRY_RUN + VALUES + EXPORT + PLAN
-          + LAST_RESORT)
+          + LAST_RESORT + CHECK_FIRST)
 MAINS = {"unet3d-train": train_main, "unet3d-predict": predict_main, "unet3d-evaluate": evaluate_main,
          "unet3d-export": export_main, "unet3d-plan": plan_main}
 
@@ -866,7 +989,8 @@ def test_the_corpus_is_large_and_named_uniquely():
 
 
 @pytest.mark.parametrize("bad", CORPUS, ids=lambda bad: bad.name)
-def test_bad_input_stops_with_one_line_and_changes_nothing(bad, workspace, capsys, monkeypatch):
+def test_bad_input_stops_with_one_line_and_changes_nothing(bad, workspace, capsys, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
     bad.spoil(workspace)
     before = checksums(workspace.root)
     prog, args = command_line(bad, workspace)
@@ -881,6 +1005,11 @@ def test_bad_input_stops_with_one_line_and_changes_nothing(bad, workspace, capsy
         monkeypatch.undo()
         status, stderr = stop.value.code, capsys.readouterr().err
     lines = stderr.strip().splitlines()
+    logged = stderr if bad.script else "\n".join(record.getMessage() for record in caplog.records)
+    for fragment in bad.not_logged:
+        assert fragment not in logged, logged
+    for path in bad.leaves_no:
+        assert not (workspace.root / path).exists(), path
     assert status == bad.status, stderr
     assert "Traceback" not in stderr
     assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), stderr

@@ -11,7 +11,7 @@ from unet3d.config.experiment import experiment_from_dict, load_experiment
 from unet3d.config.overrides import apply_overrides
 from unet3d.device import choose_device
 from unet3d.errors import UserError
-from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs
+from unet3d.evaluate.evaluation import evaluate_predictions
 from unet3d.predict.inference import predict as predict_experiment
 from unet3d.report import evaluation_report
 from unet3d.runs import workflow
@@ -69,9 +69,8 @@ def evaluate(prediction_dir, config=None, group=None, label_dir=None, labels=Non
     ``unet3d-evaluate`` does; returns ``(per_case, summary)`` DataFrames (also written as CSV, with ``report.html``
     beside them unless ``report`` is false)."""
     experiment = _experiment(config)[0] if config is not None else None
-    references, scheme = evaluation_inputs(experiment, group, label_dir, labels, label_mode, label_names)
-    per_case, summary = evaluate_folder(prediction_dir, references, scheme, output_filename, hausdorff,
-                                        experiment.input_files() if experiment else ())
+    per_case, summary, references, scheme = evaluate_predictions(
+        prediction_dir, experiment, group, label_dir, labels, label_mode, label_names, output_filename, hausdorff)
     if report:
         evaluation_report(prediction_dir, output_filename, per_case, references, scheme, experiment, group)
     return per_case, summary

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from unet3d.config.labels import LabelScheme, label_scheme
@@ -92,6 +93,31 @@ def check_new_output(path, inputs, flag, suffix=None):
     if (suffix and path.suffix != suffix) or path.resolve() in {Path(p).resolve() for p in inputs}:
         expected = f"a new {suffix} file" if suffix else "a new file"
         raise UserError(f"{flag} {path}: expected {expected}, not one of the command's inputs")
+
+
+def require_writable(path, flag, folder=False, hint=""):
+    """Raise a UserError naming ``flag`` (and ending in ``hint``) when ``path`` (a file, or with ``folder`` a folder)
+    cannot be written: a file stands where a folder must, or the nearest existing folder refuses a new entry.
+
+    Checked before any work: the nearest existing folder gets an empty folder made and removed at once,
+    which finds what permissions alone do not (a read-only file system, a pseudo file system, root's access).
+    """
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; expected a file name{hint}")
+    existing, missing = path if folder else path.parent, None
+    while not existing.exists() and existing != existing.parent:
+        existing, missing = existing.parent, existing
+    if not existing.is_dir():
+        where = "" if existing == path else f"{existing} "
+        raise UserError(f"{flag} {path}: {where}is a file, not a folder{hint}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {existing} is not writable{hint}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".unet3d-write-check-", dir=existing))
+    except OSError as error:
+        what = f"cannot create {missing}" if missing else f"{existing} is not writable"
+        raise UserError(f"{flag} {path}: {what} ({error.strerror or error}){hint}") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -163,8 +163,9 @@ def read_machine_config(path):
         kind = MACHINE_KEYS.get(key)
         if kind is None:
             raise UserError(f"{path}: unknown machine config key '{key}'; expected {', '.join(MACHINE_KEYS)}")
-        if type(value) is not kind or (kind is int and value < (1 if key == "n_gpus" else 0)):
-            raise UserError(f"{path}: '{key}' must be {'true or false' if kind is bool else 'a whole number'} "
-                            f"({'at least 1' if key == 'n_gpus' else '0 or more'} for numbers), got {json.dumps(value)}")
+        # n_gpus 0 is how 3DUnetCNN was told to run on the CPU.
+        if type(value) is not kind or (kind is int and value < 0):
+            expected = "true or false" if kind is bool else "a whole number, 0 or more"
+            raise UserError(f"{path}: '{key}' must be {expected}, got {json.dumps(value)}")
         result[key] = value
     return result

@@ -10,6 +10,7 @@ direction exactly, not as recomputed from an affine.
 """
 
 import dataclasses
+import logging
 import os
 import re
 import warnings
@@ -65,6 +66,11 @@ def image_files(path):
 def output_suffix(input_path, output_format=None):
     """The suffix of a prediction of ``input_path``: ``output_format``'s, else the input format's."""
     return OUTPUT_SUFFIXES[output_format or OUTPUT_FORMAT_OF_INPUT[image_format(input_path)]]
+
+
+# LoadImage tries its readers in turn and logs each refusal at INFO ("NibabelReader: unable to load x.nrrd" and a
+# blank line) before the next reader reads the file; a file no reader reads is still an error.
+logging.getLogger("LoadImage").setLevel(logging.WARNING)
 
 
 def readers():
@@ -235,7 +241,10 @@ def _itk(path, fmt):
     try:
         import itk
     except ImportError:
-        raise UserError(f"{path}: {NAMES[fmt]} images need ITK, which is not installed: {install_hint('formats')}") from None
+        what = "DICOM series" if fmt == "dicom" else f"{NAMES[fmt]} images"
+        raise UserError(f"{path}: {what} need ITK, which is not installed: {install_hint('formats')}") from None
+    # ITK's C++ warnings ("No Series were found") go straight to the console, ahead of unet3d's own line.
+    itk.ProcessObject.SetGlobalWarningDisplay(False)
     return itk
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas
 
 from unet3d.atomic import write_csv
-from unet3d.config.experiment import check_new_output
+from unet3d.config.experiment import check_new_output, require_writable
 from unet3d.config.labels import LabelScheme, label_scheme
 from unet3d.config.settings import LabelSettings
 from unet3d.data.brats import label_file
@@ -132,6 +132,22 @@ def summary_filename(output_filename):
     return output_filename.with_name(f"{output_filename.stem}_summary{output_filename.suffix or '.csv'}")
 
 
+def check_outputs(prediction_dir, references, output_filename=None, protected=()):
+    """Raise when ``prediction_dir`` is not a folder or the CSVs cannot be written where asked (one of the label
+    maps or of ``protected``, a folder that cannot be made or written); returns ``(predictions by case id, output
+    filename)``. Nothing is read but folder listings."""
+    prediction_dir = Path(prediction_dir)
+    if not prediction_dir.is_dir():
+        raise UserError(f"--prediction_dir {prediction_dir}: not a folder")
+    output_filename = Path(output_filename or prediction_dir / "evaluation.csv")
+    predictions = image_files_in(prediction_dir)
+    inputs = [*predictions.values(), *references.values(), *protected]
+    for path in (output_filename, summary_filename(output_filename)):
+        check_new_output(path, inputs, "--output_filename", ".csv")
+    require_writable(output_filename, "--output_filename")
+    return predictions, output_filename
+
+
 def evaluate_folder(prediction_dir, references, scheme, output_filename=None, hausdorff=True, protected=()):
     """Evaluate ``prediction_dir`` against ``references`` (``{case id: label path}``) per region of ``scheme``
     (a ``LabelScheme``); writes both CSVs, returns ``(per_case, summary)``.
@@ -140,19 +156,35 @@ def evaluate_folder(prediction_dir, references, scheme, output_filename=None, ha
     and the summary beside it as ``<name>_summary.csv``; neither may be one of the label maps or of ``protected``
     (the config's files).
     """
-    prediction_dir = Path(prediction_dir)
-    if not prediction_dir.is_dir():
-        raise UserError(f"--prediction_dir {prediction_dir}: not a folder")
-    output_filename = Path(output_filename or prediction_dir / "evaluation.csv")
-    predictions = image_files_in(prediction_dir)
-    check_new_output(output_filename, [*predictions.values(), *references.values(), *protected], "--output_filename",
-                     ".csv")
+    predictions, output_filename = check_outputs(prediction_dir, references, output_filename, protected)
     per_case = evaluate_files(predictions, references, scheme, hausdorff)
     summary = summarize(per_case)
     write_csv(per_case, output_filename)
     write_csv(summary, summary_filename(output_filename))
     log.info("wrote %s and %s", output_filename, summary_filename(output_filename))
     return per_case, summary
+
+
+def reference_files(experiment=None, group=None, label_dir=None):
+    """``{case id: label path}`` from a config group or a label folder (listed, not read)."""
+    if (group is None) == (label_dir is None):
+        raise UserError("give the references with either --config_filename and --group, or --label_dir")
+    if group is not None and experiment is None:
+        raise UserError("--group needs --config_filename")
+    return group_label_files(experiment, group) if group is not None else label_files(label_dir)
+
+
+def evaluate_predictions(prediction_dir, experiment=None, group=None, label_dir=None, labels=None, label_mode=None,
+                         label_names=None, output_filename=None, hausdorff=True):
+    """``unet3d-evaluate``: find the references, check every folder and file named, then read and score; returns
+    ``(per_case, summary, references, scheme)``: ``evaluate_folder``'s tables, the ``{case id: label path}`` and
+    the ``LabelScheme`` scored with. No label map is read before the checks have passed."""
+    references = reference_files(experiment, group, label_dir)
+    protected = experiment.input_files() if experiment else ()
+    check_outputs(prediction_dir, references, output_filename, protected)
+    scheme = evaluation_scheme(references, experiment, labels, label_mode, label_names)
+    return (*evaluate_folder(prediction_dir, references, scheme, output_filename, hausdorff, protected), references,
+            scheme)
 
 
 def evaluation_inputs(experiment=None, group=None, label_dir=None, labels=None, label_mode=None, label_names=None):
@@ -162,20 +194,22 @@ def evaluation_inputs(experiment=None, group=None, label_dir=None, labels=None, 
     and ``label_names``) when given, else the config's, else every value present in the
     references, each its own label (and a log line says so).
     """
-    if (group is None) == (label_dir is None):
-        raise UserError("give the references with either --config_filename and --group, or --label_dir")
-    if group is not None and experiment is None:
-        raise UserError("--group needs --config_filename")
-    references = group_label_files(experiment, group) if group is not None else label_files(label_dir)
+    references = reference_files(experiment, group, label_dir)
+    return references, evaluation_scheme(references, experiment, labels, label_mode, label_names)
+
+
+def evaluation_scheme(references, experiment=None, labels=None, label_mode=None, label_names=None):
+    """The ``LabelScheme`` to score by: ``labels`` (with ``label_mode`` and ``label_names``), else the config's,
+    else every value in the ``references`` (which are then read)."""
     if labels:
-        return references, label_scheme(LabelSettings.from_flags(labels, label_mode, label_names))
+        return label_scheme(LabelSettings.from_flags(labels, label_mode, label_names))
     if label_mode or label_names:
         raise UserError("--label_mode and --label_names go with --labels")
     if experiment is not None and experiment.labels.values:
-        return references, experiment.labels
+        return experiment.labels
     values = sorted(set().union(*(np.unique(read_label_map(path)[0]).tolist() for path in references.values())) - {0})
     if not values:
         raise UserError("the reference label maps hold no label but 0; give the label values with --labels")
     log.info("label values %s read from the reference label maps, each scored on its own; give --labels "
              "(and --label_mode regions for nested regions such as BraTS's) to choose", ", ".join(map(str, values)))
-    return references, LabelScheme(tuple(values), "labels")
+    return LabelScheme(tuple(values), "labels")

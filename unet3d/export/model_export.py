@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from unet3d.atomic import atomic_path
+from unet3d.config.experiment import require_writable
 from unet3d.config.load import write_json
 from unet3d.errors import UserError
 from unet3d.export.bundle import inference_config, metadata
@@ -52,6 +53,7 @@ def check_output_dir(output_dir, files, overwrite):
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"{output_dir}: --output_dir is a file; expected a folder (it is made if missing)")
+    require_writable(output_dir, "--output_dir", folder=True)
     existing = [name for name in files if (output_dir / name).exists()]
     if existing and not overwrite:
         raise UserError(f"{output_dir / existing[0]}: exists ({len(existing)} of the export's files do); pass "

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from unet3d.atomic import write_text
-from unet3d.config.experiment import experiment_from_dict
+from unet3d.config.experiment import check_new_output, experiment_from_dict, require_writable
 from unet3d.config.load import write_json
 from unet3d.device import choose_device
 from unet3d.errors import UserError
@@ -66,7 +66,7 @@ def plan_dataset(input_dir, output_filename, device="auto", gpu_memory_gb=None, 
     if step_seconds is not None and configurations == "all":
         raise UserError("--step_seconds replays one configuration's plan: give --configurations 3d or 2d with it")
     if workers is not None and workers < 1:
-        raise UserError(f"--workers must be 1 or more, got {workers}")
+        raise UserError(f"--nthreads must be 1 or more, got {workers}")
     if Path(output_filename).suffix != ".json":
         raise UserError(f"--output_filename {output_filename}: expected a .json file name")
     configurations_of(configurations, [1, 1, 1])  # an unknown name stops before the data is read
@@ -76,8 +76,12 @@ def plan_dataset(input_dir, output_filename, device="auto", gpu_memory_gb=None, 
     existing = [str(path) for path in (*written, fingerprint_path) if path.exists()]
     if existing and not overwrite:
         raise UserError(f"{existing[0]} exists; give --overwrite to replace it, or another --output_filename")
+    require_writable(fingerprint_path, "--output_filename")
     target = plan_target(device, gpu_memory_gb, budget_minutes)
     layout = read_layout(input_dir)
+    inputs = [path for case in layout.cases + layout.test_cases for path in [*case["image"], case.get("label")] if path]
+    for path in (*written, fingerprint_path):  # with --overwrite too: no plan replaces the data it read
+        check_new_output(path, [*inputs, Path(input_dir) / "dataset.json"], "--output_filename")
     log.info("%s: %d labelled and %d test cases (%s layout); reading them", input_dir, len(layout.cases),
              len(layout.test_cases), layout.kind)
     fingerprint = dataset_fingerprint(layout, workers)

@@ -8,6 +8,7 @@ import torch
 from monai.data import MetaTensor, decollate_batch
 from monai.transforms import Invertd
 
+from unet3d.config.experiment import require_writable
 from unet3d.config.load import write_json
 from unet3d.data.dataset import build_dataset
 from unet3d.data.loaders import batches, make_loader
@@ -51,8 +52,11 @@ def predict(experiment, model_patterns, output_dir, device, group=None, images=N
     other ``options`` are those of ``predict_cases``.
     """
     rank, world_size = shard
-    check_before_loading(experiment, save_probabilities)
+    check_before_loading(experiment, save_probabilities, output_dir)
     case_list = select_cases(experiment, group, images, input_dir, ids)
+    # Outputs that exist or would replace an input stop the command before a model is loaded.
+    output_paths(case_list, output_dir, options.get("overwrite", False),
+                 (options.get("prediction") or experiment.prediction).output_format, experiment.input_files())
     model_files = model_filenames(model_patterns)
     if not save_probabilities:
         options["postprocessing"] = cross_validation_steps(postprocessing, model_files, experiment.labels,
@@ -79,7 +83,7 @@ def own_clean_up(prediction, options):
 def check_outputs(experiment, model_patterns, output_dir, group=None, images=None, input_dir=None, ids=None,
                   save_probabilities=False, overwrite=False, postprocessing=None):
     """Raise a UserError for what would stop ``predict`` on any case (before processes are started to share them)."""
-    check_before_loading(experiment, save_probabilities)
+    check_before_loading(experiment, save_probabilities, output_dir)
     if postprocessing not in (None, AUTO) and not save_probabilities:
         read_postprocessing(postprocessing, experiment.labels)
     for filename in model_filenames(model_patterns):  # missing files and weights of another model, as one line
@@ -87,10 +91,13 @@ def check_outputs(experiment, model_patterns, output_dir, group=None, images=Non
     output_paths(select_cases(experiment, group, images, input_dir, ids), output_dir, overwrite)
 
 
-def check_before_loading(experiment, save_probabilities):
-    """Raise on what cannot work before any model or image is loaded."""
+def check_before_loading(experiment, save_probabilities, output_dir=None):
+    """Raise on what cannot work before any model or image is loaded (``output_dir``: a folder that cannot be made
+    or written)."""
     if not save_probabilities:
         experiment.labels.require("they are needed to write label maps")
+    if output_dir is not None:
+        require_writable(output_dir, "--output_dir", folder=True)
 
 
 def predict_cases(experiment, models, case_list, output_dir, device, prediction=None, save_probabilities=False,

@@ -5,8 +5,7 @@ from pathlib import Path
 
 from unet3d.config.experiment import make_case, unique_cases
 from unet3d.data.brats import brats_cases
-from unet3d.data.files import preflight
-from unet3d.data.formats import image_channels
+from unet3d.data.files import check_channels, preflight
 from unet3d.errors import UserError
 
 GLOB_CHARACTERS = set("*?[")
@@ -46,16 +45,11 @@ def select_cases(experiment, group=None, images=None, input_dir=None, ids=None):
         entries = [{**entry, "image": [str(Path(p).resolve()) for p in entry["image"]]} for entry in found]
         case_list = list(unique_cases([make_case(entry) for entry in entries],
                                       "the cases to predict (outputs are named by case id)"))
-        preflight(case_list)
+        preflight(case_list, source="given with --images" if images is not None else "found in --input_dir")
     check_modalities(experiment, case_list)
     return case_list
 
 
 def check_modalities(experiment, case_list):
     """Raise when a case has a different number of channels (images, or a 4D image's volumes) than the model takes."""
-    expected = experiment.in_channels
-    for case in case_list:
-        channels = image_channels(case.images)
-        if expected is not None and channels != expected:
-            raise UserError(f"case '{case.id}' has {channels} image(s) but the model takes "
-                            f"{expected} (config key 'model.in_channels'); give one file per modality, in training order")
+    check_channels(case_list, experiment.in_channels, "; give one file per modality, in training order")

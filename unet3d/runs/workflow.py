@@ -6,7 +6,6 @@ other group with the best weights and evaluates the groups that have labels.
 
 import dataclasses
 import logging
-import os
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -14,11 +13,11 @@ import torch
 
 from unet3d import distributed
 from unet3d.atomic import write_csv
-from unet3d.config.experiment import check_new_output, load_experiment
+from unet3d.config.experiment import check_new_output, load_experiment, require_writable
 from unet3d.config.load import config_folder
 from unet3d.config.schema import SECTIONS, resolved
 from unet3d.data.dataset import build_dataset
-from unet3d.data.files import preflight
+from unet3d.data.files import check_channels, preflight
 from unet3d.errors import UserError
 from unet3d.evaluate.evaluation import evaluate_folder, group_label_files
 from unet3d.models.inferer import Inferer
@@ -93,18 +92,31 @@ def build_components(experiment):
         fold_configs(experiment)
 
 
-def check_experiment(experiment, work_dir, cache_dir=None, device=torch.device("cpu")):
-    """Build every component, check the output folder, the trackers' packages and every case's files, then run
-    one step of every component and check that a step at the real size fits on ``device`` (``dry_run``), before
-    any work.
+def check_experiment(experiment, work_dir, cache_dir=None, device=torch.device("cpu"), log_copy=None):
+    """Build every component, check the output folders (and the log copy's path), the trackers (their packages,
+    a server's answer) and every case's files and channels, then run one step of every component and check that a
+    step at the real size fits on ``device`` (``dry_run``), before any work.
 
     Cases that pass the value checks are remembered under ``cache_dir`` (None: not remembered).
     """
     build_components(experiment)
     check_output_folder(work_dir)
+    if cache_dir is not None:
+        require_writable(cache_dir, "cache folder", folder=True, hint=" (see --cache_dir)")
+    if log_copy:
+        check_log_copy(experiment, log_copy)
     require_trackers(experiment.training.trackers, work_dir)
-    preflight([case for group in experiment.groups.values() for case in group], experiment.labels.values, cache_dir)
+    cases = [case for group in experiment.groups.values() for case in group]
+    preflight(cases, experiment.labels.values, cache_dir)
+    check_channels(cases, experiment.in_channels, "; give the model one input channel per image")
     dry_run(experiment, device)
+
+
+def check_log_copy(experiment, log_copy):
+    """Raise when the log copy (``--training_log_filename``) is one of the config's files, not a .csv, or in a folder
+    that cannot be made or written."""
+    check_new_output(log_copy, experiment.input_files(), "--training_log_filename", ".csv")
+    require_writable(log_copy, "--training_log_filename")
 
 
 def resolved_settings(experiment):
@@ -114,13 +126,7 @@ def resolved_settings(experiment):
 
 def check_output_folder(work_dir):
     """Raise when ``work_dir`` cannot be created or written, before any work is done."""
-    existing = Path(work_dir)
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"output folder {work_dir}: {existing} is a file, not a folder (see --output_dir)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"output folder {work_dir}: {existing} is not writable (see --output_dir)")
+    require_writable(work_dir, "output folder", folder=True, hint=" (see --output_dir)")
 
 
 def require_cross_validation(experiment, flag):
@@ -150,12 +156,12 @@ def train_experiment(experiment, work_dir, device, context=distributed.Context()
     """
     if fold is not None:
         require_cross_validation(experiment, "--fold")
+        if not 1 <= fold <= experiment.cross_validation.n_folds:
+            raise UserError(f"--fold {fold}: the config has folds 1 to {experiment.cross_validation.n_folds}")
     if options.log_copy and experiment.cross_validation and fold is None:
         raise UserError("--training_log_filename names one log: give --fold K with a cross-validation config")
-    if options.log_copy:
-        check_new_output(options.log_copy, experiment.input_files(), "--training_log_filename", ".csv")
     options = dataclasses.replace(options, cache_dir=options.cache_dir or default_cache_dir(experiment, work_dir))
-    check_experiment(experiment, work_dir, options.cache_dir, device)
+    check_experiment(experiment, work_dir, options.cache_dir, device, options.log_copy)
     # Jobs of single folds (--fold K) may share the parent folder: they write the same fold configs.
     with locked(work_dir, context, fold is None):
         if context.is_main and fold is None:
@@ -166,8 +172,6 @@ def train_experiment(experiment, work_dir, device, context=distributed.Context()
             return work_dir
         fold_filenames = write_fold_configs(experiment, work_dir, write=context.is_main)
         distributed.barrier(context)
-        if fold is not None and not 1 <= fold <= len(fold_filenames):
-            raise UserError(f"--fold {fold}: the config has folds 1 to {len(fold_filenames)}")
         for fold_filename in [fold_filenames[fold - 1]] if fold else fold_filenames:
             log.info("fold %s", fold_filename.stem)
             fold_experiment = load_experiment(fold_filename, options.allow_unknown_keys)

@@ -1,4 +1,4 @@
-"""What every unet3d command shares: logging, --debug, and every error as one line."""
+"""What every unet3d command shares: logging, --debug, the flags of one vocabulary, and every error as one line."""
 
 import argparse
 import logging
@@ -41,17 +41,50 @@ def version_text(prog):
             f"Python {platform.python_version()}; tested with {tested})")
 
 
-def add_config_flags(arg_parser):
-    """``--set``, ``--plugin`` and ``--allow_unknown_keys``, shared by the commands that read a config."""
+def add_config_flags(arg_parser, example):
+    """``--set``, ``--plugin`` and ``--allow_unknown_keys``, shared by the commands that read a config; ``example``
+    is a ``--set`` value that fits the command (``prediction.overlap=0.75`` for unet3d-predict)."""
     arg_parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
-                            help="change one config value, e.g. --set training.n_epochs=40 or --set "
-                                 "'loss={\"name\": \"DiceLoss\", \"sigmoid\": true}' (a JSON value; null removes the "
+                            help=f"change one config value, e.g. --set {example} (a JSON value; null removes the "
                                  "key); repeat for several")
     arg_parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                             help="import MODULE (on PYTHONPATH) first; the models, losses, transforms, ... it "
                                  "defines can then be named in the config. Repeat for several")
     arg_parser.add_argument("--allow_unknown_keys", action="store_true",
                             help="warn about config keys the schema does not know instead of stopping")
+
+
+def add_nthreads_flag(arg_parser, help, default=0):
+    """``--nthreads``, the worker processes that read the cases, in every command that reads them;
+    ``--workers`` is taken too (an older spelling of unet3d-plan's), not shown."""
+    arg_parser.add_argument("--nthreads", type=int, default=default, help=help)
+    arg_parser.add_argument("--workers", type=int, dest="nthreads", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_output_dir_flag(arg_parser, help, required=False):
+    """``--output_dir``, the folder a command writes; ``--output_directory`` is taken too (an older spelling), not
+    shown."""
+    # A required group of the two: either spelling satisfies it, and its message names the shown one.
+    group = arg_parser.add_mutually_exclusive_group(required=True) if required else arg_parser
+    group.add_argument("--output_dir", help=help)
+    group.add_argument("--output_directory", dest="output_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_device_flag(arg_parser, help="auto (default: CUDA when available), cpu, cuda, cuda:1, ..."):
+    """``--device``, the torch device a command computes on."""
+    arg_parser.add_argument("--device", default="auto", help=help)
+
+
+def processes_and_device(ngpus, device, flag="--ngpus"):
+    """``(processes, device name)`` of ``--ngpus`` and ``--device``: 0 GPUs is one process on the CPU, as
+    3DUnetCNN's ``n_gpus: 0`` meant."""
+    if ngpus is not None and ngpus < 0:
+        raise UserError(f"{flag} must be 0 or more, got {ngpus}")
+    if ngpus != 0:
+        return ngpus, device
+    if device not in (None, "auto", "cpu"):
+        raise UserError(f"{flag} 0 runs on the CPU but --device is {device}; drop one of them")
+    return 1, "cpu"
 
 
 def require_at_least(*checks):

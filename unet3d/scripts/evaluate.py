@@ -22,8 +22,7 @@ def build_parser():
     parser.add_argument("--no_hausdorff", action="store_true", help="skip the 95%% Hausdorff distance (the slow part)")
     parser.add_argument("--no_report", action="store_true",
                         help="write no report.html beside the CSV (the per-case page with pictures of the worst cases)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
-                        help="change one value of --config_filename, e.g. --set 'dataset.label_names=[\"a\", \"b\"]'")
+    cli.add_config_flags(parser, example="'dataset.label_names=[\"a\", \"b\"]'")
     return parser
 
 
@@ -34,21 +33,23 @@ def main(argv=None):
 
 def _evaluate(args):
     from unet3d.config.experiment import load_experiment
+    from unet3d.config.resolve import load_plugins
     from unet3d.errors import UserError
-    from unet3d.evaluate.evaluation import evaluate_folder, evaluation_inputs, summary_table
+    from unet3d.evaluate.evaluation import evaluate_predictions, summary_table
     from unet3d.report import evaluation_report
 
-    if args.overrides and not args.config_filename:
-        raise UserError("--set changes a config: give --config_filename")
-    experiment = load_experiment(args.config_filename, overrides=args.overrides) if args.config_filename else None
     if args.hierarchy and args.label_mode not in (None, "regions"):
         raise UserError(f"--hierarchy and --label_mode {args.label_mode} contradict each other; keep one")
+    if (args.overrides or args.allow_unknown_keys) and not args.config_filename:
+        flag = "--set" if args.overrides else "--allow_unknown_keys"
+        raise UserError(f"{flag} changes how a config is read: give --config_filename")
+    load_plugins(args.plugin)
+    experiment = (load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
+                  if args.config_filename else None)
     label_mode = "regions" if args.hierarchy else args.label_mode
-    references, scheme = evaluation_inputs(experiment, args.group, args.label_dir, args.labels, label_mode,
-                                           args.label_names)
-    per_case, summary = evaluate_folder(args.prediction_dir, references, scheme, args.output_filename,
-                                        hausdorff=not args.no_hausdorff,
-                                        protected=experiment.input_files() if experiment else ())
+    per_case, summary, references, scheme = evaluate_predictions(
+        args.prediction_dir, experiment, args.group, args.label_dir, args.labels, label_mode, args.label_names,
+        args.output_filename, not args.no_hausdorff)
     print(summary_table(summary))
     if not args.no_report:
         evaluation_report(args.prediction_dir, args.output_filename, per_case, references, scheme, experiment,

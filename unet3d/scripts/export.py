@@ -12,12 +12,12 @@ def build_parser():
     parser = cli.parser("unet3d-export", __doc__.split(": ", 1)[1])
     parser.add_argument("--config_filename", required=True, help="the JSON config the model was trained with")
     parser.add_argument("--model_filename", required=True, help="the weights to export (model_best.pth, ...)")
-    parser.add_argument("--output_dir", required=True,
-                        help="folder for model.ts, model.onnx, bundle/ and manifest.json (made if missing)")
+    cli.add_output_dir_flag(parser, "folder for model.ts, model.onnx, bundle/ and manifest.json (made if missing)",
+                            required=True)
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS),
                         help="what to write (default: all); the manifest is always written")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export")
-    cli.add_config_flags(parser)
+    cli.add_config_flags(parser, example="'prediction.window=[96, 96, 96]'")
     return parser
 
 

@@ -10,9 +10,8 @@ def build_parser():
                         help="an nnU-Net raw dataset, a Decathlon task, BraTS case folders, or images/ and labels/")
     parser.add_argument("--output_filename", required=True,
                         help="the config to write; <name>_plan.md and <name>_fingerprint.json go beside it")
-    parser.add_argument("--device", default="auto",
-                        help="the device training will use: auto (default), cpu or cuda; cuda plans for a GPU even on "
-                             "a machine without one (its speed from the speed table)")
+    cli.add_device_flag(parser, help="the device training will use: auto (default), cpu or cuda; cuda plans for a "
+                                     "GPU even on a machine without one (its speed from the speed table)")
     parser.add_argument("--gpu_memory_gb", type=float,
                         help="memory a training step may use (default: 85%% of the GPU's, 8 where no GPU is here; on "
                              "CPU, half the RAM)")
@@ -21,7 +20,7 @@ def build_parser():
                              "_plan.json's cost.step_seconds) or plans for a machine measured elsewhere")
     parser.add_argument("--budget_minutes", type=float, default=60.0,
                         help="minutes for the whole unet3d-train run: every fold and the predictions after (default 60)")
-    parser.add_argument("--workers", type=int, help="processes that read the cases (default: one per core)")
+    cli.add_nthreads_flag(parser, "processes that read the cases (default: one per core)", default=None)
     parser.add_argument("--configurations", default="3d", choices=("3d", "2d", "all"),
                         help="3d (default); 2d: a network one slice deep, for thick slices; all: both where the slices "
                              "are thick (<name>_3d.json and <name>_2d.json), to train each and choose with "
@@ -39,7 +38,7 @@ def _plan(args):
     from unet3d.plan.run import plan_dataset
 
     plan_dataset(args.input_dir, args.output_filename, device=args.device, gpu_memory_gb=args.gpu_memory_gb,
-                 budget_minutes=args.budget_minutes, workers=args.workers, overwrite=args.overwrite,
+                 budget_minutes=args.budget_minutes, workers=args.nthreads, overwrite=args.overwrite,
                  step_seconds=args.step_seconds, configurations=args.configurations)
 
 

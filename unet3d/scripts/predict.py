@@ -26,9 +26,8 @@ def build_parser():
                              "the predictions can be evaluated against a config group); default: the files' common prefix")
     source.add_argument("--input_dir", help="a folder of BraTS cases: <id>/<id>_{flair,t1,t1ce,t2}.nii.gz (or .nrrd, "
                                             ".mha, .mhd, .nhdr, or a folder holding a DICOM series)")
-    parser.add_argument("--output_dir", "--output_directory", required=True, dest="output_dir",
-                        help="folder for one <case id>.nii.gz per case, or .nrrd, .mha for such inputs "
-                             "(--output_directory: the older spelling)")
+    cli.add_output_dir_flag(parser, "folder for one <case id>.nii.gz per case, or .nrrd, .mha for such inputs",
+                            required=True)
     parser.add_argument("--output_format", help="nifti, nrrd or mha: the format of every prediction (default: config "
                                                 "'prediction.output_format', else the input's; NIfTI for DICOM)")
     parser.add_argument("--activation", help="sigmoid, softmax or none (default: config 'prediction.activation', "
@@ -56,12 +55,13 @@ def build_parser():
                         help="windows per forward pass; lower it when memory runs out (default: config or 4)")
     parser.add_argument("--no_amp", action="store_true", help="no float16 autocast on CUDA (never used on CPU)")
     parser.add_argument("--overwrite", action="store_true", help="replace predictions that already exist")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes")
+    cli.add_device_flag(parser)
+    cli.add_nthreads_flag(parser, "data loader worker processes (default 0: load in the main process)")
     parser.add_argument("--ngpus", type=int, default=1,
-                        help="processes sharing the cases, one per GPU (with --device cpu: CPU processes); the "
-                             "outputs are those of one process. Under torchrun: its processes (RANK, WORLD_SIZE)")
-    cli.add_config_flags(parser)
+                        help="processes sharing the cases, one per GPU (with --device cpu: CPU processes; 0: one "
+                             "process on the CPU, as in 3DUnetCNN); the outputs are those of one process. Under "
+                             "torchrun: its processes (RANK, WORLD_SIZE)")
+    cli.add_config_flags(parser, example="prediction.overlap=0.75")
     return parser
 
 
@@ -79,7 +79,8 @@ def _predict(args, argv):
     from unet3d.predict.inference import check_outputs, predict
     from unet3d import distributed
 
-    cli.require_at_least(("--nthreads", args.nthreads, 0), ("--ngpus", args.ngpus, 1))
+    cli.require_at_least(("--nthreads", args.nthreads, 0))
+    ngpus, device_name = cli.processes_and_device(args.ngpus, args.device)
     load_plugins(args.plugin)
     if args.selection and _predict_selection(args):
         return
@@ -90,13 +91,13 @@ def _predict(args, argv):
     cases = dict(group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids)
     postprocessing = _postprocessing(args)
     context = distributed.from_environment()
-    if args.ngpus > 1 and not context.enabled:
+    if ngpus > 1 and not context.enabled:
         # Mistakes surface here as one line, before torchrun starts the processes.
-        check_process_devices(choose_device(args.device), args.ngpus)
+        check_process_devices(choose_device(device_name), ngpus)
         check_outputs(experiment, args.model_filename, args.output_dir, save_probabilities=args.save_probabilities,
                       overwrite=args.overwrite, postprocessing=postprocessing, **cases)
-        sys.exit(distributed.launch(args.ngpus, distributed.strip_flag(argv, "--ngpus"), "unet3d.scripts.predict"))
-    with distributed.process_group(context, choose_device(args.device)) as device:
+        sys.exit(distributed.launch(ngpus, distributed.strip_flag(argv, "--ngpus"), "unet3d.scripts.predict"))
+    with distributed.process_group(context, choose_device(device_name)) as device:
         predict(experiment, args.model_filename, args.output_dir, device, prediction=prediction,
                 save_probabilities=args.save_probabilities, keep_largest=args.keep_largest, tta=args.tta,
                 amp=not args.no_amp, overwrite=args.overwrite, num_workers=args.nthreads,

@@ -39,7 +39,7 @@ def build_parser():
                            "selection.md and selection.csv")
     parser.add_argument("--output_filename", help="with --select_best: the selection to write (default: "
                                                   "selection.json in --output_dir, else the first config's folder)")
-    parser.add_argument("--output_dir", help="where to write <config name>/ (default: the config's folder)")
+    cli.add_output_dir_flag(parser, "where to write <config name>/ (default: the config's folder)")
     parser.add_argument("--setup_crossval_only", action="store_true",
                         help="write the fold<k>.json configs and stop, to train each fold as its own job")
     parser.add_argument("--restart", action="store_true",
@@ -49,7 +49,8 @@ def build_parser():
                         help="write and print cv_summary.csv from the folds trained so far, and stop")
     parser.add_argument("--check", action="store_true",
                         help="check the config and its data, print the resolved settings (defaults filled in) and stop")
-    cli.add_config_flags(parser)
+    cli.add_config_flags(parser, example="training.n_epochs=40 or --set 'loss={\"name\": \"DiceLoss\", \"sigmoid\": "
+                                         "true}'")
     slurm = parser.add_argument_group("SLURM job array written by --setup_crossval_only (submit_folds.sh)")
     slurm.add_argument("--slurm_account", help="#SBATCH --account")
     slurm.add_argument("--slurm_time", help="#SBATCH --time, e.g. 2-00:00:00")
@@ -57,8 +58,8 @@ def build_parser():
     slurm.add_argument("--slurm_gpus", type=int, help="#SBATCH --gres=gpu:N")
     slurm.add_argument("--slurm_cpus", type=int, help="#SBATCH --cpus-per-task")
     slurm.add_argument("--slurm_template", help="file whose lines (#SBATCH directives, module loads) go into the script")
-    parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes (default 0: load in the main process)")
+    cli.add_device_flag(parser)
+    cli.add_nthreads_flag(parser, "data loader worker processes (default 0: load in the main process)")
     parser.add_argument("--cache_dir", help="folder for preprocessed cases, shared by folds and reruns "
                         "(default: <output_dir>/<config name>/cache for a cross-validation config, else <output_dir>/cache)")
     parser.add_argument("--trackers", nargs="*", metavar="NAME",
@@ -66,7 +67,7 @@ def build_parser():
                              "none after the flag: no tracker)")
     parser.add_argument("--ngpus", type=int, default=1,
                         help="train one model data-parallel in N processes on this node (torchrun; one per GPU, "
-                             "or Gloo processes with --device cpu)")
+                             "or Gloo processes with --device cpu; 0: one process on the CPU, as in 3DUnetCNN)")
     original = parser.add_argument_group("3DUnetCNN's flags")
     original.add_argument("--pretrained_model_filename",
                           help="start a fresh run from these weights: parameters whose names and shapes match are "
@@ -94,7 +95,6 @@ def _train(args, argv):
     import os
 
     from unet3d.config.experiment import load_experiment
-    from unet3d.config.load import read_machine_config
     from unet3d.config.resolve import load_plugins
     from unet3d.config.settings import TRACKERS
     from unet3d.device import check_process_devices, choose_device
@@ -104,10 +104,7 @@ def _train(args, argv):
 
     _check_flags(args)
     load_plugins(args.plugin)
-    machine = read_machine_config(args.machine_config_filename) if args.machine_config_filename else {}
-    nthreads, ngpus = machine.get("n_workers", args.nthreads), machine.get("n_gpus", args.ngpus)
-    cli.require_at_least(("--nthreads", nthreads, 0), ("--ngpus", ngpus, 1), ("--n_examples", args.n_examples, 0),
-                         ("--batch_size", args.batch_size, 1))
+    machine, nthreads, ngpus, device_name = _machine(args)
     overrides = list(args.overrides)
     if args.batch_size is not None:
         logging.getLogger("unet3d").warning("--batch_size %d overrides training.batch_size", args.batch_size)
@@ -131,19 +128,19 @@ def _train(args, argv):
         return
     if args.check:
         workflow.check_experiment(experiment, work_dir, args.cache_dir or workflow.default_cache_dir(experiment, work_dir),
-                                  choose_device(args.device))
+                                  choose_device(device_name), args.training_log_filename)
         print(json.dumps(workflow.resolved_settings(experiment), indent=2, default=str))
         return
     context = distributed.from_environment()
     if ngpus > 1 and not context.enabled:
         # Mistakes surface here as one line, before torchrun starts the processes.
-        check_process_devices(choose_device(args.device), ngpus)
-        workflow.check_experiment(experiment, work_dir)
+        check_process_devices(choose_device(device_name), ngpus)
+        workflow.check_experiment(experiment, work_dir, log_copy=args.training_log_filename)
         sys.exit(distributed.launch(ngpus, distributed.strip_flag(argv, "--ngpus"), "unet3d.scripts.train"))
     options = workflow.RunOptions(
         num_workers=nthreads, pin_memory=machine.get("pin_memory"), cache_dir=args.cache_dir, restart=args.restart,
         n_examples=args.n_examples or 0, log_copy=args.training_log_filename, allow_unknown_keys=args.allow_unknown_keys)
-    with distributed.process_group(context, choose_device(args.device)) as device:
+    with distributed.process_group(context, choose_device(device_name)) as device:
         workflow.train_experiment(experiment, work_dir, device, context, args.fold, options)
 
 
@@ -170,6 +167,19 @@ def _select(args):
     if args.overrides:
         raise UserError("--select_best reads the configs as they were trained; --set does not apply")
     select_best(args.select_best, args.output_filename, args.output_dir, choose_device(args.device), args.nthreads)
+
+
+def _machine(args):
+    """``(machine config, workers, processes, device name)``; 3DUnetCNN's machine config replaces --nthreads and
+    --ngpus, and its ``n_gpus: 0`` (as ``--ngpus 0``) is one process on the CPU."""
+    from unet3d.config.load import read_machine_config
+
+    machine = read_machine_config(args.machine_config_filename) if args.machine_config_filename else {}
+    nthreads = machine.get("n_workers", args.nthreads)
+    cli.require_at_least(("--nthreads", nthreads, 0), ("--n_examples", args.n_examples, 0),
+                         ("--batch_size", args.batch_size, 1))
+    flag = f"{args.machine_config_filename}: n_gpus" if "n_gpus" in machine else "--ngpus"
+    return (machine, nthreads, *cli.processes_and_device(machine.get("n_gpus", args.ngpus), args.device, flag))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import logging
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -29,10 +31,13 @@ COLOURS = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.3, 0.5, 1.0], [1.0,
 BATCH = 1000  # MLflow takes at most 1000 metrics and 100 params per request, and values of 6000 characters
 PARAM_BATCH = 100
 PARAM_LENGTH = 6000
+HEALTH_TIMEOUT = 4  # seconds an MLflow server has to answer the pre-flight check
+GATEWAY_ERRORS = (502, 503, 504)  # a proxy's answer for a server behind it that does not answer
 
 
 def require_trackers(names, work_dir):
-    """Raise a UserError naming the pip command when a tracker in ``names`` is not installed (pre-flight)."""
+    """Raise a UserError when a tracker in ``names`` is not installed (naming the pip command) or cannot be reached
+    (naming ``MLFLOW_TRACKING_URI``): pre-flight, in seconds, before MLflow's client retries for minutes."""
     for name in names or ():
         modules = ["tensorboard"] if name == "tensorboard" else ["mlflow"]
         if name == "mlflow" and is_database(tracking_uri(work_dir)):
@@ -42,6 +47,37 @@ def require_trackers(names, work_dir):
                 importlib.import_module(module)
             except ImportError:
                 raise UserError(f"training.trackers: {name} needs the {module} package: {install_hint(name)}") from None
+        if name == "mlflow":
+            require_mlflow_store(tracking_uri(work_dir))
+
+
+def require_mlflow_store(uri, timeout=HEALTH_TIMEOUT):
+    """Raise a UserError naming ``MLFLOW_TRACKING_URI`` when its server does not answer its health check within
+    ``timeout`` seconds, or when it names a folder store, which MLflow refuses unless ``MLFLOW_ALLOW_FILE_STORE``."""
+    scheme = uri.split("://")[0].lower() if "://" in uri else ""
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+                return
+        except urllib.error.HTTPError as error:  # a server that answers, if not to this path (a login), is there
+            if error.code not in GATEWAY_ERRORS:
+                return
+            reason = f"HTTP {error.code} {error.reason}"
+        except (OSError, ValueError) as error:  # refused, unknown host, timed out, a malformed URL
+            reason = getattr(error, "reason", None) or error
+        raise UserError(f"MLFLOW_TRACKING_URI {uri}: the MLflow server does not answer ({reason}); start it "
+                        "(mlflow server), or unset MLFLOW_TRACKING_URI to log to mlflow.db beside the run")
+    elif scheme in ("", "file") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+        raise UserError(f"MLFLOW_TRACKING_URI {uri}: MLflow no longer writes folder stores (unless "
+                        "MLFLOW_ALLOW_FILE_STORE=true); use a database such as sqlite:///<folder>/mlflow.db, or unset "
+                        "MLFLOW_TRACKING_URI to log to mlflow.db beside the run")
+
+
+def quiet_mlflow():
+    """MLflow's, Alembic's and SQLAlchemy's INFO lines (database migrations, run links) off the console; warnings
+    stay. MLflow sets up its logger as it is imported, so this follows the import."""
+    for name in ("mlflow", "alembic", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def store_folder(work_dir):
@@ -234,6 +270,7 @@ class MLflowTracker:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
+        quiet_mlflow()
         self.uri = uri = tracking_uri(work_dir)
         self.client = MlflowClient(uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or store_folder(work_dir).name
