@@ -832,13 +832,6 @@ def disk_full_in_torch_save(mp):
     mp.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 2**40, 0))
 
 
-def mlflow_out_of_reach(mp):
-    """MLflow's server is at a port nothing listens on; its client tries once."""
-    mp.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    mp.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-
-
 LAST_RESORT = [
     Bad("deeply-nested-kwarg", lambda ws: ws.edit(lambda c: c["model"].update(deep=nested(700))),
         "unet3d-train --config_filename {config} --device cpu",
@@ -850,10 +843,6 @@ LAST_RESORT = [
     Bad("disk-full-in-torch-save", lambda ws: ws.edit(lambda c: c["training"].update(n_epochs=1)),
         "unet3d-train --config_filename {config} --device cpu",
         (".pth: No space left on device (nothing was replaced",), monkeypatch=disk_full_in_torch_save),
-    Bad("mlflow-out-of-reach", lambda ws: ws.edit(lambda c: c["training"].update(n_epochs=1)),
-        "unet3d-train --config_filename {config} --device cpu --trackers mlflow",
-        ("training.trackers: mlflow at http://127.0.0.1:9 (MLFLOW_TRACKING_URI) failed",),
-        monkeypatch=mlflow_out_of_reach),
 ]
 
 def nrrd_scans(ws):
