@@ -207,16 +207,20 @@ def length(config):
     return config["training"]["n_epochs"] * config["training"]["samples_per_epoch"]
 
 
-def test_the_same_folder_plans_the_same_on_a_busy_machine_and_replays_exactly(nnunet_data, tmp_path):
-    quiet = plan(nnunet_data, tmp_path / "quiet.json", budget=10)
+def plan_beside_a_busy_core(input_dir, output, budget):
+    """``plan`` while another process keeps a core busy."""
     busy_process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        busy = plan(nnunet_data, tmp_path / "busy.json", budget=10)
+        return plan(input_dir, output, budget=budget)
     finally:
         busy_process.kill()
         busy_process.wait()
-    assert structure(busy) == structure(quiet)
-    assert length(busy) == pytest.approx(length(quiet), rel=0.1)
+
+
+def test_the_same_folder_plans_the_same_structure_on_a_busy_machine_and_replays_exactly(nnunet_data, tmp_path):
+    quiet = plan(nnunet_data, tmp_path / "quiet.json", budget=10)
+    busy = plan_beside_a_busy_core(nnunet_data, tmp_path / "busy.json", budget=10)
+    assert structure(busy) == structure(quiet)  # from the fingerprint, memory and speed table: no timing
     cost = json.loads((tmp_path / "quiet_plan.json").read_text())["cost"]
     assert cost["device_present"] and "measured" in cost["source"]
     replayed = plan(nnunet_data, tmp_path / "replayed.json", "--step_seconds", repr(cost["step_seconds"]), budget=10)
@@ -224,6 +228,15 @@ def test_the_same_folder_plans_the_same_on_a_busy_machine_and_replays_exactly(nn
                         "test_filenames": replayed["test_filenames"]}
     assert json.loads((tmp_path / "replayed_plan.json").read_text())["cost"]["window_seconds"] == pytest.approx(
         cost["window_seconds"])
+
+
+@pytest.mark.slow
+def test_a_plan_beside_a_busy_core_has_the_same_length_within_ten_percent(nnunet_data, tmp_path):
+    """The length follows one thread's measured CPU seconds; run alone (the suite's other workers share the
+    cores' caches, which slows every step)."""
+    lengths = [length(plan(nnunet_data, tmp_path / "quiet.json", budget=10)),
+               length(plan_beside_a_busy_core(nnunet_data, tmp_path / "busy.json", budget=10))]
+    assert max(lengths) <= 1.1 * min(lengths), lengths
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="plans for a GPU that this machine lacks")

@@ -76,7 +76,7 @@ def plan_dataset(input_dir, output_filename, device="auto", gpu_memory_gb=None, 
     existing = [str(path) for path in (*written, fingerprint_path) if path.exists()]
     if existing and not overwrite:
         raise UserError(f"{existing[0]} exists; give --overwrite to replace it, or another --output_filename")
-    require_writable(fingerprint_path, "--output_filename")
+    require_writable(Path(output_filename), "--output_filename")
     target = plan_target(device, gpu_memory_gb, budget_minutes)
     layout = read_layout(input_dir)
     inputs = [path for case in layout.cases + layout.test_cases for path in [*case["image"], case.get("label")] if path]
