@@ -61,6 +61,7 @@ def test_original_flags_log_batch_size_machine_config_and_examples(single_config
     assert_one_line_error(result, "machine.json: 'n_workers' must be a whole number")
 
 
+@pytest.mark.slow  # 57 s: keeps the default suite under 10 minutes on 2 cores
 def test_fine_tuning_loads_what_fits_and_keeps_frozen_layers(single_config, tmp_path):
     edit_config(single_config, lambda c: c["training"].update(n_epochs=1))
     run("unet3d-train", "--config_filename", single_config, "--device", "cpu")
