@@ -96,6 +96,9 @@ class TrainingSettings(Settings):
     validation_batch_size: int = setting(["integer"], 1, "validation batch size", minimum=1)
     validation_interval: int = setting(["integer"], 1, "validate every k epochs, and after the last; the best model "
                                                        "and early stopping count validated epochs", minimum=1)
+    validation_cases: int = setting(["integer"], None, "validate during training on the first n of the validation "
+                                                       "cases (default: all); the predictions and evaluation after "
+                                                       "training cover all of them", minimum=1)
     samples_per_epoch: int = setting(["integer"], None, "training samples per epoch, by repeating the shuffled cases "
                                                         "(default: all cases)", minimum=1)
     amp: object = setting(["boolean", "string"], False, "false; true or \"fp16\": float16 autocast on CUDA; "

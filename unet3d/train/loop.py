@@ -111,7 +111,7 @@ def training_loaders(experiment, cache_dir, num_workers, pin_memory, context):
     train_loader = make_loader(training, settings.batch_size, shuffle=True, num_workers=num_workers,
                                seed=settings.seed, pin_memory=pin_memory, shard=shard,
                                samples=settings.samples_per_epoch)
-    cases = experiment.labelled_cases("validation")
+    cases = experiment.labelled_cases("validation")[: settings.validation_cases]
     if not cases:
         return Loaders(train_loader)
     validation = build_dataset(experiment.dataset, experiment.labels, cases, split="validation", cache_dir=cache_dir)
