@@ -16,7 +16,7 @@ import torch
 from helpers import edit_config, read_log, start, start_training, train, wait_for
 from unet3d.device import check_process_devices
 from unet3d.errors import UserError
-from unet3d.distributed import strip_flag
+from unet3d.distributed import from_environment, strip_flag
 
 # A two-node run that hangs (a node that never joins, a collective one side left) is stopped after this long.
 NODES_TIMEOUT = 300
@@ -36,6 +36,18 @@ def three_epochs(single_config):
 def test_strip_flag():
     assert strip_flag(["--a", "1", "--ngpus", "2", "--b"], "--ngpus") == ["--a", "1", "--b"]
     assert strip_flag(["--ngpus=2", "--b"], "--ngpus") == ["--b"]
+
+
+def test_on_the_second_node_the_first_local_process_does_not_write(monkeypatch):
+    """torchrun on node 2 of 2 (4 processes): its first process is local rank 0 but global rank 2."""
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    context = from_environment()
+    assert (context.rank, context.local_rank, context.world_size) == (2, 0, 4)
+    assert context.enabled and not context.is_main
+    monkeypatch.setenv("RANK", "0")
+    assert from_environment().is_main
 
 
 def test_more_cuda_processes_than_gpus_are_refused(monkeypatch):
@@ -120,11 +132,13 @@ def two_nodes(config, output_dir, stderr_prefix):
     nodes = []
     try:
         for node in range(2):
-            with open(f"{stderr_prefix}-node{node}.txt", "w") as stderr:
+            stderr_path = Path(f"{stderr_prefix}-node{node}.txt")
+            with stderr_path.open("w") as stderr:
                 nodes.append(start(sys.executable, *torchrun, "-m", "unet3d.scripts.train", "--config_filename",
                                    config, "--device", "cpu", "--output_dir", output_dir,
                                    env={"OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=stderr,
                                    start_new_session=True))
+            nodes[-1].stderr_path = stderr_path
         yield nodes
     finally:
         for node in nodes:
@@ -136,7 +150,9 @@ def wait_while_running(nodes, done):
     """Wait until ``done()`` or both nodes have ended; fails when one fails first or after ``NODES_TIMEOUT`` s."""
     deadline = time.monotonic() + NODES_TIMEOUT
     while not done() and any(node.poll() is None for node in nodes):
-        assert all(node.poll() in (None, 0) for node in nodes), f"a node failed: {[n.poll() for n in nodes]}"
+        failed = [node for node in nodes if node.poll() not in (None, 0)]
+        assert not failed, "".join(f"node {nodes.index(node)} failed:\n{node.stderr_path.read_text()[-3000:]}"
+                                   for node in failed)
         assert time.monotonic() < deadline, f"the two nodes ran past {NODES_TIMEOUT} s"
         time.sleep(0.05)
 
