@@ -148,8 +148,8 @@ def laplacian(u, spacing):
 
 
 def spread(gm, wm, allowed, start, spacing, reach):
-    """A WM-biased distance-like score from voxel ``start``: sqrt(-log) of a diffusion with D(WM) = 5 D(GM)."""
-    diffusivity = np.where(allowed, 0.02 + 0.14 * wm + 0.03 * gm, 0).astype(np.float32)
+    """A WM-biased distance-like score from voxel ``start``: sqrt(-log) of a diffusion, faster in WM than GM."""
+    diffusivity = np.where(allowed, 0.01 + 0.15 * wm + 0.015 * gm, 0).astype(np.float32)
     u = np.zeros(gm.shape, np.float32)
     u[start] = 1
     for _ in range(int(reach / min(spacing) * 1.3) + 4):  # the stencil reaches one voxel further per step
@@ -166,34 +166,51 @@ def smallest(score, allowed, volume):
     return allowed & (score <= np.partition(values, max(count - 1, 0))[max(count - 1, 0)])
 
 
-def grow(rng, tissues, affine, spacing, centre, plan, enhancing, classes, strength):
-    """Grow one tumour around ``centre`` (mm) into ``classes`` (CLASSES indices) and ``strength`` (edema)."""
-    gm, wm, brain = tissues
-    reach = plan["radius"] * 1.8 + 6
-    index = np.round(np.linalg.solve(affine[:3, :3], centre - affine[:3, 3])).astype(int)
-    half = np.ceil(reach / np.array(spacing)).astype(int)
-    lo, hi = np.maximum(index - half, 0), np.minimum(index + half + 1, gm.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    gm, wm, brain = gm[box], wm[box], brain[box]
-    allowed = (brain > 0.5) & (gm + wm > 0.45 * brain)  # brain tissue, not CSF
-    start = tuple(np.clip(index - lo, 0, np.array(gm.shape) - 1))
-    distance = spread(gm, wm, allowed, start, spacing, reach)
-    cells = max(2, int(2 * reach / 10))
+def rough(rng, shape, cells):
+    """Smooth noise at two scales, ``cells`` and three times finer: an irregular boundary's perturbation."""
+    return 0.7 * smooth_noise(rng, shape, cells) + 0.3 * smooth_noise(rng, shape, 3 * cells)
+
+
+def regions(rng, tissues, allowed, start, spacing, plan):
+    """A tumour's core, whole tumour and the core's inner part (crop masks), and the edema's score."""
+    gm, wm, _ = tissues
+    distance = spread(gm, wm, allowed, start, spacing, plan["reach"])
+    cells = max(2, int(plan["reach"] / 6))
     voxel = float(np.prod(spacing))
-    # Irregular boundaries: each region's score is the distance perturbed by its own smooth noise.
-    core_score = distance * (1 + 0.35 * smooth_noise(rng, gm.shape, cells))
-    edema_score = distance * (1 + 0.35 * smooth_noise(rng, gm.shape, cells)) * (1 + 0.6 * gm / (gm + wm + 1e-3))
+    # Irregular boundaries: each region's score is the distance perturbed by its own smooth noise;
+    # the edema's also grows with the grey matter fraction, so that edema stays in white matter.
+    core_score = distance * (1 + 0.45 * rough(rng, gm.shape, cells))
+    edema_score = distance * (1 + 0.45 * rough(rng, gm.shape, cells)) * (1 + 1.2 * gm / (gm + wm + 1e-3))
     core = smallest(core_score, allowed, plan["core"] / voxel)
     whole = smallest(edema_score, allowed, plan["whole"] / voxel) | core
-    inner_score = distance * (1 + 0.3 * smooth_noise(rng, gm.shape, cells))
+    # Necrosis: off the core's centre, towards a random side.
+    offset = np.indices(gm.shape, dtype=np.float32) - np.reshape(start, (3, 1, 1, 1))
+    direction = rng.normal(size=3) / np.sqrt(3)
+    side = np.tensordot(direction * np.array(spacing), offset, axes=1) / plan["radius"]
+    scale = distance[core].max() if core.any() else 1.0
+    inner_score = distance / scale * (1 + 0.35 * rough(rng, gm.shape, cells)) + 0.4 * side
     inner = smallest(inner_score, core, core.sum() * rng.uniform(0.15, 0.6))
+    return core, whole, inner, edema_score
+
+
+def grow(rng, tissues, affine, spacing, centre, plan, enhancing, classes, strength):
+    """Grow one tumour around ``centre`` (mm) into ``classes`` (CLASSES indices) and ``strength`` (edema)."""
+    plan["reach"] = plan["radius"] * 1.8 + 6
+    index = np.round(np.linalg.solve(affine[:3, :3], centre - affine[:3, 3])).astype(int)
+    half = np.ceil(plan["reach"] / np.array(spacing)).astype(int)
+    lo, hi = np.maximum(index - half, 0), np.minimum(index + half + 1, classes.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    gm, wm, brain = (t[box] for t in tissues)
+    allowed = (brain > 0.5) & (gm + wm > 0.45 * brain)  # brain tissue, not CSF
+    start = tuple(np.clip(index - lo, 0, np.array(gm.shape) - 1))
+    core, whole, inner, edema_score = regions(rng, (gm, wm, brain), allowed, start, spacing, plan)
     kind = plan["kind"] if enhancing else "none"
     if kind == "ring":
         parts = {"necrosis": inner, "enhancing": core & ~inner}
     elif kind == "enhancing":
         parts = {"enhancing": core}
     elif kind == "patchy":
-        patches = smooth_noise(rng, gm.shape, cells * 2) > rng.uniform(-0.3, 0.2)
+        patches = smooth_noise(rng, gm.shape, max(4, int(plan["reach"] / 3))) > rng.uniform(-0.3, 0.2)
         parts = {"necrosis": inner & ~patches, "solid": core & ~inner & ~patches, "enhancing": core & patches}
     else:
         parts = {"necrosis": inner, "solid": core & ~inner}
@@ -203,7 +220,7 @@ def grow(rng, tissues, affine, spacing, centre, plan, enhancing, classes, streng
     # Edema is strongest next to the core and fades towards its edge.
     limit = edema_score[whole].max() + 1e-6
     fade = np.clip((limit - edema_score) / (limit - edema_score[core].min() + 1e-6), 0, 1)
-    strength[box][edema] = (rng.uniform(0.6, 1.0) * (0.45 + 0.55 * fade))[edema]
+    strength[box][edema] = (rng.uniform(0.7, 1.0) * (0.55 + 0.45 * fade))[edema]
     for name, mask in parts.items():
         view[mask] = CLASSES.index(name)
 
@@ -259,11 +276,14 @@ def modalities(rng, parts, brain):
     """The four images (float32, about 0-1000) mixed from the partial volumes ``parts``, zero outside ``brain``."""
     shape = parts.shape[1:]
     texture = 1 + 0.04 * smooth_noise(rng, shape, cells=24)  # anatomy's fine texture, shared by the modalities
+    tumour = parts[[CLASSES.index(k) for k in ("edema", "necrosis", "solid", "enhancing")]].sum(axis=0)
     images = {}
     for modality in MODALITIES:
         # Per case: each tissue's mean varies by +-10 %, each modality gets a gamma, a gain and a bias field.
         means = np.asarray(CONTRAST[modality], np.float32) * rng.uniform(0.9, 1.1, len(CLASSES)).astype(np.float32)
-        clean = np.tensordot(means, parts, axes=1) * texture
+        # Tumours are heterogeneous, differently in each modality.
+        heterogeneity = 1 + rng.uniform(0.08, 0.2) * tumour * smooth_noise(rng, shape, cells=32)
+        clean = np.tensordot(means, parts, axes=1) * texture * heterogeneity
         bias = np.exp(rng.uniform(0.05, 0.25) * smooth_noise(rng, shape, cells=3))
         clean = rng.uniform(0.7, 1.3) * np.maximum(clean, 0) ** np.exp(rng.uniform(-0.25, 0.25)) * bias
         sigma = rng.uniform(0.015, 0.045)
