@@ -14,7 +14,8 @@ def main():
     parser.add_argument("--output_dir", required=True, help="folder to write <case id>/ folders into")
     parser.add_argument("--n_cases", type=int, default=12)
     parser.add_argument("--spacing", type=float, default=2.0,
-                        help="voxel size in mm; the volumes cover BraTS's 240 x 240 x 155 mm (default 2: 120 x 120 x 78 voxels)")
+                        help="voxel size in mm; the volumes cover BraTS's 240 x 240 x 155 mm "
+                             "(default 2: 120 x 120 x 78 voxels)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prefix", default="BraTS20_Training", help="case ids are <prefix>_001, ...")
     parser.add_argument("--no_label", action="store_true", help="write images only (like BraTS validation data)")

@@ -53,7 +53,7 @@ def template_folder():
 
 @functools.lru_cache(maxsize=2)
 def reference(spacing):
-    """The template at 1 mm, blurred for ``spacing``: a (gm, wm, brain) tensor, its affine, seed points, the centre."""
+    """The template averaged over blocks for ``spacing``: a (gm, wm, brain) tensor, its affine, places, the centre."""
     images = [nibabel.load(template_folder() / TEMPLATE.format(k)) for k in ("t1", "gm", "wm")]
     t1, gm, wm = (np.asarray(image.dataobj, dtype=np.float32) / 255 for image in images)
     closing = 3  # mm: bridges the sulci of the envelope; padded so the brain stem is not eroded
@@ -110,7 +110,8 @@ def lesion_plan(rng, n_tumours):
     plans = []
     for number in range(n_tumours):
         small = number > 0 or rng.random() < 0.2  # satellites, and some small primaries
-        core = np.exp(rng.uniform(np.log(200), np.log(4000))) if small else np.exp(rng.uniform(np.log(3e3), np.log(5e4)))
+        low, high = (200, 4000) if small else (3e3, 5e4)
+        core = np.exp(rng.uniform(np.log(low), np.log(high)))
         whole = min(core * np.exp(rng.uniform(np.log(1.5), np.log(6))), 1.5e5)
         kind = rng.choice(["ring", "enhancing", "patchy"], p=[0.25, 0.6, 0.15] if small else [0.6, 0.15, 0.25])
         plans.append({"core": core, "whole": whole, "kind": kind})
@@ -123,7 +124,8 @@ def tissue(rng, spacing, plans, mass_effect=(0.3, 0.7)):
     shape, affine = output_grid(spacing, centre)
     world = (affine[:3, :3] @ np.indices(shape, dtype=np.float32).reshape(3, -1) + affine[:3, 3:]).astype(np.float32)
     # Anatomy varies: a small rotation and scaling about the brain's centre, and a smooth displacement of a few mm.
-    matrix = Rotation.from_euler("xyz", rng.uniform(-4, 4, 3), degrees=True).as_matrix() @ np.diag(rng.uniform(0.94, 1.06, 3))
+    rotation = Rotation.from_euler("xyz", rng.uniform(-4, 4, 3), degrees=True).as_matrix()
+    matrix = rotation @ np.diag(rng.uniform(0.94, 1.06, 3))
     amplitude = rng.uniform(2, 4)
     displacement = np.stack([smooth_noise(rng, shape, cells=6).ravel() for _ in range(3)]) * amplitude
     centres = []
@@ -287,7 +289,8 @@ def modalities(rng, parts, brain):
         bias = np.exp(rng.uniform(0.05, 0.25) * smooth_noise(rng, shape, cells=3))
         clean = rng.uniform(0.7, 1.3) * np.maximum(clean, 0) ** np.exp(rng.uniform(-0.25, 0.25)) * bias
         sigma = rng.uniform(0.015, 0.045)
-        noisy = np.hypot(clean + sigma * rng.standard_normal(shape, np.float32), sigma * rng.standard_normal(shape, np.float32))
+        real, imaginary = (sigma * rng.standard_normal(shape, np.float32) for _ in range(2))
+        noisy = np.hypot(clean + real, imaginary)  # Rician: the magnitude of a complex signal with noise
         images[modality] = (np.where(brain, noisy, 0) * 1000).astype(np.float32)
     return images
 
