@@ -46,7 +46,7 @@ def template_folder():
     """The folder of nilearn's bundled MNI template; a UserError naming the extra if nilearn is missing."""
     spec = importlib.util.find_spec("nilearn")
     folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data" if spec else None
-    if folder is None or not all((folder / TEMPLATE.format(k)).exists() for k in ("t1", "gm", "wm")):
+    if folder is None or not all((folder / TEMPLATE.format(k)).exists() for k in ("gm", "wm")):
         raise UserError(f"realistic synthetic cases are made from nilearn's MNI template: {install_hint('examples')}")
     return folder
 
@@ -54,12 +54,11 @@ def template_folder():
 @functools.lru_cache(maxsize=2)
 def reference(spacing):
     """The template averaged over blocks for ``spacing``: a (gm, wm, brain) tensor, its affine, places, the centre."""
-    images = [nibabel.load(template_folder() / TEMPLATE.format(k)) for k in ("t1", "gm", "wm")]
-    t1, gm, wm = (np.asarray(image.dataobj, dtype=np.float32) / 255 for image in images)
+    images = [nibabel.load(template_folder() / TEMPLATE.format(k)) for k in ("gm", "wm")]
+    gm, wm = (np.asarray(image.dataobj, dtype=np.float32) / 255 for image in images)
     closing = 3  # mm: bridges the sulci of the envelope; padded so the brain stem is not eroded
     union = np.pad(gm + wm > 0.1, closing)
     brain = ndimage.binary_fill_holes(ndimage.binary_closing(union, iterations=closing)[(slice(3, -3),) * 3])
-    brain &= t1 > 0
     affine = images[0].affine
     world = lambda voxels: (affine[:3, :3] @ (3 * voxels).T + affine[:3, 3:]).T  # noqa: E731
     # Candidate places (mm, on a 3 mm grid): deep white matter for tumours and spots, ventricles for the plexus.
@@ -232,7 +231,7 @@ def blobs(rng, shape, affine, points, count, size_mm):
     volume = np.zeros(shape, np.float32)
     if count == 0 or len(points) == 0:
         return volume
-    chosen = points[rng.integers(len(points), size=count)] + rng.normal(0, 2, (count, 3))
+    chosen = points[rng.integers(len(points), size=count)] + rng.normal(0, 1, (count, 3))
     voxels = np.round(np.linalg.solve(affine[:3, :3], (chosen - affine[:3, 3]).T)).astype(int)
     inside = np.all((voxels >= 0) & (voxels < np.array(shape)[:, None]), axis=0)
     volume[tuple(voxels[:, inside])] = 1
@@ -263,9 +262,9 @@ def fractions(rng, tissues, affine, spacing, classes, strength, extras):
     csf = np.clip(brain - gm - wm, 0, 1)
     # Where the template's points are in the output (the displacement ignored): plexus and white matter spots.
     moved = {k: (np.linalg.solve(matrix, (v - centre).T).T + centre) for k, v in points.items()}
-    plexus = blobs(rng, shape, affine, moved["ventricle"], rng.integers(2, 5), rng.uniform(4, 8)) * csf
-    spots = blobs(rng, shape, affine, moved["white"], rng.integers(0, 9), rng.uniform(2, 5)) * wm
-    vessel = vessels(rng, shape, spacing, rng.integers(3, 9)) * (csf + gm)
+    plexus = blobs(rng, shape, affine, moved["ventricle"], rng.integers(2, 6), rng.uniform(6, 10)) * csf
+    spots = blobs(rng, shape, affine, moved["white"], rng.integers(0, 11), rng.uniform(3, 7)) * wm
+    vessel = vessels(rng, shape, spacing, rng.integers(4, 13)) * (csf + gm)
     sigma = 0.5 * min(spacing) / np.array(spacing)
     tumour = [ndimage.gaussian_filter((classes == CLASSES.index(name)) * (strength if name == "edema" else 1.0), sigma)
               for name in ("edema", "necrosis", "solid", "enhancing")]
