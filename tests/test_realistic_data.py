@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from unet3d.data.realistic import CLASSES, MODALITIES, realistic_case, write_realistic_brats
+from unet3d.data.realistic import CLASSES, MODALITIES, realistic_case, template_folder, write_realistic_brats
+from unet3d.errors import UserError
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("nilearn") is None,
+needs_nilearn = pytest.mark.skipif(importlib.util.find_spec("nilearn") is None,
                                 reason="the realistic cases are made from nilearn's MNI template")
 SPACING = 4.0
 
@@ -28,6 +29,7 @@ def cases(tmp_path_factory):
     return read
 
 
+@needs_nilearn
 def test_cases_are_brats_label_maps_of_tumours_inside_the_brain(cases):
     for name, images in cases.items():
         label = np.asarray(images["seg"].dataobj)
@@ -45,6 +47,7 @@ def test_cases_are_brats_label_maps_of_tumours_inside_the_brain(cases):
     assert not (no_enhancing == 4).any() and (no_enhancing == 1).any()
 
 
+@needs_nilearn
 def test_modalities_follow_the_tissue_classes_and_cases_are_seeded():
     images, label, affine, parts = realistic_case((SPACING,) * 3, 3, 1)
     pure = {name: parts[CLASSES.index(name)] > 0.8 for name in ("csf", "gm", "wm")}
@@ -62,6 +65,7 @@ def test_modalities_follow_the_tissue_classes_and_cases_are_seeded():
     assert not np.array_equal(other[1], label)
 
 
+@needs_nilearn
 def test_tumours_push_the_tissue_around_them_aside():
     _, label, _, pushed = realistic_case((SPACING,) * 3, 3, 1)
     _, _, _, unpushed = realistic_case((SPACING,) * 3, 3, 1, mass_effect=(0, 0))
@@ -70,3 +74,9 @@ def test_tumours_push_the_tissue_around_them_aside():
     change = np.abs(pushed[healthy] - unpushed[healthy]).sum(axis=0)
     near, far = change[(distance > 0) & (distance < 12)].mean(), change[distance > 60].mean()
     assert near > 0.05 and near > 4 * far
+
+
+def test_without_nilearn_the_error_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r'pip install "unet3d-toolkit\[examples\]"'):
+        template_folder()
