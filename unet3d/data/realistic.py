@@ -66,6 +66,9 @@ def reference(spacing):
     depth = ndimage.distance_transform_edt(coarse, sampling=3)
     points = {"white": world(np.argwhere((wm[::3, ::3, ::3] > 0.8) & (depth > 15))),
               "ventricle": world(np.argwhere((gm[::3, ::3, ::3] + wm[::3, ::3, ::3] < 0.15) & coarse & (depth > 25)))}
+    # Gliomas in adults grow mostly above the tentorium: no seeds in the cerebellum or brain stem.
+    x, y, z = points["white"].T
+    points["white"] = points["white"][~((z < -12) & (y < -30)) & ~((np.abs(x) < 15) & (z < -5))]
     inside = np.argwhere(coarse)
     centre = world((inside.min(0) + inside.max(0))[None] / 2)[0]
     # Anti-aliasing: the mean over blocks of k³ voxels, k the output voxel size rounded down.
@@ -287,7 +290,7 @@ def modalities(rng, parts, brain):
         clean = np.tensordot(means, parts, axes=1) * texture * heterogeneity
         bias = np.exp(rng.uniform(0.05, 0.25) * smooth_noise(rng, shape, cells=3))
         clean = rng.uniform(0.7, 1.3) * np.maximum(clean, 0) ** np.exp(rng.uniform(-0.25, 0.25)) * bias
-        sigma = rng.uniform(0.015, 0.045)
+        sigma = rng.uniform(0.015, 0.035)
         real, imaginary = (sigma * rng.standard_normal(shape, np.float32) for _ in range(2))
         noisy = np.hypot(clean + real, imaginary)  # Rician: the magnitude of a complex signal with noise
         images[modality] = (np.where(brain, noisy, 0) * 1000).astype(np.float32)
