@@ -22,7 +22,7 @@ from unet3d.train import loop
 from unet3d.train.loop import fit
 
 RECIPE = Path(__file__).resolve().parents[1] / "examples" / "brats2020" / "cpu_recipe_config.json"
-DRAWS = 4000
+DRAWS = 1500
 ALL_ON = {name: {"prob": 1.0} for name in ("rotation", "scaling", "elastic", "noise", "blur", "brightness", "shift",
                                            "contrast", "low_resolution", "inverted_gamma", "gamma")}
 
@@ -82,7 +82,12 @@ def test_default_preset_draws_as_the_cpu_recipes_monai_augmentation():
     drawn = draw_parameters(recipe("default"), DRAWS, 4, torch.Generator().manual_seed(0))
     rotated = (drawn["angles"] != 0).any(1)
     same_rate(rotated.numpy(), theirs["affine"])
-    same_distribution(drawn["angles"][rotated].numpy(), theirs["angles"])
+    # RandAffined seeds its own generator, RandAffine's and RandAffineGrid's with one seed, so MONAI's first angle
+    # repeats the draw that decided to rotate (below 0.2): always in [-0.26, -0.156]. Ours is the uniform
+    # [-0.26, 0.26] the recipe asks for; the other two angles are MONAI's.
+    assert theirs["angles"][:, 0].max() < -0.15
+    assert stats.kstest(drawn["angles"][rotated][:, 0].numpy(), stats.uniform(-0.26, 0.52).cdf).pvalue > 1e-3
+    same_distribution(drawn["angles"][rotated][:, 1:].numpy(), theirs["angles"][:, 1:])
     same_distribution(drawn["zoom"][rotated].numpy(), theirs["zoom"])
     assert torch.equal(rotated, (drawn["zoom"] != 1).any(1))  # one probability for both, as RandAffine's
     flips = drawn["flips"].numpy()
@@ -128,7 +133,7 @@ def test_labels_stay_label_values_and_targets_binary():
     _, moved = BatchAugmentation(strong, None, (10, 10, 10)).augment(image, label, generator)
     assert moved.shape == (3, 1, 10, 10, 10)
     assert set(moved.unique().tolist()) <= {0.0, 1.0, 2.0, 4.0}
-    labels = LabelScheme.from_values([2, 1, 4], mode="regions")
+    labels = LabelScheme.brats()
     augmented, targets = BatchAugmentation(strong, labels, (10, 10, 10)).augment(image, label, generator)
     assert augmented.shape == (3, 2, 10, 10, 10) and augmented.isfinite().all()
     assert targets.shape == (3, 3, 10, 10, 10) and set(targets.unique().tolist()) <= {0.0, 1.0}
@@ -171,12 +176,12 @@ def test_the_same_seed_gives_the_same_batch():
 def test_workers_read_a_larger_patch_of_label_values():
     settings = DatasetSettings.parse({"patch_size": [16, 16, 16], "batch_augmentation": "nnunet"}, "dataset")
     assert settings.for_split("validation").batch_augmentation is None
-    steps = sampling(settings.for_split("training"), LabelScheme.from_values([1], mode="labels")).transforms
+    steps = sampling(settings.for_split("training"), LabelScheme.brats()).transforms
     assert [type(step).__name__ for step in steps] == ["RandForegroundPatchd"]
     assert steps[0].labels is None and steps[0].patch_size == larger_patch((16, 16, 16), settings.batch_augmentation)
     assert steps[0].patch_size == (32, 32, 32)  # 16 (cos 30° + sin 30°) / 0.7, made even
     default = DatasetSettings.parse({"patch_size": [16, 16, 16], "batch_augmentation": "default"}, "dataset")
-    assert sampling(default.for_split("training"), LabelScheme.from_values([1])).transforms[0].patch_size == (16,) * 3
+    assert sampling(default.for_split("training"), LabelScheme.brats()).transforms[0].patch_size == (16,) * 3
 
 
 @pytest.mark.parametrize("value, message", [

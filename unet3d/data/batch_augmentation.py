@@ -162,7 +162,7 @@ def resample(image, label, parameters, size):
 
 def flipped(tensor, flips):
     """Each element flipped along the axes its row of ``flips`` marks."""
-    axes = [[axis + 1 for axis in range(3) if flip] for flip in flips.tolist()]
+    axes = [[axis + 1 for axis, flip in enumerate(row) if flip] for row in flips.tolist()]
     if not any(axes):
         return tensor
     return torch.stack([element.flip(dims) if dims else element for element, dims in zip(tensor, axes)])
