@@ -218,3 +218,18 @@ def test_a_resumed_run_equals_an_uninterrupted_one(single_config, tmp_path, monk
     monkeypatch.setattr(loop, "train_step", train_step)
     fit(load_experiment(single_config), tmp_path / "resumed", torch.device("cpu"))
     assert_same_weights(tmp_path / "straight" / "model.pth", tmp_path / "resumed" / "model.pth")
+
+
+def test_the_planners_step_measurement_includes_the_batched_augmentation(monkeypatch):
+    from helpers import tiny_settings
+    from unet3d.config.experiment import experiment_from_dict
+    from unet3d.plan import speed
+
+    config = tiny_settings()
+    config["dataset"].update(patch_size=[8, 8, 8], batch_augmentation="nnunet")
+    calls = []
+    augment = BatchAugmentation.augment
+    monkeypatch.setattr(BatchAugmentation, "augment", lambda self, *args: calls.append(1) or augment(self, *args))
+    monkeypatch.setattr(speed, "MEASURED_SECONDS", 0.0)
+    seconds, _ = speed.measure_step(experiment_from_dict(config, cases_required=False), torch.device("cpu"), repeats=1)
+    assert seconds > 0 and len(calls) >= 2
