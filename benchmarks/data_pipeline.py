@@ -139,7 +139,7 @@ def batched_costs(experiment, data, root, items, batch, preset):
     rng = np.random.default_rng(0)
     for number in range(items):
         index = number % len(data)
-        reads.append(timed(lambda: made.append(dataset[(index, int(rng.integers(2**31)))])))
+        reads.append(timed(lambda: made.extend(dataset[(index, int(rng.integers(2**31)))])))
         loads.append(timed(lambda: np.load(root / "crops" / f"{data[index].id}.npy")))
         if len(made) == batch:
             collated = pad_list_data_collate(made)
@@ -147,7 +147,7 @@ def batched_costs(experiment, data, root, items, batch, preset):
             wall, cpu = timed(lambda: augmentation(image, label, 0, number))
             augmented.append((wall / batch, cpu / batch))
             made.clear()
-    return medians(reads), medians(augmented), medians(loads), tuple(dataset[(0, 0)]["image"].shape[1:])
+    return medians(reads), medians(augmented), medians(loads), tuple(dataset[(0, 0)][0]["image"].shape[1:])
 
 
 def waiting_share(experiment, cached, workers, epochs):

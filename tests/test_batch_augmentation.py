@@ -130,7 +130,7 @@ def test_labels_stay_label_values_and_targets_binary():
     label = torch.tensor([0.0, 1, 2, 4])[torch.randint(4, (3, 1, 14, 14, 14), generator=generator)]
     image = torch.randn(3, 2, 14, 14, 14, generator=generator)
     strong = recipe({"preset": "nnunet", **ALL_ON, "elastic": {"prob": 1.0, "range": [1.0, 2.0]}})
-    _, moved = BatchAugmentation(strong, None, (10, 10, 10)).augment(image, label, generator)
+    _, moved = BatchAugmentation(strong, None, (10, 10, 10)).augment(image.clone(), label, generator)
     assert moved.shape == (3, 1, 10, 10, 10)
     assert set(moved.unique().tolist()) <= {0.0, 1.0, 2.0, 4.0}
     labels = LabelScheme.brats()
@@ -145,7 +145,7 @@ def test_identity_parameters_give_the_input_back():
     off = recipe({"preset": "nnunet", **{name: {"prob": 0.0} for name in ALL_ON}, "flip": {"prob": 0.0}})
     same = BatchAugmentation(off).augment(image.clone(), label, generator)
     assert torch.equal(same[0], image) and torch.equal(same[1], label)
-    cut = BatchAugmentation(off, patch_size=(8, 6, 4)).augment(image, label, generator)
+    cut = BatchAugmentation(off, patch_size=(8, 6, 4)).augment(image.clone(), label, generator)
     assert torch.equal(cut[0], image[:, :, 2:10, 2:8, 2:6])  # the centre of a larger patch
     # The sampling grid itself, with identity parameters, lands on the voxels.
     parameters = draw_parameters(off, 2, 3, generator)
@@ -167,10 +167,10 @@ def test_one_grid_sample_matches_monais_affine():
 def test_the_same_seed_gives_the_same_batch():
     image, label = torch.randn(2, 2, 12, 12, 12), torch.randint(3, (2, 1, 12, 12, 12)).float()
     augmentation = BatchAugmentation(recipe({"preset": "nnunet", **ALL_ON}), None, (8, 8, 8), seed=3)
-    first, again = augmentation(image, label, 1, 5), augmentation(image, label, 1, 5)
+    first, again = augmentation(image.clone(), label, 1, 5), augmentation(image.clone(), label, 1, 5)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
-    assert not torch.equal(first[0], augmentation(image, label, 1, 6)[0])
-    assert not torch.equal(first[0], augmentation(image, label, 2, 5)[0])
+    assert not torch.equal(first[0], augmentation(image.clone(), label, 1, 6)[0])
+    assert not torch.equal(first[0], augmentation(image.clone(), label, 2, 5)[0])
 
 
 def test_workers_read_a_larger_patch_of_label_values():

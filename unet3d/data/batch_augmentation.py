@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from monai.transforms.utils import create_rotate, create_scale
 
-SPATIAL = ("rotation", "scaling", "elastic")
+INTENSITY = ("noise", "blur", "brightness", "shift", "contrast", "low_resolution", "inverted_gamma", "gamma")
 
 
 def batch_seed(seed, epoch, index, rank=0):
@@ -101,7 +101,7 @@ def draw_parameters(recipe, batch, channels, generator):
     parameters = {"angles": angles, "zoom": zoom, "field": field * deformed.view(-1, 1, 1, 1, 1), "flips": flips,
                   "moved": rotated | scaled | deformed}
     parameters["moved"] &= (angles != 0).any(1) | (zoom != 1).any(1) | (parameters["field"] != 0).flatten(1).any(1)
-    for name in ("noise", "blur", "brightness", "shift", "contrast", "low_resolution", "inverted_gamma", "gamma"):
+    for name in INTENSITY:
         step = recipe[name]
         drawn = {"on": chosen(generator, step["prob"], (batch,))}
         if name == "noise":
@@ -153,10 +153,14 @@ def resample(image, label, parameters, size):
         return cut_image, cut_label
     grid = sampling_grid(parameters["angles"][moved], parameters["zoom"][moved], parameters["field"][moved],
                          image.shape[2:], size, image.device)
+    everyone = len(moved) == len(image)
     moved = moved.to(image.device)
+    sampled_image = F.grid_sample(image[moved], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    sampled_label = F.grid_sample(label[moved], grid, mode="nearest", padding_mode="zeros", align_corners=True)
+    if everyone:
+        return sampled_image, sampled_label
     cut_image, cut_label = cut_image.clone(), cut_label.clone()
-    cut_image[moved] = F.grid_sample(image[moved], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    cut_label[moved] = F.grid_sample(label[moved], grid, mode="nearest", padding_mode="zeros", align_corners=True)
+    cut_image[moved], cut_label[moved] = sampled_image, sampled_label
     return cut_image, cut_label
 
 
@@ -170,7 +174,7 @@ def flipped(tensor, flips):
 
 def gaussian_blur(image, sigma):
     """Separable Gaussian blur of each channel of ``image`` (n, C, X, Y, Z) with its own ``sigma`` per axis
-    (n, C, 3; 0: unchanged); edges replicated."""
+    (n, C, 3, on the CPU; 0: unchanged); edges replicated."""
     n, channels = image.shape[:2]
     radius = max(1, math.ceil(3 * float(sigma.max())))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
@@ -220,31 +224,37 @@ def contrast(image, value):
     return torch.maximum(torch.minimum((image - mean) * value + mean, high), low)
 
 
-def noise(image, std, seeds):
-    """Gaussian noise of standard deviation ``std`` per element, drawn on the image's device from ``seeds``."""
-    made = []
-    for element, deviation, seed in zip(image, std.tolist(), seeds.tolist()):
-        generator = torch.Generator(device=image.device).manual_seed(seed)
-        made.append(element + deviation * torch.randn(element.shape, generator=generator, device=image.device,
-                                                      dtype=image.dtype))
-    return torch.stack(made)
+def add_noise(element, std, seed):
+    """Gaussian noise of standard deviation ``std`` added to ``element`` in place, drawn on its device from ``seed``."""
+    generator = torch.Generator(device=element.device).manual_seed(seed)
+    element.add_(torch.randn(element.shape, generator=generator, device=element.device, dtype=element.dtype), alpha=std)
+
+
+def apply_intensity(name, image, elements, drawn):
+    """Augmentation ``name`` of the ``elements`` of ``image``, in place, with their parameters ``drawn``: noise, a
+    factor or an offset element by element (one pass over the voxels), the others on the chosen elements together."""
+    if name == "noise":
+        for element, std, seed in zip(elements.tolist(), drawn["std"].tolist(), drawn["seed"].tolist()):
+            add_noise(image[element], std, seed)
+        return
+    if name in ("brightness", "shift"):
+        for element, value in zip(elements.tolist(), drawn["value"]):
+            value = value.to(image.device, image.dtype).view(-1, 1, 1, 1)
+            image[element].mul_(value) if name == "brightness" else image[element].add_(value)
+        return
+    on = elements.to(image.device)
+    image[on] = intensity(name, image[on], drawn)
 
 
 def intensity(name, image, drawn):
-    """Augmentation ``name`` of the elements ``image`` with their parameters ``drawn`` (already on those elements)."""
-    value = drawn.get("value")
-    if name == "noise":
-        return noise(image, drawn["std"], drawn["seed"])
-    value = value.to(image.device, image.dtype)
-    if name == "blur":
-        return gaussian_blur(image, value * drawn["channels"][..., None].to(value))
+    """Augmentation ``name`` (not noise, brightness or shift) of the elements ``image`` with their parameters
+    ``drawn``."""
+    if name == "blur":  # kernels are made on the CPU, then moved
+        return gaussian_blur(image, drawn["value"] * drawn["channels"][..., None])
     if name == "low_resolution":
-        return low_resolution(image, drawn["channels"], value)
+        return low_resolution(image, drawn["channels"], drawn["value"])
+    value = drawn["value"].to(image.device, image.dtype)
     value = value.view(*value.shape, 1, 1, 1)
-    if name == "brightness":
-        return image * value
-    if name == "shift":
-        return image + value
     if name == "contrast":
         return contrast(image, value)
     return gamma(image, value, inverted=name == "inverted_gamma")
@@ -253,7 +263,8 @@ def intensity(name, image, drawn):
 class BatchAugmentation:
     """``dataset.batch_augmentation`` for a run: ``augmentation(image, label, epoch, index, rank)`` on a batch of
     images (B, C, *spatial) and label values (B, 1, *spatial) gives the augmented images, of the patch size, and
-    their target channels; without a recipe it gives the batch back as it is.
+    their target channels; without a recipe it gives the batch back as it is. The images given may be changed in
+    place (the training loop has no other use for them).
 
     Args:
         recipe: the parsed setting (None: no batched augmentation).
@@ -275,20 +286,16 @@ class BatchAugmentation:
         return self.augment(image, label, generator)
 
     def augment(self, image, label, generator):
-        """The batch augmented with parameters drawn from ``generator``."""
+        """The batch augmented with parameters drawn from ``generator`` (``image`` may be changed in place)."""
         parameters = draw_parameters(self.recipe, len(image), image.shape[1], generator)
-        given = image.untyped_storage().data_ptr()
         size = tuple(self.patch_size or image.shape[2:])
         image, label = resample(image, label.to(image.dtype), parameters, size)
         image, label = flipped(image, parameters["flips"]), flipped(label, parameters["flips"])
-        for name in ("noise", "blur", "brightness", "shift", "contrast", "low_resolution", "inverted_gamma", "gamma"):
+        for name in INTENSITY:
             drawn = parameters[name]
             elements = drawn["on"].nonzero()[:, 0]
             if len(elements):
-                on = elements.to(image.device)
-                if image.untyped_storage().data_ptr() == given:  # the caller's batch stays as it was
-                    image = image.clone()
-                image[on] = intensity(name, image[on], {key: v[elements] for key, v in drawn.items() if key != "on"})
+                apply_intensity(name, image, elements, {key: v[elements] for key, v in drawn.items() if key != "on"})
         if self.labels is None:
             return image, label
         return image, self.labels.targets(torch.round(label[:, 0]).long()).movedim(0, 1).float()
