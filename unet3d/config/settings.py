@@ -9,6 +9,7 @@ import dataclasses
 import shlex
 from typing import ClassVar
 
+from unet3d.config.batch_augmentation import parse_batch_augmentation
 from unet3d.config.keys import REQUIRED, keys_of, setting, unknown_key
 from unet3d.config.labels import check_region_keys
 from unet3d.config.resolve import Component
@@ -339,13 +340,18 @@ class DatasetSettings(Settings):
     intensity_augmentations: tuple = setting(["list", "null"], None, "MONAI dictionary transforms for the image only, "
                                                                      "training only",
                                              entries=parse_augmentations)
+    batch_augmentation: dict = setting(["string", "object", "null"], None, "augmentation of whole batches on the "
+                                       "training device, after the MONAI lists: a preset, \"default\" (the CPU "
+                                       "recipe's MONAI augmentation) or \"nnunet\" (nnU-Net v2's), or `{\"preset\": "
+                                       "..., <augmentation>: {<field>: value}}` (see below); training only",
+                                       entries=parse_batch_augmentation)
     training: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
                                                        "training split")
     validation: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
                                                          "validation split")
 
     RANDOM: ClassVar[tuple] = ("foreground_oversampling", "patches_per_case", "spatial_augmentations",
-                               "intensity_augmentations")
+                               "intensity_augmentations", "batch_augmentation")
 
     def __post_init__(self):
         if self.resample and self.patch_size is None and self.desired_shape is None:
@@ -371,7 +377,8 @@ class DatasetSettings(Settings):
 
     def for_split(self, split):
         """The settings of one split: augmentation for training only, then ``dataset.<split>`` on top."""
-        changes = {} if split == "training" else {"spatial_augmentations": None, "intensity_augmentations": None}
+        changes = {} if split == "training" else {"spatial_augmentations": None, "intensity_augmentations": None,
+                                                  "batch_augmentation": None}
         changes.update((split in SPLITS and getattr(self, split)) or {})
         return dataclasses.replace(self, **changes, training=None, validation=None)
 
