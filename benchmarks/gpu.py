@@ -402,6 +402,8 @@ def main(argv=None):
                         help="seconds for the steady state of data feeding (paths that would not fit are skipped)")
     parser.add_argument("--work_dir", type=Path, help="keep synthetic cases and runs here (default: a temporary folder)")
     args = parser.parse_args(argv)
+    if args.steady_epochs < 2:
+        parser.error("--steady_epochs must be 2 or more: the first epoch warms up")
     smoke = args.cpu_smoke
     if not smoke and not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py: no CUDA device (use --cpu-smoke to check the script on the CPU)")
