@@ -48,9 +48,9 @@ from unet3d.config.experiment import experiment_from_dict
 from unet3d.config.overrides import apply_overrides
 from unet3d.data.brats import brats_cases
 from unet3d.data.dataset import build_dataset
+from unet3d.data.loaders import batches, make_loader, start_epoch
 from unet3d.data.synthetic import brats_shape, write_synthetic_brats
 from unet3d.models.inferer import Inferer
-from unet3d.data.loaders import batches, make_loader, start_epoch
 from unet3d.train.compilation import compile_seconds, compiled
 from unet3d.train.loop import train_one_epoch
 from unet3d.train.parts import build_parts, random_batch
