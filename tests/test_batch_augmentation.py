@@ -233,3 +233,23 @@ def test_the_planners_step_measurement_includes_the_batched_augmentation(monkeyp
     monkeypatch.setattr(speed, "MEASURED_SECONDS", 0.0)
     seconds, _ = speed.measure_step(experiment_from_dict(config, cases_required=False), torch.device("cpu"), repeats=1)
     assert seconds > 0 and len(calls) >= 2
+
+
+def test_intensity_pieces_against_references():
+    from scipy import ndimage
+
+    from unet3d.data.batch_augmentation import contrast, gamma, gaussian_blur, low_resolution
+
+    volume = torch.randn(1, 1, 12, 11, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    blurred = gaussian_blur(volume[0], torch.tensor([[1.0, 0.5, 0.8]], dtype=torch.float64))
+    reference = ndimage.gaussian_filter(volume[0, 0].numpy(), sigma=(1.0, 0.5, 0.8), mode="nearest", radius=3)
+    assert np.allclose(blurred[0].numpy(), reference)  # the radius of the largest sigma (3) on all three axes
+    for inverted in (False, True):
+        moved = gamma(volume, torch.tensor(1.4, dtype=torch.float64).view(1, 1, 1, 1, 1), inverted)
+        assert not torch.allclose(moved, volume)
+        assert torch.allclose(moved.mean(), volume.mean(), atol=1e-6) and torch.allclose(moved.std(), volume.std())
+    assert torch.allclose(gamma(volume, torch.ones(1, 1, 1, 1, 1, dtype=torch.float64), False), volume)
+    stretched = contrast(volume, torch.tensor(1.5, dtype=torch.float64).view(1, 1, 1, 1, 1))
+    assert stretched.min() == volume.min() and stretched.max() == volume.max()
+    assert torch.allclose(low_resolution(volume[0, 0], 1.0), volume[0, 0])
+    assert low_resolution(volume[0, 0], 0.5).std() < 0.8 * volume.std()  # half the resolution: smoother
