@@ -200,8 +200,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(single_config, tmp_path, monk
     edit_config(single_config, lambda c: (c["dataset"].update(
         patch_size=[8, 8, 8], batch_augmentation={"preset": "nnunet", **ALL_ON}),
         c["training"].update(n_epochs=2, batch_size=2), c.pop("validation_filenames")))
-    experiment = load_experiment(single_config)
-    fit(experiment, tmp_path / "straight", torch.device("cpu"))
+    cache = tmp_path / "cache"  # the cases are preprocessed once for the three runs
+    fit(load_experiment(single_config), tmp_path / "straight", torch.device("cpu"), cache_dir=cache)
 
     steps = {"count": 0}
     train_step = loop.train_step
@@ -214,9 +214,9 @@ def test_a_resumed_run_equals_an_uninterrupted_one(single_config, tmp_path, monk
 
     monkeypatch.setattr(loop, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        fit(load_experiment(single_config), tmp_path / "resumed", torch.device("cpu"))
+        fit(load_experiment(single_config), tmp_path / "resumed", torch.device("cpu"), cache_dir=cache)
     monkeypatch.setattr(loop, "train_step", train_step)
-    fit(load_experiment(single_config), tmp_path / "resumed", torch.device("cpu"))
+    fit(load_experiment(single_config), tmp_path / "resumed", torch.device("cpu"), cache_dir=cache)
     assert_same_weights(tmp_path / "straight" / "model.pth", tmp_path / "resumed" / "model.pth")
 
 
