@@ -16,6 +16,7 @@ from unet3d.config.experiment import load_experiment
 from unet3d.config.labels import LabelScheme
 from unet3d.config.settings import DatasetSettings, parse_augmentations
 from unet3d.data.batch_augmentation import BatchAugmentation, draw_parameters, larger_patch, resample
+from unet3d.data.patches import RandForegroundPatchd
 from unet3d.data.transforms import augmentations, sampling
 from unet3d.errors import UserError
 from unet3d.train import loop
@@ -178,10 +179,23 @@ def test_workers_read_a_larger_patch_of_label_values():
     assert settings.for_split("validation").batch_augmentation is None
     steps = sampling(settings.for_split("training"), LabelScheme.brats()).transforms
     assert [type(step).__name__ for step in steps] == ["RandForegroundPatchd"]
-    assert steps[0].labels is None and steps[0].patch_size == larger_patch((16, 16, 16), settings.batch_augmentation)
-    assert steps[0].patch_size == (32, 32, 32)  # 16 (cos 30° + sin 30°) / 0.7, made even
+    assert steps[0].labels is None and steps[0].read_size == larger_patch((16, 16, 16), settings.batch_augmentation)
+    assert steps[0].read_size == (32, 32, 32)  # 16 (cos 30° + sin 30°) / 0.7, made even
     default = DatasetSettings.parse({"patch_size": [16, 16, 16], "batch_augmentation": "default"}, "dataset")
-    assert sampling(default.for_split("training"), LabelScheme.brats()).transforms[0].patch_size == (16,) * 3
+    assert sampling(default.for_split("training"), LabelScheme.brats()).transforms[0].read_size == (16,) * 3
+    # Near the volume's edge the larger patch is padded with zeros: its middle is the patch the sampling chose.
+    generator = np.random.default_rng(0)
+    label = generator.choice(np.array([0, 1, 2], dtype=np.uint8), size=(20, 18, 24))
+    stored = {"image": generator.normal(size=(2, 20, 18, 24)).astype(np.float16), "label": label,
+              "affine": torch.eye(4, dtype=torch.float64), "id": "case",
+              "locations": {value: (np.argwhere(label == value)[:50], int((label == value).sum())) for value in (1, 2)}}
+    plain, larger = RandForegroundPatchd(None, (16, 16, 16), 0.5), RandForegroundPatchd(None, (16, 16, 16), 0.5,
+                                                                                       read_size=(32, 32, 32))
+    for seed in range(5):
+        expected, got = plain.set_random_state(seed)(stored)[0], larger.set_random_state(seed)(stored)[0]
+        assert got["image"].shape == (2, 32, 32, 32) and got["label"].shape == (1, 32, 32, 32)
+        assert torch.equal(got["image"][:, 8:24, 8:24, 8:24], expected["image"])
+        assert torch.equal(got["label"][:, 8:24, 8:24, 8:24], expected["label"])
 
 
 @pytest.mark.parametrize("value, message", [
