@@ -101,6 +101,7 @@ def kornia_affine(image, label):
     nearest = RandomAffine3D(degrees=30.0, scale=(0.7, 1.4), p=1.0, resample="nearest")
 
     def run():
+        """The image and the label moved with the same parameters."""
         moved = augment(image)
         return moved, nearest(label, params=augment._params)
 

@@ -156,6 +156,18 @@ def batched_costs(experiment, data, root, items, batch, preset, repeats=100):
     return medians(reads), medians(loads), medians(augmented), means, tuple(made[0]["image"].shape[1:])
 
 
+def print_batched(preset, read, load, median, mean, shape, args):
+    """Print ``batched_costs``'s figures for ``preset``."""
+    print(f"batched \"{preset}\", the worker's item (read {shape}, label values; median of {args.items}): "
+          f"{1000 * read[0]:.1f} ms wall = {read[0] / load[0]:.2f}x np.load ({1000 * load[0]:.1f} ms), "
+          f"{1000 * read[1]:.1f} ms CPU = {read[1] / load[1]:.2f}x (goal <= 1.0x)")
+    for name, cost in (("median", median), ("mean", mean)):
+        total = (read[0] + cost[0], read[1] + cost[1])
+        print(f"  + its share of the batched augmentation on the CPU (batches of {args.batch}, {name} of 100): "
+              f"{1000 * cost[0]:.1f} ms wall, {1000 * cost[1]:.1f} ms CPU; item in all {total[0] / load[0]:.2f}x "
+              f"np.load wall, {total[1] / load[1]:.2f}x CPU")
+
+
 def waiting_share(experiment, cached, workers, epochs):
     """Share of the epoch spent waiting for batches after the first epoch, training the example's step
     (``train_step`` of its ``build_parts``) on the CPU."""
@@ -223,15 +235,7 @@ def main():
     print(f"training item, unet3d, mean of {args.items} (the 20% of items that rotate count): {1000 * mean[0]:.1f} ms "
           f"wall = {mean[0] / load[0]:.2f}x np.load, {1000 * mean[1]:.1f} ms CPU = {mean[1] / load[1]:.2f}x")
     for preset in ("default", "nnunet"):
-        read, load, median, mean, shape = batched_costs(experiment, data, root, args.items, args.batch, preset)
-        print(f"batched \"{preset}\", the worker's item (read {shape}, label values; median of {args.items}): "
-              f"{1000 * read[0]:.1f} ms wall = {read[0] / load[0]:.2f}x np.load ({1000 * load[0]:.1f} ms), "
-              f"{1000 * read[1]:.1f} ms CPU = {read[1] / load[1]:.2f}x (goal <= 1.0x)")
-        for name, cost in (("median", median), ("mean", mean)):
-            total = (read[0] + cost[0], read[1] + cost[1])
-            print(f"  + its share of the batched augmentation on the CPU (batches of {args.batch}, {name} of 100): "
-                  f"{1000 * cost[0]:.1f} ms wall, {1000 * cost[1]:.1f} ms CPU; item in all {total[0] / load[0]:.2f}x "
-                  f"np.load wall, {total[1] / load[1]:.2f}x CPU")
+        print_batched(preset, *batched_costs(experiment, data, root, args.items, args.batch, preset), args)
     if args.epochs:
         share = waiting_share(experiment, cached, args.workers, args.epochs)
         print(f"waiting for data with {args.workers} worker(s): {100 * share:.1f}% of the epoch")

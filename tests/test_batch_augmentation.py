@@ -221,6 +221,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(single_config, tmp_path, monk
     train_step = loop.train_step
 
     def interrupted(parts, image, label):
+        """The step, stopped like a killed run at the first batch of epoch 2."""
         steps["count"] += 1
         if steps["count"] == 3:  # the first batch of epoch 2
             raise KeyboardInterrupt
