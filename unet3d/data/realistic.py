@@ -112,9 +112,9 @@ def lesion_plan(rng, n_tumours):
     plans = []
     for number in range(n_tumours):
         small = number > 0 or rng.random() < 0.2  # satellites, and some small primaries
-        low, high = (200, 4000) if small else (3e3, 5e4)
+        low, high = (200, 4000) if small else (5e3, 6e4)
         core = np.exp(rng.uniform(np.log(low), np.log(high)))
-        whole = min(core * np.exp(rng.uniform(np.log(1.5), np.log(6))), 1.5e5)
+        whole = min(core * np.exp(rng.uniform(np.log(1.5), np.log(6))), 2e5)
         kind = rng.choice(["ring", "enhancing", "patchy"], p=[0.25, 0.6, 0.15] if small else [0.6, 0.15, 0.25])
         plans.append({"core": core, "whole": whole, "kind": kind})
     return plans
@@ -170,6 +170,15 @@ def smallest(score, allowed, volume):
     return allowed & (score <= np.partition(values, max(count - 1, 0))[max(count - 1, 0)])
 
 
+def connected(mask, start):
+    """The part of ``mask`` connected to voxel ``start``, or its largest connected part if ``start`` is outside."""
+    parts, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    keep = parts[start] or np.argmax(np.bincount(parts.ravel())[1:]) + 1
+    return parts == keep
+
+
 def rough(rng, shape, cells):
     """Smooth noise at two scales, ``cells`` and three times finer: an irregular boundary's perturbation."""
     return 0.7 * smooth_noise(rng, shape, cells) + 0.3 * smooth_noise(rng, shape, 3 * cells)
@@ -185,8 +194,8 @@ def regions(rng, tissues, allowed, start, spacing, plan):
     # the edema's also grows with the grey matter fraction, so that edema stays in white matter.
     core_score = distance * (1 + 0.45 * rough(rng, gm.shape, cells))
     edema_score = distance * (1 + 0.45 * rough(rng, gm.shape, cells)) * (1 + 1.2 * gm / (gm + wm + 1e-3))
-    core = smallest(core_score, allowed, plan["core"] / voxel)
-    whole = smallest(edema_score, allowed, plan["whole"] / voxel) | core
+    core = connected(smallest(core_score, allowed, plan["core"] / voxel), start)
+    whole = connected(smallest(edema_score, allowed, plan["whole"] / voxel) | core, start)
     # Necrosis: off the core's centre, towards a random side.
     offset = np.indices(gm.shape, dtype=np.float32) - np.reshape(start, (3, 1, 1, 1))
     direction = rng.normal(size=3) / np.sqrt(3)
