@@ -120,7 +120,7 @@ def lesion_plan(rng, n_tumours):
     return plans
 
 
-def tissue(rng, spacing, plans, mass_effect=(0.3, 0.7)):
+def tissue(rng, spacing, plans, mass_effect=(0.4, 0.8)):
     """The deformed, tumour-displaced brain: ``(gm, wm, brain)`` on the output grid, its affine and tumour centres."""
     maps, template_affine, points, centre = reference(spacing)
     shape, affine = output_grid(spacing, centre)
@@ -306,7 +306,7 @@ def modalities(rng, parts, brain):
     return images
 
 
-def realistic_case(spacing, seed, index, enhancing=True, mass_effect=(0.3, 0.7)):
+def realistic_case(spacing, seed, index, enhancing=True, mass_effect=(0.4, 0.8)):
     """Case ``index`` of ``seed``: four images, the BraTS label map (uint8), their affine, the partial volumes.
 
     ``mass_effect``: the range of how far tumours push tissue aside (0: not at all, below 1).
