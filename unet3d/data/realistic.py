@@ -217,6 +217,8 @@ def grow(rng, tissues, affine, spacing, centre, plan, enhancing, classes, streng
     allowed = (brain > 0.5) & (gm + wm > 0.45 * brain)  # brain tissue, not CSF
     start = tuple(np.clip(index - lo, 0, np.array(gm.shape) - 1))
     core, whole, inner, edema_score = regions(rng, (gm, wm, brain), allowed, start, spacing, plan)
+    if not core.any():  # no brain tissue around the seed
+        return
     kind = plan["kind"] if enhancing else "none"
     if kind == "ring":
         parts = {"necrosis": inner, "enhancing": core & ~inner}
@@ -248,7 +250,7 @@ def blobs(rng, shape, affine, points, count, size_mm):
     inside = np.all((voxels >= 0) & (voxels < np.array(shape)[:, None]), axis=0)
     volume[tuple(voxels[:, inside])] = 1
     sigma = size_mm / 2.355 / np.linalg.norm(affine[:3, :3], axis=0)
-    peak = ndimage.gaussian_filter(np.pad([[[1.0]]], 8), np.minimum(sigma, 3)).max()
+    peak = ndimage.gaussian_filter(np.pad([[[1.0]]], int(4 * sigma.max()) + 1), sigma).max()
     return np.clip(ndimage.gaussian_filter(volume, sigma) / peak, 0, 1)
 
 
