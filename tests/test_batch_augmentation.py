@@ -196,6 +196,7 @@ def test_workers_read_a_larger_patch_of_label_values():
         assert got["image"].shape == (2, 32, 32, 32) and got["label"].shape == (1, 32, 32, 32)
         assert torch.equal(got["image"][:, 8:24, 8:24, 8:24], expected["image"])
         assert torch.equal(got["label"][:, 8:24, 8:24, 8:24], expected["label"])
+        assert torch.equal(got["image"].affine[:3, 3], expected["image"].affine[:3, 3] - 8)  # the box's corner
 
 
 @pytest.mark.parametrize("value, message", [

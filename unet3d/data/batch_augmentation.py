@@ -77,6 +77,11 @@ def factors(generator, step, shape):
     return drawn
 
 
+def offsets(generator, step, shape):
+    """Offsets uniform in ``step``'s range."""
+    return uniform(generator, step["range"], shape)
+
+
 def per_channel(generator, step, batch, channels, draw=factors):
     """One draw per element (broadcast over channels), or one per channel with ``per_channel``."""
     return draw(generator, step, (batch, channels if step.get("per_channel") else 1)).expand(batch, channels)
@@ -112,7 +117,7 @@ def draw_parameters(recipe, batch, channels, generator):
                          value=uniform(generator, step["range"], (batch, channels, 3) if name == "blur"
                                        else (batch, channels)))
         elif name == "shift":
-            drawn["value"] = per_channel(generator, step, batch, channels, lambda g, s, shape: uniform(g, s["range"], shape))
+            drawn["value"] = per_channel(generator, step, batch, channels, offsets)
         else:
             drawn["value"] = per_channel(generator, step, batch, channels)
         parameters[name] = drawn
@@ -209,7 +214,7 @@ def mean_and_std(image):
 
 
 def channel_statistics(image):
-    """Mean, standard deviation, minimum and maximum of each channel of ``image`` (n, C, ...), shaped (n, C, 1, 1, 1)."""
+    """Mean, standard deviation, minimum and maximum of each channel of ``image`` (n, C, ...), each (n, C, 1, 1, 1)."""
     low, high = torch.aminmax(image.flatten(2), dim=-1, keepdim=True)
     return (*mean_and_std(image), low[..., None, None], high[..., None, None])
 

@@ -15,8 +15,9 @@ then makes the targets (what nearest-neighbour resampling gives either way).
 """
 
 import numpy as np
+import torch
 from monai.data import MetaTensor
-from monai.transforms import BorderPad, Randomizable, Transform
+from monai.transforms import Randomizable, Transform
 from monai.transforms.utils import correct_crop_centers
 
 from unet3d.data.stored import expand, targets
@@ -88,10 +89,17 @@ def with_margin(stored, labels, start, size, read_size):
     inside = [max(b, 0) for b in box_start]
     ends = [min(b + r, n) for b, r, n in zip(box_start, read_size, stored["label"].shape)]
     item = expand(stored, labels, inside, [e - i for e, i in zip(ends, inside)])
-    border = [amount for b, i, e, r in zip(box_start, inside, ends, read_size) for amount in (i - b, b + r - e)]
-    if any(border):
-        pad = BorderPad(border, mode="constant", value=0)
-        item = {**item, "image": pad(item["image"]), "label": pad(item["label"])}
+    if list(item["image"].shape[1:]) == list(read_size):
+        return item
+    # Zeros and a copy: a tenth of the time of MONAI's padding of MetaTensors.
+    place = (slice(None), *(slice(i - b, e - b) for b, i, e in zip(box_start, inside, ends)))
+    affine = item["image"].affine.clone()
+    affine[:3, 3] -= affine[:3, :3] @ torch.as_tensor([i - b for b, i in zip(box_start, inside)], dtype=affine.dtype)
+    for key in ("image", "label"):
+        padded = torch.zeros((item[key].shape[0], *read_size), dtype=item[key].dtype)
+        padded[place] = item[key].as_tensor()
+        meta = {name: value for name, value in item[key].meta.items() if name != "affine"}
+        item[key] = MetaTensor(padded, affine=affine.clone(), meta=meta)
     return item
 
 
