@@ -27,7 +27,8 @@ variant skips nnU-Net's final validation of the validation cases (the held-out c
 instead) and writes its checkpoints atomically. nnU-Net finds trainers by class name inside its
 package, so the variant's module is written into the nnU-Net environment's
 ``nnunetv2/training/nnUNetTrainer/variants/`` folder at run time (nnU-Net's documented way to add a
-trainer).
+trainer); where that environment cannot import ``timm`` (see below), into
+``nnunetv2/training/nnUNetTrainer/`` itself, which nnU-Net searches first.
 
 Both tools use the same cores: unet3d loads data in its main process with ``--threads`` torch
 threads (``OMP_NUM_THREADS``); nnU-Net's trainer uses as many torch threads
@@ -43,6 +44,11 @@ nnU-Net runs from its own virtual environment, never a dependency of unet3d. Mad
 repository, with the CPU build of torch:
 
     python -m venv nnunet-venv && nnunet-venv/bin/pip install torch==2.13.0 nnunetv2==2.8.1
+
+(With the CPU build of torch, PyPI's torchvision 0.28.0, which ``timm`` brings, fails to import:
+"operator torchvision::nms does not exist". nnU-Net imports it, through ``timm``, only for its
+Primus trainers, which it meets in ``variants/``'s search before a variant there; hence the other
+folder.)
 
 Not a test. Run from the repository root (``--nnunet_bin`` is that environment's bin folder, or
 ``NNUNET_BIN``), for example 10 CPU-minutes for unet3d (3 seeds) and 10, 30 and 100 for nnU-Net:
@@ -99,7 +105,8 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=1, help="unet3d runs, training.seed 0, 1, ...")
     parser.add_argument("--nnunet_budgets", default="1,3,10",
                         help="nnU-Net's budgets as multiples of --cpu_minutes, comma-separated (default 1,3,10)")
-    parser.add_argument("--data", choices=("simple",), default="simple", help="the synthetic cases' generator")
+    parser.add_argument("--data", choices=("simple", "realistic"), default="simple",
+                        help="the cases' generator, as benchmarks/recipe.py's --data")
     parser.add_argument("--n_train", type=int, default=10)
     parser.add_argument("--n_validation", type=int, default=2)
     parser.add_argument("--n_test", type=int, default=4)
@@ -334,14 +341,26 @@ class NNUNet:
         write_text(done, json.dumps(splits, indent=2))
 
     def install_trainer(self, epochs, iterations, val_iterations):
-        """Write the variant of this length into nnU-Net's variants folder; returns its class name."""
-        probe = "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))"
-        package = subprocess.run([str(self.bin / "python"), "-c", probe], capture_output=True, text=True,
-                                 check=True).stdout.strip()
+        """Write the variant of this length into nnU-Net's trainers (see ``trainer_folder``); returns its class name."""
         name = trainer_name(epochs, iterations, val_iterations)
         source = trainer_source(name, epochs, iterations, val_iterations, self.threads)
-        write_text(Path(package, *VARIANTS, f"{name}.py"), source)
+        write_text(self.trainer_folder() / f"{name}.py", source)
         return name
+
+    def trainer_folder(self):
+        """``variants/`` of nnU-Net's trainer package; the package's own folder where ``timm`` does not import.
+
+        nnU-Net looks for a trainer class in the package's modules first, then in its subpackages in
+        alphabetical order: ``primus/`` before ``variants/``. Importing ``primus`` imports ``timm`` and so
+        torchvision, which fails beside the CPU build of torch ("operator torchvision::nms does not
+        exist") where pip installed PyPI's torchvision; a module in the package's own folder is found
+        before that."""
+        probe = ("import os, nnunetv2; print(os.path.dirname(nnunetv2.__file__))\n"
+                 "try:\n    import timm\nexcept Exception:\n    print('no timm')")
+        lines = subprocess.run([str(self.bin / "python"), "-c", probe], capture_output=True, text=True,
+                               check=True).stdout.split("\n")
+        trainers = Path(lines[0].strip(), *VARIANTS[:-1])
+        return trainers if "no timm" in lines else trainers / VARIANTS[-1]
 
     def train(self, trainer, results, cpu_seconds):
         """``nnUNetv2_train`` fold 0 with ``trainer`` for at most ``cpu_seconds``; a dict of how it went."""
@@ -479,7 +498,8 @@ def scores(test_config, prediction_dir, timing):
 def data_groups(args):
     """``{group: folder}`` of the training, validation and held-out cases (written once)."""
     counts = {"train": args.n_train, "validation": args.n_validation, "test": args.n_test}
-    return recipe.synthetic_groups(args.output_dir / "data", counts, args.spacing)
+    realistic = () if args.data == "simple" else (args.data,)
+    return recipe.synthetic_groups(args.output_dir / "data", counts, args.spacing, *realistic)
 
 
 def markdown(table):
