@@ -110,17 +110,22 @@ def run_with_cpu_budget(command, cpu_seconds, cpu_seconds_of=process_cpu_seconds
     (default SIGTERM); returns ``(exit code, stopped, cpu seconds, wall seconds)``."""
     start = time.perf_counter()
     process = subprocess.Popen(list(map(str, command)), **popen)
+    stop = stop or subprocess.Popen.terminate
     stopped, polled = False, 0.0
-    while True:
-        # wait4, not Popen.poll: it also returns this child's own resource usage.
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        polled = cpu_seconds_of(process.pid)
-        if not stopped and polled >= cpu_seconds:
-            (stop or subprocess.Popen.terminate)(process)
-            stopped = True
-        time.sleep(1)
+    try:
+        while True:
+            # wait4, not Popen.poll: it also returns this child's own resource usage.
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            polled = cpu_seconds_of(process.pid)
+            if not stopped and polled >= cpu_seconds:
+                stop(process)
+                stopped = True
+            time.sleep(1)
+    except BaseException:  # Ctrl-C: the run stops too
+        stop(process)
+        raise
     # A stopped process's workers may die unwaited-for, outside its usage: the last poll counted them.
     cpu = max(usage.ru_utime + usage.ru_stime, polled)
     return os.waitstatus_to_exitcode(status), stopped, cpu, time.perf_counter() - start

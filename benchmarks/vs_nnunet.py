@@ -93,6 +93,9 @@ VARIANTS = ("training", "nnUNetTrainer", "variants")  # inside the nnunetv2 pack
 NNUNET_LENGTH = (1000, 250, 50)  # nnUNetTrainer's epochs, training and validation iterations per epoch
 TTA = {"tta": [], "no tta": ["--disable_tta"]}
 REGIONS = recipe.REGIONS
+COLUMNS = ["tool", "run", "budget_cpu_min", "epochs", "iterations_per_epoch", "stopped_by_budget", "model",
+           "train_cpu_min", "train_wall_min", "predict_cpu_min", "predict_wall_min",
+           *(f"dice_{region}" for region in REGIONS)]
 
 
 def parse_args(argv=None):
@@ -113,7 +116,7 @@ def parse_args(argv=None):
     parser.add_argument("--spacing", type=float, default=2.0, help="voxel size of the cases in mm")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of both tools' training")
     parser.add_argument("--nnunet_workers", type=int, default=1, help="nnU-Net's augmentation processes")
-    parser.add_argument("--calibration_iterations", type=int, default=5,
+    parser.add_argument("--calibration_iterations", type=int, default=3,
                         help="training iterations per epoch of nnU-Net's two-epoch calibration run")
     parser.add_argument("--dataset_id", type=int, default=611, help="nnU-Net's dataset id")
     parser.add_argument("--tta", choices=("both", "tta", "no tta"), default="both",
@@ -195,10 +198,8 @@ def training_length(cost, budget_seconds):
     return max(1, epochs), iterations, val_iterations
 
 
-def trainer_source(class_name, epochs, iterations, val_iterations, threads):
-    """The Python module of an nnUNetTrainer variant of this length that logs its CPU time per epoch phase."""
-    tree_cpu_seconds = inspect.getsource(process_tree_cpu_seconds).strip()
-    return f'''"""nnUNetTrainer for a CPU-time budget: {epochs} epochs of {iterations} iterations (written by a benchmark).
+# A trainer variant's module, for str.format; its process_tree_cpu_seconds is this file's.
+TRAINER_SOURCE = '''"""nnUNetTrainer for a CPU-time budget: {epochs} epochs of {iterations} iterations (by a benchmark).
 
 It logs the CPU seconds of its process and its workers at each epoch's phases to cpu_seconds.json,
 writes checkpoints atomically and skips the final validation (the benchmark scores held-out cases).
@@ -215,6 +216,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 {tree_cpu_seconds}
 
+
 class {class_name}(nnUNetTrainer):
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -225,7 +227,8 @@ class {class_name}(nnUNetTrainer):
         self.cpu_log = []
 
     def log_cpu(self, epoch, phase):
-        self.cpu_log.append({{"epoch": epoch, "phase": phase, "cpu_seconds": process_tree_cpu_seconds(os.getpid())}})
+        seconds = process_tree_cpu_seconds(os.getpid())
+        self.cpu_log.append({{"epoch": epoch, "phase": phase, "cpu_seconds": seconds}})
         path = os.path.join(self.output_folder, "cpu_seconds.json")
         with open(path + ".part", "w") as output:
             json.dump(self.cpu_log, output)
@@ -256,6 +259,13 @@ class {class_name}(nnUNetTrainer):
     def perform_actual_validation(self, save_probabilities=False):
         self.print_to_log_file("final validation skipped: the benchmark scores held-out cases itself")
 '''
+
+
+def trainer_source(class_name, epochs, iterations, val_iterations, threads):
+    """The Python module of an nnUNetTrainer variant of this length that logs its CPU time per epoch phase."""
+    return TRAINER_SOURCE.format(class_name=class_name, epochs=epochs, iterations=iterations,
+                                 val_iterations=val_iterations, threads=threads,
+                                 tree_cpu_seconds=inspect.getsource(process_tree_cpu_seconds).strip())
 
 
 def epoch_costs(cpu_log):
@@ -425,7 +435,8 @@ def calibrate(nnunet, output_dir, iterations):
 
 
 def nnunet_runs(args, nnunet, groups, test_config):
-    """nnU-Net at each budget of ``--nnunet_budgets``: table rows, one per budget and prediction mode."""
+    """nnU-Net at each budget of ``--nnunet_budgets``: table rows, one per budget and prediction mode, and a line
+    on its calibration."""
     log = vs_nnunet_plan.log
     log("nnU-Net: raw dataset, nnUNetv2_plan_and_preprocess, splits_final.json")
     nnunet.prepare(groups)
@@ -444,7 +455,15 @@ def nnunet_runs(args, nnunet, groups, test_config):
             prediction_dir = run_dir / f"heldout_{tta.replace(' ', '_')}"
             rows.append(cached(prediction_dir.with_suffix(".json"), lambda: nnunet_row(
                 nnunet, run_dir, training, tta, prediction_dir, test_config, budget, length)))
-    return rows
+    return rows, calibration_line(cost)
+
+
+def calibration_line(cost):
+    """What the calibration run measured, as a sentence."""
+    return (f"nnU-Net's calibration (CPU seconds): start-up {cost['startup']:.0f}, training iteration "
+            f"{cost['train_iteration']:.1f}, validation iteration {cost['val_iteration']:.1f}, epoch end "
+            f"{cost['epoch_end']:.1f}; the run itself {minutes(cost['calibration_cpu_seconds'])} CPU-minutes, "
+            f"{minutes(cost['calibration_wall_seconds'])} wall minutes, not in the budgets.")
 
 
 def nnunet_row(nnunet, run_dir, training, tta, prediction_dir, test_config, budget, length):
@@ -508,9 +527,9 @@ def markdown(table):
     return vs_nnunet_plan.markdown_table(list(table.columns), cells)
 
 
-def write_results(args, rows, header):
-    """Print the table and write ``results.csv`` and ``results.md``."""
-    table = pandas.DataFrame(rows)
+def write_results(args, rows, lines):
+    """Print the table under ``lines`` and write ``results.csv`` and ``results.md``."""
+    table = pandas.DataFrame(rows, columns=COLUMNS)
     unet3d = table[table["tool"] == "unet3d"]
     if len(unet3d) > 1:
         columns = [f"dice_{region}" for region in REGIONS]
@@ -518,7 +537,7 @@ def write_results(args, rows, header):
         table = pandas.concat([table, pandas.DataFrame([mean])], ignore_index=True)
     table = table.fillna("")
     recipe_line = f"unet3d: {RECIPE.relative_to(REPO)}, {args.cpu_minutes:g} CPU-minutes per seed"
-    text = "\n".join([header, "", recipe_line, "", markdown(table), ""])
+    text = "\n".join([*lines, recipe_line, "", markdown(table), ""])
     write_csv(table, args.output_dir / "results.csv")
     write_text(args.output_dir / "results.md", text)
     print(text)
@@ -546,8 +565,10 @@ def main(argv=None):
         nnunet = NNUNet(bin_dir, args.output_dir / "nnunet" / "data", args.dataset_id, args.threads,
                         args.nnunet_workers)
         groups = {group: brats_cases(folder) for group, folder in folders.items()}
-        rows += nnunet_runs(args, nnunet, groups, test_config)
-    write_results(args, rows, header)
+        nnunet_rows, calibration = nnunet_runs(args, nnunet, groups, test_config)
+        rows += nnunet_rows
+        header += f"\n\n{calibration}"
+    write_results(args, rows, [header, ""])
 
 
 if __name__ == "__main__":

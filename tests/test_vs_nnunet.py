@@ -167,7 +167,7 @@ def test_cpu_time_of_a_process_tree_counts_its_children():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("NNUNET_BIN"), reason="needs $NNUNET_BIN: an nnU-Net v2 environment's bin folder")
+@pytest.mark.skipif(not os.environ.get("NNUNET_BIN"), reason="needs $NNUNET_BIN, an nnU-Net v2 environment's bin/")
 def test_both_tools_train_predict_and_are_scored_at_a_tiny_size(tmp_path):
     command = [sys.executable, REPO / "benchmarks" / "vs_nnunet.py", "--output_dir", tmp_path, "--cpu_minutes", "0.5",
                "--nnunet_budgets", "1", "--n_train", "2", "--n_validation", "1", "--n_test", "1", "--spacing", "6",
