@@ -265,7 +265,7 @@ def trainer_source(class_name, epochs, iterations, val_iterations, threads):
     """The Python module of an nnUNetTrainer variant of this length that logs its CPU time per epoch phase."""
     return TRAINER_SOURCE.format(class_name=class_name, epochs=epochs, iterations=iterations,
                                  val_iterations=val_iterations, threads=threads,
-                                 tree_cpu_seconds=inspect.getsource(process_tree_cpu_seconds).strip())
+                                 tree_cpu_seconds=PROCESS_TREE_CPU_SECONDS)
 
 
 def epoch_costs(cpu_log):
@@ -301,6 +301,9 @@ def process_tree_cpu_seconds(pid):
         return 0.0
     own = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     return own + sum(process_tree_cpu_seconds(child) for child in children)
+
+
+PROCESS_TREE_CPU_SECONDS = inspect.getsource(process_tree_cpu_seconds).strip()  # read now, as the trainer's own
 
 
 @contextlib.contextmanager
