@@ -12,6 +12,10 @@ patches, the example's augmentation) this reports, measured side by side in one 
   channels, augmentation) against the median ``np.load`` of that case's whole float32 crop,
   the two alternating so that load on the machine hits both alike (the goal: at most 1.0x),
   and of the same item without the augmentation (the patch read and its targets);
+- the batched path (``dataset.batch_augmentation``, presets ``"default"``, the same augmentation, and
+  ``"nnunet"``): a worker's item (the patch read with its label values, larger for ``"nnunet"``)
+  plus the batched augmentation of a batch of ``--batch`` such items on the CPU (one thread), divided
+  by the batch size, against ``np.load`` in the same alternation;
 - a plain MONAI pipeline's item (``Dataset`` + ``LoadImaged`` ... ``RandCropByPosNegLabeld``
   and the same augmentation on every item, no cache), as the same ratio;
 - with ``--epochs``: the share of the epoch spent waiting for data, training the example's own
@@ -32,10 +36,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.data import Dataset
+from monai.data import Dataset, pad_list_data_collate
 from monai.transforms import Compose, RandCropByPosNegLabeld
 
 from unet3d.config.experiment import load_experiment, make_case
+from unet3d.config.batch_augmentation import parse_batch_augmentation
+from unet3d.data.batch_augmentation import BatchAugmentation
 from unet3d.data.brats import brats_cases
 from unet3d.data.dataset import SegmentationDataset, build_dataset
 from unet3d.data.loaders import make_loader, start_epoch
@@ -120,6 +126,30 @@ def item_costs(cached, bare, plain, data, root, items):
     return medians(ours), medians(patches), medians(loads), medians(plain_times)
 
 
+def batched_costs(experiment, data, root, items, batch, preset):
+    """Median ``(wall, CPU)`` seconds of a worker's item with ``dataset.batch_augmentation`` ``preset`` (the patch and
+    its label values), of the batched augmentation of ``batch`` such items divided by ``batch`` (with the targets),
+    and of ``np.load`` of the case's float32 crop timed alternately with them."""
+    recipe = parse_batch_augmentation(preset, "dataset.batch_augmentation")
+    settings = dataclasses.replace(experiment.dataset.settings, spatial_augmentations=None,
+                                   intensity_augmentations=None, batch_augmentation=recipe)
+    dataset = SegmentationDataset(data, settings, experiment.labels, "training", root / "cache")
+    augmentation = BatchAugmentation(recipe, experiment.labels, settings.patch_size, seed=0)
+    reads, augmented, loads, made = [], [], [], []
+    rng = np.random.default_rng(0)
+    for number in range(items):
+        index = number % len(data)
+        reads.append(timed(lambda: made.extend(dataset[(index, int(rng.integers(2**31)))])))
+        loads.append(timed(lambda: np.load(root / "crops" / f"{data[index].id}.npy")))
+        if len(made) == batch:
+            collated = pad_list_data_collate(made)
+            image, label = collated["image"].as_tensor(), collated["label"].as_tensor().float()
+            wall, cpu = timed(lambda: augmentation(image, label, 0, number))
+            augmented.append((wall / batch, cpu / batch))
+            made.clear()
+    return medians(reads), medians(augmented), medians(loads), tuple(dataset[(0, 0)][0]["image"].shape[1:])
+
+
 def waiting_share(experiment, cached, workers, epochs):
     """Share of the epoch spent waiting for batches after the first epoch, training the example's step
     (``train_step`` of its ``build_parts``) on the CPU."""
@@ -144,6 +174,7 @@ def main():
     parser.add_argument("--items", type=int, default=60, help="training items timed (cases in turn, random seeds)")
     parser.add_argument("--epochs", type=int, default=0, help="also measure the wait for data over this many epochs")
     parser.add_argument("--workers", type=int, default=1, help="data loader worker processes (with --epochs)")
+    parser.add_argument("--batch", type=int, default=2, help="batch size of the batched augmentation")
     parser.add_argument("--data_dir", help="reuse synthetic cases written here (default: a temporary folder)")
     args = parser.parse_args()
 
@@ -183,6 +214,13 @@ def main():
                               ("plain MONAI", plain, len(data))):
         print(f"training item, {name} (median of {count}): {1000 * cost[0]:.1f} ms wall = {cost[0] / load[0]:.2f}x np.load, "
               f"{1000 * cost[1]:.1f} ms CPU = {cost[1] / load[1]:.2f}x (goal for unet3d <= 1.0x)")
+    for preset in ("default", "nnunet"):
+        read, augmented, load, shape = batched_costs(experiment, data, root, args.items, args.batch, preset)
+        total = (read[0] + augmented[0], read[1] + augmented[1])
+        print(f"batched \"{preset}\" (worker reads {shape}): read {1000 * read[0]:.1f} ms + augmentation "
+              f"{1000 * augmented[0]:.1f} ms per item (batches of {args.batch}) = {1000 * total[0]:.1f} ms wall = "
+              f"{total[0] / load[0]:.2f}x np.load ({1000 * load[0]:.1f} ms), {1000 * total[1]:.1f} ms CPU = "
+              f"{total[1] / load[1]:.2f}x (goal <= 1.0x)")
     if args.epochs:
         share = waiting_share(experiment, cached, args.workers, args.epochs)
         print(f"waiting for data with {args.workers} worker(s): {100 * share:.1f}% of the epoch")

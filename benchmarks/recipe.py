@@ -19,8 +19,11 @@ Not a test. Run from the repository root, for example:
     .venv/bin/python benchmarks/recipe.py --config examples/brats2020/cpu_recipe_config.json --seeds 3 \\
         --set model.deep_supervision=false
 
-The synthetic cases (``unet3d.data.synthetic``) cover BraTS's field of view at
-``--spacing`` mm (2: 120 x 120 x 78 voxels) and are written once into ``--data_dir``.
+The synthetic cases cover BraTS's field of view at ``--spacing`` mm (2: 120 x 120 x 78
+voxels) and are written once into ``--data_dir``: ``--data simple`` (the default) writes
+tumour blobs in a box (``unet3d.data.synthetic``), ``--data realistic`` tumours grown in
+the MNI brain template with distractors that are not tumour (``unet3d.data.realistic``,
+needs nilearn), on which recipe choices can be told apart.
 """
 
 import argparse
@@ -38,6 +41,7 @@ import pandas
 
 from unet3d.config.overrides import apply_overrides
 from unet3d.data.brats import brats_cases
+from unet3d.data.realistic import write_realistic_brats
 from unet3d.data.synthetic import brats_shape, write_synthetic_brats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +65,9 @@ def parse_args(argv=None):
     parser.add_argument("--n_validation", type=int, default=2)
     parser.add_argument("--n_test", type=int, default=6)
     parser.add_argument("--spacing", type=float, default=2.0, help="voxel size of the synthetic cases in mm")
+    parser.add_argument("--data", choices=("simple", "realistic"), default="simple",
+                        help="simple: tumour blobs in a box (unet3d.data.synthetic); realistic: tumours grown in "
+                             "the MNI brain template, with distractors (unet3d.data.realistic, needs nilearn)")
     parser.add_argument("--data_dir", default=SCRATCH / "data", type=Path,
                         help="where the synthetic cases are kept (default: <temp dir>/unet3d_recipe/data)")
     parser.add_argument("--output_dir", default=SCRATCH / "runs", type=Path,
@@ -71,14 +78,17 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def synthetic_groups(data_dir, counts, spacing):
+def synthetic_groups(data_dir, counts, spacing, data="simple"):
     """``{group: case folder}`` with ``counts[group]`` synthetic cases each, written if not there yet."""
     shape = brats_shape(spacing)
     folders = {}
     for group, count in counts.items():
-        folder = Path(data_dir).resolve() / f"{group}_{count}_{spacing:g}mm"
+        folder = Path(data_dir).resolve() / f"{data}_{group}_{count}_{spacing:g}mm"
         if not (folder / "complete").is_file():
-            write_synthetic_brats(folder, count, shape, seed=DATA_SEEDS[group], spacing=(spacing,) * 3)
+            if data == "realistic":
+                write_realistic_brats(folder, count, spacing, seed=DATA_SEEDS[group])
+            else:
+                write_synthetic_brats(folder, count, shape, seed=DATA_SEEDS[group], spacing=(spacing,) * 3)
             (folder / "complete").touch()
         folders[group] = folder
     return folders
@@ -182,7 +192,7 @@ def main(argv=None):
     args = parse_args(argv)
     template = json.loads(Path(args.config).read_text())
     counts = {"train": args.n_train, "validation": args.n_validation, "test": args.n_test}
-    folders = synthetic_groups(args.data_dir, counts, args.spacing)
+    folders = synthetic_groups(args.data_dir, counts, args.spacing, args.data)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda seed: run_seed(template, folders, seed, args), seeds))

@@ -253,3 +253,23 @@ def test_predict_rejects_a_wrong_number_of_images(tiny_config, brats_data, tmp_p
     result = run("unet3d-predict", "--config_filename", tiny_config, "--model_filename", tmp_path / "m.pth",
                  "--images", one, "--output_directory", tmp_path / "out", check=False)
     assert result.returncode == 2 and "has 1 image(s) but the model takes 4" in result.stderr
+
+
+def test_cpu_prediction_runs_in_bfloat16_for_models_trained_in_it(monkeypatch):
+    from unet3d.predict import inference
+
+    bf16 = experiment_from_dict(tiny_settings(training={"amp": "bf16", "n_epochs": 1}))
+    fp32 = experiment_from_dict(tiny_settings(training={"n_epochs": 1}))
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
+    with inference.prediction_autocast(bf16, "cpu")():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with inference.prediction_autocast(fp32, "cpu")():
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)  # emulated bfloat16 is slower
+    with inference.prediction_autocast(bf16, "cpu")():
+        assert not torch.is_autocast_enabled("cpu")
+    image = torch.rand(1, 1, 20, 20, 20) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the threshold model's probabilities barely move
+        low = Inferer(BRATS, window=(16, 16, 16)).probabilities([threshold_model()], image)
+    plain = Inferer(BRATS, window=(16, 16, 16)).probabilities([threshold_model()], image)
+    torch.testing.assert_close(low.float(), plain, atol=2e-2, rtol=0)

@@ -264,3 +264,15 @@ def test_compile_is_opt_in(monkeypatch):
     assert not compile_requested(False) and compile_requested(True)
     monkeypatch.setenv("UNET3D_COMPILE", "1")
     assert compile_requested(False)
+
+
+def test_validation_during_training_can_use_the_first_cases_only(single_config):
+    from unet3d import distributed
+    from unet3d.train.loop import training_loaders
+
+    edit_config(single_config, lambda c: c["training"].update(validation_cases=1))
+    experiment = load_experiment(single_config)
+    loaders = training_loaders(experiment, None, num_workers=0, pin_memory=False, context=distributed.Context())
+    first = experiment.labelled_cases("validation")[0]
+    assert len(loaders.validation.dataset) == 1 and len(experiment.labelled_cases("validation")) == 2
+    assert [case["id"] for case in loaders.validation] == [[first.id]]

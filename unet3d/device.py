@@ -23,3 +23,11 @@ def check_process_devices(device, n_processes, flag="--ngpus"):
     if device.type == "cuda" and n_processes > torch.cuda.device_count():
         raise UserError(f"{flag} {n_processes}: this machine has {torch.cuda.device_count()} CUDA device(s), one per "
                         f"process is needed (lower {flag}, or use --device cpu for CPU processes)")
+
+
+def cpu_has_native_bf16():
+    """Whether oneDNN runs bfloat16 natively on this CPU (True when torch cannot tell)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True

@@ -2,6 +2,7 @@
 
 import json
 
+from unet3d.config.batch_augmentation import PRESETS, describe
 from unet3d.config.keys import REQUIRED
 from unet3d.config.schema import ENTRY_KEYS, GROUPS, OTHER_KEYS, SECTIONS
 
@@ -35,6 +36,8 @@ def markdown():
             lines += ["Also accepted: " + ", ".join(f"`{a}` for `{c}`" for a, c in spec.aliases.items()) + ".", ""]
         if spec.keys:
             lines += _key_table(spec.keys)
+        if name == "dataset":
+            lines += _batch_augmentation()
     lines += ["## `<group>_filenames`", "", "Lists of cases, one object per case:", ""]
     lines += [f"- `{group}`: {text}" for group, text in GROUPS.items()]
     lines += [""] + _key_table(ENTRY_KEYS)
@@ -42,6 +45,16 @@ def markdown():
               "a key close to `image`, `label` or `id` (`lable`, `images`) is taken for a misspelling.", ""]
     lines += ["## Other keys", ""] + _key_table(OTHER_KEYS)
     return "\n".join(lines)
+
+
+def _batch_augmentation():
+    lines = ["### `dataset.batch_augmentation`", "",
+             "A preset's name, or an object `{\"preset\": ..., <augmentation>: {<field>: value}}` that changes some "
+             "fields of the preset's augmentations (`prob` 0 turns one off). Presets: "
+             + ", ".join(f"`{json.dumps(name)}`" for name in PRESETS) + ". The augmentations, in the order they run "
+             "(after the spatial ones, which share one resampling), and their fields (ranges are `[low, high]`, drawn "
+             "uniformly):", ""]
+    return lines + describe() + [""]
 
 
 def _key_table(keys):

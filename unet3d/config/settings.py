@@ -9,6 +9,7 @@ import dataclasses
 import shlex
 from typing import ClassVar
 
+from unet3d.config.batch_augmentation import parse_batch_augmentation
 from unet3d.config.keys import REQUIRED, keys_of, setting, unknown_key
 from unet3d.config.labels import check_region_keys
 from unet3d.config.resolve import Component
@@ -96,6 +97,9 @@ class TrainingSettings(Settings):
     validation_batch_size: int = setting(["integer"], 1, "validation batch size", minimum=1)
     validation_interval: int = setting(["integer"], 1, "validate every k epochs, and after the last; the best model "
                                                        "and early stopping count validated epochs", minimum=1)
+    validation_cases: int = setting(["integer"], None, "validate during training on the first n of the validation "
+                                                       "cases (default: all); the predictions and evaluation after "
+                                                       "training cover all of them", minimum=1)
     samples_per_epoch: int = setting(["integer"], None, "training samples per epoch, by repeating the shuffled cases "
                                                         "(default: all cases)", minimum=1)
     amp: object = setting(["boolean", "string"], False, "false; true or \"fp16\": float16 autocast on CUDA; "
@@ -336,13 +340,18 @@ class DatasetSettings(Settings):
     intensity_augmentations: tuple = setting(["list", "null"], None, "MONAI dictionary transforms for the image only, "
                                                                      "training only",
                                              entries=parse_augmentations)
+    batch_augmentation: dict = setting(["string", "object", "null"], None, "augmentation of whole batches on the "
+                                       "training device, after the MONAI lists: a preset, \"default\" (the CPU "
+                                       "recipe's MONAI augmentation) or \"nnunet\" (nnU-Net v2's), or `{\"preset\": "
+                                       "..., <augmentation>: {<field>: value}}` (see below); training only",
+                                       entries=parse_batch_augmentation)
     training: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
                                                        "training split")
     validation: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
                                                          "validation split")
 
     RANDOM: ClassVar[tuple] = ("foreground_oversampling", "patches_per_case", "spatial_augmentations",
-                               "intensity_augmentations")
+                               "intensity_augmentations", "batch_augmentation")
 
     def __post_init__(self):
         if self.resample and self.patch_size is None and self.desired_shape is None:
@@ -368,7 +377,8 @@ class DatasetSettings(Settings):
 
     def for_split(self, split):
         """The settings of one split: augmentation for training only, then ``dataset.<split>`` on top."""
-        changes = {} if split == "training" else {"spatial_augmentations": None, "intensity_augmentations": None}
+        changes = {} if split == "training" else {"spatial_augmentations": None, "intensity_augmentations": None,
+                                                  "batch_augmentation": None}
         changes.update((split in SPLITS and getattr(self, split)) or {})
         return dataclasses.replace(self, **changes, training=None, validation=None)
 

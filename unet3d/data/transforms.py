@@ -3,7 +3,9 @@
 It comes in two parts: ``preprocessing`` is deterministic (load, reorient, resample, crop,
 normalize, resize or pad) and can be cached on disk in a compact form
 (``unet3d.data.stored``); ``sampling`` is the random part that runs every epoch on that form
-(patches read from it, target channels built, spatial and intensity augmentation).
+(patches read from it, target channels built, spatial and intensity augmentation). With
+``dataset.batch_augmentation`` the training items keep the label values, and the training loop augments
+whole batches and makes the targets (``unet3d.data.batch_augmentation``).
 """
 
 import inspect
@@ -21,6 +23,7 @@ from monai.transforms import (
 )
 
 from unet3d.config.resolve import resolve
+from unet3d.data.batch_augmentation import larger_patch
 from unet3d.data.formats import readers
 from unet3d.data.patches import ExpandCased, LabelTargetsd, RandForegroundPatchd
 from unet3d.errors import UserError
@@ -73,14 +76,19 @@ def sampling(settings, labels=None, patches=True):
     # Spatial augmentation that resamples labels by nearest neighbour moves one channel of label values, and
     # the targets are made after it: the same targets as moving every target channel, for less work.
     later = labels is not None and spatial and all(entry.keeps_label_values for entry in settings.spatial_augmentations)
+    batched = labels is not None and settings.batch_augmentation is not None
+    if batched and not later and spatial:
+        raise UserError("config key 'dataset.spatial_augmentations' resamples the label with a mode other than "
+                        "nearest; with 'dataset.batch_augmentation' the label must stay label values")
     steps = []
     if labels is not None and patches and settings.patch_size is not None:
-        steps.append(RandForegroundPatchd(None if later else labels, settings.patch_size,
+        size = larger_patch(settings.patch_size, settings.batch_augmentation) if batched else settings.patch_size
+        steps.append(RandForegroundPatchd(None if later or batched else labels, size,
                                           settings.foreground_oversampling, settings.patches_per_case))
     elif labels is not None:
-        steps.append(ExpandCased(None if later else labels))
+        steps.append(ExpandCased(None if later or batched else labels))
     steps.extend(spatial)
-    if later:
+    if later and not batched:  # else the training loop makes the targets after the batched augmentation
         steps.append(LabelTargetsd(labels))
     steps.extend(augmentations(settings.intensity_augmentations, "image"))
     return Compose(steps)

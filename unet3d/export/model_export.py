@@ -35,7 +35,8 @@ log = logging.getLogger("unet3d")
 FORMATS = ("torchscript", "onnx", "bundle")
 FILES = {"torchscript": "model.ts", "onnx": "model.onnx", "manifest": "manifest.json"}
 BUNDLE_FILES = ("configs/inference.json", "configs/metadata.json", "models/model.pt")
-BUNDLE_DIFFERENCE = "unet3d-predict runs float16 autocast on CUDA unless --no_amp; the bundle runs float32"
+BUNDLE_DIFFERENCE = ("unet3d-predict runs float16 autocast on CUDA (bfloat16 on a CPU for models trained in it) "
+                     "unless --no_amp; the bundle runs float32")
 # The check's input when the config has no window (whole volumes): divisible by the stride of 5-level U-Nets.
 CHECK_WINDOW = (32, 32, 32)
 

@@ -128,8 +128,8 @@ def given_cost(step_seconds, speed, model, patch, batch, threads, source):
 
 def measure_step(experiment, device, repeats=REPEATS):
     """``(seconds, peak bytes or None)`` of ``experiment``'s own training step (``build_parts`` and ``train_step``
-    on random batches of its patch), the fastest of ``repeats`` or more (up to ``MEASURED_SECONDS`` of steps)
-    after a warm-up, data loading's share included.
+    on random batches of its patch, ``dataset.batch_augmentation`` first when it is set), the fastest of
+    ``repeats`` or more (up to ``MEASURED_SECONDS`` of steps) after a warm-up, data loading's share included.
 
     On a CPU: one thread's CPU seconds, divided as ``training_threads()`` threads share the work;
     another process on the machine changes neither. On CUDA: wall-clock seconds, synchronised.
@@ -144,7 +144,8 @@ def measure_step(experiment, device, repeats=REPEATS):
             warnings.simplefilter("ignore")
             parts = build_parts(experiment, device)
         patch, batch = experiment.dataset.settings.patch_size, experiment.training.batch_size
-        image, target = random_batch(experiment, experiment.in_channels, patch, batch, device)
+        image, label = random_batch(experiment, experiment.in_channels, patch, batch, device,
+                                    label_values=bool(parts.augment))
         if not cpu:
             torch.cuda.reset_peak_memory_stats(device)
         clock = time.process_time if cpu else time.perf_counter
@@ -152,7 +153,7 @@ def measure_step(experiment, device, repeats=REPEATS):
         parts.model.train()
         while len(seconds) <= repeats or (sum(seconds[1:]) < MEASURED_SECONDS and len(seconds) <= MAX_REPEATS):
             start = clock()
-            train_step(parts, image, target)
+            train_step(parts, *parts.augment(image, label, 0, len(seconds)))  # dataset.batch_augmentation's share
             if not cpu:
                 torch.cuda.synchronize(device)
             seconds.append(clock() - start)

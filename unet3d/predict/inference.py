@@ -12,6 +12,7 @@ from unet3d.config.experiment import require_writable
 from unet3d.config.load import write_json
 from unet3d.data.dataset import build_dataset
 from unet3d.data.loaders import batches, make_loader
+from unet3d.device import cpu_has_native_bf16
 from unet3d.models.inferer import Inferer
 from unet3d.models.weights import trained_model
 from unet3d.predict.inputs import model_filenames, select_cases
@@ -113,7 +114,7 @@ def predict_cases(experiment, models, case_list, output_dir, device, prediction=
         save_probabilities: write float32 probabilities instead of label maps.
         keep_largest: keep only the largest component of each region.
         tta: average over the 8 mirrorings of the spatial axes.
-        amp: float16 autocast on CUDA (never on CPU).
+        amp: autocast as ``prediction_autocast`` says: float16 on CUDA, bfloat16 on a CPU for bf16-trained models.
         overwrite: replace predictions that exist.
         num_workers: data loader worker processes.
         postprocessing: the ``ComponentStep`` of each region chosen by cross-validation, applied
@@ -139,10 +140,21 @@ def predict_cases(experiment, models, case_list, output_dir, device, prediction=
 
 def inferer_for(experiment, prediction=None, tta=False, amp=True, device="cpu"):
     """The ``Inferer`` of ``experiment``'s prediction settings (``prediction``: the command line's copy), with
-    float16 autocast on CUDA when ``amp``."""
-    cuda_fp16 = amp and torch.device(device).type == "cuda"
-    return Inferer.from_experiment(experiment, prediction, tta=tta, autocast=(
-        lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda_fp16 else nullcontext)
+    the autocast of ``prediction_autocast`` when ``amp``."""
+    return Inferer.from_experiment(experiment, prediction, tta=tta,
+                                   autocast=prediction_autocast(experiment, device) if amp else nullcontext)
+
+
+def prediction_autocast(experiment, device):
+    """float16 autocast on CUDA; on a CPU, bfloat16 autocast when the model was trained in it
+    (``training.amp: "bf16"``, as its validation ran) and the CPU runs it natively (about half the
+    CPU time of float32 there); else float32."""
+    device_type = torch.device(device).type
+    if device_type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.float16)
+    if device_type == "cpu" and experiment.training.amp == "bf16" and cpu_has_native_bf16():
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext
 
 
 def case_probabilities(experiment, models, case_list, device, prediction=None, tta=False, amp=True, num_workers=0):

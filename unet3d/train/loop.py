@@ -111,7 +111,7 @@ def training_loaders(experiment, cache_dir, num_workers, pin_memory, context):
     train_loader = make_loader(training, settings.batch_size, shuffle=True, num_workers=num_workers,
                                seed=settings.seed, pin_memory=pin_memory, shard=shard,
                                samples=settings.samples_per_epoch)
-    cases = experiment.labelled_cases("validation")
+    cases = experiment.labelled_cases("validation")[: settings.validation_cases]
     if not cases:
         return Loaders(train_loader)
     validation = build_dataset(experiment.dataset, experiment.labels, cases, split="validation", cache_dir=cache_dir)
@@ -135,7 +135,7 @@ def run_epoch(experiment, epoch, *, parts, loaders, inferer, device, context, mo
     start_epoch(loaders.training, settings.seed, epoch)
     lr = parts.optimizer.param_groups[0]["lr"]
     trained = train_one_epoch(parts, loaders.training, device, description=f"epoch {epoch}/{settings.n_epochs}",
-                              context=context, on_step=on_step)
+                              context=context, on_step=on_step, epoch=epoch)
     row = {"epoch": epoch, **trained, "lr": lr}
     if not np.isfinite(row["loss"]):  # the same figure in every process: all stop together
         raise UserError(f"epoch {epoch}: the training loss is {row['loss']}; the weights diverged (lower "
@@ -154,17 +154,18 @@ def run_epoch(experiment, epoch, *, parts, loaders, inferer, device, context, mo
     return row, example
 
 
-def train_one_epoch(parts, loader, device, description="epoch", context=distributed.Context(), on_step=None):
-    """One pass of ``train_step`` over ``loader``; returns the mean training loss (over all processes) and the
-    seconds spent waiting for batches. ``on_step``, when given, is called with the learning rate of every step."""
+def train_one_epoch(parts, loader, device, description="epoch", context=distributed.Context(), on_step=None, epoch=0):
+    """One pass of ``train_step`` over ``loader``, each batch through ``parts.augment`` first (seeded by ``epoch``,
+    its index and the rank); returns the mean training loss (over all processes) and the seconds spent waiting
+    for batches. ``on_step``, when given, is called with the learning rate of every step."""
     parts.network.train()
     total, count, data_time = 0.0, 0, 0.0
     with batches(loader) as iterator, BatchProgress(len(loader), description) as progress:
         ready = time.perf_counter()
-        for batch in iterator:
+        for index, batch in enumerate(iterator):
             data_time += time.perf_counter() - ready
             raise_if_stopped()
-            image, label = on_device(batch, device)
+            image, label = parts.augment(*on_device(batch, device), epoch, index, context.rank)
             lr = parts.optimizer.param_groups[0]["lr"]
             loss = train_step(parts, image, label).item()
             if on_step is not None:

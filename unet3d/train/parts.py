@@ -9,6 +9,7 @@ import dataclasses
 import torch
 
 from unet3d.data import loaders
+from unet3d.data.batch_augmentation import BatchAugmentation
 from unet3d.losses.deep_supervision import DeepSupervisedLoss
 from unet3d.train.finetune import freeze
 from unet3d.train.precision import Precision
@@ -29,6 +30,8 @@ class RunParts:
         scheduler_steps: the run's number of scheduler steps (the length of ``"auto"`` schedules).
         precision: the autocast context and gradient scaler.
         clip_grad_norm: ``training.clip_grad_norm`` (None: no clipping).
+        augment: ``dataset.batch_augmentation`` of the training batches (``BatchAugmentation``; without the
+            setting it gives batches back as they are).
     """
 
     model: torch.nn.Module
@@ -40,6 +43,7 @@ class RunParts:
     scheduler_steps: int
     precision: Precision
     clip_grad_norm: float = None
+    augment: BatchAugmentation = dataclasses.field(default_factory=BatchAugmentation)
 
 
 def build_parts(experiment, device, batches_per_epoch=None, amp=None):
@@ -67,15 +71,29 @@ def build_parts(experiment, device, batches_per_epoch=None, amp=None):
         scheduler_steps=length,
         precision=Precision(settings.amp if amp is None else amp, device),
         clip_grad_norm=settings.clip_grad_norm,
+        augment=training_augmentation(experiment),
     )
 
 
-def random_batch(experiment, channels, size, batch_size=1, device=torch.device("cpu")):
+def training_augmentation(experiment):
+    """The ``BatchAugmentation`` of the experiment's training split (a no-op without ``dataset.batch_augmentation``
+    or with a dataset class of a plug-in's)."""
+    if experiment.dataset.settings is None:
+        return BatchAugmentation()
+    settings = experiment.dataset.settings.for_split("training")
+    return BatchAugmentation(settings.batch_augmentation, experiment.labels, settings.patch_size,
+                             experiment.training.seed)
+
+
+def random_batch(experiment, channels, size, batch_size=1, device=torch.device("cpu"), label_values=False):
     """A random image ``(batch_size, channels, *size)`` and its float targets, from label maps holding every label
-    value, as ``on_device`` delivers a loader's: for running the step where no data is read."""
+    value, as ``on_device`` delivers a loader's: for running the step where no data is read. With ``label_values``
+    the label maps themselves (one float channel), as a loader delivers them for ``dataset.batch_augmentation``."""
     generator = torch.Generator().manual_seed(0)
     image = torch.randn((batch_size, channels, *size), generator=generator)
     values = torch.tensor([0, *experiment.labels.values])
     label_maps = values[torch.randint(len(values), (batch_size, *size), generator=generator)]
+    if label_values:
+        return image.to(device), label_maps[:, None].float().to(device)
     target = torch.stack([experiment.labels.targets(label_map) for label_map in label_maps])
     return image.to(device), target.to(device).float()

@@ -5,6 +5,8 @@ from contextlib import nullcontext
 
 import torch
 
+from unet3d.device import cpu_has_native_bf16
+
 # training.amp's values (checked by the config's schema) -> the autocast dtype (None: float32).
 DTYPES = {False: None, "fp32": None, True: torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -31,11 +33,3 @@ class Precision:
     def autocast(self):
         """The autocast context for forward passes (a no-op in float32)."""
         return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype else nullcontext()
-
-
-def cpu_has_native_bf16():
-    """Whether oneDNN runs bfloat16 natively on this CPU (True when torch cannot tell)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True

@@ -1,0 +1,301 @@
+"""Augmentation of a whole training batch at once, in torch, on the device the batch is on.
+
+The recipe is ``dataset.batch_augmentation`` parsed (``unet3d.config.batch_augmentation``). Per batch
+element, the rotation, scaling and elastic field make one sampling grid and one ``grid_sample`` each for
+the image (linear) and for the label values (nearest); elements without a spatial change are only cut
+to the patch size. Flips, then the intensity augmentations, follow in nnU-Net's order (noise, blur,
+brightness, shift, contrast, low resolution, inverted gamma, gamma); the label's target channels are
+made last, from the moved label values (``LabelScheme.targets``).
+
+Every parameter is drawn on the CPU from a ``torch.Generator`` seeded by ``batch_seed`` (run seed,
+epoch, batch index, rank), so a batch's parameters are the same on every device, after a resume, and
+with any number of loader workers. The noise image itself is drawn on the batch's device from a seed
+drawn with the parameters (reproducible on each device; a GPU's values differ from a CPU's).
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms.utils import create_rotate, create_scale
+
+INTENSITY = ("noise", "blur", "brightness", "shift", "contrast", "low_resolution", "inverted_gamma", "gamma")
+
+
+def batch_seed(seed, epoch, index, rank=0):
+    """The generator seed of batch ``index`` of ``epoch`` in process ``rank`` of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, epoch, index, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def larger_patch(patch_size, recipe):
+    """The patch a worker reads so that the rotated and scaled patch stays inside it (nnU-Net's
+    ``get_patch_size``: the bounding box of the patch rotated by the largest angle about each axis in turn,
+    divided by the smallest zoom), or ``patch_size`` when the recipe neither rotates nor scales or does not
+    ask for ``larger_patch``."""
+    if not recipe.get("larger_patch") or not any(moves(recipe, name) for name in ("rotation", "scaling")):
+        return tuple(patch_size)
+    angle = min(max(abs(a) for a in recipe["rotation"]["range"]), math.pi / 2) if moves(recipe, "rotation") else 0
+    zoom = min(recipe["scaling"]["range"][0], 1.0) if moves(recipe, "scaling") else 1.0
+    size = np.array(patch_size, dtype=float)
+    box = size.copy()
+    for axis in range(3):
+        first, second = [a for a in range(3) if a != axis]
+        box[first] = max(box[first], size[first] * math.cos(angle) + size[second] * math.sin(angle))
+        box[second] = max(box[second], size[second] * math.cos(angle) + size[first] * math.sin(angle))
+    box /= zoom
+    return tuple(int(p + 2 * math.ceil((b - p) / 2 - 1e-9)) for p, b in zip(patch_size, box))
+
+
+def moves(recipe, name):
+    """Whether the recipe's spatial augmentation ``name`` can change an element."""
+    step = recipe[name]
+    if name == "scaling" and step["with_rotation"]:
+        return recipe["rotation"]["prob"] > 0 and step["range"] != [1.0, 1.0]
+    return step["prob"] > 0 and step["range"] != ([1.0, 1.0] if name == "scaling" else [0.0, 0.0])
+
+
+def uniform(generator, bounds, shape):
+    """Uniform draws in ``[low, high]`` (float64, CPU)."""
+    low, high = bounds
+    return low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64)
+
+
+def chosen(generator, prob, shape):
+    """Booleans that are true with probability ``prob``."""
+    return torch.rand(shape, generator=generator, dtype=torch.float64) < prob
+
+
+def factors(generator, step, shape):
+    """Factors of ``step``'s range; with ``split_at_one`` half below 1 and half above (nnU-Net's BGContrast)."""
+    low, high = step["range"]
+    drawn = uniform(generator, (low, high), shape)
+    if step.get("split_at_one"):
+        below = chosen(generator, 0.5, shape) & (low < 1)
+        drawn = torch.where(below, uniform(generator, (low, min(high, 1.0)), shape),
+                            uniform(generator, (max(low, 1.0), high), shape))
+    return drawn
+
+
+def per_channel(generator, step, batch, channels, draw=factors):
+    """One draw per element (broadcast over channels), or one per channel with ``per_channel``."""
+    return draw(generator, step, (batch, channels if step.get("per_channel") else 1)).expand(batch, channels)
+
+
+def draw_parameters(recipe, batch, channels, generator):
+    """Every random parameter of a batch of ``batch`` elements of ``channels`` channels, as CPU tensors; an
+    augmentation that does not fire for an element gets its identity parameter."""
+    rotated = chosen(generator, recipe["rotation"]["prob"], (batch,))
+    angles = uniform(generator, recipe["rotation"]["range"], (batch, 3)) * rotated[:, None]
+    step = recipe["scaling"]
+    scaled = rotated if step["with_rotation"] else chosen(generator, step["prob"], (batch,))
+    zoom = uniform(generator, step["range"], (batch, 3 if step["per_axis"] else 1)).expand(batch, 3)
+    zoom = torch.where(scaled[:, None], zoom, torch.ones_like(zoom))
+    step = recipe["elastic"]
+    deformed = chosen(generator, step["prob"], (batch,))
+    points = (batch, 3, *(step["control_points"],) * 3)
+    field = torch.randn(points, generator=generator, dtype=torch.float64) * uniform(generator, step["range"], (batch,)
+                                                                                   ).view(-1, 1, 1, 1, 1)
+    step = recipe["flip"]
+    flips = chosen(generator, step["prob"], (batch, 3 if step["per_axis"] else 1)).expand(batch, 3)
+    parameters = {"angles": angles, "zoom": zoom, "field": field * deformed.view(-1, 1, 1, 1, 1), "flips": flips,
+                  "moved": rotated | scaled | deformed}
+    parameters["moved"] &= (angles != 0).any(1) | (zoom != 1).any(1) | (parameters["field"] != 0).flatten(1).any(1)
+    for name in INTENSITY:
+        step = recipe[name]
+        drawn = {"on": chosen(generator, step["prob"], (batch,))}
+        if name == "noise":
+            drawn.update(std=uniform(generator, step["range"], (batch,)),
+                         seed=torch.randint(2**62, (batch,), generator=generator))
+        elif name in ("blur", "low_resolution"):
+            drawn.update(channels=chosen(generator, step["channel_prob"], (batch, channels)),
+                         value=uniform(generator, step["range"], (batch, channels, 3) if name == "blur"
+                                       else (batch, channels)))
+        elif name == "shift":
+            drawn["value"] = per_channel(generator, step, batch, channels, lambda g, s, shape: uniform(g, s["range"], shape))
+        else:
+            drawn["value"] = per_channel(generator, step, batch, channels)
+        parameters[name] = drawn
+    return parameters
+
+
+def sampling_grid(angles, zoom, field, size_in, size_out, device):
+    """``grid_sample``'s grid (align_corners) that maps each output voxel, centred, through rotation @ scaling
+    (MONAI's ``create_rotate`` and ``create_scale``, voxel units) plus the displacement ``field`` (upsampled
+    trilinearly) to the input."""
+    matrices = torch.stack([torch.as_tensor(create_rotate(3, a.tolist()) @ create_scale(3, z.tolist()))[:3, :3]
+                            for a, z in zip(angles, zoom)])
+    half_in = (torch.tensor(size_in, dtype=torch.float64) - 1).clamp(min=1) / 2
+    half_out = (torch.tensor(size_out, dtype=torch.float64) - 1).clamp(min=1) / 2
+    theta = matrices * half_out[None, None, :] / half_in[None, :, None]
+    theta = theta.flip(1).flip(2)  # the grid's (x, y, z) are the last, middle and first axes
+    theta = torch.cat([theta, torch.zeros(len(theta), 3, 1, dtype=theta.dtype)], dim=2)
+    grid = F.affine_grid(theta.float().to(device), (len(theta), 1, *size_out), align_corners=True)
+    if field.any():
+        moved = F.interpolate(field.float().to(device), size=tuple(size_out), mode="trilinear", align_corners=True)
+        moved = moved / half_in.float().to(device).view(1, 3, 1, 1, 1)
+        grid = grid + moved.flip(1).permute(0, 2, 3, 4, 1)
+    return grid
+
+
+def centre_crop(tensor, size):
+    """The centre ``size`` of a batch ``(B, C, *spatial)``."""
+    starts = [(n - s) // 2 for n, s in zip(tensor.shape[2:], size)]
+    return tensor[(slice(None), slice(None), *(slice(b, b + s) for b, s in zip(starts, size)))]
+
+
+def resample(image, label, parameters, size):
+    """The spatial augmentation: one grid per moved element, sampled linearly for the image and by nearest
+    neighbour for the label values; the other elements are cut to ``size``."""
+    moved = parameters["moved"].nonzero()[:, 0]
+    cut_image, cut_label = centre_crop(image, size), centre_crop(label, size)
+    if len(moved) == 0:
+        return cut_image, cut_label
+    grid = sampling_grid(parameters["angles"][moved], parameters["zoom"][moved], parameters["field"][moved],
+                         image.shape[2:], size, image.device)
+    everyone = len(moved) == len(image)
+    moved = moved.to(image.device)
+    sampled_image = F.grid_sample(image[moved], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    sampled_label = F.grid_sample(label[moved], grid, mode="nearest", padding_mode="zeros", align_corners=True)
+    if everyone:
+        return sampled_image, sampled_label
+    cut_image, cut_label = cut_image.clone(), cut_label.clone()
+    cut_image[moved], cut_label[moved] = sampled_image, sampled_label
+    return cut_image, cut_label
+
+
+def flipped(tensor, flips):
+    """Each element flipped along the axes its row of ``flips`` marks."""
+    axes = [[axis + 1 for axis, flip in enumerate(row) if flip] for row in flips.tolist()]
+    if not any(axes):
+        return tensor
+    return torch.stack([element.flip(dims) if dims else element for element, dims in zip(tensor, axes)])
+
+
+def gaussian_blur(image, sigma):
+    """Separable Gaussian blur of each channel of ``image`` (n, C, X, Y, Z) with its own ``sigma`` per axis
+    (n, C, 3, on the CPU; 0: unchanged); edges replicated."""
+    n, channels = image.shape[:2]
+    radius = max(1, math.ceil(3 * float(sigma.max())))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    flat = image.reshape(1, n * channels, *image.shape[2:])
+    for axis in range(3):
+        spread = sigma[..., axis].reshape(-1, 1).clamp(min=1e-6)
+        kernel = torch.exp(-offsets**2 / (2 * spread**2))
+        shape = [n * channels, 1, 1, 1, 1]
+        shape[2 + axis] = len(offsets)
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        weights = (kernel / kernel.sum(1, keepdim=True)).view(shape).to(image)
+        flat = F.conv3d(F.pad(flat, pad, mode="replicate"), weights, groups=n * channels)
+    return flat.reshape(image.shape)
+
+
+def low_resolution(image, chosen_channels, zoom):
+    """nnU-Net's SimulateLowResolution: each chosen channel downsampled by its zoom (nearest) and back (trilinear)."""
+    result = image.clone()
+    size = image.shape[2:]
+    for element, channel in chosen_channels.nonzero().tolist():
+        small = [max(1, round(n * float(zoom[element, channel]))) for n in size]
+        down = F.interpolate(image[element, channel][None, None], size=small, mode="nearest-exact")
+        result[element, channel] = F.interpolate(down, size=tuple(size), mode="trilinear", align_corners=False)[0, 0]
+    return result
+
+
+def gamma(image, value, inverted):
+    """nnU-Net's GammaTransform with retained statistics: each channel rescaled to [0, 1], raised to its gamma,
+    scaled back, then given its former mean and standard deviation (of the inverted image with ``inverted``)."""
+    image = -image if inverted else image
+    axes = (2, 3, 4)
+    mean, std = image.mean(axes, keepdim=True), image.std(axes, keepdim=True)
+    low, high = image.amin(axes, keepdim=True), image.amax(axes, keepdim=True)
+    spread = high - low
+    image = ((image - low) / spread.clamp(min=1e-7)).pow(value) * spread + low
+    image = (image - image.mean(axes, keepdim=True)) * (std / image.std(axes, keepdim=True).clamp(min=1e-7)) + mean
+    return -image if inverted else image
+
+
+def contrast(image, value):
+    """nnU-Net's ContrastTransform with ``preserve_range``: each channel scaled around its mean, then clipped to its
+    former range."""
+    axes = (2, 3, 4)
+    low, high = image.amin(axes, keepdim=True), image.amax(axes, keepdim=True)
+    mean = image.mean(axes, keepdim=True)
+    return torch.maximum(torch.minimum((image - mean) * value + mean, high), low)
+
+
+def add_noise(element, std, seed):
+    """Gaussian noise of standard deviation ``std`` added to ``element`` in place, drawn on its device from ``seed``."""
+    generator = torch.Generator(device=element.device).manual_seed(seed)
+    element.add_(torch.randn(element.shape, generator=generator, device=element.device, dtype=element.dtype), alpha=std)
+
+
+def apply_intensity(name, image, elements, drawn):
+    """Augmentation ``name`` of the ``elements`` of ``image``, in place, with their parameters ``drawn``: noise, a
+    factor or an offset element by element (one pass over the voxels), the others on the chosen elements together."""
+    if name == "noise":
+        for element, std, seed in zip(elements.tolist(), drawn["std"].tolist(), drawn["seed"].tolist()):
+            add_noise(image[element], std, seed)
+        return
+    if name in ("brightness", "shift"):
+        for element, value in zip(elements.tolist(), drawn["value"]):
+            value = value.to(image.device, image.dtype).view(-1, 1, 1, 1)
+            image[element].mul_(value) if name == "brightness" else image[element].add_(value)
+        return
+    on = elements.to(image.device)
+    image[on] = intensity(name, image[on], drawn)
+
+
+def intensity(name, image, drawn):
+    """Augmentation ``name`` (not noise, brightness or shift) of the elements ``image`` with their parameters
+    ``drawn``."""
+    if name == "blur":  # kernels are made on the CPU, then moved
+        return gaussian_blur(image, drawn["value"] * drawn["channels"][..., None])
+    if name == "low_resolution":
+        return low_resolution(image, drawn["channels"], drawn["value"])
+    value = drawn["value"].to(image.device, image.dtype)
+    value = value.view(*value.shape, 1, 1, 1)
+    if name == "contrast":
+        return contrast(image, value)
+    return gamma(image, value, inverted=name == "inverted_gamma")
+
+
+class BatchAugmentation:
+    """``dataset.batch_augmentation`` for a run: ``augmentation(image, label, epoch, index, rank)`` on a batch of
+    images (B, C, *spatial) and label values (B, 1, *spatial) gives the augmented images, of the patch size, and
+    their target channels; without a recipe it gives the batch back as it is. The images given may be changed in
+    place (the training loop has no other use for them).
+
+    Args:
+        recipe: the parsed setting (None: no batched augmentation).
+        labels: the ``LabelScheme`` that makes the targets (None: the label values are returned).
+        patch_size: the output's spatial size (None: the input's).
+        seed: the run seed.
+    """
+
+    def __init__(self, recipe=None, labels=None, patch_size=None, seed=0):
+        self.recipe, self.labels, self.patch_size, self.seed = recipe, labels, patch_size, seed
+
+    def __bool__(self):
+        return self.recipe is not None
+
+    def __call__(self, image, label, epoch, index, rank=0):
+        if self.recipe is None:
+            return image, label
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, index, rank))
+        return self.augment(image, label, generator)
+
+    def augment(self, image, label, generator):
+        """The batch augmented with parameters drawn from ``generator`` (``image`` may be changed in place)."""
+        parameters = draw_parameters(self.recipe, len(image), image.shape[1], generator)
+        size = tuple(self.patch_size or image.shape[2:])
+        image, label = resample(image, label.to(image.dtype), parameters, size)
+        image, label = flipped(image, parameters["flips"]), flipped(label, parameters["flips"])
+        for name in INTENSITY:
+            drawn = parameters[name]
+            elements = drawn["on"].nonzero()[:, 0]
+            if len(elements):
+                apply_intensity(name, image, elements, {key: v[elements] for key, v in drawn.items() if key != "on"})
+        if self.labels is None:
+            return image, label
+        return image, self.labels.targets(torch.round(label[:, 0]).long()).movedim(0, 1).float()
