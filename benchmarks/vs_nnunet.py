@@ -1,7 +1,7 @@
 """unet3d's CPU recipe beside the real nnU-Net v2, trained on the same cases for the same CPU time, scored alike.
 
-Writes synthetic BraTS-like cases (``--data``: the generator of ``benchmarks/recipe.py``; default 10
-training, 2 validation and 4 held-out cases at 2 mm), then:
+Writes synthetic BraTS-like cases (``--data simple`` or ``realistic``, the generators of
+``benchmarks/recipe.py``; default 10 training, 2 validation and 4 held-out cases at 2 mm), then:
 
 - unet3d: ``examples/brats2020/cpu_recipe_config.json`` trained by ``benchmarks/recipe.py``'s functions for
   ``--cpu_minutes`` of CPU time per seed (``--seeds``), its best model predicting the held-out cases;
@@ -109,7 +109,8 @@ def parse_args(argv=None):
     parser.add_argument("--nnunet_budgets", default="1,3,10",
                         help="nnU-Net's budgets as multiples of --cpu_minutes, comma-separated (default 1,3,10)")
     parser.add_argument("--data", choices=("simple", "realistic"), default="simple",
-                        help="the cases' generator, as benchmarks/recipe.py's --data")
+                        help="simple: tumour blobs in a box; realistic: tumours grown in the MNI brain template "
+                             "(needs nilearn); as benchmarks/recipe.py's --data")
     parser.add_argument("--n_train", type=int, default=10)
     parser.add_argument("--n_validation", type=int, default=2)
     parser.add_argument("--n_test", type=int, default=4)
@@ -520,8 +521,7 @@ def scores(test_config, prediction_dir, timing):
 def data_groups(args):
     """``{group: folder}`` of the training, validation and held-out cases (written once)."""
     counts = {"train": args.n_train, "validation": args.n_validation, "test": args.n_test}
-    realistic = () if args.data == "simple" else (args.data,)
-    return recipe.synthetic_groups(args.output_dir / "data", counts, args.spacing, *realistic)
+    return recipe.synthetic_groups(args.output_dir / "data", counts, args.spacing, args.data)
 
 
 def markdown(table):
