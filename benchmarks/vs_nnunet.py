@@ -452,7 +452,7 @@ def nnunet_runs(args, nnunet, groups, test_config):
         budget = args.cpu_minutes * multiple * 60
         length = training_length(cost, budget)
         trainer = nnunet.install_trainer(*length)
-        run_dir = args.output_dir / "nnunet" / f"budget_{multiple:g}x"
+        run_dir = args.output_dir / "nnunet" / f"{budget / 60:g}_cpu_minutes"
         log(f"nnU-Net: {budget / 60:g} CPU-minutes, {trainer}")
         training = cached(run_dir / "training.json", lambda: nnunet.train(trainer, run_dir / "results", budget))
         for tta in (("tta", "no tta") if args.tta == "both" else (args.tta,)):
@@ -487,9 +487,14 @@ def minutes(seconds):
     return round(seconds / 60, 2)
 
 
+def unet3d_dir(args, seed):
+    """The folder of one unet3d run."""
+    return args.output_dir / "unet3d" / f"{args.cpu_minutes:g}_cpu_minutes" / f"seed{seed}"
+
+
 def unet3d_row(args, template, folders, seed):
     """One seed of unet3d's recipe: training for the budget, prediction and scores, as a table row."""
-    run_dir = args.output_dir / "unet3d" / f"seed{seed}"
+    run_dir = unet3d_dir(args, seed)
     train_config, test_config = recipe.run_configs(template, folders, seed, [], run_dir)
     training = cached(run_dir / "training.json", lambda: dict(zip(
         ("stopped_by_budget", "cpu_seconds", "wall_seconds"), recipe.train_with_budget(train_config,
@@ -546,9 +551,20 @@ def write_results(args, rows, lines):
     print(text)
 
 
+def check_settings(args):
+    """Exit if ``--output_dir`` holds runs on other cases or with other settings than these."""
+    keys = ("data", "n_train", "n_validation", "n_test", "spacing", "threads", "nnunet_workers",
+            "calibration_iterations", "dataset_id")
+    settings = {key: getattr(args, key) for key in keys}
+    found = cached(args.output_dir / "settings.json", lambda: settings)
+    if found != settings:
+        changed = ", ".join(f"--{key} {found.get(key)}" for key in keys if found.get(key) != settings[key])
+        sys.exit(f"{args.output_dir} holds runs made with {changed}: give those or another --output_dir")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    check_settings(args)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # unet3d-train's and unet3d-predict's torch threads
     bin_dir = None if args.skip_nnunet else vs_nnunet_plan.nnunet_bin(args)
     header = (vs_nnunet_plan.versions(bin_dir) if bin_dir else "nnU-Net skipped") + (
@@ -562,8 +578,7 @@ def main(argv=None):
     if not args.skip_unet3d:
         for seed in range(args.seeds):
             vs_nnunet_plan.log(f"unet3d: seed {seed}, {args.cpu_minutes:g} CPU-minutes")
-            rows.append(cached(args.output_dir / "unet3d" / f"seed{seed}" / "row.json",
-                               lambda: unet3d_row(args, template, folders, seed)))
+            rows.append(cached(unet3d_dir(args, seed) / "row.json", lambda: unet3d_row(args, template, folders, seed)))
     if bin_dir:
         nnunet = NNUNet(bin_dir, args.output_dir / "nnunet" / "data", args.dataset_id, args.threads,
                         args.nnunet_workers)

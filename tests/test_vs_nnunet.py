@@ -181,3 +181,11 @@ def test_both_tools_train_predict_and_are_scored_at_a_tiny_size(tmp_path):
     first = (tmp_path / "results.md").read_text()
     subprocess.run(command, check=True, env=env, capture_output=True)  # cached: nothing trained again
     assert (tmp_path / "results.md").read_text() == first
+
+
+def test_an_output_folder_is_reused_only_with_the_same_cases_and_settings(tmp_path):
+    args = benchmark.parse_args(["--output_dir", str(tmp_path), "--spacing", "3", "--skip_nnunet"])
+    benchmark.check_settings(args)
+    benchmark.check_settings(benchmark.parse_args(["--output_dir", str(tmp_path), "--spacing", "3", "--seeds", "3"]))
+    with pytest.raises(SystemExit, match="--spacing 3.0: give those or another --output_dir"):
+        benchmark.check_settings(benchmark.parse_args(["--output_dir", str(tmp_path)]))
