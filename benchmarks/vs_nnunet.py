@@ -122,6 +122,8 @@ def parse_args(argv=None):
     parser.add_argument("--dataset_id", type=int, default=611, help="nnU-Net's dataset id")
     parser.add_argument("--tta", choices=("both", "tta", "no tta"), default="both",
                         help="nnU-Net's prediction with its mirroring, without, or both (default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a key of unet3d's config, as benchmarks/recipe.py's --set")
     parser.add_argument("--skip_unet3d", action="store_true")
     parser.add_argument("--skip_nnunet", action="store_true")
     args = parser.parse_args(argv)
@@ -495,7 +497,7 @@ def unet3d_dir(args, seed):
 def unet3d_row(args, template, folders, seed):
     """One seed of unet3d's recipe: training for the budget, prediction and scores, as a table row."""
     run_dir = unet3d_dir(args, seed)
-    train_config, test_config = recipe.run_configs(template, folders, seed, [], run_dir)
+    train_config, test_config = recipe.run_configs(template, folders, seed, args.set, run_dir)
     training = cached(run_dir / "training.json", lambda: dict(zip(
         ("stopped_by_budget", "cpu_seconds", "wall_seconds"), recipe.train_with_budget(train_config,
                                                                                       args.cpu_minutes * 60))))
@@ -544,7 +546,8 @@ def write_results(args, rows, lines):
         mean = {"tool": "unet3d", "run": f"mean of {len(unet3d)}", **unet3d[columns].mean().round(4).to_dict()}
         table = pandas.concat([table, pandas.DataFrame([mean])], ignore_index=True)
     table = table.fillna("")
-    recipe_line = f"unet3d: {RECIPE.relative_to(REPO)}, {args.cpu_minutes:g} CPU-minutes per seed"
+    recipe_line = (f"unet3d: {RECIPE.relative_to(REPO)}, overrides {' '.join(args.set) or 'none'}, "
+                   f"{args.cpu_minutes:g} CPU-minutes per seed")
     text = "\n".join([*lines, recipe_line, "", markdown(table), ""])
     write_csv(table, args.output_dir / "results.csv")
     write_text(args.output_dir / "results.md", text)
@@ -554,7 +557,7 @@ def write_results(args, rows, lines):
 def check_settings(args):
     """Exit if ``--output_dir`` holds runs on other cases or with other settings than these."""
     keys = ("data", "n_train", "n_validation", "n_test", "spacing", "threads", "nnunet_workers",
-            "calibration_iterations", "dataset_id")
+            "calibration_iterations", "dataset_id", "set")
     settings = {key: getattr(args, key) for key in keys}
     found = cached(args.output_dir / "settings.json", lambda: settings)
     if found != settings:
