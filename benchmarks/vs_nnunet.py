@@ -47,11 +47,16 @@ repository, with the CPU build of torch:
 
 (With the CPU build of torch, PyPI's torchvision 0.28.0, which ``timm`` brings, fails to import:
 "operator torchvision::nms does not exist". nnU-Net imports it, through ``timm``, only for its
-Primus trainers, which it meets in ``variants/``'s search before a variant there; hence the other
-folder.)
+Primus trainers, whose folder its search for a trainer class opens before ``variants/``; hence the
+other folder.)
+
+nnU-Net's plan is made for a GPU: a training iteration of its 3d_fullres plan took 19 CPU-seconds
+at 3 mm (patch 48 x 80 x 80, batch 2) and over 50 at 2 mm (112 x 112 x 80), so a budget of ten
+CPU-minutes buys it about ten iterations.
 
 Not a test. Run from the repository root (``--nnunet_bin`` is that environment's bin folder, or
-``NNUNET_BIN``), for example 10 CPU-minutes for unet3d (3 seeds) and 10, 30 and 100 for nnU-Net:
+``NNUNET_BIN``), for example 10 CPU-minutes for unet3d (3 seeds) and 10, 30 and 100 for nnU-Net,
+about 200 CPU-minutes in all with the calibration, preprocessing and predictions:
 
     .venv/bin/python benchmarks/vs_nnunet.py --nnunet_bin nnunet-venv/bin --seeds 3 --nnunet_budgets 1,3,10
 """
