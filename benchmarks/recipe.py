@@ -143,6 +143,7 @@ def run_with_cpu_budget(command, cpu_seconds, cpu_seconds_of=process_cpu_seconds
 
 def train_with_budget(config_filename, cpu_seconds):
     """Run unet3d-train until it ends or has used ``cpu_seconds``; returns ``(stopped, cpu seconds, wall seconds)``."""
+    # SIGTERM at the budget: the loop stops at the next batch.
     returncode, stopped, cpu, wall = run_with_cpu_budget(
         [BIN / "unet3d-train", "--config_filename", config_filename, "--device", "cpu", "--restart"], cpu_seconds,
         stdout=subprocess.DEVNULL)
