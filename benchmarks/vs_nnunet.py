@@ -509,7 +509,7 @@ def unet3d_row(args, template, folders, seed):
     work_dir = run_dir / "train"
     model = next((path for path in (work_dir / "model_best.pth", work_dir / "model.pth") if path.is_file()), None)
     log_file = work_dir / "training_log.csv"
-    training_settings = template["training"]
+    training_settings = json.loads(Path(train_config).read_text())["training"]  # with --set's overrides
     row = {"tool": "unet3d", "run": f"seed {seed}", "budget_cpu_min": args.cpu_minutes,
            "epochs": f"{len(pandas.read_csv(log_file)) if log_file.is_file() else 0}/{training_settings['n_epochs']}",
            "iterations_per_epoch": training_settings["samples_per_epoch"] // training_settings["batch_size"],
