@@ -1,7 +1,8 @@
 """Batched spatial augmentation side by side: plain ``affine_grid``/``grid_sample`` (unet3d), MONAI's layers and kornia.
 
 For a batch of BraTS-size patches (``--batch`` x 4 x ``--size``³ image, one channel of label values)
-every element rotated and scaled, this times (median of ``--repeats``, wall seconds):
+every element rotated and scaled, this times (median of ``--repeats`` rounds, each variant once a round,
+wall seconds):
 
 - unet3d (``unet3d.data.batch_augmentation.resample``): one grid per element from MONAI's
   ``create_rotate``/``create_scale``, ``affine_grid``, one ``grid_sample`` for the image (linear)
@@ -35,19 +36,27 @@ ALL_ON = {name: {"prob": 1.0} for name in ("rotation", "scaling", "noise", "blur
                                            "low_resolution", "inverted_gamma", "gamma")}
 
 
-def median_seconds(function, repeats, device):
-    """Median wall seconds of ``function()`` over ``repeats`` calls after one warm-up."""
+def seconds(function, device):
+    """Wall seconds of one call of ``function`` (synchronised on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
     function()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def interleaved_medians(functions, repeats, device):
+    """Median wall seconds of each of ``functions`` over ``repeats`` rounds, one call of each per round (so that load
+    on the machine hits them alike), after a warm-up round."""
+    times = [[] for _ in functions]
+    for round_ in range(repeats + 1):
+        for function, measured in zip(functions, times):
+            elapsed = seconds(function, device)
+            if round_:
+                measured.append(elapsed)
+    return [statistics.median(measured) for measured in times]
 
 
 def voxel_matrices(parameters):
@@ -92,6 +101,7 @@ def kornia_affine(image, label):
     nearest = RandomAffine3D(degrees=30.0, scale=(0.7, 1.4), p=1.0, resample="nearest")
 
     def run():
+        """The image and the label moved with the same parameters."""
         moved = augment(image)
         return moved, nearest(label, params=augment._params)
 
@@ -125,13 +135,11 @@ def main():
     generator = torch.Generator().manual_seed(1)
     rows.append(("unet3d: the whole \"nnunet\" preset, everything firing",
                  lambda: strong.augment(image, label, generator)))
-    for name, function in rows:
-        if function is None:
-            print(f"{name}")
-            continue
-        seconds = median_seconds(function, args.repeats, device)
-        print(f"{name}: {1000 * seconds:.0f} ms per batch, {1000 * seconds / args.batch:.0f} ms per item")
-
+    for name in [name for name, function in rows if function is None]:
+        print(name)
+    rows = [(name, function) for name, function in rows if function is not None]
+    for (name, _), median in zip(rows, interleaved_medians([f for _, f in rows], args.repeats, device)):
+        print(f"{name}: {1000 * median:.0f} ms per batch, {1000 * median / args.batch:.0f} ms per item")
 
 if __name__ == "__main__":
     main()

@@ -109,7 +109,8 @@ def storage(cached, data, root):
 
 def item_costs(cached, bare, plain, data, root, items):
     """Median ``(wall, CPU)`` seconds of a training item, of the same item without augmentation (``bare``: the
-    patch read and its targets), of ``np.load`` of its case's float32 crop, and of a plain MONAI item."""
+    patch read and its targets), of ``np.load`` of its case's float32 crop, and of a plain MONAI item; and the
+    mean of the training item."""
     ours, patches, loads = [], [], []
     rng = np.random.default_rng(0)
     for number in range(items):
@@ -123,31 +124,48 @@ def item_costs(cached, bare, plain, data, root, items):
         plain.transform.set_random_state(index)
         plain_times.append(timed(lambda: plain[index]))
         loads.append(timed(lambda: np.load(root / "crops" / f"{data[index].id}.npy")))
-    return medians(ours), medians(patches), medians(loads), medians(plain_times)
+    mean = statistics.mean(w for w, _ in ours), statistics.mean(c for _, c in ours)
+    return medians(ours), medians(patches), medians(loads), medians(plain_times), mean
 
 
-def batched_costs(experiment, data, root, items, batch, preset):
-    """Median ``(wall, CPU)`` seconds of a worker's item with ``dataset.batch_augmentation`` ``preset`` (the patch and
-    its label values), of the batched augmentation of ``batch`` such items divided by ``batch`` (with the targets),
-    and of ``np.load`` of the case's float32 crop timed alternately with them."""
+def batched_costs(experiment, data, root, items, batch, preset, repeats=100):
+    """With ``dataset.batch_augmentation`` ``preset``: median ``(wall, CPU)`` seconds of a worker's item (the patch
+    and its label values) and of ``np.load`` of the case's float32 crop, timed alternately; and the median and
+    mean ``(wall, CPU)`` of the batched augmentation (with the targets) of batches of ``batch`` such items, per
+    item, over ``repeats`` batch indices (20% of the elements rotate in ``"default"``: a few batches decide a
+    median)."""
     recipe = parse_batch_augmentation(preset, "dataset.batch_augmentation")
     settings = dataclasses.replace(experiment.dataset.settings, spatial_augmentations=None,
                                    intensity_augmentations=None, batch_augmentation=recipe)
     dataset = SegmentationDataset(data, settings, experiment.labels, "training", root / "cache")
     augmentation = BatchAugmentation(recipe, experiment.labels, settings.patch_size, seed=0)
-    reads, augmented, loads, made = [], [], [], []
+    reads, loads, made = [], [], []
     rng = np.random.default_rng(0)
     for number in range(items):
         index = number % len(data)
         reads.append(timed(lambda: made.extend(dataset[(index, int(rng.integers(2**31)))])))
         loads.append(timed(lambda: np.load(root / "crops" / f"{data[index].id}.npy")))
-        if len(made) == batch:
-            collated = pad_list_data_collate(made)
-            image, label = collated["image"].as_tensor(), collated["label"].as_tensor().float()
-            wall, cpu = timed(lambda: augmentation(image, label, 0, number))
-            augmented.append((wall / batch, cpu / batch))
-            made.clear()
-    return medians(reads), medians(augmented), medians(loads), tuple(dataset[(0, 0)][0]["image"].shape[1:])
+    collated = [pad_list_data_collate(made[start:start + batch]) for start in range(0, len(made) - batch + 1, batch)]
+    augmented = []
+    for number in range(repeats):
+        image = collated[number % len(collated)]["image"].as_tensor().clone()  # changed in place
+        label = collated[number % len(collated)]["label"].as_tensor().float()
+        wall, cpu = timed(lambda: augmentation(image, label, 0, number))
+        augmented.append((wall / batch, cpu / batch))
+    means = (statistics.mean(w for w, _ in augmented), statistics.mean(c for _, c in augmented))
+    return medians(reads), medians(loads), medians(augmented), means, tuple(made[0]["image"].shape[1:])
+
+
+def print_batched(preset, read, load, median, mean, shape, args):
+    """Print ``batched_costs``'s figures for ``preset``."""
+    print(f"batched \"{preset}\", the worker's item (read {shape}, label values; median of {args.items}): "
+          f"{1000 * read[0]:.1f} ms wall = {read[0] / load[0]:.2f}x np.load ({1000 * load[0]:.1f} ms), "
+          f"{1000 * read[1]:.1f} ms CPU = {read[1] / load[1]:.2f}x (goal <= 1.0x)")
+    for name, cost in (("median", median), ("mean", mean)):
+        total = (read[0] + cost[0], read[1] + cost[1])
+        print(f"  + its share of the batched augmentation on the CPU (batches of {args.batch}, {name} of 100): "
+              f"{1000 * cost[0]:.1f} ms wall, {1000 * cost[1]:.1f} ms CPU; item in all {total[0] / load[0]:.2f}x "
+              f"np.load wall, {total[1] / load[1]:.2f}x CPU")
 
 
 def waiting_share(experiment, cached, workers, epochs):
@@ -207,20 +225,17 @@ def main():
     bare = SegmentationDataset(data, dataclasses.replace(experiment.dataset.settings, spatial_augmentations=None,
                                                          intensity_augmentations=None),
                                experiment.labels, "training", root / "cache")
-    ours, patch, load, plain = item_costs(cached, bare, plain_monai(cached, settings, experiment.labels, data), data,
-                                          root, args.items)
+    ours, patch, load, plain, mean = item_costs(cached, bare, plain_monai(cached, settings, experiment.labels, data),
+                                                data, root, args.items)
     print(f"np.load of the whole float32 crop: {1000 * load[0]:.1f} ms wall, {1000 * load[1]:.1f} ms CPU (medians)")
     for name, cost, count in (("unet3d", ours, args.items), ("unet3d without augmentation", patch, args.items),
                               ("plain MONAI", plain, len(data))):
         print(f"training item, {name} (median of {count}): {1000 * cost[0]:.1f} ms wall = {cost[0] / load[0]:.2f}x np.load, "
               f"{1000 * cost[1]:.1f} ms CPU = {cost[1] / load[1]:.2f}x (goal for unet3d <= 1.0x)")
+    print(f"training item, unet3d, mean of {args.items} (the 20% of items that rotate count): {1000 * mean[0]:.1f} ms "
+          f"wall = {mean[0] / load[0]:.2f}x np.load, {1000 * mean[1]:.1f} ms CPU = {mean[1] / load[1]:.2f}x")
     for preset in ("default", "nnunet"):
-        read, augmented, load, shape = batched_costs(experiment, data, root, args.items, args.batch, preset)
-        total = (read[0] + augmented[0], read[1] + augmented[1])
-        print(f"batched \"{preset}\" (worker reads {shape}): read {1000 * read[0]:.1f} ms + augmentation "
-              f"{1000 * augmented[0]:.1f} ms per item (batches of {args.batch}) = {1000 * total[0]:.1f} ms wall = "
-              f"{total[0] / load[0]:.2f}x np.load ({1000 * load[0]:.1f} ms), {1000 * total[1]:.1f} ms CPU = "
-              f"{total[1] / load[1]:.2f}x (goal <= 1.0x)")
+        print_batched(preset, *batched_costs(experiment, data, root, args.items, args.batch, preset), args)
     if args.epochs:
         share = waiting_share(experiment, cached, args.workers, args.epochs)
         print(f"waiting for data with {args.workers} worker(s): {100 * share:.1f}% of the epoch")

@@ -1,4 +1,4 @@
-"""The GPU path measured: the 1 mm recipe's training step, the wait for data, prediction time, a short recipe run.
+"""The GPU path measured: the 1 mm recipe's training step and its data feeding, prediction time, a short recipe run.
 
 One command on one GPU, in under 10 minutes, prints with the card's name and writes as
 markdown (to append to ``docs/performance.md``):
@@ -14,7 +14,14 @@ markdown (to append to ``docs/performance.md``):
    float16 autocast as ``unet3d-predict`` runs it, no TTA) with unet3d's ``Inferer``
    against plain MONAI ``sliding_window_inference`` (goals: at most 1.10x, under 1 s);
 4. a short run of the recipe (``unet3d.api.train``: two epochs on synthetic 1 mm cases,
-   validation, prediction of the validation cases).
+   validation, prediction of the validation cases);
+5. the steady state of training's data feeding: ``--steady_epochs`` epochs of
+   ``--steady_samples`` samples of the recipe's training loop (``train_one_epoch``, float16,
+   loader workers staying between epochs) for each way of augmenting (per item in the workers
+   as the recipe does, ``dataset.batch_augmentation`` "default" and "nnunet" on the device),
+   eager then compiled: the data wait's share of the epoch and samples/s (the first epoch
+   apart, then the median), beside the step alone and the issue's targets (wait <= 5%,
+   >= 0.90x the step alone), within ``--steady_budget`` seconds.
 
 ``--cpu-smoke`` runs every part at a tiny size on the CPU in seconds (``torch.compile``
 with its eager backend); a test in the default suite runs it. Run from the repository root:
@@ -23,6 +30,7 @@ with its eager backend); a test in the default suite runs it. Run from the repos
 """
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -40,9 +48,10 @@ from unet3d.config.experiment import experiment_from_dict
 from unet3d.config.overrides import apply_overrides
 from unet3d.data.brats import brats_cases
 from unet3d.data.dataset import build_dataset
+from unet3d.data.loaders import batches, make_loader, start_epoch
 from unet3d.data.synthetic import brats_shape, write_synthetic_brats
 from unet3d.models.inferer import Inferer
-from unet3d.train.compilation import compiled
+from unet3d.train.compilation import compile_seconds, compiled
 from unet3d.train.loop import train_one_epoch
 from unet3d.train.parts import build_parts, random_batch
 from unet3d.train.step import train_step
@@ -54,6 +63,12 @@ PRECISIONS = (("float32", False), ("float16 AMP + GradScaler", "fp16"), ("bfloat
 SMOKE = ["model.filters=[4,4,8,8,8,8]", "model.strides=[[1,1,1],[2,2,2],[2,2,2],[2,2,2],[1,1,1],[1,1,1]]",
          "model.upsample_kernel_size=[[2,2,2],[2,2,2],[2,2,2],[1,1,1],[1,1,1]]",
          "dataset.patch_size=[16,16,16]", "training.batch_size=1"]
+# The steady state of training's data feeding: how the batches are augmented (None: per item, in the workers, as
+# the recipe does; else a dataset.batch_augmentation preset, on the device), and the issue's targets.
+FEEDING = (("per-item MONAI augmentation in the workers (the recipe)", None),
+           ('batch_augmentation "default" on the device', "default"),
+           ('batch_augmentation "nnunet" on the device', "nnunet"))
+TARGET_WAIT, TARGET_RATIO = 0.05, 0.90
 
 
 class Budget:
@@ -95,6 +110,30 @@ def bench_parts(experiment, device, amp, memory_format=torch.contiguous_format):
     return parts
 
 
+def compiled_for(model, device):
+    """``torch.compile(model)`` as training compiles it; on the CPU with the eager backend (checks the path in
+    seconds)."""
+    return torch.compile(model, backend="eager") if device.type == "cpu" else compiled(model)
+
+
+def step_rate(parts, image, label, steps, warmup, device):
+    """``(samples/s, seconds to the first timed step)`` of ``train_step`` on a batch already on ``device``; the
+    peak memory is counted from the first timed step."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(warmup):
+        train_step(parts, image, label)
+    synchronize(device)
+    ready = time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(parts, image, label)
+    synchronize(device)
+    return steps * len(image) / (time.perf_counter() - start), ready
+
+
 def training_steps(experiment, device, amp, channels_last, compile_model, steps, warmup):
     """``(samples/s, peak memory, seconds to the first timed step)`` of the recipe's training step on random patches."""
     torch.manual_seed(0)
@@ -102,25 +141,10 @@ def training_steps(experiment, device, amp, channels_last, compile_model, steps,
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     parts = bench_parts(experiment, device, amp, memory_format)
     if compile_model:
-        parts.network = torch.compile(parts.model, backend="eager") if device.type == "cpu" else compiled(parts.model)
+        parts.network = compiled_for(parts.model, device)
     image, label = random_batch(experiment, experiment.in_channels, experiment.dataset.settings.patch_size, settings.batch_size, device)
-    image = image.to(memory_format=memory_format)
-
-    def step():
-        train_step(parts, image, label)
-
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    ready = time.perf_counter() - start
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return steps * settings.batch_size / (time.perf_counter() - start), peak_memory(device), ready
+    rate, ready = step_rate(parts, image.to(memory_format=memory_format), label, steps, warmup, device)
+    return rate, peak_memory(device), ready
 
 
 def step_variants(smoke):
@@ -156,8 +180,6 @@ def step_rows(config, device, smoke, budget, variants):
 def data_wait(config, device, workers, samples, cache_dir):
     """Markdown lines: what one training item costs a worker, and the share of the epoch the recipe's training
     loop waits for data with ``workers`` workers."""
-    from unet3d.data.loaders import make_loader
-
     experiment = experiment_from_dict(config)
     cases = experiment.labelled_cases("training")
     dataset = build_dataset(experiment.dataset, experiment.labels, cases, "training", cache_dir)
@@ -189,6 +211,127 @@ def data_wait(config, device, workers, samples, cache_dir):
             f"- one training item (patch and augmentations) costs a worker {item:.2f} s",
             f"- {workers} loader worker(s), {samples} samples per epoch, batch {experiment.training.batch_size}: "
             f"waiting for data {100 * waiting / total:.1f}% of the epoch, {samples / total:.2f} samples/s"]
+
+
+def fed_by(config, preset):
+    """The recipe's config with its training batches augmented on the device by ``dataset.batch_augmentation``
+    ``preset`` (the per-item augmentations off); None keeps the recipe's per-item augmentation in the workers."""
+    if preset is None:
+        return config
+    dataset = {**config["dataset"], "spatial_augmentations": None, "intensity_augmentations": None,
+               "batch_augmentation": preset}
+    return {**config, "dataset": dataset}
+
+
+def timed_epochs(parts, loader, device, seed, epochs):
+    """``(data wait, epoch seconds, compile seconds)`` of each of ``epochs`` epochs of the training loop's
+    ``train_one_epoch``; the epoch's seconds leave out compiling, as ``run_epoch``'s do."""
+    times = []
+    for epoch in range(1, epochs + 1):
+        synchronize(device)
+        start, compile_start = time.perf_counter(), compile_seconds()
+        start_epoch(loader, seed, epoch)
+        row = train_one_epoch(parts, loader, device, description=f"steady state, epoch {epoch}", epoch=epoch)
+        synchronize(device)
+        compile_time = compile_seconds() - compile_start
+        times.append((row["data_time"], time.perf_counter() - start - compile_time, compile_time))
+    return times
+
+
+def first_batch_wait(loader, seed, epoch):
+    """Seconds from the start of epoch ``epoch`` to its first batch: what every epoch's first step waits."""
+    start_epoch(loader, seed, epoch)
+    start = time.perf_counter()
+    with batches(loader) as iterator:
+        next(iterator)
+        return time.perf_counter() - start
+
+
+def steady_state(config, device, workers, samples, epochs, compile_model, cache_dir, smoke):
+    """``(per epoch (data wait, seconds, compile seconds), first batch wait, samples/s of the step alone)`` of
+    ``epochs`` epochs of ``samples`` samples of ``config``'s training, ``workers`` loader workers staying
+    between epochs, float16 AMP on CUDA."""
+    experiment = experiment_from_dict(config)
+    settings = experiment.training
+    torch.manual_seed(0)
+    if compile_model:
+        torch._dynamo.reset()  # compiled from scratch, as in a new training process
+    parts = bench_parts(experiment, device, "fp16" if device.type == "cuda" else False)
+    if compile_model:
+        parts.network = compiled_for(parts.model, device)
+    dataset = build_dataset(experiment.dataset, experiment.labels, experiment.labelled_cases("training"), "training",
+                            cache_dir)
+    loader = make_loader(dataset, settings.batch_size, shuffle=True, num_workers=workers, seed=settings.seed,
+                         samples=samples)
+    try:
+        times = timed_epochs(parts, loader, device, settings.seed, epochs)
+        start_wait = first_batch_wait(loader, settings.seed, epochs + 1)
+    finally:
+        del loader  # its workers end with it
+        gc.collect()
+    image, label = random_batch(experiment, experiment.in_channels, experiment.dataset.settings.patch_size,
+                                settings.batch_size, device)
+    steps, warmup = (2, 1) if smoke else (10, 3)
+    return times, start_wait, step_rate(parts, image, label, steps, warmup, device)[0]
+
+
+def steady_row(name, compile_model, samples, figures):
+    """A markdown row of ``steady_state``'s figures: the first epoch apart, the median of the later ones."""
+    times, start_wait, step = figures
+    first_wait, first_seconds, _ = times[0]
+    wait = statistics.median(waiting / seconds for waiting, seconds, _ in times[1:])
+    rate = statistics.median(samples / seconds for _, seconds, _ in times[1:])
+    met = "yes" if wait <= TARGET_WAIT and rate >= TARGET_RATIO * step else "no"
+    return (f"| {name} | {compile_model} | {100 * first_wait / first_seconds:.1f}%, {samples / first_seconds:.2f} | "
+            f"{100 * wait:.1f}% | {rate:.2f} | {step:.2f} | {rate / step:.2f} | {met} | {start_wait:.2f} | "
+            f"{sum(compiling for _, _, compiling in times):.1f} |")
+
+
+def steady_header(workers, samples, epochs, batch_size, device):
+    """The markdown that introduces ``steady_rows``' table, and the table's header."""
+    precision = "float16 AMP + GradScaler" if device.type == "cuda" else "float32 (CPU)"
+    return [f"{workers} loader worker(s) staying between epochs, {epochs} epochs of {samples} samples (batch "
+            f"{batch_size}) per path, {precision}: the first epoch (warm-up) apart, then the median of the later "
+            "ones; the step alone is `train_step` on a batch already on the device. Targets (the issue's): data wait "
+            f"<= {TARGET_WAIT:.0%} of the epoch, epoch samples/s >= {TARGET_RATIO:.2f} x the step alone (compiled "
+            "float16; eager rows against the eager step). The first batch wait is paid once an epoch, so its share "
+            "shrinks as epochs grow (the recipe's have 500 samples).", "",
+            "| path | torch.compile | first epoch: data wait, samples/s | data wait (target <= 5%) | epoch samples/s "
+            "| step alone samples/s | epoch / step alone (target >= 0.90) | targets met | first batch wait s "
+            "| compile s |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def steady_rows(config, device, workers, samples, epochs, seconds, budget, cache_dir, smoke):
+    """Markdown lines: the steady state of training's data feeding for each of ``FEEDING``'s paths, eager, then
+    compiled; paths that would not fit in ``seconds`` (or what is left of ``budget``) are reported skipped."""
+    budget = Budget(min(seconds, budget.left()))
+    lines = steady_header(workers, samples, epochs, experiment_from_dict(config).training.batch_size, device)
+    eager_seconds, compile_seconds_guess = {}, 45  # a path's eager run, and what compiling took last
+    for compile_model in (False, True):
+        for name, preset in FEEDING:
+            needed = eager_seconds.get(name, 30) + (compile_seconds_guess if compile_model else 0)
+            skip = "time budget" if budget.left() < needed else None
+            if smoke and compile_model and preset != "nnunet":
+                skip = "--cpu-smoke compiles one path"  # compiling takes seconds even with the eager backend
+            if skip:
+                lines.append(f"| {name} | {compile_model} | skipped ({skip}) | | | | | | | |")
+                print(lines[-1], flush=True)
+                continue
+            start = time.perf_counter()
+            try:
+                figures = steady_state(fed_by(config, preset), device, workers, samples, epochs, compile_model,
+                                       cache_dir, smoke)
+                lines.append(steady_row(name, compile_model, samples, figures))
+                compile_seconds_guess = sum(compiling for *_, compiling in figures[0]) or compile_seconds_guess
+            except Exception as error:  # one failing path must not hide the others
+                traceback.print_exc()
+                lines.append(f"| {name} | {compile_model} | failed: {(str(error).splitlines() or [''])[0][:80]} "
+                             "| | | | | | | |")
+            eager_seconds.setdefault(name, time.perf_counter() - start)
+            print(lines[-1], flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return lines
 
 
 def prediction_times(config, device, shape, repeats):
@@ -251,8 +394,16 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, help="loader workers (default: one per CPU core but one)")
     parser.add_argument("--samples", type=int, default=200,
                         help="samples per epoch when timing the wait for data (the recipe trains 500)")
+    parser.add_argument("--steady_samples", type=int, default=64,
+                        help="samples per epoch of the steady state of data feeding (per path)")
+    parser.add_argument("--steady_epochs", type=int, default=4,
+                        help="epochs per path of the steady state of data feeding (the first warms up)")
+    parser.add_argument("--steady_budget", type=float, default=180,
+                        help="seconds for the steady state of data feeding (paths that would not fit are skipped)")
     parser.add_argument("--work_dir", type=Path, help="keep synthetic cases and runs here (default: a temporary folder)")
     args = parser.parse_args(argv)
+    if args.steady_epochs < 2:
+        parser.error("--steady_epochs must be 2 or more: the first epoch warms up")
     smoke = args.cpu_smoke
     if not smoke and not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py: no CUDA device (use --cpu-smoke to check the script on the CPU)")
@@ -267,7 +418,7 @@ def main(argv=None):
 
 
 def run_parts(args, smoke, device):
-    """Write the synthetic cases, run the four parts, print and write the markdown (after each part, so that
+    """Write the synthetic cases, run the five parts, print and write the markdown (after each part, so that
     a run stopped early still leaves what it measured)."""
     budget = Budget(args.budget)
     name = "CPU (--cpu-smoke, tiny sizes)" if smoke else torch.cuda.get_device_name(device)
@@ -299,7 +450,11 @@ def run_parts(args, smoke, device):
     parts = [("Waiting for data", data_wait, (config, device, workers, 2 if smoke else args.samples, root / "cache")),
              ("Prediction per BraTS-size case", prediction_times,
               (config, device, (24, 24, 20) if smoke else (240, 240, 155), 1 if smoke else 3)),
-             ("Short recipe run (synthetic 1 mm cases)", short_recipe, (config, device, root / "runs", smoke))]
+             ("Short recipe run (synthetic 1 mm cases)", short_recipe, (config, device, root / "runs", smoke)),
+             ("Steady state of training's data feeding", steady_rows,
+              (config, device, workers, 3 if smoke else args.steady_samples,
+               3 if smoke else args.steady_epochs, args.steady_budget, budget, root / "cache",
+               smoke))]
     failed = False
     for title, function, arguments in parts:
         lines += [f"### {title}", ""]

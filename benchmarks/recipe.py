@@ -18,6 +18,10 @@ Not a test. Run from the repository root, for example:
     # an ablation: the same without deep supervision
     .venv/bin/python benchmarks/recipe.py --config examples/brats2020/cpu_recipe_config.json --seeds 3 \\
         --set model.deep_supervision=false
+    # nnU-Net's augmentation, batched in the training loop, instead of the config's MONAI lists
+    .venv/bin/python benchmarks/recipe.py --config examples/brats2020/cpu_recipe_config.json --seeds 3 \
+        --set dataset.batch_augmentation='"nnunet"' --set dataset.spatial_augmentations=null \
+        --set dataset.intensity_augmentations=null
 
 The synthetic cases cover BraTS's field of view at ``--spacing`` mm (2: 120 x 120 x 78
 voxels) and are written once into ``--data_dir``: ``--data simple`` (the default) writes

@@ -16,6 +16,7 @@ from unet3d.config.experiment import load_experiment
 from unet3d.config.labels import LabelScheme
 from unet3d.config.settings import DatasetSettings, parse_augmentations
 from unet3d.data.batch_augmentation import BatchAugmentation, draw_parameters, larger_patch, resample
+from unet3d.data.patches import RandForegroundPatchd
 from unet3d.data.transforms import augmentations, sampling
 from unet3d.errors import UserError
 from unet3d.train import loop
@@ -178,10 +179,23 @@ def test_workers_read_a_larger_patch_of_label_values():
     assert settings.for_split("validation").batch_augmentation is None
     steps = sampling(settings.for_split("training"), LabelScheme.brats()).transforms
     assert [type(step).__name__ for step in steps] == ["RandForegroundPatchd"]
-    assert steps[0].labels is None and steps[0].patch_size == larger_patch((16, 16, 16), settings.batch_augmentation)
-    assert steps[0].patch_size == (32, 32, 32)  # 16 (cos 30° + sin 30°) / 0.7, made even
+    assert steps[0].labels is None and steps[0].read_size == larger_patch((16, 16, 16), settings.batch_augmentation)
+    assert steps[0].read_size == (32, 32, 32)  # 16 (cos 30° + sin 30°) / 0.7, made even
     default = DatasetSettings.parse({"patch_size": [16, 16, 16], "batch_augmentation": "default"}, "dataset")
-    assert sampling(default.for_split("training"), LabelScheme.brats()).transforms[0].patch_size == (16,) * 3
+    assert sampling(default.for_split("training"), LabelScheme.brats()).transforms[0].read_size == (16,) * 3
+    # Near the volume's edge the larger patch is padded with zeros: its middle is the patch the sampling chose.
+    generator = np.random.default_rng(0)
+    label = generator.choice(np.array([0, 1, 2], dtype=np.uint8), size=(20, 18, 24))
+    stored = {"image": generator.normal(size=(2, 20, 18, 24)).astype(np.float16), "label": label,
+              "affine": torch.eye(4, dtype=torch.float64), "id": "case",
+              "locations": {value: (np.argwhere(label == value)[:50], int((label == value).sum())) for value in (1, 2)}}
+    plain, larger = RandForegroundPatchd(None, (16, 16, 16), 0.5), RandForegroundPatchd(None, (16, 16, 16), 0.5,
+                                                                                       read_size=(32, 32, 32))
+    for seed in range(5):
+        expected, got = plain.set_random_state(seed)(stored)[0], larger.set_random_state(seed)(stored)[0]
+        assert got["image"].shape == (2, 32, 32, 32) and got["label"].shape == (1, 32, 32, 32)
+        assert torch.equal(got["image"][:, 8:24, 8:24, 8:24], expected["image"])
+        assert torch.equal(got["label"][:, 8:24, 8:24, 8:24], expected["label"])
 
 
 @pytest.mark.parametrize("value, message", [
@@ -200,13 +214,14 @@ def test_a_resumed_run_equals_an_uninterrupted_one(single_config, tmp_path, monk
     edit_config(single_config, lambda c: (c["dataset"].update(
         patch_size=[8, 8, 8], batch_augmentation={"preset": "nnunet", **ALL_ON}),
         c["training"].update(n_epochs=2, batch_size=2), c.pop("validation_filenames")))
-    experiment = load_experiment(single_config)
-    fit(experiment, tmp_path / "straight", torch.device("cpu"))
+    cache = tmp_path / "cache"  # the cases are preprocessed once for the three runs
+    fit(load_experiment(single_config), tmp_path / "straight", torch.device("cpu"), cache_dir=cache)
 
     steps = {"count": 0}
     train_step = loop.train_step
 
     def interrupted(parts, image, label):
+        """The step, stopped like a killed run at the first batch of epoch 2."""
         steps["count"] += 1
         if steps["count"] == 3:  # the first batch of epoch 2
             raise KeyboardInterrupt
@@ -214,9 +229,9 @@ def test_a_resumed_run_equals_an_uninterrupted_one(single_config, tmp_path, monk
 
     monkeypatch.setattr(loop, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        fit(load_experiment(single_config), tmp_path / "resumed", torch.device("cpu"))
+        fit(load_experiment(single_config), tmp_path / "resumed", torch.device("cpu"), cache_dir=cache)
     monkeypatch.setattr(loop, "train_step", train_step)
-    fit(load_experiment(single_config), tmp_path / "resumed", torch.device("cpu"))
+    fit(load_experiment(single_config), tmp_path / "resumed", torch.device("cpu"), cache_dir=cache)
     assert_same_weights(tmp_path / "straight" / "model.pth", tmp_path / "resumed" / "model.pth")
 
 
@@ -233,3 +248,23 @@ def test_the_planners_step_measurement_includes_the_batched_augmentation(monkeyp
     monkeypatch.setattr(speed, "MEASURED_SECONDS", 0.0)
     seconds, _ = speed.measure_step(experiment_from_dict(config, cases_required=False), torch.device("cpu"), repeats=1)
     assert seconds > 0 and len(calls) >= 2
+
+
+def test_intensity_pieces_against_references():
+    from scipy import ndimage
+
+    from unet3d.data.batch_augmentation import contrast, gamma, gaussian_blur, low_resolution
+
+    volume = torch.randn(1, 1, 12, 11, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    blurred = gaussian_blur(volume[0], torch.tensor([[1.0, 0.5, 0.8]], dtype=torch.float64))
+    reference = ndimage.gaussian_filter(volume[0, 0].numpy(), sigma=(1.0, 0.5, 0.8), mode="nearest", radius=3)
+    assert np.allclose(blurred[0].numpy(), reference)  # the radius of the largest sigma (3) on all three axes
+    for inverted in (False, True):
+        moved = gamma(volume, torch.tensor(1.4, dtype=torch.float64).view(1, 1, 1, 1, 1), inverted)
+        assert not torch.allclose(moved, volume)
+        assert torch.allclose(moved.mean(), volume.mean(), atol=1e-6) and torch.allclose(moved.std(), volume.std())
+    assert torch.allclose(gamma(volume, torch.ones(1, 1, 1, 1, 1, dtype=torch.float64), False), volume)
+    stretched = contrast(volume, torch.tensor(1.5, dtype=torch.float64).view(1, 1, 1, 1, 1))
+    assert stretched.min() == volume.min() and stretched.max() == volume.max()
+    assert torch.allclose(low_resolution(volume[0, 0], 1.0), volume[0, 0])
+    assert low_resolution(volume[0, 0], 0.5).std() < 0.8 * volume.std()  # half the resolution: smoother

@@ -16,7 +16,7 @@ then makes the targets (what nearest-neighbour resampling gives either way).
 
 import numpy as np
 from monai.data import MetaTensor
-from monai.transforms import Randomizable, Transform
+from monai.transforms import BorderPad, Randomizable, Transform
 from monai.transforms.utils import correct_crop_centers
 
 from unet3d.data.stored import expand, targets
@@ -33,11 +33,14 @@ class RandForegroundPatchd(Randomizable, Transform):
         patch_size: the patch's spatial size.
         foreground_share: probability that a patch is centred on foreground.
         num_samples: patches per case.
+        read_size: read this larger box around each patch (zeros where it leaves the volume), for
+            ``dataset.batch_augmentation``'s rotation and scaling to sample from; default: the patch alone.
     """
 
-    def __init__(self, labels, patch_size, foreground_share, num_samples=1):
+    def __init__(self, labels, patch_size, foreground_share, num_samples=1, read_size=None):
         self.labels = labels
         self.patch_size = tuple(int(n) for n in patch_size)
+        self.read_size = tuple(int(n) for n in read_size) if read_size else self.patch_size
         self.foreground_share = foreground_share
         self.num_samples = num_samples
 
@@ -70,8 +73,26 @@ class RandForegroundPatchd(Randomizable, Transform):
         for _ in range(self.num_samples):
             centre = correct_crop_centers(list(self.centre(stored)), size, shape, allow_smaller=True)
             start = [int(c) - n // 2 for c, n in zip(centre, size)]
-            patches.append(expand(stored, self.labels, start, size))
+            if self.read_size == self.patch_size:
+                patches.append(expand(stored, self.labels, start, size))
+            else:
+                patches.append(with_margin(stored, self.labels, start, size, self.read_size))
         return patches
+
+
+def with_margin(stored, labels, start, size, read_size):
+    """The patch of ``size`` at ``start`` in the middle of a box of ``read_size`` (``dataset.batch_augmentation``'s
+    larger patch): read where the box lies in the volume, zeros where it leaves it, so that the middle of the
+    item is the patch the sampling chose."""
+    box_start = [s - (r - n) // 2 for s, n, r in zip(start, size, read_size)]
+    inside = [max(b, 0) for b in box_start]
+    ends = [min(b + r, n) for b, r, n in zip(box_start, read_size, stored["label"].shape)]
+    item = expand(stored, labels, inside, [e - i for e, i in zip(ends, inside)])
+    border = [amount for b, i, e, r in zip(box_start, inside, ends, read_size) for amount in (i - b, b + r - e)]
+    if any(border):
+        pad = BorderPad(border, mode="constant", value=0)
+        item = {**item, "image": pad(item["image"]), "label": pad(item["label"])}
+    return item
 
 
 class ExpandCased(Transform):

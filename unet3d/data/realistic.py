@@ -112,15 +112,15 @@ def lesion_plan(rng, n_tumours):
     plans = []
     for number in range(n_tumours):
         small = number > 0 or rng.random() < 0.2  # satellites, and some small primaries
-        low, high = (200, 4000) if small else (3e3, 5e4)
+        low, high = (200, 4000) if small else (5e3, 6e4)
         core = np.exp(rng.uniform(np.log(low), np.log(high)))
-        whole = min(core * np.exp(rng.uniform(np.log(1.5), np.log(6))), 1.5e5)
+        whole = min(core * np.exp(rng.uniform(np.log(1.5), np.log(6))), 2e5)
         kind = rng.choice(["ring", "enhancing", "patchy"], p=[0.25, 0.6, 0.15] if small else [0.6, 0.15, 0.25])
         plans.append({"core": core, "whole": whole, "kind": kind})
     return plans
 
 
-def tissue(rng, spacing, plans, mass_effect=(0.3, 0.7)):
+def tissue(rng, spacing, plans, mass_effect=(0.4, 0.8)):
     """The deformed, tumour-displaced brain: ``(gm, wm, brain)`` on the output grid, its affine and tumour centres."""
     maps, template_affine, points, centre = reference(spacing)
     shape, affine = output_grid(spacing, centre)
@@ -170,6 +170,15 @@ def smallest(score, allowed, volume):
     return allowed & (score <= np.partition(values, max(count - 1, 0))[max(count - 1, 0)])
 
 
+def connected(mask, start):
+    """The part of ``mask`` connected to voxel ``start``, or its largest connected part if ``start`` is outside."""
+    parts, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    keep = parts[start] or np.argmax(np.bincount(parts.ravel())[1:]) + 1
+    return parts == keep
+
+
 def rough(rng, shape, cells):
     """Smooth noise at two scales, ``cells`` and three times finer: an irregular boundary's perturbation."""
     return 0.7 * smooth_noise(rng, shape, cells) + 0.3 * smooth_noise(rng, shape, 3 * cells)
@@ -185,8 +194,8 @@ def regions(rng, tissues, allowed, start, spacing, plan):
     # the edema's also grows with the grey matter fraction, so that edema stays in white matter.
     core_score = distance * (1 + 0.45 * rough(rng, gm.shape, cells))
     edema_score = distance * (1 + 0.45 * rough(rng, gm.shape, cells)) * (1 + 1.2 * gm / (gm + wm + 1e-3))
-    core = smallest(core_score, allowed, plan["core"] / voxel)
-    whole = smallest(edema_score, allowed, plan["whole"] / voxel) | core
+    core = connected(smallest(core_score, allowed, plan["core"] / voxel), start)
+    whole = connected(smallest(edema_score, allowed, plan["whole"] / voxel) | core, start)
     # Necrosis: off the core's centre, towards a random side.
     offset = np.indices(gm.shape, dtype=np.float32) - np.reshape(start, (3, 1, 1, 1))
     direction = rng.normal(size=3) / np.sqrt(3)
@@ -208,6 +217,8 @@ def grow(rng, tissues, affine, spacing, centre, plan, enhancing, classes, streng
     allowed = (brain > 0.5) & (gm + wm > 0.45 * brain)  # brain tissue, not CSF
     start = tuple(np.clip(index - lo, 0, np.array(gm.shape) - 1))
     core, whole, inner, edema_score = regions(rng, (gm, wm, brain), allowed, start, spacing, plan)
+    if not core.any():  # no brain tissue around the seed
+        return
     kind = plan["kind"] if enhancing else "none"
     if kind == "ring":
         parts = {"necrosis": inner, "enhancing": core & ~inner}
@@ -239,7 +250,7 @@ def blobs(rng, shape, affine, points, count, size_mm):
     inside = np.all((voxels >= 0) & (voxels < np.array(shape)[:, None]), axis=0)
     volume[tuple(voxels[:, inside])] = 1
     sigma = size_mm / 2.355 / np.linalg.norm(affine[:3, :3], axis=0)
-    peak = ndimage.gaussian_filter(np.pad([[[1.0]]], 8), np.minimum(sigma, 3)).max()
+    peak = ndimage.gaussian_filter(np.pad([[[1.0]]], int(4 * sigma.max()) + 1), sigma).max()
     return np.clip(ndimage.gaussian_filter(volume, sigma) / peak, 0, 1)
 
 
@@ -297,7 +308,7 @@ def modalities(rng, parts, brain):
     return images
 
 
-def realistic_case(spacing, seed, index, enhancing=True, mass_effect=(0.3, 0.7)):
+def realistic_case(spacing, seed, index, enhancing=True, mass_effect=(0.4, 0.8)):
     """Case ``index`` of ``seed``: four images, the BraTS label map (uint8), their affine, the partial volumes.
 
     ``mass_effect``: the range of how far tumours push tissue aside (0: not at all, below 1).

@@ -82,9 +82,9 @@ def sampling(settings, labels=None, patches=True):
                         "nearest; with 'dataset.batch_augmentation' the label must stay label values")
     steps = []
     if labels is not None and patches and settings.patch_size is not None:
-        size = larger_patch(settings.patch_size, settings.batch_augmentation) if batched else settings.patch_size
-        steps.append(RandForegroundPatchd(None if later or batched else labels, size,
-                                          settings.foreground_oversampling, settings.patches_per_case))
+        read_size = larger_patch(settings.patch_size, settings.batch_augmentation) if batched else None
+        steps.append(RandForegroundPatchd(None if later or batched else labels, settings.patch_size,
+                                          settings.foreground_oversampling, settings.patches_per_case, read_size))
     elif labels is not None:
         steps.append(ExpandCased(None if later or batched else labels))
     steps.extend(spatial)
