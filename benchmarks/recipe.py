@@ -119,36 +119,62 @@ def process_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_with_cpu_budget(command, cpu_seconds, cpu_seconds_of=process_cpu_seconds, stop=None, **popen):
+    """Run ``command`` until it ends or ``cpu_seconds_of(pid)`` reaches ``cpu_seconds``, then ``stop(process)``
+    (default SIGTERM); returns ``(exit code, stopped, cpu seconds, wall seconds)``."""
+    start = time.perf_counter()
+    process = subprocess.Popen(list(map(str, command)), **popen)
+    stop = stop or subprocess.Popen.terminate
+    stopped, polled = False, 0.0
+    try:
+        while True:
+            # wait4, not Popen.poll: it also returns this child's own resource usage.
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            polled = cpu_seconds_of(process.pid)
+            if not stopped and polled >= cpu_seconds:
+                stop(process)
+                stopped = True
+            time.sleep(1)
+    except BaseException:  # Ctrl-C: the run stops too
+        stop(process)
+        raise
+    # A stopped process's workers may die unwaited-for, outside its usage: the last poll counted them.
+    cpu = max(usage.ru_utime + usage.ru_stime, polled)
+    return os.waitstatus_to_exitcode(status), stopped, cpu, time.perf_counter() - start
+
+
 def train_with_budget(config_filename, cpu_seconds):
     """Run unet3d-train until it ends or has used ``cpu_seconds``; returns ``(stopped, cpu seconds, wall seconds)``."""
-    start = time.perf_counter()
-    process = subprocess.Popen([str(BIN / "unet3d-train"), "--config_filename", str(config_filename),
-                                "--device", "cpu", "--restart"], stdout=subprocess.DEVNULL)
-    stopped = False
-    while True:
-        # wait4, not Popen.poll: it also returns this child's own resource usage.
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if not stopped and process_cpu_seconds(process.pid) >= cpu_seconds:
-            process.send_signal(signal.SIGTERM)  # the loop stops at the next batch
-            stopped = True
-        time.sleep(1)
-    returncode = os.waitstatus_to_exitcode(status)
+    # SIGTERM at the budget: the loop stops at the next batch.
+    returncode, stopped, cpu, wall = run_with_cpu_budget(
+        [BIN / "unet3d-train", "--config_filename", config_filename, "--device", "cpu", "--restart"], cpu_seconds,
+        stdout=subprocess.DEVNULL)
     if returncode not in (0, 128 + signal.SIGTERM):
         raise SystemExit(f"unet3d-train {config_filename} failed with status {returncode}")
-    return stopped, usage.ru_utime + usage.ru_stime, time.perf_counter() - start
+    return stopped, cpu, wall
+
+
+def predict_heldout(test_config, model_filename, output_dir):
+    """Label the held-out cases of ``test_config`` with ``model_filename`` into ``output_dir``."""
+    subprocess.run([str(BIN / "unet3d-predict"), "--config_filename", str(test_config), "--model_filename",
+                    str(model_filename), "--group", "test", "--output_directory", str(output_dir), "--device", "cpu",
+                    "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+
+
+def score_heldout(test_config, prediction_dir):
+    """Mean Dice per region over the held-out cases of ``test_config``, of the label maps in ``prediction_dir``."""
+    subprocess.run([str(BIN / "unet3d-evaluate"), "--prediction_dir", str(prediction_dir), "--config_filename",
+                    str(test_config), "--group", "test", "--no_hausdorff"], check=True, stdout=subprocess.DEVNULL)
+    per_case = pandas.read_csv(Path(prediction_dir) / "evaluation.csv")
+    return per_case.groupby("region")["dice"].mean().to_dict()
 
 
 def heldout_dice(test_config, model_filename, output_dir):
     """Mean Dice per region over the held-out cases, predicted with ``model_filename``."""
-    subprocess.run([str(BIN / "unet3d-predict"), "--config_filename", str(test_config), "--model_filename",
-                    str(model_filename), "--group", "test", "--output_directory", str(output_dir), "--device", "cpu",
-                    "--overwrite"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([str(BIN / "unet3d-evaluate"), "--prediction_dir", str(output_dir), "--config_filename",
-                    str(test_config), "--group", "test", "--no_hausdorff"], check=True, stdout=subprocess.DEVNULL)
-    per_case = pandas.read_csv(output_dir / "evaluation.csv")
-    return per_case.groupby("region")["dice"].mean().to_dict()
+    predict_heldout(test_config, model_filename, output_dir)
+    return score_heldout(test_config, output_dir)
 
 
 def run_seed(template, folders, seed, args):
