@@ -79,3 +79,20 @@ def test_folds_cover_every_case_once_with_even_sizes(n_cases, n_folds):
     assert flat == list(range(n_cases))
     assert max(map(len, folds)) - min(map(len, folds)) <= 1
     assert split_folds(entries, n_folds, seed=25) == folds
+
+
+def test_wrapped_monai_transforms_draw_apart_from_the_one_that_decides_to_fire():
+    # RandScaleIntensityd hands its seed to RandScaleIntensity: the draw below prob 0.5 that fires it would also be
+    # the factor's, which then was never above 1.
+    from monai.transforms import Compose, RandScaleIntensityd
+    from unet3d.data.transforms import seed_transforms
+
+    scale = RandScaleIntensityd("image", factors=0.1, prob=0.5)
+    factors = []
+    for seed in range(400):
+        seed_transforms(Compose([scale]), seed)
+        scale.randomize(None)
+        if scale._do_transform:
+            scale.scaler.randomize(None)
+            factors.append(scale.scaler.factor)
+    assert min(factors) < -0.05 and max(factors) > 0.05

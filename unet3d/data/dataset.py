@@ -9,7 +9,7 @@ from unet3d.config.labels import LabelScheme
 from unet3d.config.settings import DatasetSettings
 from unet3d.data.cache import PreprocessingCache
 from unet3d.data.stored import compact, expand
-from unet3d.data.transforms import preprocessing, sampling
+from unet3d.data.transforms import preprocessing, sampling, seed_transforms
 
 
 class SegmentationDataset(monai.data.Dataset):
@@ -54,7 +54,7 @@ class SegmentationDataset(monai.data.Dataset):
     def __getitem__(self, index):
         if isinstance(index, tuple):
             index, seed = index
-            self.random.set_random_state(seed)
+            seed_transforms(self.random, seed)
         return super().__getitem__(index)
 
     def _transform(self, index):

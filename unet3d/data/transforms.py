@@ -10,6 +10,8 @@ whole batches and makes the targets (``unet3d.data.batch_augmentation``).
 
 import inspect
 
+import numpy as np
+
 from monai.transforms import (
     Compose,
     CropForegroundd,
@@ -17,6 +19,7 @@ from monai.transforms import (
     EnsureTyped,
     LoadImaged,
     Orientationd,
+    Randomizable,
     Resized,
     SpatialPadd,
     Spacingd,
@@ -129,3 +132,31 @@ def normalizations(names, kwargs):
         resolve("transform", {"name": name, **extra}, "dataset.normalization_kwargs", name_key="dataset.normalization", keys="image")
         for name, extra in zip(names, kwargs)
     ]
+
+
+def seed_transforms(compose, seed):
+    """Seed ``compose`` and every random transform inside it from ``seed``, each nested one with a seed of its own.
+
+    MONAI's dictionary transforms hand their seed unchanged to the array transforms they wrap (``RandAffined`` to
+    ``RandAffine`` and on to ``RandAffineGrid``, ``RandScaleIntensityd`` to ``RandScaleIntensity``), so the draw
+    that decides whether a transform fires is also its first parameter's: with ``prob`` 0.2, the first rotation
+    angle always lay in the lowest fifth of its range, and with 0.5 intensity factors and offsets were never
+    positive. Here each wrapped transform gets a seed derived from ``seed`` and its place.
+    """
+    compose.set_random_state(seed)
+    for index, step in enumerate(compose.transforms):
+        for depth, inner in enumerate(nested_randomizables(step), start=1):
+            state = np.random.SeedSequence([seed, index, depth]).generate_state(1)[0]  # uint32
+            inner.set_random_state(seed=int(state))
+
+
+def nested_randomizables(transform):
+    """The random transforms held (at any depth) by ``transform``'s attributes, in a fixed order."""
+    found, todo = [], [transform]
+    while todo:
+        current = todo.pop(0)
+        for value in vars(current).values():
+            if isinstance(value, Randomizable) and value is not transform and all(value is not f for f in found):
+                found.append(value)
+                todo.append(value)
+    return found
