@@ -60,7 +60,8 @@ def test_gpu_benchmark_smoke_steady_state_of_data_feeding(smoke):
     for row in measured:
         assert len(row) == 10, row
         figures = steady_figures(row)
-        assert all(math.isfinite(value) and value > 0 for value in figures[:7]), row
+        assert all(math.isfinite(value) and value > 0 for value in figures[:6]), row
+        assert math.isfinite(figures[6]) and figures[6] >= 0, row  # the first batch's wait rounds to 0.00 when fast
         assert row[7] in ("yes", "no")
         ratio = figures[3] / figures[4]
         assert abs(figures[5] - ratio) <= 0.01 + 0.01 * ratio, row  # the ratio is of the figures beside it

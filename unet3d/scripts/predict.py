@@ -53,7 +53,7 @@ def build_parser():
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: config 'prediction.overlap' or 0.5)")
     parser.add_argument("--sw_batch_size", type=int,
                         help="windows per forward pass; lower it when memory runs out (default: config or 4)")
-    parser.add_argument("--no_amp", action="store_true", help="no autocast: float32 (default: float16 on CUDA; bfloat16 on a CPU for models trained with training.amp \"bf16\")")
+    parser.add_argument("--no_amp", action="store_true", help="no autocast: float32 (default: float16 on CUDA; bfloat16 on a CPU for models trained in bfloat16)")
     parser.add_argument("--overwrite", action="store_true", help="replace predictions that already exist")
     cli.add_device_flag(parser)
     cli.add_nthreads_flag(parser, "data loader worker processes (default 0: load in the main process)")
