@@ -11,7 +11,6 @@ whole batches and makes the targets (``unet3d.data.batch_augmentation``).
 import inspect
 
 import numpy as np
-
 from monai.transforms import (
     Compose,
     CropForegroundd,
