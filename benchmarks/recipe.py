@@ -76,6 +76,10 @@ def parse_args(argv=None):
                         help="where the synthetic cases are kept (default: <temp dir>/unet3d_recipe/data)")
     parser.add_argument("--output_dir", default=SCRATCH / "runs", type=Path,
                         help="runs and results.csv (default: <temp dir>/unet3d_recipe/runs)")
+    parser.add_argument("--tta", action="store_true", help="predict the held-out cases with test-time mirroring")
+    parser.add_argument("--rescore", action="store_true",
+                        help="train nothing: predict and score the held-out cases again with the models already in "
+                             "--output_dir (other held-out cases, --tta), written next to the first scores")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a config key, e.g. training.n_epochs=40 or loss='{\"name\": \"DiceLoss\"}'; "
                              "null removes the key")
@@ -156,11 +160,15 @@ def train_with_budget(config_filename, cpu_seconds):
     return stopped, cpu, wall
 
 
-def predict_heldout(test_config, model_filename, output_dir):
-    """Label the held-out cases of ``test_config`` with ``model_filename`` into ``output_dir``."""
+def predict_heldout(test_config, model_filename, output_dir, tta=False):
+    """Label the held-out cases of ``test_config`` with ``model_filename`` into ``output_dir``; returns the CPU
+    seconds it took."""
+    before = os.times()
     subprocess.run([str(BIN / "unet3d-predict"), "--config_filename", str(test_config), "--model_filename",
                     str(model_filename), "--group", "test", "--output_directory", str(output_dir), "--device", "cpu",
-                    "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+                    "--overwrite"] + ["--tta"] * tta, check=True, stdout=subprocess.DEVNULL)
+    after = os.times()
+    return after.children_user + after.children_system - before.children_user - before.children_system
 
 
 def score_heldout(test_config, prediction_dir):
@@ -171,23 +179,35 @@ def score_heldout(test_config, prediction_dir):
     return per_case.groupby("region")["dice"].mean().to_dict()
 
 
-def heldout_dice(test_config, model_filename, output_dir):
-    """Mean Dice per region over the held-out cases, predicted with ``model_filename``."""
-    predict_heldout(test_config, model_filename, output_dir)
-    return score_heldout(test_config, output_dir)
+def heldout_dice(test_config, model_filename, output_dir, tta=False):
+    """``(mean Dice per region over the held-out cases, predicted with model_filename; CPU seconds of prediction)``."""
+    cpu = predict_heldout(test_config, model_filename, output_dir, tta)
+    return score_heldout(test_config, output_dir), cpu
+
+
+def heldout_name(args, n_test):
+    """The held-out predictions' folder name: ``heldout`` for the first scores, else what differs from them."""
+    return "heldout" if not args.rescore else f"heldout_{n_test}" + "_tta" * args.tta
 
 
 def run_seed(template, folders, seed, args):
-    """One training run and its held-out scores, as a results row."""
+    """One training run (none with ``--rescore``) and its held-out scores, as a results row."""
     run_dir = args.output_dir.resolve() / f"seed{seed}"
-    train_config, test_config = run_configs(template, folders, seed, args.set, run_dir)
-    stopped, cpu, wall = train_with_budget(train_config, args.cpu_minutes * 60)
     work_dir = run_dir / "train"
+    if args.rescore:
+        _, test_config = run_configs(json.loads((run_dir / "train.json").read_text()), folders, seed, [],
+                                     run_dir / "rescore")
+        stopped, cpu, wall = None, float("nan"), float("nan")
+    else:
+        train_config, test_config = run_configs(template, folders, seed, args.set, run_dir)
+        stopped, cpu, wall = train_with_budget(train_config, args.cpu_minutes * 60)
     log_rows = pandas.read_csv(work_dir / "training_log.csv")
     best = work_dir / "model_best.pth"
-    dice = heldout_dice(test_config, best if best.is_file() else work_dir / "model.pth", run_dir / "heldout")
+    dice, predict_cpu = heldout_dice(test_config, best if best.is_file() else work_dir / "model.pth",
+                                     run_dir / heldout_name(args, len(brats_cases(folders["test"]))), args.tta)
     row = {"seed": seed, "epochs": len(log_rows), "stopped_by_budget": stopped,
-           "train_cpu_min": round(cpu / 60, 2), "train_wall_min": round(wall / 60, 2)}
+           "train_cpu_min": round(cpu / 60, 2), "train_wall_min": round(wall / 60, 2),
+           "predict_cpu_min": round(predict_cpu / 60, 2)}
     row.update({f"dice_{region}": round(dice[region], 4) for region in REGIONS})
     print(json.dumps(row), flush=True)
     return row
@@ -202,11 +222,11 @@ def main(argv=None):
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda seed: run_seed(template, folders, seed, args), seeds))
     table = pandas.DataFrame(rows)
-    columns = [f"dice_{region}" for region in REGIONS] + ["train_cpu_min", "train_wall_min"]
+    columns = [f"dice_{region}" for region in REGIONS] + ["train_cpu_min", "train_wall_min", "predict_cpu_min"]
     summary = pandas.DataFrame([{"seed": "mean", **table[columns].mean().round(4).to_dict()},
                                 {"seed": "spread", **(table[columns].max() - table[columns].min()).round(4).to_dict()}])
     table = pandas.concat([table, summary], ignore_index=True)
-    output = args.output_dir / "results.csv"
+    output = args.output_dir / ("results.csv" if not args.rescore else f"results_{heldout_name(args, args.n_test)}.csv")
     table.to_csv(output, index=False)
     print(f"config {args.config}, {args.cpu_minutes:g} CPU-minutes, overrides {args.set or 'none'}")
     print(table.to_string(index=False))
