@@ -163,12 +163,12 @@ def train_with_budget(config_filename, cpu_seconds):
 def predict_heldout(test_config, model_filename, output_dir, tta=False):
     """Label the held-out cases of ``test_config`` with ``model_filename`` into ``output_dir``; returns the CPU
     seconds it took."""
-    before = os.times()
-    subprocess.run([str(BIN / "unet3d-predict"), "--config_filename", str(test_config), "--model_filename",
-                    str(model_filename), "--group", "test", "--output_directory", str(output_dir), "--device", "cpu",
-                    "--overwrite"] + ["--tta"] * tta, check=True, stdout=subprocess.DEVNULL)
-    after = os.times()
-    return after.children_user + after.children_system - before.children_user - before.children_system
+    command = [BIN / "unet3d-predict", "--config_filename", test_config, "--model_filename", model_filename,
+               "--group", "test", "--output_directory", output_dir, "--device", "cpu", "--overwrite"] + ["--tta"] * tta
+    returncode, _, cpu, _ = run_with_cpu_budget(command, float("inf"), stdout=subprocess.DEVNULL)
+    if returncode:
+        raise SystemExit(f"unet3d-predict {test_config} failed with status {returncode}")
+    return cpu
 
 
 def score_heldout(test_config, prediction_dir):

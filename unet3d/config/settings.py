@@ -333,6 +333,11 @@ class DatasetSettings(Settings):
                                                           "stride)", triple=int)
     foreground_oversampling: float = setting(["number"], 0.33, "share of patches centred on the label",
                                              minimum=0, maximum=1)
+    foreground_sampling: str = setting(["string"], "voxels", "how a foreground centre is drawn: \"voxels\" (a "
+                                       "foreground voxel uniformly, so every label value in proportion to its size) or "
+                                       "\"classes\" (a label value present in the case uniformly, then one of its "
+                                       "voxels, as nnU-Net: small structures are centred as often as large ones)",
+                                       choices=("voxels", "classes"))
     patches_per_case: int = setting(["integer"], 1, "patches drawn from each case per epoch", minimum=1)
     spatial_augmentations: tuple = setting(["list", "null"], None, "MONAI dictionary transforms `{\"name\": ..., "
                                                                    "**kwargs}` for image and label, training only",
@@ -350,7 +355,7 @@ class DatasetSettings(Settings):
     validation: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
                                                          "validation split")
 
-    RANDOM: ClassVar[tuple] = ("foreground_oversampling", "patches_per_case", "spatial_augmentations",
+    RANDOM: ClassVar[tuple] = ("foreground_oversampling", "foreground_sampling", "patches_per_case", "spatial_augmentations",
                                "intensity_augmentations", "batch_augmentation")
 
     def __post_init__(self):

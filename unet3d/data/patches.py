@@ -5,7 +5,8 @@ probability ``foreground_oversampling`` a centre uniform over the foreground vox
 label value of the scheme), otherwise one uniform over the background voxels; centres are
 moved inwards so the patch lies inside the volume (MONAI's ``correct_crop_centers``). The
 foreground centre comes from the case's stored locations (a value chosen in proportion to
-its voxel count, then one of its sampled voxels); a background centre is a uniform voxel,
+its voxel count, or with ``dataset.foreground_sampling: "classes"`` uniformly among the
+values in the case as nnU-Net chooses, then one of its sampled voxels); a background centre is a uniform voxel,
 drawn again while it lands on foreground. Neither scans the label, and only the patch's
 chunks are decompressed from the cache's Blosc2 arrays.
 
@@ -36,20 +37,24 @@ class RandForegroundPatchd(Randomizable, Transform):
         num_samples: patches per case.
         read_size: read this larger box around each patch (zeros where it leaves the volume), for
             ``dataset.batch_augmentation``'s rotation and scaling to sample from; default: the patch alone.
+        by_class: choose the foreground label value uniformly among those in the case (nnU-Net's sampling), not in
+            proportion to its voxel count (``dataset.foreground_sampling``).
     """
 
-    def __init__(self, labels, patch_size, foreground_share, num_samples=1, read_size=None):
+    def __init__(self, labels, patch_size, foreground_share, num_samples=1, read_size=None, by_class=False):
         self.labels = labels
         self.patch_size = tuple(int(n) for n in patch_size)
         self.read_size = tuple(int(n) for n in read_size) if read_size else self.patch_size
         self.foreground_share = foreground_share
         self.num_samples = num_samples
+        self.by_class = by_class
 
     def randomize(self, data=None):
         """Not used: the centres depend on the case and are drawn in ``__call__``."""
 
     def centre(self, stored):
-        """One patch centre (before correction) drawn as ``RandCropByPosNegLabeld`` would."""
+        """One patch centre (before correction) drawn as ``RandCropByPosNegLabeld`` would (``by_class``: as
+        ``RandCropByLabelClassesd`` would, with equal ratios for the label values in the case)."""
         locations = stored["locations"]
         values = [value for value, (_, count) in locations.items() if count > 0]
         counts = np.array([locations[value][1] for value in values], dtype=np.float64)
@@ -57,7 +62,8 @@ class RandForegroundPatchd(Randomizable, Transform):
         background_possible = counts.sum() < np.prod(shape)
         share = self.foreground_share if values and background_possible else float(bool(values))
         if self.R.rand() < share:
-            value = values[self.R.choice(len(values), p=counts / counts.sum())] if len(values) > 1 else values[0]
+            weights = np.ones(len(values)) / len(values) if self.by_class else counts / counts.sum()
+            value = values[self.R.choice(len(values), p=weights)] if len(values) > 1 else values[0]
             coordinates = locations[value][0]
             return tuple(int(c) for c in coordinates[self.R.randint(len(coordinates))])
         foreground = np.array(values, dtype=stored["label"].dtype)

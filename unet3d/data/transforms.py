@@ -86,7 +86,8 @@ def sampling(settings, labels=None, patches=True):
     if labels is not None and patches and settings.patch_size is not None:
         read_size = larger_patch(settings.patch_size, settings.batch_augmentation) if batched else None
         steps.append(RandForegroundPatchd(None if later or batched else labels, settings.patch_size,
-                                          settings.foreground_oversampling, settings.patches_per_case, read_size))
+                                          settings.foreground_oversampling, settings.patches_per_case, read_size,
+                                          by_class=settings.foreground_sampling == "classes"))
     elif labels is not None:
         steps.append(ExpandCased(None if later or batched else labels))
     steps.extend(spatial)
