@@ -83,6 +83,33 @@ def test_a_small_class_predicted_nearly_right_is_kept(tmp_path):
     assert list(table["dice_before"]) == list(table["dice_after"])
 
 
+def test_a_speck_of_enhancement_in_a_tumour_that_enhances_nowhere_is_removed_with_the_region(tmp_path):
+    """A case without enhancing tumour, predicted with 6 enhancing voxels, scores ET Dice 0; a true enhancing
+    fragment of one voxel elsewhere keeps every component threshold at 1, so only removing a region found
+    smaller than the smallest case's (17 voxels) can help, and becomes necrosis (the core stays)."""
+    cases = [brats_case(i) for i in range(5)]
+    for array in cases[0]:
+        array[11, 11, 11] = 4
+    reference, prediction = brats_case(5)
+    reference[reference == 4] = 1
+    prediction[prediction == 4] = 1
+    prediction[9:11, 9:10, 8:11] = 4
+    config = write_run(tmp_path, cases + [(reference, prediction)], {"labels": [2, 1, 4], "label_mode": "regions"})
+    experiment = load_experiment(config)
+    steps, table = decide_postprocessing(experiment, tmp_path / "run")
+    et = json.loads((tmp_path / "run" / "postprocessing.json").read_text())["regions"][2]
+    assert [c["step"] for c in et["candidates"]] == [None, {"min_component_size": 1}, {"keep_largest": True}] + [
+        {"min_region_size": n} for n in (1, 2, 4, 8)]
+    assert steps[2] == ComponentStep(min_region_size=8)
+    assert table["dice_after"][2] == pytest.approx(table["dice_before"][2] + 1 / 6)
+    cleaned = clean_regions(prediction, experiment.labels, steps).numpy()
+    assert not (cleaned == 4).any() and np.array_equal(cleaned > 0, clean_regions(prediction, experiment.labels,
+                                                                                  steps[:2] + [ComponentStep()]) > 0)
+    assert read_postprocessing(tmp_path / "run" / "postprocessing.json", experiment.labels) == steps
+    with pytest.raises(Exception, match="min_region_size"):
+        ComponentStep.from_json({"min_region_size": -1}, "postprocessing.json")
+
+
 def speck_case(index):
     """Two classes (label 1: 6x6x6, label 2: 3x3x3) predicted exactly, plus specks of both away from them."""
     reference = np.zeros(SHAPE, np.uint8)
@@ -179,11 +206,12 @@ def test_the_dice_counted_from_components_is_the_dice_of_the_cleaned_label_maps(
     predicted[rng.random(SHAPE) < 0.01] = 4
     predicted[15:18, 15:18, 15:18] = 1
     for index in range(3):
-        steps = [ComponentStep(), ComponentStep(2), ComponentStep(5), ComponentStep(keep_largest=True)]
+        steps = [ComponentStep(), ComponentStep(2), ComponentStep(5), ComponentStep(keep_largest=True),
+                 ComponentStep(min_region_size=10**5)]
         counted = candidate_dice(predicted, reference, scheme, index, steps)
         for step, row in zip(steps, counted):
             only = [ComponentStep()] * 3
             only[index] = step
             cleaned = clean_regions(predicted, scheme, only)
             np.testing.assert_allclose(row, region_dice(scheme.masks(cleaned), scheme.masks(reference)), atol=1e-6)
-        assert len({tuple(row) for row in counted}) == 4  # each step changes something
+        assert len({tuple(row) for row in counted}) == 5  # each step changes something

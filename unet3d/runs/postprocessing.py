@@ -2,7 +2,8 @@
 
 Once every fold is trained, the out-of-fold predictions (each fold's
 ``fold<k>/predictions/validation``, raw label maps) are scored against their references
-with and without connected-component clean-up, one region (or label, or class) after
+with and without connected-component clean-up (and, where some case lacks a region, with
+the region removed from cases that predict little of it), one region (or label, or class) after
 another, each on top of the steps already kept. A step is kept only where it raises the
 region's mean out-of-fold Dice and lowers no other region's (in nested regions, removing a
 whole-tumour component also removes the core inside it). The decision goes to
@@ -59,20 +60,33 @@ def read_cropped(prediction_file, reference_file):
 
 def candidate_steps(reference_masks):
     """The steps tried on one region, least aggressive first: removing components under a fraction
-    (``CANDIDATE_FRACTIONS``) of the region's smallest reference component, then keeping only the largest.
+    (``CANDIDATE_FRACTIONS``) of the region's smallest reference component, then keeping only the largest;
+    where some reference lacks the region, also removing the whole region from a case where less than a
+    fraction of the smallest case's region is predicted.
 
     The references show how small a true structure of this region can be. A threshold of at
     most half of the smallest keeps every predicted component that covers at least half of a
     true one and removes only specks smaller than anything real; a fixed size (0.2 ml) would
     delete every true component of a region whose structures are smaller, such as enhancing
     tumour of a few dozen voxels. Where the references hold no component of the region, only
-    keeping the largest is tried.
+    keeping the largest is tried. Removing a whole region can only help a case without it (in
+    a case with it, Dice falls to 0), so it is tried only where such cases are among the
+    references: a tumour that enhances nowhere, with a speck of enhancement predicted.
     """
-    sizes = [size for mask in reference_masks for size in components(mask, SMALL_COMPONENT_CONNECTIVITY)[1][1:]]
+    found = [components(mask, SMALL_COMPONENT_CONNECTIVITY)[1][1:] for mask in reference_masks]
+    sizes = [size for case in found for size in case]
     if not sizes:
         return [ComponentStep(keep_largest=True)]
-    thresholds = sorted({max(1, int(min(sizes) * fraction)) for fraction in CANDIDATE_FRACTIONS})
-    return [ComponentStep(size) for size in thresholds] + [ComponentStep(keep_largest=True)]
+    steps = [ComponentStep(size) for size in fractions_of(min(sizes))] + [ComponentStep(keep_largest=True)]
+    if any(not len(case) for case in found):
+        steps += [ComponentStep(min_region_size=size) for size in fractions_of(min(case.sum() for case in found
+                                                                                   if len(case)))]
+    return steps
+
+
+def fractions_of(size):
+    """The distinct thresholds ``CANDIDATE_FRACTIONS`` of ``size`` voxels (at least 1), smallest first."""
+    return sorted({max(1, int(size * fraction)) for fraction in CANDIDATE_FRACTIONS})
 
 
 def dice_of_counts(true_positive, predicted, reference):
