@@ -1,7 +1,7 @@
 """Does a planned config match the hand-made recipe? Plan the synthetic BraTS set, train both, score held-out cases.
 
-``unet3d-plan`` plans the training cases that ``benchmarks/recipe.py`` writes (20 BraTS-like
-cases at 2 mm) for the CPU, with the recipe's own budget: the minutes that the planner's cost
+``unet3d-plan`` plans the training cases that ``benchmarks/recipe.py`` writes (by default 20
+BraTS-like cases at 2 mm; ``--data realistic`` the brain phantom) for the CPU, with the recipe's own budget: the minutes that the planner's cost
 model gives a whole 2-fold ``unet3d-train`` run of ``examples/brats2020/cpu_recipe_config.json``
 on these cases (its steps timed here and now, its validation every epoch, its predictions),
 or ``--budget_minutes``. Both are timed on the same machine at the same moment, so load on a
@@ -15,6 +15,7 @@ planned minus the recipe.
 Not a test. Run from the repository root, for example:
 
     nice -n 10 .venv/bin/python benchmarks/plan.py --seeds 3
+    .venv/bin/python benchmarks/plan.py --seeds 3 --data realistic --n_train 10 --n_validation 2 --n_test 12
 """
 
 import argparse
@@ -45,6 +46,11 @@ def parse_args(argv=None):
                                                             "planned and recipe runs side by side)")
     parser.add_argument("--cpu_minutes", type=float, default=120.0,
                         help="a CPU-time cap on each training run (default 120: runs end with their own epochs)")
+    parser.add_argument("--data", choices=("simple", "realistic"), default="simple",
+                        help="the synthetic cases of benchmarks/recipe.py: simple blobs or the realistic brain phantom")
+    parser.add_argument("--n_train", type=int, default=20)
+    parser.add_argument("--n_validation", type=int, default=2)
+    parser.add_argument("--n_test", type=int, default=6)
     parser.add_argument("--data_dir", default=SCRATCH / "data", type=Path)
     parser.add_argument("--output_dir", default=Path(SCRATCH.parent / "unet3d_plan"), type=Path)
     return parser.parse_args(argv)
@@ -106,13 +112,15 @@ def main(argv=None):
     args = parse_args(argv)
     args.output_dir = args.output_dir.resolve()
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    folders = synthetic_groups(args.data_dir, {"train": 20, "validation": 2, "test": 6}, 2.0)
+    folders = synthetic_groups(args.data_dir, {"train": args.n_train, "validation": args.n_validation,
+                                               "test": args.n_test}, 2.0, args.data)
     configs = {"planned": planned_config(folders["train"], args.output_dir, args.budget_minutes), "recipe": RECIPE}
     rows, results, lock = [], args.output_dir / "results.csv", threading.Lock()
 
     def train(job):
         seed, name = job
-        run_args = argparse.Namespace(output_dir=args.output_dir / name, cpu_minutes=args.cpu_minutes, set=[])
+        run_args = argparse.Namespace(output_dir=args.output_dir / name, cpu_minutes=args.cpu_minutes, set=[],
+                                      rescore=False, tta=False)
         row = run_seed(json.loads(Path(configs[name]).read_text()), folders, seed, run_args)
         with lock:  # each row is kept as soon as it is there
             rows.append({"config": name, **row})
