@@ -120,7 +120,7 @@ def main(argv=None):
     def train(job):
         seed, name = job
         run_args = argparse.Namespace(output_dir=args.output_dir / name, cpu_minutes=args.cpu_minutes, set=[],
-                                      rescore=False, tta=False)
+                                      rescore=False, tta=False, tag="")
         row = run_seed(json.loads(Path(configs[name]).read_text()), folders, seed, run_args)
         with lock:  # each row is kept as soon as it is there
             rows.append({"config": name, **row})

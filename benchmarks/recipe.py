@@ -79,7 +79,10 @@ def parse_args(argv=None):
     parser.add_argument("--tta", action="store_true", help="predict the held-out cases with test-time mirroring")
     parser.add_argument("--rescore", action="store_true",
                         help="train nothing: predict and score the held-out cases again with the models already in "
-                             "--output_dir (other held-out cases, --tta), written next to the first scores")
+                             "--output_dir (other held-out cases, --tta, prediction settings changed with --set), "
+                             "written next to the first scores")
+    parser.add_argument("--tag", default="", help="with --rescore: a suffix for the folders and results of this "
+                                                  "rescoring (e.g. _no_cleanup with --set prediction.min_component_size=null)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a config key, e.g. training.n_epochs=40 or loss='{\"name\": \"DiceLoss\"}'; "
                              "null removes the key")
@@ -187,7 +190,7 @@ def heldout_dice(test_config, model_filename, output_dir, tta=False):
 
 def heldout_name(args, n_test):
     """The held-out predictions' folder name: ``heldout`` for the first scores, else what differs from them."""
-    return "heldout" if not args.rescore else f"heldout_{n_test}" + "_tta" * args.tta
+    return "heldout" if not args.rescore else f"heldout_{n_test}" + "_tta" * args.tta + args.tag
 
 
 def run_seed(template, folders, seed, args):
@@ -195,8 +198,8 @@ def run_seed(template, folders, seed, args):
     run_dir = args.output_dir.resolve() / f"seed{seed}"
     work_dir = run_dir / "train"
     if args.rescore:
-        _, test_config = run_configs(json.loads((run_dir / "train.json").read_text()), folders, seed, [],
-                                     run_dir / "rescore")
+        _, test_config = run_configs(json.loads((run_dir / "train.json").read_text()), folders, seed, args.set,
+                                     run_dir / ("rescore" + args.tag))
         stopped, cpu, wall = None, float("nan"), float("nan")
     else:
         train_config, test_config = run_configs(template, folders, seed, args.set, run_dir)
