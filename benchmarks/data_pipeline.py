@@ -170,10 +170,15 @@ def batched_costs(experiment, data, root, items, batch, preset, repeats=100):
             "shape": tuple(made[0]["image"].shape[1:]), "augmentation": augmentation, "batches": batches}
 
 
-def stage_costs(augmentation, batches, repeats=100):
-    """Mean CPU seconds per element of each stage of ``augmentation`` over ``repeats`` batches: the library's own
-    functions, each wrapped in a timer (the rest of ``resample`` is the cuts and the label's copy), and what lies
-    outside them."""
+STAGES = {"draw_parameters": "parameters", "resample": "resample", "sampling_grid": "resample: the grid",
+          "sample_nearest": "resample: label (nearest)", "flip_in_place": "flips", "flipped": "flips",
+          "label_targets": "targets", "apply_intensity": lambda name, *args: f"intensity: {name}"}
+
+
+def stage_costs(augmentation, batches, module=batch_module, repeats=100):
+    """Mean CPU seconds per element of each stage of ``augmentation`` (of ``module``, this checkout's or a revision's)
+    over ``repeats`` batches: the module's own functions, ``grid_sample`` and without ``label_targets`` the scheme's
+    ``targets``, each wrapped in a timer (the rest of ``resample`` is the cuts and copies), and what lies outside."""
     spent = collections.Counter()
 
     def timer(name, function):
@@ -182,16 +187,21 @@ def stage_costs(augmentation, batches, repeats=100):
             try:
                 return function(*args, **kwargs)
             finally:
-                spent[name(*args) if callable(name) else name] += time.process_time() - start
+                spent[name(*args, **kwargs) if callable(name) else name] += time.process_time() - start
         return wrapper
 
-    stages = {"draw_parameters": "parameters", "resample": "resample", "sampling_grid": "resample: the grid",
-              "sample_linear": "resample: image (trilinear)",
-              "sample_nearest": "resample: label (nearest)", "flip_in_place": "flips", "label_targets": "targets",
-              "apply_intensity": lambda name, *args: f"intensity: {name}"}
+    def sampled(*args, mode="bilinear", **kwargs):
+        return "resample: image (trilinear)" if mode == "bilinear" else "resample: label (nearest)"
+
     with contextlib.ExitStack() as stack:
-        for attribute, name in stages.items():
-            stack.enter_context(mock.patch.object(batch_module, attribute, timer(name, getattr(batch_module, attribute))))
+        for attribute, name in STAGES.items():
+            if hasattr(module, attribute):
+                stack.enter_context(mock.patch.object(module, attribute, timer(name, getattr(module, attribute))))
+        stack.enter_context(mock.patch.object(torch.nn.functional, "grid_sample",
+                                              timer(sampled, torch.nn.functional.grid_sample)))
+        if not hasattr(module, "label_targets"):
+            scheme = type(augmentation.labels)
+            stack.enter_context(mock.patch.object(scheme, "targets", timer("targets", scheme.targets)))
         elements = 0
         for number in range(repeats):
             image, label = batches[number % len(batches)]
@@ -215,11 +225,10 @@ def revision_module(revision):
     return module
 
 
-def against_costs(costs, revision, repeats=100):
-    """Mean ``(wall, CPU)`` seconds per element of this checkout's batched augmentation and of ``revision``'s, with
-    the same recipe on the same batches, each batch augmented by the two in turn."""
+def against_costs(costs, theirs, revision, repeats=100):
+    """Mean ``(wall, CPU)`` seconds per element of this checkout's batched augmentation and of ``theirs``
+    (``revision``'s, the same recipe), on the same batches, each batch augmented by the two in turn."""
     ours = costs["augmentation"]
-    theirs = revision_module(revision).BatchAugmentation(ours.recipe, ours.labels, ours.patch_size, ours.seed)
     times = {"this checkout": [], revision: []}
     for number in range(repeats):
         image, label = costs["batches"][number % len(costs["batches"])]
@@ -243,16 +252,20 @@ def print_batched(preset, costs, args):
         print(f"  + its share of the batched augmentation on the CPU (batches of {args.batch}, {name} of 100): "
               f"{1000 * cost[0]:.1f} ms wall, {1000 * cost[1]:.1f} ms CPU; item in all {total[0] / load[0]:.2f}x "
               f"np.load wall, {total[1] / load[1]:.2f}x CPU")
+    ours = costs["augmentation"]
+    compared = [("this checkout", ours, batch_module)]
     if args.against:
-        read, load = costs["read"], costs["load"]
-        for name, cost in against_costs(costs, args.against).items():
+        module = revision_module(args.against)
+        theirs = module.BatchAugmentation(ours.recipe, ours.labels, ours.patch_size, ours.seed)
+        compared.append((args.against, theirs, module))
+        for name, cost in against_costs(costs, theirs, args.against).items():
             print(f"  {name}'s batched augmentation, the same batches in turn (mean of 100): {1000 * cost[1]:.1f} ms "
                   f"CPU per item; item in all {(read[0] + cost[0]) / load[0]:.2f}x np.load wall, "
                   f"{(read[1] + cost[1]) / load[1]:.2f}x CPU")
-    if args.stages:
-        stages = stage_costs(costs["augmentation"], costs["batches"])
-        print("  the batched augmentation's stages, mean ms CPU per element: " + ", ".join(
-            f"{name} {1000 * seconds:.1f}" for name, seconds in sorted(stages.items(), key=lambda pair: -pair[1])))
+    for name, augmentation, module in compared if args.stages else ():
+        stages = stage_costs(augmentation, costs["batches"], module)
+        print(f"  {name}'s batched augmentation by stage, mean ms CPU per element: " + ", ".join(
+            f"{stage} {1000 * seconds:.1f}" for stage, seconds in sorted(stages.items(), key=lambda pair: -pair[1])))
 
 
 def waiting_share(experiment, cached, workers, epochs):
