@@ -16,6 +16,9 @@ patches, the example's augmentation) this reports, measured side by side in one 
   ``"nnunet"``): a worker's item (the patch read with its label values, larger for ``"nnunet"``)
   plus the batched augmentation of a batch of ``--batch`` such items on the CPU (one thread), divided
   by the batch size, against ``np.load`` in the same alternation;
+- with ``--stages``, the batched augmentation's CPU time per element by stage (its own functions wrapped
+  in timers), and with ``--against REV`` the batched augmentation of git revision ``REV`` on the same
+  batches, the two in turn (before and after a change, in one run);
 - a plain MONAI pipeline's item (``Dataset`` + ``LoadImaged`` ... ``RandCropByPosNegLabeld``
   and the same augmentation on every item, no cache), as the same ratio;
 - with ``--epochs``: the share of the epoch spent waiting for data, training the example's own
@@ -24,6 +27,7 @@ patches, the example's augmentation) this reports, measured side by side in one 
 Not a test. Run from the repository root:
 
     .venv/bin/python benchmarks/data_pipeline.py [--cases 4] [--items 60] [--workers 1] [--epochs 2]
+    .venv/bin/python benchmarks/data_pipeline.py --cases 3 --batched_only --presets default --stages --against REV
 """
 
 import argparse
