@@ -93,8 +93,8 @@ def storage(cached, data, root):
     import blosc2
 
     sizes = {"cache": [], "float32 crop": [], "float32 crop + 3 uint8 regions (before)": [], "float16 + uint8 .npy": []}
-    reads = {"cache (Blosc2 chunks)": [], "float16 .npy (memory-mapped)": [], "cache, float16 alone (no conversion)": [],
-             "cache, the label values (uint8)": []}
+    reads = {"cache (Blosc2 chunks)": [], "float16 .npy (memory-mapped)": [],
+             "cache, float16 alone (no conversion)": [], "cache, the label values (uint8)": []}
     patch = cached.random.transforms[0].patch_size
     for case in data:
         entry = cached.cache.entry(case)

@@ -128,9 +128,9 @@ def draw_parameters(recipe, batch, channels, generator):
 
 
 def sampling_grid(angles, zoom, field, size_in, size_out, device):
-    """``grid_sample``'s grid (align_corners, as ``F.affine_grid`` makes it) that maps each output voxel, centred, through rotation @ scaling
-    (MONAI's ``create_rotate`` and ``create_scale``, voxel units) plus the displacement ``field`` (upsampled
-    trilinearly) to the input."""
+    """``grid_sample``'s grid (align_corners, as ``F.affine_grid`` makes it) that maps each output voxel, centred,
+    through rotation @ scaling (MONAI's ``create_rotate`` and ``create_scale``, voxel units) plus the displacement
+    ``field`` (upsampled trilinearly) to the input."""
     matrices = torch.stack([torch.as_tensor(create_rotate(3, a.tolist()) @ create_scale(3, z.tolist()))[:3, :3]
                             for a, z in zip(angles, zoom)])
     half_in = (torch.tensor(size_in, dtype=torch.float64) - 1).clamp(min=1) / 2
