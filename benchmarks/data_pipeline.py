@@ -214,8 +214,7 @@ def stage_costs(augmentation, batches, module=batch_module, repeats=100):
             elements += len(image)
     inner = sum(seconds for name, seconds in spent.items() if name.startswith("resample:"))
     spent["resample: cuts, copies"] = spent.pop("resample") - inner
-    spent["other"] = spent["all"] - sum(seconds for name, seconds in spent.items()
-                                        if name != "all" and not name.startswith("resample:")) - inner
+    spent["other"] = spent["all"] - sum(seconds for name, seconds in spent.items() if name != "all")
     return {name: seconds / elements for name, seconds in spent.items()}
 
 
