@@ -5,8 +5,10 @@ every element rotated and scaled, this times (median of ``--repeats`` rounds, ea
 wall seconds):
 
 - unet3d (``unet3d.data.batch_augmentation.resample``): one grid per element from MONAI's
-  ``create_rotate``/``create_scale``, ``affine_grid``, one ``grid_sample`` for the image (linear)
-  and one for the label (nearest); then with an elastic displacement field added to the same grid;
+  ``create_rotate``/``create_scale``, an affine grid (``unet3d.data.resample.affine_grid``), one
+  ``grid_sample`` for the image (linear) and an index for the label (``resample.sample_nearest``,
+  what ``grid_sample``'s nearest mode gives); then with an elastic displacement field added to the
+  same grid;
 - MONAI's batched layers: ``monai.networks.layers.AffineTransform`` (image, then label), then with
   ``monai.networks.blocks.Warp`` for the displacement field (a second resampling of each);
 - kornia's ``RandomAffine3D`` (image, then label with the same parameters), when kornia imports

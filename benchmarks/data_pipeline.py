@@ -16,6 +16,9 @@ patches, the example's augmentation) this reports, measured side by side in one 
   ``"nnunet"``): a worker's item (the patch read with its label values, larger for ``"nnunet"``)
   plus the batched augmentation of a batch of ``--batch`` such items on the CPU (one thread), divided
   by the batch size, against ``np.load`` in the same alternation;
+- with ``--stages``, the batched augmentation's CPU time per element by stage (its own functions wrapped
+  in timers), and with ``--against REV`` the batched augmentation of git revision ``REV`` on the same
+  batches, the two in turn (before and after a change, in one run);
 - a plain MONAI pipeline's item (``Dataset`` + ``LoadImaged`` ... ``RandCropByPosNegLabeld``
   and the same augmentation on every item, no cache), as the same ratio;
 - with ``--epochs``: the share of the epoch spent waiting for data, training the example's own
@@ -24,15 +27,21 @@ patches, the example's augmentation) this reports, measured side by side in one 
 Not a test. Run from the repository root:
 
     .venv/bin/python benchmarks/data_pipeline.py [--cases 4] [--items 60] [--workers 1] [--epochs 2]
+    .venv/bin/python benchmarks/data_pipeline.py --cases 3 --batched_only --presets default --stages --against REV
 """
 
 import argparse
+import collections
+import contextlib
 import dataclasses
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
+import types
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -41,6 +50,7 @@ from monai.transforms import Compose, RandCropByPosNegLabeld
 
 from unet3d.config.experiment import load_experiment, make_case
 from unet3d.config.batch_augmentation import parse_batch_augmentation
+from unet3d.data import batch_augmentation as batch_module
 from unet3d.data.batch_augmentation import BatchAugmentation
 from unet3d.data.brats import brats_cases
 from unet3d.data.dataset import SegmentationDataset, build_dataset
@@ -83,7 +93,8 @@ def storage(cached, data, root):
     import blosc2
 
     sizes = {"cache": [], "float32 crop": [], "float32 crop + 3 uint8 regions (before)": [], "float16 + uint8 .npy": []}
-    reads = {"cache (Blosc2 chunks)": [], "float16 .npy (memory-mapped)": []}
+    reads = {"cache (Blosc2 chunks)": [], "float16 .npy (memory-mapped)": [],
+             "cache, float16 alone (no conversion)": [], "cache, the label values (uint8)": []}
     patch = cached.random.transforms[0].patch_size
     for case in data:
         entry = cached.cache.entry(case)
@@ -104,6 +115,10 @@ def storage(cached, data, root):
             reads["cache (Blosc2 chunks)"].append(timed(
                 lambda: np.asarray(blosc2.open(str(entry / "image.b2nd"), mode="r")[box], dtype=np.float32))[0])
             reads["float16 .npy (memory-mapped)"].append(timed(lambda: np.asarray(mapped[box], dtype=np.float32))[0])
+            half = blosc2.open(str(entry / "image.b2nd"), mode="r")
+            reads["cache, float16 alone (no conversion)"].append(timed(lambda: half[box])[0])
+            label = blosc2.open(str(entry / "label.b2nd"), mode="r")
+            reads["cache, the label values (uint8)"].append(timed(lambda: label[box[1:]])[0])
     return sizes, reads
 
 
@@ -130,10 +145,10 @@ def item_costs(cached, bare, plain, data, root, items):
 
 def batched_costs(experiment, data, root, items, batch, preset, repeats=100):
     """With ``dataset.batch_augmentation`` ``preset``: median ``(wall, CPU)`` seconds of a worker's item (the patch
-    and its label values) and of ``np.load`` of the case's float32 crop, timed alternately; and the median and
-    mean ``(wall, CPU)`` of the batched augmentation (with the targets) of batches of ``batch`` such items, per
-    item, over ``repeats`` batch indices (20% of the elements rotate in ``"default"``: a few batches decide a
-    median)."""
+    and its label values); the median and mean ``(wall, CPU)`` of the batched augmentation (with the targets) of
+    batches of ``batch`` such items, per item, over ``repeats`` batch indices (20% of the elements rotate in
+    ``"default"``: a few batches decide a median); and the median ``np.load`` of a case's float32 crop, timed
+    after each read and each batch alike. Also the batches, for ``stage_costs``."""
     recipe = parse_batch_augmentation(preset, "dataset.batch_augmentation")
     settings = dataclasses.replace(experiment.dataset.settings, spatial_augmentations=None,
                                    intensity_augmentations=None, batch_augmentation=recipe)
@@ -146,26 +161,114 @@ def batched_costs(experiment, data, root, items, batch, preset, repeats=100):
         reads.append(timed(lambda: made.extend(dataset[(index, int(rng.integers(2**31)))])))
         loads.append(timed(lambda: np.load(root / "crops" / f"{data[index].id}.npy")))
     collated = [pad_list_data_collate(made[start:start + batch]) for start in range(0, len(made) - batch + 1, batch)]
+    batches = [(item["image"].as_tensor(), item["label"].as_tensor().float()) for item in collated]
     augmented = []
     for number in range(repeats):
-        image = collated[number % len(collated)]["image"].as_tensor().clone()  # changed in place
-        label = collated[number % len(collated)]["label"].as_tensor().float()
+        image, label = batches[number % len(batches)]
+        image = image.clone()  # changed in place
         wall, cpu = timed(lambda: augmentation(image, label, 0, number))
         augmented.append((wall / batch, cpu / batch))
+        loads.append(timed(lambda: np.load(root / "crops" / f"{data[number % len(data)].id}.npy")))
     means = (statistics.mean(w for w, _ in augmented), statistics.mean(c for _, c in augmented))
-    return medians(reads), medians(loads), medians(augmented), means, tuple(made[0]["image"].shape[1:])
+    return {"read": medians(reads), "load": medians(loads), "median": medians(augmented), "mean": means,
+            "shape": tuple(made[0]["image"].shape[1:]), "augmentation": augmentation, "batches": batches}
 
 
-def print_batched(preset, read, load, median, mean, shape, args):
+STAGES = {"draw_parameters": "parameters", "resample": "resample", "sampling_grid": "resample: the grid",
+          "sample_nearest": "resample: label (nearest)", "flip_in_place": "flips", "flipped": "flips",
+          "label_targets": "targets", "apply_intensity": lambda name, *args: f"intensity: {name}"}
+
+
+def stage_costs(augmentation, batches, module=batch_module, repeats=100):
+    """Mean CPU seconds per element of each stage of ``augmentation`` (of ``module``, this checkout's or a revision's)
+    over ``repeats`` batches: the module's own functions, ``grid_sample`` and without ``label_targets`` the scheme's
+    ``targets``, each wrapped in a timer (the rest of ``resample`` is the cuts and copies), and what lies outside."""
+    spent = collections.Counter()
+
+    def timer(name, function):
+        def wrapper(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name(*args, **kwargs) if callable(name) else name] += time.process_time() - start
+        return wrapper
+
+    def sampled(*args, mode="bilinear", **kwargs):
+        return "resample: image (trilinear)" if mode == "bilinear" else "resample: label (nearest)"
+
+    with contextlib.ExitStack() as stack:
+        for attribute, name in STAGES.items():
+            if hasattr(module, attribute):
+                stack.enter_context(mock.patch.object(module, attribute, timer(name, getattr(module, attribute))))
+        stack.enter_context(mock.patch.object(torch.nn.functional, "grid_sample",
+                                              timer(sampled, torch.nn.functional.grid_sample)))
+        if not hasattr(module, "label_targets"):
+            scheme = type(augmentation.labels)
+            stack.enter_context(mock.patch.object(scheme, "targets", timer("targets", scheme.targets)))
+        elements = 0
+        for number in range(repeats):
+            image, label = batches[number % len(batches)]
+            image = image.clone()
+            spent["all"] += timed(lambda: augmentation(image, label, 0, number))[1]
+            elements += len(image)
+    inner = sum(seconds for name, seconds in spent.items() if name.startswith("resample:"))
+    spent["resample: cuts, copies"] = spent.pop("resample") - inner
+    spent["other"] = spent["all"] - sum(seconds for name, seconds in spent.items() if name != "all")
+    return {name: seconds / elements for name, seconds in spent.items()}
+
+
+def revision_module(revision):
+    """``unet3d.data.batch_augmentation`` as it was at git ``revision``, imported beside this checkout's (its own
+    imports come from this checkout)."""
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:unet3d/data/batch_augmentation.py"],
+                            check=True, capture_output=True, text=True).stdout
+    module = types.ModuleType(f"batch_augmentation_at_{revision}")
+    exec(compile(source, module.__name__, "exec"), module.__dict__)
+    return module
+
+
+def against_costs(costs, theirs, revision, repeats=100):
+    """Mean ``(wall, CPU)`` seconds per element of this checkout's batched augmentation and of ``theirs``
+    (``revision``'s, the same recipe), on the same batches, each batch augmented by the two in turn."""
+    ours = costs["augmentation"]
+    times = {"this checkout": [], revision: []}
+    for number in range(repeats):
+        image, label = costs["batches"][number % len(costs["batches"])]
+        for name, augmentation in (("this checkout", ours), (revision, theirs)):
+            copy = image.clone()
+            wall, cpu = timed(lambda: augmentation(copy, label, 0, number))
+            times[name].append((wall / len(image), cpu / len(image)))
+    return {name: (statistics.mean(w for w, _ in pairs), statistics.mean(c for _, c in pairs))
+            for name, pairs in times.items()}
+
+
+def print_batched(preset, costs, args):
     """Print ``batched_costs``'s figures for ``preset``."""
-    print(f"batched \"{preset}\", the worker's item (read {shape}, label values; median of {args.items}): "
-          f"{1000 * read[0]:.1f} ms wall = {read[0] / load[0]:.2f}x np.load ({1000 * load[0]:.1f} ms), "
-          f"{1000 * read[1]:.1f} ms CPU = {read[1] / load[1]:.2f}x (goal <= 1.0x)")
-    for name, cost in (("median", median), ("mean", mean)):
+    read, load = costs["read"], costs["load"]
+    print(f"batched \"{preset}\", the worker's item (read {costs['shape']}, label values; median of {args.items}): "
+          f"{1000 * read[0]:.1f} ms wall = {read[0] / load[0]:.2f}x np.load ({1000 * load[0]:.1f} ms wall, "
+          f"{1000 * load[1]:.1f} ms CPU), {1000 * read[1]:.1f} ms CPU = {read[1] / load[1]:.2f}x (goal <= 1.0x)")
+    for name in ("median", "mean"):
+        cost = costs[name]
         total = (read[0] + cost[0], read[1] + cost[1])
         print(f"  + its share of the batched augmentation on the CPU (batches of {args.batch}, {name} of 100): "
               f"{1000 * cost[0]:.1f} ms wall, {1000 * cost[1]:.1f} ms CPU; item in all {total[0] / load[0]:.2f}x "
               f"np.load wall, {total[1] / load[1]:.2f}x CPU")
+    ours = costs["augmentation"]
+    compared = [("this checkout", ours, batch_module)]
+    if args.against:
+        module = revision_module(args.against)
+        theirs = module.BatchAugmentation(ours.recipe, ours.labels, ours.patch_size, ours.seed)
+        compared.append((args.against, theirs, module))
+        for name, cost in against_costs(costs, theirs, args.against).items():
+            print(f"  {name}'s batched augmentation, the same batches in turn (mean of 100): {1000 * cost[1]:.1f} ms "
+                  f"CPU per item; item in all {(read[0] + cost[0]) / load[0]:.2f}x np.load wall, "
+                  f"{(read[1] + cost[1]) / load[1]:.2f}x CPU")
+    for name, augmentation, module in compared if args.stages else ():
+        stages = stage_costs(augmentation, costs["batches"], module)
+        print(f"  {name}'s batched augmentation by stage, mean ms CPU per element: " + ", ".join(
+            f"{stage} {1000 * seconds:.1f}" for stage, seconds in sorted(stages.items(), key=lambda pair: -pair[1])))
 
 
 def waiting_share(experiment, cached, workers, epochs):
@@ -185,6 +288,24 @@ def waiting_share(experiment, cached, workers, epochs):
     return waiting / total
 
 
+def print_item_costs(experiment, cached, data, root, items):
+    """Print ``item_costs``'s figures: the per-item path, its patch alone, and a plain MONAI pipeline's item."""
+    settings = experiment.dataset.settings.for_split("training")
+    # The same patches without the example's augmentation: what reading a patch and making its targets costs.
+    bare = SegmentationDataset(data, dataclasses.replace(experiment.dataset.settings, spatial_augmentations=None,
+                                                         intensity_augmentations=None),
+                               experiment.labels, "training", root / "cache")
+    ours, patch, load, plain, mean = item_costs(cached, bare, plain_monai(cached, settings, experiment.labels, data),
+                                                data, root, items)
+    print(f"np.load of the whole float32 crop: {1000 * load[0]:.1f} ms wall, {1000 * load[1]:.1f} ms CPU (medians)")
+    for name, cost, count in (("unet3d", ours, items), ("unet3d without augmentation", patch, items),
+                              ("plain MONAI", plain, len(data))):
+        print(f"training item, {name} (median of {count}): {1000 * cost[0]:.1f} ms wall = {cost[0] / load[0]:.2f}x np.load, "
+              f"{1000 * cost[1]:.1f} ms CPU = {cost[1] / load[1]:.2f}x (goal for unet3d <= 1.0x)")
+    print(f"training item, unet3d, mean of {items} (the 20% of items that rotate count): {1000 * mean[0]:.1f} ms "
+          f"wall = {mean[0] / load[0]:.2f}x np.load, {1000 * mean[1]:.1f} ms CPU = {mean[1] / load[1]:.2f}x")
+
+
 def main():
     """Print the measurements."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -194,6 +315,10 @@ def main():
     parser.add_argument("--workers", type=int, default=1, help="data loader worker processes (with --epochs)")
     parser.add_argument("--batch", type=int, default=2, help="batch size of the batched augmentation")
     parser.add_argument("--data_dir", help="reuse synthetic cases written here (default: a temporary folder)")
+    parser.add_argument("--batched_only", action="store_true", help="only the batched path's figures (and the crops)")
+    parser.add_argument("--presets", nargs="+", default=["default", "nnunet"], help="batched augmentation presets")
+    parser.add_argument("--stages", action="store_true", help="also the batched augmentation's cost per stage")
+    parser.add_argument("--against", help="also time the batched augmentation of this git revision, in turn")
     args = parser.parse_args()
 
     root = Path(args.data_dir or tempfile.mkdtemp(prefix="unet3d-bench-"))
@@ -221,21 +346,10 @@ def main():
     for name, values in reads.items():
         print(f"one {settings.patch_size[0]}³ patch (4 channels) from the {name}: {1000 * statistics.median(values):.1f} ms")
 
-    # The same patches without the example's augmentation: what reading a patch and making its targets costs.
-    bare = SegmentationDataset(data, dataclasses.replace(experiment.dataset.settings, spatial_augmentations=None,
-                                                         intensity_augmentations=None),
-                               experiment.labels, "training", root / "cache")
-    ours, patch, load, plain, mean = item_costs(cached, bare, plain_monai(cached, settings, experiment.labels, data),
-                                                data, root, args.items)
-    print(f"np.load of the whole float32 crop: {1000 * load[0]:.1f} ms wall, {1000 * load[1]:.1f} ms CPU (medians)")
-    for name, cost, count in (("unet3d", ours, args.items), ("unet3d without augmentation", patch, args.items),
-                              ("plain MONAI", plain, len(data))):
-        print(f"training item, {name} (median of {count}): {1000 * cost[0]:.1f} ms wall = {cost[0] / load[0]:.2f}x np.load, "
-              f"{1000 * cost[1]:.1f} ms CPU = {cost[1] / load[1]:.2f}x (goal for unet3d <= 1.0x)")
-    print(f"training item, unet3d, mean of {args.items} (the 20% of items that rotate count): {1000 * mean[0]:.1f} ms "
-          f"wall = {mean[0] / load[0]:.2f}x np.load, {1000 * mean[1]:.1f} ms CPU = {mean[1] / load[1]:.2f}x")
-    for preset in ("default", "nnunet"):
-        print_batched(preset, *batched_costs(experiment, data, root, args.items, args.batch, preset), args)
+    if not args.batched_only:
+        print_item_costs(experiment, cached, data, root, args.items)
+    for preset in args.presets:
+        print_batched(preset, batched_costs(experiment, data, root, args.items, args.batch, preset), args)
     if args.epochs:
         share = waiting_share(experiment, cached, args.workers, args.epochs)
         print(f"waiting for data with {args.workers} worker(s): {100 * share:.1f}% of the epoch")

@@ -9,14 +9,17 @@ import pytest
 import torch
 from monai.transforms import Affine, Compose
 from scipy import stats
+from torch.nn import functional as F
 
 from helpers import assert_same_weights, edit_config
 from unet3d.config.batch_augmentation import parse_batch_augmentation
 from unet3d.config.experiment import load_experiment
 from unet3d.config.labels import LabelScheme
 from unet3d.config.settings import DatasetSettings, parse_augmentations
-from unet3d.data.batch_augmentation import BatchAugmentation, draw_parameters, larger_patch, resample
+from unet3d.data.batch_augmentation import (BatchAugmentation, draw_parameters, label_targets, larger_patch, resample,
+                                            sampling_grid)
 from unet3d.data.patches import RandForegroundPatchd
+from unet3d.data.resample import affine_grid, sample_nearest
 from unet3d.data.transforms import augmentations, sampling, seed_transforms
 from unet3d.errors import UserError
 from unet3d.train import loop
@@ -268,3 +271,60 @@ def test_intensity_pieces_against_references():
     assert stretched.min() == volume.min() and stretched.max() == volume.max()
     assert torch.allclose(low_resolution(volume[0, 0], 1.0), volume[0, 0])
     assert low_resolution(volume[0, 0], 0.5).std() < 0.8 * volume.std()  # half the resolution: smoother
+
+
+def random_theta(count, generator, spread=0.6, shift=0.5):
+    """``count`` random affine matrices (count, 3, 4) in ``grid_sample``'s normalised coordinates: near the identity,
+    with translations that put part of the grid outside the volume."""
+    theta = torch.eye(3, 4).repeat(count, 1, 1) + spread * torch.randn(count, 3, 4, generator=generator)
+    theta[:, :, 3] = shift * torch.randn(count, 3, generator=generator)
+    return theta
+
+
+@pytest.mark.parametrize("size", [(13, 11, 9), (6, 1, 5), (2, 3, 4)])
+def test_affine_grid_matches_torchs(size):
+    theta = random_theta(3, torch.Generator().manual_seed(len(size) + size[1]))
+    expected = F.affine_grid(theta, (3, 1, *size), align_corners=True)
+    assert torch.allclose(affine_grid(theta, size), expected, atol=1e-6)
+
+
+def test_nearest_sampling_matches_grid_sample():
+    generator = torch.Generator().manual_seed(0)
+    volume = torch.randint(0, 7, (3, 2, 9, 5, 9), generator=generator)
+    grid = affine_grid(random_theta(3, generator), (10, 6, 7))
+    assert ((grid.abs() > 1).any(-1)).float().mean() > 0.2  # a good part of the points lie outside the volume
+    # Points exactly halfway between voxels (an axis of 2**k + 1 voxels makes them exact): rounded half to even, as
+    # the kernel's nearbyint.
+    halves = torch.arange(-2, 10) + 0.5
+    grid[0, :, 0, 0, 2] = halves[:10] / 4 - 1  # z: 9 voxels, coordinate (g + 1) * 4
+    grid[0, 0, :, 0, 1] = halves[:6] / 2 - 1  # y: 5 voxels, coordinate (g + 1) * 2
+    grid[0, 0, 0, :, 0] = halves[:7] / 4 - 1  # x: 9 voxels
+    for kind in (torch.float32, torch.uint8):
+        expected = F.grid_sample(volume.float(), grid, mode="nearest", padding_mode="zeros", align_corners=True)
+        got = sample_nearest(volume.to(kind), grid)
+        assert got.dtype == kind and torch.equal(got.float(), expected)
+
+
+def test_a_partly_moved_batch_samples_only_its_moved_elements():
+    generator = torch.Generator().manual_seed(1)
+    image = torch.randn(3, 2, 12, 12, 12, generator=generator)
+    label = torch.tensor([0.0, 1, 2, 4])[torch.randint(4, (3, 1, 12, 12, 12), generator=generator)]
+    given = label.clone()
+    parameters = draw_parameters(recipe("default"), 3, 2, generator)
+    parameters.update(angles=torch.tensor([[0.0] * 3, [0.3, -0.2, 0.1], [0.0] * 3], dtype=torch.float64),
+                      zoom=torch.tensor([[1.0] * 3, [1.1, 0.9, 1.2], [1.0] * 3], dtype=torch.float64),
+                      moved=torch.tensor([False, True, False]))
+    moved, values = resample(image.clone(), label, parameters, (8, 8, 8), torch.uint8)
+    assert torch.equal(label, given) and values.dtype == torch.uint8  # the caller's label stays as it was
+    grid = sampling_grid(parameters["angles"][1:2], parameters["zoom"][1:2], parameters["field"][1:2], (12,) * 3,
+                         (8,) * 3, "cpu")
+    expected = F.grid_sample(image[1:2], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    expected_label = F.grid_sample(label[1:2], grid, mode="nearest", padding_mode="zeros", align_corners=True)
+    assert torch.equal(moved[1:2], expected) and torch.equal(values[1:2].float(), expected_label)
+    for element in (0, 2):
+        assert torch.equal(moved[element], image[element, :, 2:10, 2:10, 2:10])
+        assert torch.equal(values[element].float(), label[element, :, 2:10, 2:10, 2:10])
+    # uint8 label values make the same targets as the float ones.
+    labels = LabelScheme.brats()
+    assert torch.equal(label_targets(labels, values), label_targets(labels, values.float()))
+    assert label_targets(labels, values).dtype == torch.float32
