@@ -82,7 +82,8 @@ def parse_args(argv=None):
                              "--output_dir (other held-out cases, --tta, prediction settings changed with --set), "
                              "written next to the first scores")
     parser.add_argument("--tag", default="", help="with --rescore: a suffix for the folders and results of this "
-                                                  "rescoring (e.g. _no_cleanup with --set prediction.min_component_size=null)")
+                                                  "rescoring (e.g. _no_cleanup with "
+                                                  "--set prediction.min_component_size=null)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a config key, e.g. training.n_epochs=40 or loss='{\"name\": \"DiceLoss\"}'; "
                              "null removes the key")

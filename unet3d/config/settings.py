@@ -355,8 +355,8 @@ class DatasetSettings(Settings):
     validation: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
                                                          "validation split")
 
-    RANDOM: ClassVar[tuple] = ("foreground_oversampling", "foreground_sampling", "patches_per_case", "spatial_augmentations",
-                               "intensity_augmentations", "batch_augmentation")
+    RANDOM: ClassVar[tuple] = ("foreground_oversampling", "foreground_sampling", "patches_per_case",
+                               "spatial_augmentations", "intensity_augmentations", "batch_augmentation")
 
     def __post_init__(self):
         if self.resample and self.patch_size is None and self.desired_shape is None:
