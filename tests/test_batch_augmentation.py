@@ -328,3 +328,18 @@ def test_a_partly_moved_batch_samples_only_its_moved_elements():
     labels = LabelScheme.brats()
     assert torch.equal(label_targets(labels, values), label_targets(labels, values.float()))
     assert label_targets(labels, values).dtype == torch.float32
+
+
+def test_the_loop_hands_uint8_label_values_to_the_augmentation_unconverted():
+    from unet3d.train.step import on_device
+    generator = torch.Generator().manual_seed(3)
+    values = torch.tensor([0, 1, 2, 4], dtype=torch.uint8)[torch.randint(4, (2, 1, 12, 12, 12), generator=generator)]
+    image = torch.randn(2, 2, 12, 12, 12, generator=generator)
+    batch = {"image": image, "label": values}
+    kept = on_device(batch, torch.device("cpu"), label_values=True)[1]
+    assert kept.dtype == torch.uint8 and torch.equal(kept, values)
+    assert on_device(batch, torch.device("cpu"))[1].dtype == torch.float32  # targets for the step: float
+    augmentation = BatchAugmentation(recipe({"preset": "nnunet", **ALL_ON}), LabelScheme.brats(), (10, 10, 10))
+    from_uint8 = augmentation(image.clone(), kept, 0, 0)
+    from_float = augmentation(image.clone(), values.float(), 0, 0)
+    assert torch.equal(from_uint8[1], from_float[1]) and torch.allclose(from_uint8[0], from_float[0])

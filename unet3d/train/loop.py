@@ -165,7 +165,8 @@ def train_one_epoch(parts, loader, device, description="epoch", context=distribu
         for index, batch in enumerate(iterator):
             data_time += time.perf_counter() - ready
             raise_if_stopped()
-            image, label = parts.augment(*on_device(batch, device), epoch, index, context.rank)
+            image, label = parts.augment(*on_device(batch, device, label_values=bool(parts.augment)), epoch, index,
+                                          context.rank)
             lr = parts.optimizer.param_groups[0]["lr"]
             loss = train_step(parts, image, label).item()
             if on_step is not None:

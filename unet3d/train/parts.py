@@ -10,6 +10,7 @@ import torch
 
 from unet3d.data import loaders
 from unet3d.data.batch_augmentation import BatchAugmentation
+from unet3d.data.stored import label_dtype
 from unet3d.losses.deep_supervision import DeepSupervisedLoss
 from unet3d.train.finetune import freeze
 from unet3d.train.precision import Precision
@@ -88,12 +89,12 @@ def training_augmentation(experiment):
 def random_batch(experiment, channels, size, batch_size=1, device=torch.device("cpu"), label_values=False):
     """A random image ``(batch_size, channels, *size)`` and its float targets, from label maps holding every label
     value, as ``on_device`` delivers a loader's: for running the step where no data is read. With ``label_values``
-    the label maps themselves (one float channel), as a loader delivers them for ``dataset.batch_augmentation``."""
+    the label maps themselves (one uint8 channel), as a loader delivers them for ``dataset.batch_augmentation``."""
     generator = torch.Generator().manual_seed(0)
     image = torch.randn((batch_size, channels, *size), generator=generator)
     values = torch.tensor([0, *experiment.labels.values])
     label_maps = values[torch.randint(len(values), (batch_size, *size), generator=generator)]
     if label_values:
-        return image.to(device), label_maps[:, None].float().to(device)
+        return image.to(device), torch.from_numpy(label_maps[:, None].numpy().astype(label_dtype(values.numpy()))).to(device)
     target = torch.stack([experiment.labels.targets(label_map) for label_map in label_maps])
     return image.to(device), target.to(device).float()

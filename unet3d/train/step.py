@@ -26,8 +26,11 @@ def train_step(parts, image, label):
     return loss
 
 
-def on_device(batch, device):
+def on_device(batch, device, label_values=False):
     """A loader batch's image and float targets on ``device``, without MONAI's metadata (which torch.compile cannot
-    trace and every op pays for)."""
+    trace and every op pays for). With ``label_values`` (``dataset.batch_augmentation``, which makes the targets
+    itself) the label keeps the loader's type: uint8 values cross to the device and back at a quarter of float32's
+    bytes."""
     image = convert_to_tensor(batch["image"], device=device, track_meta=False)
-    return image, convert_to_tensor(batch["label"], device=device, track_meta=False).float()
+    label = convert_to_tensor(batch["label"], device=device, track_meta=False)
+    return image, label if label_values else label.float()
