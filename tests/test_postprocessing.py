@@ -78,7 +78,7 @@ def test_a_small_class_predicted_nearly_right_is_kept(tmp_path):
     assert et["dice_after"] == et["dice_before"] > 0.9
     # The thresholds tried stay under the smallest enhancing tumour (16 voxels); none beats doing nothing.
     sizes = [c["step"].get("min_component_size") for c in et["candidates"] if c["step"]]
-    assert sizes == [1, 2, 4, 8, None]  # and keeping the largest
+    assert sizes == [2, 4, 8, None]  # and keeping the largest (16 / 16 = 1 voxel removes nothing: not tried)
     assert all(c["dice"] <= et["dice_before"] for c in et["candidates"])
     assert list(table["dice_before"]) == list(table["dice_after"])
 
@@ -98,8 +98,8 @@ def test_a_speck_of_enhancement_in_a_tumour_that_enhances_nowhere_is_removed_wit
     experiment = load_experiment(config)
     steps, table = decide_postprocessing(experiment, tmp_path / "run")
     et = json.loads((tmp_path / "run" / "postprocessing.json").read_text())["regions"][2]
-    assert [c["step"] for c in et["candidates"]] == [None, {"min_component_size": 1}, {"keep_largest": True}] + [
-        {"min_region_size": n} for n in (1, 2, 4, 8)]
+    assert [c["step"] for c in et["candidates"]] == [None, {"keep_largest": True}] + [
+        {"min_region_size": n} for n in (2, 4, 8)]  # thresholds of 1 voxel remove nothing: not tried
     assert steps[2] == ComponentStep(min_region_size=8)
     assert table["dice_after"][2] == pytest.approx(table["dice_before"][2] + 1 / 6)
     cleaned = clean_regions(prediction, experiment.labels, steps).numpy()

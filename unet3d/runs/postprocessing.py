@@ -85,8 +85,9 @@ def candidate_steps(reference_masks):
 
 
 def fractions_of(size):
-    """The distinct thresholds ``CANDIDATE_FRACTIONS`` of ``size`` voxels (at least 1), smallest first."""
-    return sorted({max(1, int(size * fraction)) for fraction in CANDIDATE_FRACTIONS})
+    """The distinct thresholds ``CANDIDATE_FRACTIONS`` of ``size`` voxels, smallest first; none under 2 (removing
+    what is under one voxel removes nothing: the step without a clean-up is tried anyway)."""
+    return sorted({int(size * fraction) for fraction in CANDIDATE_FRACTIONS} - {0, 1})
 
 
 def dice_of_counts(true_positive, predicted, reference):
