@@ -79,6 +79,37 @@ def test_killed_run_resumes_to_the_same_weights_and_log(single_config, tmp_path)
     assert saved[0]["monitor"] == saved[1]["monitor"]
 
 
+def test_channels_last_weights_train_like_the_default_resume_exactly_and_predict(single_config, tmp_path):
+    from unet3d.train.parts import build_parts, random_batch
+    from unet3d.train.step import train_step
+    trained = {}
+    for layout in (False, True):  # two steps each way from the same initialisation and batch
+        edit_config(single_config, lambda c: c["training"].update(n_epochs=2, channels_last=layout))
+        experiment = load_experiment(single_config)
+        torch.manual_seed(0)
+        parts = build_parts(experiment, CPU)
+        batch = random_batch(experiment, experiment.in_channels, (16, 16, 16), 2)  # desired_shape
+        trained[layout] = [train_step(parts, *batch).item() for _ in range(2)], parts.model.state_dict()
+    weights = [p for p in parts.model.parameters() if p.dim() == 5]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in weights)
+    assert trained[True][0] == pytest.approx(trained[False][0], rel=1e-4)  # the same sums, in another order
+    for key, value in trained[False][1].items():
+        assert torch.allclose(trained[True][1][key], value, atol=1e-5), key
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--output_dir", straight)
+    edit_config(single_config, lambda c: c["training"].update(n_epochs=1))
+    run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--output_dir", resumed)
+    edit_config(single_config, lambda c: c["training"].update(n_epochs=2))
+    assert "resuming" in run("unet3d-train", "--config_filename", single_config, "--device", "cpu",
+                             "--output_dir", resumed).stderr
+    assert figures(read_log(straight / "tiny" / "training_log.csv")) == figures(
+        read_log(resumed / "tiny" / "training_log.csv"))
+    assert_same_weights(straight / "tiny" / "model.pth", resumed / "tiny" / "model.pth")
+    run("unet3d-predict", "--config_filename", single_config, "--model_filename", straight / "tiny" / "model.pth",
+        "--group", "validation", "--output_dir", tmp_path / "predicted", "--device", "cpu")
+    assert len(list((tmp_path / "predicted").glob("*.nii.gz"))) == 2
+
+
 def test_sigterm_saves_the_last_epoch_and_releases_workers(single_config, tmp_path):
     edit_config(single_config, lambda c: c["training"].update(n_epochs=50, batch_size=1))
     process, stderr = start_training(single_config, tmp_path, "--nthreads", "2")

@@ -106,6 +106,9 @@ class TrainingSettings(Settings):
                                                         "\"bf16\": bfloat16 autocast",
                           choices=(False, True, "fp32", "fp16", "bf16"))
     compile: bool = setting(["boolean"], False, "`torch.compile` the model (also `UNET3D_COMPILE=1`)")
+    channels_last: bool = setting(["boolean"], False, "train with the model's weights channels-last (NDHWC), which "
+                                                      "speeds some networks' steps and slows others' "
+                                                      "(docs/performance.md)")
     clip_grad_norm: float = setting(["number"], None, "clip the gradients' total norm to this", above=0)
     metric_to_monitor: str = setting(["string"], "val_loss", "CSV column that picks `model_best.pth`, feeds "
                                                              "ReduceLROnPlateau and early stopping")

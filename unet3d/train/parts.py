@@ -60,6 +60,8 @@ def build_parts(experiment, device, batches_per_epoch=None, amp=None):
         batches_per_epoch = loaders.batches_per_epoch(len(experiment.groups.get("training", ())) or 1,
                                                       settings.batch_size, settings.samples_per_epoch)
     model = experiment.model.build().to(device)
+    if settings.channels_last:
+        model = channels_last(model)
     optimizer = experiment.optimizer.build(freeze(model, settings.freeze))
     length = schedule_length(experiment.scheduler, settings.n_epochs, batches_per_epoch)
     return RunParts(
@@ -74,6 +76,16 @@ def build_parts(experiment, device, batches_per_epoch=None, amp=None):
         clip_grad_norm=settings.clip_grad_norm,
         augment=training_augmentation(experiment),
     )
+
+
+def channels_last(model):
+    """``model`` with its 4- and 5-dimensional weights stored channels-last; the convolutions then give
+    channels-last outputs whatever the input's layout (oneDNN and cuDNN pick their NHWC/NDHWC kernels)."""
+    for parameter in model.parameters():
+        if parameter.dim() in (4, 5):
+            layout = torch.channels_last if parameter.dim() == 4 else torch.channels_last_3d
+            parameter.data = parameter.data.contiguous(memory_format=layout)
+    return model
 
 
 def training_augmentation(experiment):
