@@ -228,6 +228,24 @@ def test_fold_ensemble_from_a_glob_on_a_brats_folder(tiny_config, brats_data, tm
     assert json.loads(tiny_config.read_text())["dataset"]["labels"] == [2, 1, 4]
 
 
+def test_the_configs_tta_mirrors_predictions_but_not_validation(tiny_config, brats_data, tmp_path):
+    from helpers import edit_config
+    random_weights(tmp_path / "m.pth", tiny_config, seed=0)
+    case_id = "BraTS20_Validation_001"
+    images = [[str(brats_data / "test" / case_id / f"{case_id}_{m}.nii.gz") for m in ("flair", "t1", "t1ce", "t2")]]
+
+    def probabilities(folder, **options):
+        [path] = predict(load_experiment(tiny_config), [tmp_path / "m.pth"], tmp_path / folder, CPU, images=images,
+                         save_probabilities=True, **options)
+        return np.asarray(nibabel.load(path).dataobj)
+
+    plain, flag = probabilities("plain"), probabilities("flag", tta=True)
+    edit_config(tiny_config, lambda c: c.setdefault("prediction", {}).update(tta=True))
+    np.testing.assert_array_equal(probabilities("config"), flag)
+    assert np.abs(flag - plain).max() > 1e-4
+    assert not Inferer.from_experiment(load_experiment(tiny_config)).tta  # the training loop's validation
+
+
 # Two torchrun processes and one more for the reference: half a minute, so it runs with the slow tests.
 @pytest.mark.slow
 def test_two_processes_share_the_cases_and_write_what_one_process_writes(tiny_config, brats_data, tmp_path):

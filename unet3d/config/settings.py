@@ -165,6 +165,9 @@ class PredictionSettings(Settings):
     activation: str = setting(["string"], None, "\"sigmoid\", \"softmax\" or \"none\" (default: \"sigmoid\", one "
                                                 "channel per label or region)", choices=("sigmoid", "softmax", "none"))
     threshold: float = setting(["number"], 0.5, "probability a voxel needs to be labelled", above=0, below=1)
+    tta: bool = setting(["boolean"], False, "average over the 8 mirrorings of the spatial axes (8 times the "
+                                            "inference) in the predictions after training and in `unet3d-predict` "
+                                            "(also `--tta`); never in validation during training")
     mask_to_nonzero: bool = setting(["boolean"], False, "no foreground where every channel of the network's input "
                                                         "is 0 (outside a skull-stripped brain; with a normalization "
                                                         "that keeps zeros, e.g. `\"nonzero\": true`)")

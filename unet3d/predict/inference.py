@@ -140,7 +140,8 @@ def predict_cases(experiment, models, case_list, output_dir, device, prediction=
 
 def inferer_for(experiment, prediction=None, tta=False, amp=True, device="cpu"):
     """The ``Inferer`` of ``experiment``'s prediction settings (``prediction``: the command line's copy), with
-    the autocast of ``prediction_autocast`` when ``amp``."""
+    the autocast of ``prediction_autocast`` when ``amp``; mirrored with ``tta`` or ``prediction.tta``."""
+    tta = tta or (prediction or experiment.prediction).tta
     return Inferer.from_experiment(experiment, prediction, tta=tta,
                                    autocast=prediction_autocast(experiment, device) if amp else nullcontext)
 

@@ -49,7 +49,8 @@ def build_parser():
                              "holding the fold<k>/ folders of the models, if there is one)")
     chosen.add_argument("--no_postprocessing", action="store_true",
                         help="do not apply the post-processing chosen by cross-validation")
-    parser.add_argument("--tta", action="store_true", help="average over the 8 mirrorings of the spatial axes")
+    parser.add_argument("--tta", action="store_true",
+                        help="average over the 8 mirrorings of the spatial axes (also config prediction.tta)")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: config 'prediction.overlap' or 0.5)")
     parser.add_argument("--sw_batch_size", type=int,
                         help="windows per forward pass; lower it when memory runs out (default: config or 4)")
