@@ -44,8 +44,7 @@ class Settings:
         removed from ``given``. With ``extra_ok`` they are left alone (the keyword arguments
         of a named section's class), as are the names in ``skip`` (read by another class).
         """
-        if given is None:
-            given = {}
+        given = {} if given is None else given
         if not isinstance(given, dict):
             raise UserError(f"config key '{where}' must be an object")
         keys = cls.keys()
@@ -106,9 +105,8 @@ class TrainingSettings(Settings):
                                                         "\"bf16\": bfloat16 autocast",
                           choices=(False, True, "fp32", "fp16", "bf16"))
     compile: bool = setting(["boolean"], False, "`torch.compile` the model (also `UNET3D_COMPILE=1`)")
-    channels_last: bool = setting(["boolean"], False, "train with the model's weights channels-last (NDHWC), which "
-                                                      "speeds some networks' steps and slows others' "
-                                                      "(docs/performance.md)")
+    channels_last: bool = setting(["boolean"], False, "model weights channels-last (NDHWC): faster steps for some "
+                                                      "networks, slower for others (docs/performance.md)")
     clip_grad_norm: float = setting(["number"], None, "clip the gradients' total norm to this", above=0)
     metric_to_monitor: str = setting(["string"], "val_loss", "CSV column that picks `model_best.pth`, feeds "
                                                              "ReduceLROnPlateau and early stopping")
@@ -165,9 +163,8 @@ class PredictionSettings(Settings):
     activation: str = setting(["string"], None, "\"sigmoid\", \"softmax\" or \"none\" (default: \"sigmoid\", one "
                                                 "channel per label or region)", choices=("sigmoid", "softmax", "none"))
     threshold: float = setting(["number"], 0.5, "probability a voxel needs to be labelled", above=0, below=1)
-    tta: bool = setting(["boolean"], False, "average over the 8 mirrorings of the spatial axes (8 times the "
-                                            "inference) in the predictions after training and in `unet3d-predict` "
-                                            "(also `--tta`); never in validation during training")
+    tta: bool = setting(["boolean"], False, "average 8 mirrorings (8x the time) after training and in "
+                                            "`unet3d-predict` (also `--tta`); not in validation")
     mask_to_nonzero: bool = setting(["boolean"], False, "no foreground where every channel of the network's input "
                                                         "is 0 (outside a skull-stripped brain; with a normalization "
                                                         "that keeps zeros, e.g. `\"nonzero\": true`)")
