@@ -106,7 +106,8 @@ def random_batch(experiment, channels, size, batch_size=1, device=torch.device("
     image = torch.randn((batch_size, channels, *size), generator=generator)
     values = torch.tensor([0, *experiment.labels.values])
     label_maps = values[torch.randint(len(values), (batch_size, *size), generator=generator)]
-    if label_values:
-        return image.to(device), torch.from_numpy(label_maps[:, None].numpy().astype(label_dtype(values.numpy()))).to(device)
+    if label_values:  # in the type the cache stores them in (uint8 for BraTS), as a loader delivers them
+        stored_type = label_dtype(experiment.labels.values)
+        return image.to(device), torch.from_numpy(label_maps[:, None].numpy().astype(stored_type)).to(device)
     target = torch.stack([experiment.labels.targets(label_map) for label_map in label_maps])
     return image.to(device), target.to(device).float()
