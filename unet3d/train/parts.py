@@ -79,13 +79,11 @@ def build_parts(experiment, device, batches_per_epoch=None, amp=None):
 
 
 def channels_last(model):
-    """``model`` with its 4- and 5-dimensional weights stored channels-last; the convolutions then give
-    channels-last outputs whatever the input's layout (oneDNN and cuDNN pick their NHWC/NDHWC kernels)."""
-    for parameter in model.parameters():
-        if parameter.dim() in (4, 5):
-            layout = torch.channels_last if parameter.dim() == 4 else torch.channels_last_3d
-            parameter.data = parameter.data.contiguous(memory_format=layout)
-    return model
+    """``model`` with its convolution weights stored channels-last (``Module.to``'s memory format: NDHWC for a 3D
+    network's, NHWC for a 2D one's); the convolutions then give channels-last outputs whatever the input's layout
+    (oneDNN and cuDNN pick their NHWC/NDHWC kernels)."""
+    three_d = any(parameter.dim() == 5 for parameter in model.parameters())
+    return model.to(memory_format=torch.channels_last_3d if three_d else torch.channels_last)
 
 
 def training_augmentation(experiment):
