@@ -2,10 +2,11 @@
 
 ``unet3d-plan`` plans the training cases that ``benchmarks/recipe.py`` writes (by default 20
 BraTS-like cases at 2 mm; ``--data realistic`` the brain phantom) for the CPU, with the
-recipe's own budget: the minutes that the planner's cost model gives a whole 2-fold ``unet3d-train`` run of ``examples/brats2020/cpu_recipe_config.json``
-on these cases (its steps timed here and now, its validation every epoch, its predictions),
-or ``--budget_minutes``. Both are timed on the same machine at the same moment, so load on a
-shared machine slows both alike. Then, for each seed, the planned config and the recipe each
+recipe's own budget: the minutes that the planner's cost model gives a whole 2-fold
+``unet3d-train`` run of ``examples/brats2020/cpu_recipe_config.json`` on these cases (its
+steps timed here and now, its validation every epoch, its predictions), or ``--budget_minutes``.
+Both are timed on the same machine at the same moment, so load on a shared machine slows
+both alike. Then, for each seed, the planned config and the recipe each
 train one model on the same training and validation cases (``benchmarks/recipe.py``'s
 ``run_seed``: their own epochs, no cross-validation) and predict and score the same held-out
 cases. It prints and writes ``results.csv`` (a row per config and seed, as each finishes) and

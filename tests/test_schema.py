@@ -75,8 +75,8 @@ def test_check_prints_the_resolved_settings_without_training(tiny_config, capsys
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["training"]["batch_size"] == 1 and resolved["training"]["metric_to_monitor"] == "val_loss"
     assert resolved["prediction"] == {"window": None, "overlap": 0.5, "sw_batch_size": 4, "activation": None,
-                                      "threshold": 0.5, "tta": False, "mask_to_nonzero": False, "min_component_size": None,
-                                      "output_format": None}
+                                      "threshold": 0.5, "tta": False, "mask_to_nonzero": False,
+                                      "min_component_size": None, "output_format": None}
     assert resolved["optimizer"]["betas"] == [0.9, 0.999] or tuple(resolved["optimizer"]["betas"]) == (0.9, 0.999)
     assert resolved["dataset"]["patches_per_case"] == 1
     assert resolved["training_filenames"] == "6 cases"
