@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from helpers import edit_config, read_log, start, start_training, train, wait_for
 from unet3d.device import check_process_devices
 from unet3d.errors import UserError
-from unet3d.distributed import from_environment, strip_flag
+from unet3d.distributed import LEAVING_TIMEOUT, Context, from_environment, process_group, strip_flag
 
 # A two-node run that hangs (a node that never joins, a collective one side left) is stopped after this long.
 NODES_TIMEOUT = 300
@@ -195,3 +196,23 @@ def process_tree(pid):
     for member in tree:
         tree.extend(children.get(member, []))
     return tree
+
+
+def test_processes_leave_the_group_together_after_a_normal_end_and_at_once_after_an_exception(monkeypatch):
+    calls = []
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(("init", backend)))
+    monkeypatch.setattr(dist, "monitored_barrier", lambda timeout: calls.append(("barrier", timeout)))
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    context = Context(rank=1, local_rank=1, world_size=2)
+    with process_group(context, torch.device("cpu")) as device:
+        calls.append("work")
+    assert device == torch.device("cpu")
+    assert calls == [("init", "gloo"), "work", ("barrier", LEAVING_TIMEOUT), "destroy"]
+    assert LEAVING_TIMEOUT.total_seconds() >= 12 * 3600  # the main process may predict alone for hours
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="a failed step"):
+        with process_group(context, torch.device("cpu")):
+            raise RuntimeError("a failed step")
+    assert calls == [("init", "gloo"), "destroy"]  # a barrier would wait for processes that may be gone

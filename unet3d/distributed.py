@@ -10,9 +10,13 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+# How long the processes of a run that ended normally wait for each other before leaving (see ``process_group``).
+LEAVING_TIMEOUT = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,8 @@ def from_environment():
 
 @contextmanager
 def process_group(context, device):
-    """Join the process group of ``context`` (NCCL on CUDA, Gloo on CPU) for the block and always leave it.
+    """Join the process group of ``context`` (NCCL on CUDA, Gloo on CPU) for the block and always leave it,
+    on Gloo after every process has ended the block where it ends normally.
 
     Yields the device this process uses: on CUDA each process takes the GPU of its local rank.
     """
@@ -57,8 +62,13 @@ def process_group(context, device):
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield device
+        if dist.get_backend() == "gloo":
+            # Leave together: a Gloo process that tears its group down while the other still runs can abort
+            # ("terminate called without an active exception"). The main process may predict for long after
+            # the others are done, hence no time limit but the day's.
+            dist.monitored_barrier(timeout=LEAVING_TIMEOUT)
     finally:
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # after an exception at once: a barrier would wait for processes gone
 
 
 def data_parallel(model, context, device):
