@@ -84,6 +84,10 @@ def parse_args(argv=None):
     parser.add_argument("--tag", default="", help="with --rescore: a suffix for the folders and results of this "
                                                   "rescoring (e.g. _no_cleanup with "
                                                   "--set prediction.min_component_size=null)")
+    parser.add_argument("--cross_validation", action="store_true",
+                        help="train as unet3d-train runs the config: its folds over the training and validation "
+                             "cases together (--cpu_minutes for all of them), post-processing chosen on their "
+                             "out-of-fold predictions; the held-out cases are predicted by the folds' ensemble")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a config key, e.g. training.n_epochs=40 or loss='{\"name\": \"DiceLoss\"}'; "
                              "null removes the key")
@@ -106,13 +110,26 @@ def synthetic_groups(data_dir, counts, spacing, data="simple"):
     return folders
 
 
-def run_configs(template, folders, seed, overrides, run_dir):
-    """Write ``train.json`` (training + validation) and ``test.json`` (+ labelled held-out cases); return both paths."""
-    config = {k: v for k, v in template.items() if not k.endswith("_filenames") and k != "cross_validation"}
+def run_configs(template, folders, seed, overrides, run_dir, cross_validation=False):
+    """Write ``train.json`` (training + validation) and ``test.json`` (+ labelled held-out cases); return both paths.
+
+    With ``cross_validation`` the template's folds are kept and split the training and validation cases
+    together; without, the template's folds are dropped and one model trains on the training cases.
+    """
+    config = {k: v for k, v in template.items()
+              if not k.endswith("_filenames") and (cross_validation or k != "cross_validation")}
     config = apply_overrides(config, overrides)
+    if cross_validation and not config.get("cross_validation"):
+        raise SystemExit(f"--cross_validation: {run_dir}: the config has no cross_validation section")
     config.setdefault("training", {})["seed"] = seed
-    config["training_filenames"] = brats_cases(folders["train"])
-    config["validation_filenames"] = brats_cases(folders["validation"])
+    if cross_validation:
+        # The groups' folders number their cases alike: the validation cases get ids of their own.
+        validation = [{**case, "id": f"validation_{Path(case['label']).parent.name}"}
+                      for case in brats_cases(folders["validation"])]
+        config["training_filenames"] = brats_cases(folders["train"]) + validation
+    else:
+        config["training_filenames"] = brats_cases(folders["train"])
+        config["validation_filenames"] = brats_cases(folders["validation"])
     run_dir.mkdir(parents=True, exist_ok=True)
     train = run_dir / "train.json"
     train.write_text(json.dumps(config, indent=2))
@@ -165,8 +182,8 @@ def train_with_budget(config_filename, cpu_seconds):
 
 
 def predict_heldout(test_config, model_filename, output_dir, tta=False):
-    """Label the held-out cases of ``test_config`` with ``model_filename`` into ``output_dir``; returns the CPU
-    seconds it took."""
+    """Label the held-out cases of ``test_config`` with ``model_filename`` (a glob averages several models, with
+    their run's post-processing) into ``output_dir``; returns the CPU seconds it took."""
     command = [BIN / "unet3d-predict", "--config_filename", test_config, "--model_filename", model_filename,
                "--group", "test", "--output_directory", output_dir, "--device", "cpu", "--overwrite"] + ["--tta"] * tta
     returncode, _, cpu, _ = run_with_cpu_budget(command, float("inf"), stdout=subprocess.DEVNULL)
@@ -200,16 +217,20 @@ def run_seed(template, folders, seed, args):
     work_dir = run_dir / "train"
     if args.rescore:
         _, test_config = run_configs(json.loads((run_dir / "train.json").read_text()), folders, seed, args.set,
-                                     run_dir / ("rescore" + args.tag))
+                                     run_dir / ("rescore" + args.tag), args.cross_validation)
         stopped, cpu, wall = None, float("nan"), float("nan")
     else:
-        train_config, test_config = run_configs(template, folders, seed, args.set, run_dir)
+        train_config, test_config = run_configs(template, folders, seed, args.set, run_dir, args.cross_validation)
         stopped, cpu, wall = train_with_budget(train_config, args.cpu_minutes * 60)
-    log_rows = pandas.read_csv(work_dir / "training_log.csv")
-    best = work_dir / "model_best.pth"
-    dice, predict_cpu = heldout_dice(test_config, best if best.is_file() else work_dir / "model.pth",
+    model_dirs = sorted(p for p in work_dir.glob("fold*") if p.is_dir()) if args.cross_validation else [work_dir]
+    epochs = sum(len(pandas.read_csv(folder / "training_log.csv")) for folder in model_dirs)
+    if args.cross_validation:
+        models = str(work_dir / "fold*" / "model_best.pth")  # the folds' ensemble, with postprocessing.json
+    else:
+        models = work_dir / "model_best.pth" if (work_dir / "model_best.pth").is_file() else work_dir / "model.pth"
+    dice, predict_cpu = heldout_dice(test_config, models,
                                      run_dir / heldout_name(args, len(brats_cases(folders["test"]))), args.tta)
-    row = {"seed": seed, "epochs": len(log_rows), "stopped_by_budget": stopped,
+    row = {"seed": seed, "epochs": epochs, "stopped_by_budget": stopped,
            "train_cpu_min": round(cpu / 60, 2), "train_wall_min": round(wall / 60, 2),
            "predict_cpu_min": round(predict_cpu / 60, 2)}
     row.update({f"dice_{region}": round(dice[region], 4) for region in REGIONS})

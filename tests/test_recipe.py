@@ -1,5 +1,7 @@
 """The recommended BraTS configs and the synthetic cases the recipe benchmark trains on."""
 
+import importlib.util
+import json
 import subprocess
 import sys
 
@@ -58,3 +60,29 @@ def test_synthetic_cases_are_nested_off_centre_and_a_pure_function_of_the_seed(t
     folders = write_synthetic_brats(tmp_path, 4, shape=(20, 20, 14), seed=3, spacing=(2.0, 2.0, 2.0))
     labels = [np.asarray(nibabel.load(f / f"{f.name}_seg.nii.gz").dataobj) for f in folders]
     assert not (labels[3] == 4).any() and all((lab == 4).any() for lab in labels[:3])  # every 4th: no ET
+
+
+def test_the_recipe_benchmark_trains_one_model_or_the_configs_folds_over_training_and_validation(tmp_path):
+    spec = importlib.util.spec_from_file_location("recipe_benchmark", REPO / "benchmarks" / "recipe.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    folders = {}
+    for group, count, seed in (("train", 3, 1), ("validation", 1, 2), ("test", 1, 3)):
+        write_synthetic_brats(tmp_path / group, count, shape=(16, 16, 10), seed=seed, spacing=(2.0, 2.0, 2.0))
+        folders[group] = tmp_path / group
+    template = json.loads((EXAMPLES / "cpu_recipe_config.json").read_text())
+
+    train, _ = benchmark.run_configs(template, folders, 7, ["training.n_epochs=3"], tmp_path / "one")
+    one = load_experiment(train)
+    assert one.cross_validation is None and one.training.seed == 7 and one.training.n_epochs == 3
+    assert [len(one.cases(group)) for group in ("training", "validation")] == [3, 1]
+
+    train, test = benchmark.run_configs(template, folders, 7, [], tmp_path / "folds", cross_validation=True)
+    folds = load_experiment(train)
+    assert folds.cross_validation.n_folds == 2 and "validation" not in folds.groups
+    ids = [case.id for case in folds.cases("training")]
+    assert ids == ["BraTS20_Training_001", "BraTS20_Training_002", "BraTS20_Training_003",
+                   "validation_BraTS20_Training_001"]
+    assert [case.id for case in load_experiment(test).cases("test")] == ["BraTS20_Training_001"]
+    with pytest.raises(SystemExit, match="no cross_validation section"):
+        benchmark.run_configs(template, folders, 7, ["cross_validation=null"], tmp_path / "none", cross_validation=True)
