@@ -222,12 +222,13 @@ def run_seed(template, folders, seed, args):
     else:
         train_config, test_config = run_configs(template, folders, seed, args.set, run_dir, args.cross_validation)
         stopped, cpu, wall = train_with_budget(train_config, args.cpu_minutes * 60)
-    model_dirs = sorted(p for p in work_dir.glob("fold*") if p.is_dir()) if args.cross_validation else [work_dir]
-    epochs = sum(len(pandas.read_csv(folder / "training_log.csv")) for folder in model_dirs)
     if args.cross_validation:
+        model_dirs = sorted(path for path in work_dir.glob("fold*") if path.is_dir())
         models = str(work_dir / "fold*" / "model_best.pth")  # the folds' ensemble, with postprocessing.json
     else:
+        model_dirs = [work_dir]
         models = work_dir / "model_best.pth" if (work_dir / "model_best.pth").is_file() else work_dir / "model.pth"
+    epochs = sum(len(pandas.read_csv(folder / "training_log.csv")) for folder in model_dirs)
     dice, predict_cpu = heldout_dice(test_config, models,
                                      run_dir / heldout_name(args, len(brats_cases(folders["test"]))), args.tta)
     row = {"seed": seed, "epochs": epochs, "stopped_by_budget": stopped,

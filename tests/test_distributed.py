@@ -202,7 +202,6 @@ def test_processes_leave_the_group_together_after_a_normal_end_and_at_once_after
     calls = []
     monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(("init", backend)))
     monkeypatch.setattr(dist, "monitored_barrier", lambda timeout: calls.append(("barrier", timeout)))
-    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
     monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
     context = Context(rank=1, local_rank=1, world_size=2)
     with process_group(context, torch.device("cpu")) as device:

@@ -59,10 +59,11 @@ def process_group(context, device):
     if device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend)
     try:
         yield device
-        if dist.get_backend() == "gloo":
+        if backend == "gloo":
             # Leave together: a Gloo process that tears its group down while the other still runs can abort
             # ("terminate called without an active exception"). The main process may predict for long after
             # the others are done, hence no time limit but the day's.
