@@ -11,9 +11,10 @@ from monai.transforms import Compose, DivisiblePadd, EnsureTyped, Invertd, LoadI
 from helpers import assert_same_grid, random_weights, run, tiny_settings
 from unet3d.config.experiment import experiment_from_dict, load_experiment, make_case
 from unet3d.config.labels import LabelScheme
+from unet3d.config.resolve import Component
 from unet3d.data.synthetic import write_synthetic_brats
 from unet3d.errors import UserError
-from unet3d.models.inferer import Inferer
+from unet3d.models.inferer import Inferer, capped_window, model_divisor
 from unet3d.predict.inference import predict, predict_cases, predict_on_input_grid
 from unet3d.predict.inputs import model_filenames, select_cases
 from unet3d.predict.postprocess import clean_label_map
@@ -163,6 +164,39 @@ def test_tta_changes_nothing_for_a_flip_equivariant_model():
     mirrored = Inferer(BRATS, window=(16, 16, 16), overlap=0.5, tta=True).probabilities([model], image)
     torch.testing.assert_close(mirrored, plain, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(plain, torch.sigmoid(model(image)).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_a_window_larger_than_the_volume_is_capped_at_it_not_padded():
+    # Instance normalisation over zero padding changed what the network saw: a 112³ window over an 80³ brain
+    # lost most of its Dice. Capped, a window over the whole volume gives what the network gives on it.
+    image = torch.rand(1, 1, 16, 24, 16) * 3
+    model = torch.nn.Sequential(torch.nn.InstanceNorm3d(1), threshold_model())
+    probabilities = Inferer(BRATS, window=(32, 32, 32)).probabilities([model], image)
+    torch.testing.assert_close(probabilities, torch.sigmoid(model(image)).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_a_capped_window_stays_a_multiple_of_what_the_network_needs():
+    seen = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape[2:]))
+            return x.repeat(1, 3, 1, 1, 1)
+
+    image = torch.rand(1, 1, 20, 40, 12)
+    Inferer(BRATS, window=(32, 32, 32), divisor=(8, 8, 8)).probabilities([Recording()], image)
+    assert set(seen) == {(16, 32, 8)}  # x: 16 of 20, y: as asked (40 is longer), z: 12 < 16, so 8
+    assert capped_window((80, 80, 80), (72, 92, 78), (8, 8, 8)) == (72, 80, 72)
+    assert capped_window((32, 32, 32), (20, 4, 12)) == (20, 4, 12)
+    assert capped_window((32, 32, 32), (20, 4, 12), (16, 8, 8)) == (16, 8, 8)  # at least one multiple: padded
+
+
+def test_the_networks_divisor_comes_from_its_strides_else_from_the_window():
+    dynunet = Component("model", "model", "DynUNet", {"strides": [[1, 1, 1], [2, 2, 2], [2, 2, 1], [2, 2, 1]]})
+    assert model_divisor(dynunet, (48, 48, 48)) == (8, 8, 2)
+    assert model_divisor(Component("model", "model", "UNet", {"strides": [2, 2, 2, 2]}), (48, 48, 48)) == (16, 16, 16)
+    assert model_divisor(Component("model", "model", "SegResNet"), (80, 48, 96)) == (16, 16, 32)
+    assert model_divisor(Component("model", "model", "SegResNet"), None) is None
 
 
 def test_ensemble_averages_the_probabilities_of_its_models():

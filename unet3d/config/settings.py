@@ -156,8 +156,8 @@ def column_mode(column):
 class PredictionSettings(Settings):
     """Optional: the sliding-window inference of validation, of the predictions after training and of `unet3d-predict`."""
 
-    window: tuple = setting(["list", "null"], None, "window size (default: `dataset.patch_size`, else "
-                                                    "`dataset.desired_shape`, else the whole volume)", triple=int)
+    window: tuple = setting(["list", "null"], None, "window size, at most the volume's (default: `dataset.patch_size`, "
+                                                    "else `dataset.desired_shape`, else the whole volume)", triple=int)
     overlap: float = setting(["number"], 0.5, "overlap of neighbouring windows", minimum=0, below=1)
     sw_batch_size: int = setting(["integer"], 4, "windows per forward pass", minimum=1)
     activation: str = setting(["string"], None, "\"sigmoid\", \"softmax\" or \"none\" (default: \"sigmoid\", one "

@@ -6,6 +6,7 @@ Gaussian blending, activation, threshold and decoding.
 """
 
 import itertools
+import math
 from contextlib import nullcontext
 
 import torch
@@ -17,6 +18,32 @@ ACTIVATIONS = {
     "none": lambda logits: logits,
 }
 SPATIAL_AXES = (2, 3, 4)  # of a (batch, channel, x, y, z) tensor
+
+
+def model_divisor(model, window):
+    """What each window axis must be a multiple of for ``model`` (a ``Component``): the product of its
+    ``strides`` (DynUNet's per axis, UNet's one per level), else the largest power of two dividing each axis
+    of ``window`` (a window the network takes is a multiple of what its halvings need); None without a window."""
+    strides = model.options.get("strides") if model is not None else None
+    if strides and all(isinstance(level, (int, list, tuple)) for level in strides):
+        levels = [[level] * 3 if isinstance(level, int) else list(level) for level in strides]
+        if all(len(level) == 3 for level in levels):
+            return tuple(math.prod(level[axis] for level in levels) for axis in range(3))
+    if window is None:
+        return None
+    return tuple(size & -size for size in window)
+
+
+def capped_window(window, shape, divisor=None):
+    """``window`` no larger than a volume of ``shape``: an axis longer than the volume becomes the largest
+    multiple of ``divisor`` (1 if None) that fits it, at least ``divisor``.
+
+    A window over the volume's edge is padded with zeros, and a network with instance normalisation
+    then normalises over mostly padding: a window of 112³ over an 80³ brain lost most of its Dice.
+    """
+    divisor = divisor or (1,) * len(window)
+    return tuple(size if size <= length else max(step, length // step * step)
+                 for size, length, step in zip(window, shape, divisor))
 
 
 def mirrorings(tta):
@@ -31,7 +58,9 @@ class Inferer:
 
     Args:
         labels: the ``LabelScheme`` that decodes probabilities into label values.
-        window: the window size (None: the whole volume in one window).
+        window: the window size (None: the whole volume in one window), capped at each volume's shape
+            (``capped_window``).
+        divisor: what each window axis must be a multiple of for the network (``model_divisor``).
         overlap, sw_batch_size: of the sliding windows, blended with Gaussian weights.
         activation: "sigmoid", "softmax" or "none" (None: the label scheme's).
         threshold: the probability a voxel needs to be labelled.
@@ -41,9 +70,9 @@ class Inferer:
     """
 
     def __init__(self, labels, window=None, overlap=0.5, sw_batch_size=4, activation=None, threshold=0.5, tta=False,
-                 mask_to_nonzero=False, autocast=nullcontext):
+                 mask_to_nonzero=False, autocast=nullcontext, divisor=None):
         self.labels = labels
-        self.window, self.overlap, self.sw_batch_size = window, overlap, sw_batch_size
+        self.window, self.overlap, self.sw_batch_size, self.divisor = window, overlap, sw_batch_size, divisor
         self.activation = activation or labels.activation
         self.threshold, self.tta, self.mask_to_nonzero, self.autocast = threshold, tta, mask_to_nonzero, autocast
 
@@ -51,13 +80,15 @@ class Inferer:
     def from_experiment(cls, experiment, prediction=None, **options):
         """The inferer of an ``Experiment``'s prediction settings (or ``prediction``, the command line's copy)."""
         prediction = prediction or experiment.prediction
-        return cls(experiment.labels, prediction.window or experiment.window, prediction.overlap,
-                   prediction.sw_batch_size, prediction.activation, prediction.threshold,
-                   mask_to_nonzero=prediction.mask_to_nonzero, **options)
+        window = prediction.window or experiment.window
+        return cls(experiment.labels, window, prediction.overlap, prediction.sw_batch_size, prediction.activation,
+                   prediction.threshold, mask_to_nonzero=prediction.mask_to_nonzero,
+                   divisor=model_divisor(experiment.model, window), **options)
 
     def logits(self, model, image):
         """Blended float32 logits (B, C, ...) of one model for ``image`` (B, channels, ...)."""
-        window = self.window or tuple(image.shape[2:])
+        shape = tuple(image.shape[2:])
+        window = capped_window(self.window, shape, self.divisor) if self.window else shape
         inferer = SlidingWindowInferer(window, self.sw_batch_size, self.overlap, mode="gaussian")
         with self.autocast():
             return inferer(image, model).float()

@@ -22,7 +22,7 @@ import torch
 
 from unet3d.data.formats import image_channels, read_header
 from unet3d.errors import UserError
-from unet3d.models.inferer import Inferer
+from unet3d.models.inferer import Inferer, capped_window
 from unet3d.train.parts import build_parts, random_batch
 from unet3d.train.schedulers import step_scheduler
 from unet3d.train.step import train_step
@@ -223,11 +223,11 @@ def _dry_run(experiment, case, device):
                  image.shape[2:], shape, device)
 
     inferer = Inferer.from_experiment(experiment)
-    window = tuple(min(a, b) for a, b in zip(inferer.window or image.shape[2:], image.shape[2:]))
+    shape = tuple(image.shape[2:])
+    window = capped_window(inferer.window, shape, inferer.divisor) if inferer.window else shape
     parts.model.eval()
     with torch.no_grad(), stage("prediction", f"one window {window} of input {shape_text(image)} through "
                                               f"{experiment.model.name} and the decoding"):
-        inferer.window = window
         logits = inferer.logits(parts.model, image)
         parts.loss_function(logits, target)
         for case_probabilities in inferer.to_probabilities(logits, image):
