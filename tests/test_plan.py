@@ -14,6 +14,8 @@ import torch
 from helpers import convert_image, read_log, run
 from unet3d.config.experiment import load_experiment
 from unet3d.data.synthetic import synthetic_case, write_synthetic_brats, write_synthetic_nnunet
+from unet3d.plan import planner, topology
+from unet3d.plan.run import plan_target
 from unet3d.scripts.plan import main as plan_main
 
 
@@ -249,6 +251,29 @@ def test_a_gpu_is_planned_for_on_a_machine_without_one(nnunet_data, tmp_path):
     assert cost["device"] == "cuda" and not cost["device_present"] and cost["memory_gb"] == 8
     assert "H200" in cost["source"] and "docs/performance.md" in cost["source"]
     assert "not on the machine that planned" in (tmp_path / "gpu_plan.md").read_text()
+
+
+def test_on_a_cpu_validation_and_prediction_see_the_median_volume_whole():
+    strides = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    assert topology.whole_volume_window((73, 91, 78), (48, 48, 48), strides) == [80, 96, 80]
+    # At least the patch, at most twice it, a multiple of what the strides divide.
+    assert topology.whole_volume_window((200, 30, 78), (48, 48, 48), strides) == [96, 48, 80]
+    assert topology.whole_volume_window((200, 30, 9), (40, 40, 8), [[1, 1, 1], [2, 2, 1], [2, 2, 1]]) == [80, 40, 9]
+    found = ((48, 48, 48), None, strides)
+    cpu, gpu = plan_target("cpu", None, 60), plan_target("cuda", 8, 60)
+    assert planner.prediction_window(cpu, (73, 91, 78), found) == [80, 96, 80]
+    assert planner.prediction_window(gpu, (73, 91, 78), found) is None  # nnU-Net's: the patch
+    assert planner.prediction_window(cpu, (40, 48, 30), found) is None  # the patch holds the volume
+    assert planner.prediction_window(cpu, (73, 91, 78), ((48, 48, 1), None, strides)) is None  # 2d
+
+
+def test_a_cpu_plan_of_volumes_larger_than_its_patch_predicts_them_whole(tmp_path):
+    write_synthetic_brats(tmp_path / "brats", 3, shape=(64, 64, 64), seed=1)
+    config = plan(tmp_path / "brats", tmp_path / "brats.json", budget=5)
+    patch, window = config["dataset"]["patch_size"], config["prediction"]["window"]
+    assert all(w >= p for w, p in zip(window, patch)) and window != patch, (patch, window)
+    assert "prediction window" in (tmp_path / "brats_plan.md").read_text()
+    assert load_experiment(tmp_path / "brats.json").window == tuple(window)
 
 
 @pytest.mark.parametrize("budget_seconds", [40, 300, 3600, 36000])

@@ -37,6 +37,10 @@ MEASURED = (1, MIN_STEPS, 1)
 NNUNET_MAX_STEPS = 1000 * 250
 # What a GPU plan made without a GPU assumes, as nnU-Net's default planner does.
 DEFAULT_GPU_MEMORY_GB = 8.0
+WINDOW_REASON = ("validation and prediction on a CPU see the median volume whole (rounded up to what the network "
+                 "divides, at most twice the patch per axis, shortened to each volume): on brain-like cases it found "
+                 "more of tumours larger than the patch, in as many CPU-seconds (docs/recipe.md); nnU-Net's window is "
+                 "the patch, kept on a GPU")
 
 
 @dataclasses.dataclass
@@ -121,6 +125,7 @@ def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=
     step's cost, the length the budget leaves, their rows after ``reasons``, and the config."""
     spacing, shape, found, batch, n_folds = structure
     cost = step_cost(sections, target, spacing, found, batch, step_seconds)
+    window = prediction_window(target, shape, found)
     costs = run_costs(cost, fingerprint, n_folds, shape, found[0])
     steps, n_epochs, per_epoch, interval = budget.fold_schedule(target.budget_seconds, cost, costs, n_folds,
                                                                 NNUNET_MAX_STEPS)
@@ -131,7 +136,9 @@ def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=
     estimate = budget.run_seconds(cost, costs, n_folds, n_epochs, per_epoch, interval) / 60
     reasons.append(length_reason(target, n_folds, (steps, n_epochs, per_epoch, interval), costs, estimate))
     reasons.append(smallest_structure(fingerprint, sections.scheme, spacing))
-    config = sections.config(target, spacing, found, batch, (n_epochs, per_epoch, interval), n_folds)
+    if window:
+        reasons.append(("prediction window", " x ".join(map(str, window)), WINDOW_REASON))
+    config = sections.config(target, spacing, found, batch, (n_epochs, per_epoch, interval), n_folds, window)
     return Plan(config, reasons, estimate, cost_inputs(target, cost, fingerprint, costs))
 
 
@@ -171,8 +178,21 @@ def step_cost(sections, target, spacing, found, batch, step_seconds=None):
     return dataclasses.replace(cost, peak_bytes=peak)
 
 
+def prediction_window(target, shape, found):
+    """The sliding window of validation and prediction for a patch ``found`` (patch, kernels, strides): on a CPU,
+    the median volume whole (``topology.whole_volume_window``); None (the patch, nnU-Net's) on a GPU, where a
+    larger window is not measured yet, and for 2d networks."""
+    patch, _, strides = found
+    if target.cuda or min(patch) == topology.SLICES_2D:
+        return None
+    window = topology.whole_volume_window(shape, patch, strides)
+    return window if window != list(patch) else None
+
+
 def run_costs(cost, fingerprint, n_folds, shape, patch):
-    """``budget.RunCosts`` of a run of ``n_folds`` folds with a step's ``cost``."""
+    """``budget.RunCosts`` of a run of ``n_folds`` folds with a step's ``cost``, predicting with windows of the
+    patch: on a CPU the whole-volume window of ``prediction_window`` takes as long (1.8 s for the CPU recipe's
+    network on a 72 x 92 x 78 case either way, one thread: fewer voxels, each slower)."""
     return budget.run_costs(cost, fingerprint["n_cases"], n_folds, fingerprint["n_test_cases"],
                             topology.windows(shape, patch), budget.read_seconds(fingerprint))
 

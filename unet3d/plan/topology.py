@@ -104,6 +104,15 @@ def search_patch(spacing, median_shape, fits, floor=0):
     return patch, kernels, strides
 
 
+def whole_volume_window(shape, patch, strides, max_factor=2):
+    """A sliding window that holds a volume of ``shape`` whole: each axis rounded up to a multiple of what the
+    network's ``strides`` divide, at least the ``patch``'s and at most ``max_factor`` times it (inference keeps no
+    activations for a backward pass, but a window far larger than the patch would still outgrow its memory)."""
+    divisor = [int(np.prod([stride[axis] for stride in strides])) for axis in range(3)]
+    return [int(min(max_factor * p, max(p, math.ceil(s / d) * d))) // d * d
+            for s, p, d in zip(shape, patch, divisor)]
+
+
 def windows(shape, patch, overlap=0.5):
     """How many sliding windows of ``patch`` with ``overlap`` cover a volume of ``shape``."""
     return int(np.prod([1 if s <= p else math.ceil((s - p) / max(1, round(p * (1 - overlap)))) + 1
