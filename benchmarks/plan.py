@@ -31,6 +31,7 @@ import pandas
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recipe import REGIONS, SCRATCH, run_seed, synthetic_groups  # noqa: E402
+from recipe import parse_args as recipe_options  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -120,8 +121,8 @@ def main(argv=None):
 
     def train(job):
         seed, name = job
-        run_args = argparse.Namespace(output_dir=args.output_dir / name, cpu_minutes=args.cpu_minutes, set=[],
-                                      rescore=False, tta=False, tag="")
+        run_args = recipe_options(["--config", str(configs[name]), "--output_dir", str(args.output_dir / name),
+                                   "--cpu_minutes", str(args.cpu_minutes)])
         row = run_seed(json.loads(Path(configs[name]).read_text()), folders, seed, run_args)
         with lock:  # each row is kept as soon as it is there
             rows.append({"config": name, **row})
