@@ -2,6 +2,7 @@
 
 import copy
 import csv
+import importlib.util
 import json
 import locale
 import os
@@ -50,6 +51,14 @@ TINY_SETTINGS = {
 
 # Columns of a training log that measure time: they differ between otherwise identical runs.
 TIMING_COLUMNS = {"epoch_time", "data_time", "compile_time"}
+
+
+def load_module(path, name=None):
+    """The Python file at ``path`` (a benchmark or an example's script, not a package module), imported."""
+    spec = importlib.util.spec_from_file_location(name or Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def command(name):

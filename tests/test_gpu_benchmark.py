@@ -1,20 +1,17 @@
 """benchmarks/gpu.py runs every part on the CPU at a tiny size, so the GPU command is ready when a GPU is."""
 
-import importlib.util
 import math
 import re
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, load_module
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """The benchmark module and the markdown its ``--cpu-smoke`` run wrote (one run for the tests below)."""
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", REPO / "benchmarks" / "gpu.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_module(REPO / "benchmarks" / "gpu.py", "gpu_benchmark")
     folder = tmp_path_factory.mktemp("gpu")
     output = folder / "gpu.md"
     assert benchmark.main(["--cpu-smoke", "--work_dir", str(folder / "work"), "--output", str(output)]) == 0

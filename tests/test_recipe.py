@@ -1,6 +1,5 @@
 """The recommended BraTS configs and the synthetic cases the recipe benchmark trains on."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import REPO
+from helpers import REPO, load_module
 from unet3d.config.experiment import load_experiment
 from unet3d.data.synthetic import synthetic_case, write_synthetic_brats
 from unet3d.runs.workflow import build_components
@@ -63,9 +62,7 @@ def test_synthetic_cases_are_nested_off_centre_and_a_pure_function_of_the_seed(t
 
 
 def test_the_recipe_benchmark_trains_one_model_or_the_configs_folds_over_training_and_validation(tmp_path):
-    spec = importlib.util.spec_from_file_location("recipe_benchmark", REPO / "benchmarks" / "recipe.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_module(REPO / "benchmarks" / "recipe.py", "recipe_benchmark")
     folders = {}
     for group, count, seed in (("train", 3, 1), ("validation", 1, 2), ("test", 1, 3)):
         write_synthetic_brats(tmp_path / group, count, shape=(16, 16, 10), seed=seed, spacing=(2.0, 2.0, 2.0))

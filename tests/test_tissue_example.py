@@ -1,7 +1,6 @@
 """The brain tissue example: its synthetic subjects, made from nilearn's MNI template, and its config."""
 
 import filecmp
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import nibabel
 import numpy as np
 import pytest
 
-from helpers import REPO, assert_one_line_error
+from helpers import REPO, assert_one_line_error, load_module
 
 EXAMPLE = REPO / "examples" / "brain_tissue"
 MAKE_DATA = EXAMPLE / "make_data.py"
@@ -77,9 +76,7 @@ def test_without_nilearn_it_stops_with_one_line(tmp_path):
 
 
 def test_config_lists_what_make_data_writes_by_default_and_its_schedule_spans_training(tmp_path):
-    spec = importlib.util.spec_from_file_location("make_data", MAKE_DATA)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(MAKE_DATA, "make_data")
     defaults = module.arguments(["--output_dir", str(tmp_path)])
     config = json.loads((EXAMPLE / "tissue_config.json").read_text())
 

@@ -1,7 +1,6 @@
 """benchmarks/vs_nnunet.py: the cases as nnU-Net's BraTS regions, the trainer variant fitted to a CPU budget, the labels
 back; end to end with a real nnU-Net environment (slow, given by $NNUNET_BIN)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,13 +13,11 @@ import pandas
 import pytest
 import torch
 
-from helpers import REPO
+from helpers import REPO, load_module
 from unet3d.data.brats import brats_cases
 from unet3d.data.synthetic import write_synthetic_brats
 
-spec = importlib.util.spec_from_file_location("vs_nnunet", REPO / "benchmarks" / "vs_nnunet.py")
-benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark)
+benchmark = load_module(REPO / "benchmarks" / "vs_nnunet.py")
 
 COST = {"startup": 30.0, "train_iteration": 6.0, "val_iteration": 2.0, "epoch_end": 1.5}
 

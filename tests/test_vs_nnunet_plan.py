@@ -1,12 +1,9 @@
 """benchmarks/vs_nnunet_plan.py reads nnU-Net's plans in the image files' x, y, z order, whatever nnU-Net transposed."""
 
-import importlib.util
 
-from helpers import REPO
+from helpers import REPO, load_module
 
-spec = importlib.util.spec_from_file_location("vs_nnunet_plan", REPO / "benchmarks" / "vs_nnunet_plan.py")
-benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark)
+benchmark = load_module(REPO / "benchmarks" / "vs_nnunet_plan.py")
 
 
 def configuration(spacing, patch, kernels, strides):
