@@ -155,13 +155,15 @@ def assert_cleaned(experiment, weights, cases, output_dir, cleaned):
 
 
 def test_classes_with_the_brain_mask_predict_alike(brats_data, tmp_path):
-    """Softmax (and the background of cropped voxels), patches at a spacing, mask_to_nonzero, label clean-up."""
+    """Softmax (and the background of cropped voxels), patches at a spacing, mask_to_nonzero, label clean-up, a
+    window larger than the cropped volumes (capped at each, as unet3d-predict does)."""
     def classes(settings):
         settings["model"]["out_channels"] = 4
         settings["loss"] = {"name": "DiceCELoss", "softmax": True, "to_onehot_y": True}
         settings["dataset"].update(label_mode="classes", setup_label_hierarchy=False, resample=False,
                                    patch_size=[16, 16, 16], spacing=[1.5, 1.5, 1.5])
-        settings["prediction"] = {"mask_to_nonzero": True, "overlap": 0.25, "min_component_size": 10}
+        settings["prediction"] = {"mask_to_nonzero": True, "overlap": 0.25, "min_component_size": 10,
+                                  "window": [48, 48, 48]}
 
     config = write_config(tmp_path / "classes.json", brats_data / "train", [("test", brats_data / "test")])
     edit_config(config, classes)

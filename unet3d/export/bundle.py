@@ -15,6 +15,7 @@ import re
 from unet3d.config.resolve import lookup
 from unet3d.data.transforms import AXIS_LABELS, ORIENTATION
 from unet3d.errors import UserError
+from unet3d.models.inferer import model_divisor
 
 MONAI_NETWORKS, MONAI_TRANSFORMS = "monai.networks.nets", "monai.transforms"
 # The schema ``python -m monai.bundle verify_metadata`` checks ``metadata.json`` against (MONAI's current one).
@@ -253,6 +254,19 @@ def case_finding(suffixes):
     }
 
 
+def bundle_inferer(window, divisor, prediction):
+    """The bundle's sliding-window inference of ``(image, network)``: MONAI's ``SlidingWindowInferer`` with the
+    window capped at each image as ``unet3d.models.inferer.capped_window`` does (a window over the image's edge
+    is padded with zeros, which instance normalisation averages over); the image's own size without a window."""
+    options = {"sw_batch_size": prediction.sw_batch_size, "overlap": prediction.overlap, "mode": "gaussian"}
+    if window is None:
+        return {"_target_": "monai.inferers.SlidingWindowInferer", "roi_size": list(WHOLE_VOLUME), **options}
+    arguments = ", ".join(f"{key}={value!r}" for key, value in options.items())
+    return (f"$lambda image, network: monai.inferers.SlidingWindowInferer([size if size <= length else "
+            f"max(step, length // step * step) for size, length, step in zip({list(window)}, image.shape[2:], "
+            f"{list(divisor)})], {arguments})(image, network)")
+
+
 def inference_config(experiment, prediction, window):
     """``configs/inference.json``: run with ``python -m monai.bundle run --config_file configs/inference.json
     --bundle_root <bundle> --dataset_dir <cases> --output_dir <predictions>``."""
@@ -273,8 +287,7 @@ def inference_config(experiment, prediction, window):
         "network": "$@network_def.to(@device)",
         "preprocessing": {"_target_": f"{MONAI_TRANSFORMS}.Compose", "transforms": preprocessing(settings.for_split(None))},
         "dataset": {"_target_": "monai.data.Dataset", "data": "@datalist", "transform": "@preprocessing"},
-        "inferer": {"_target_": "monai.inferers.SlidingWindowInferer", "roi_size": list(window or WHOLE_VOLUME),
-                    "sw_batch_size": prediction.sw_batch_size, "overlap": prediction.overlap, "mode": "gaussian"},
+        "inferer": bundle_inferer(window, model_divisor(experiment.model, window), prediction),
         # unet3d-predict's rule, components of under N voxels touching by a face, whatever scikit-image's version
         # (MONAI's RemoveSmallObjects removes "at most N" with scikit-image 0.26 and later, "under N" before).
         # ``mask &`` keeps the mask's metadata, which saving the label map needs.
