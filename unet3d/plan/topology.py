@@ -59,8 +59,12 @@ def network_topology(patch, spacing, max_levels=MAX_LEVELS):
             spacing[axis] *= 2
             size[axis] = math.ceil(size[axis] / 2)
     kernels.append([3, 3, 3])  # the bottleneck
-    divisor = [int(np.prod([stride[axis] for stride in strides])) for axis in range(3)]
-    return kernels, strides, divisor
+    return kernels, strides, divisor_of(strides)
+
+
+def divisor_of(strides):
+    """What each axis of a network's input must be a multiple of: the product of its levels' ``strides``."""
+    return [int(np.prod([stride[axis] for stride in strides])) for axis in range(3)]
 
 
 def initial_patch(spacing, median_shape):
@@ -108,9 +112,8 @@ def whole_volume_window(shape, patch, strides, max_factor=2):
     """A sliding window that holds a volume of ``shape`` whole: each axis rounded up to a multiple of what the
     network's ``strides`` divide, at least the ``patch``'s and at most ``max_factor`` times it (inference keeps no
     activations for a backward pass, but a window far larger than the patch would still outgrow its memory)."""
-    divisor = [int(np.prod([stride[axis] for stride in strides])) for axis in range(3)]
     return [int(min(max_factor * p, max(p, math.ceil(s / d) * d))) // d * d
-            for s, p, d in zip(shape, patch, divisor)]
+            for s, p, d in zip(shape, patch, divisor_of(strides))]
 
 
 def windows(shape, patch, overlap=0.5):
