@@ -98,9 +98,11 @@ def test_a_speck_of_enhancement_in_a_tumour_that_enhances_nowhere_is_removed_wit
     experiment = load_experiment(config)
     steps, table = decide_postprocessing(experiment, tmp_path / "run")
     et = json.loads((tmp_path / "run" / "postprocessing.json").read_text())["regions"][2]
+    # Shares: of the smallest share of its core an enhancing tumour covers (17 of 216 voxels), 1/16 to 1/2.
     assert [c["step"] for c in et["candidates"]] == [None, {"keep_largest": True}] + [
-        {"min_region_size": n} for n in (2, 4, 8)]  # thresholds of 1 voxel remove nothing: not tried
-    assert steps[2] == ComponentStep(min_region_size=8)
+        {"min_region_size": n} for n in (2, 4, 8)] + [  # thresholds of 1 voxel remove nothing: not tried
+        {"min_region_share": share} for share in (0.0049, 0.0098, 0.0197, 0.0394)]
+    assert steps[2] == ComponentStep(min_region_size=8)  # the first of the steps that do best
     assert table["dice_after"][2] == pytest.approx(table["dice_before"][2] + 1 / 6)
     cleaned = clean_regions(prediction, experiment.labels, steps).numpy()
     assert not (cleaned == 4).any() and np.array_equal(cleaned > 0, clean_regions(prediction, experiment.labels,
@@ -108,6 +110,28 @@ def test_a_speck_of_enhancement_in_a_tumour_that_enhances_nowhere_is_removed_wit
     assert read_postprocessing(tmp_path / "run" / "postprocessing.json", experiment.labels) == steps
     with pytest.raises(Exception, match="min_region_size"):
         ComponentStep.from_json({"min_region_size": -1}, "postprocessing.json")
+
+
+def test_a_speck_as_large_as_a_true_lesion_but_small_for_its_core_is_removed_by_its_share(tmp_path):
+    """Enhancing tumours of 16-36 voxels fill 7-17% of their cores; a case without any, predicted with a 12-voxel
+    speck in a core of 1000 voxels: no size under the smallest true lesion removes it, a share of its core does."""
+    reference, prediction = brats_case(5)
+    reference[4:14, 4:14, 4:14] = 1
+    prediction = reference.copy()
+    prediction[6:8, 6:8, 6:9] = 4
+    config = write_run(tmp_path, [brats_case(i) for i in range(5)] + [(reference, prediction)],
+                       {"labels": [2, 1, 4], "label_mode": "regions"})
+    experiment = load_experiment(config)
+    steps, table = decide_postprocessing(experiment, tmp_path / "run")
+    assert steps[2] == ComponentStep(min_region_share=0.0185)  # a quarter of 16 / 216, the smallest share
+    assert table["dice_after"][2] == pytest.approx(table["dice_before"][2] + 1 / 6)
+    cleaned = clean_regions(prediction, experiment.labels, steps).numpy()
+    assert not (cleaned == 4).any() and (cleaned[4:14, 4:14, 4:14] == 1).all()  # the speck became core
+    assert (clean_regions(brats_case(0)[1], experiment.labels, steps).numpy() == 4).any()  # a true lesion stays
+    assert read_postprocessing(tmp_path / "run" / "postprocessing.json", experiment.labels) == steps
+    assert "under 1.85% of the region around it" in steps[2].describe()
+    with pytest.raises(Exception, match="min_region_share"):
+        ComponentStep.from_json({"min_region_share": 1.5}, "postprocessing.json")
 
 
 def speck_case(index):

@@ -42,11 +42,14 @@ def components(mask, connectivity):
 class ComponentStep:
     """The clean-up of one region: drop components under ``min_component_size`` voxels, then, with
     ``keep_largest``, all but the largest, then, with ``min_region_size``, the whole region where fewer
-    than that many voxels of it are left in the case (none of them: nothing).
+    than that many voxels of it are left in the case (none of them: nothing), and with
+    ``min_region_share`` where what is left is under that share of the region around it (nested
+    regions: enhancing tumour within the tumour core; the whole tumour has none around it).
 
     The last is the clean-up BraTS entries apply to enhancing tumour (one found too small is
     taken for a false alarm in a tumour that enhances nowhere, and becomes necrosis): a case
-    without the structure then scores 1 instead of 0. Written with scikit-image's labelling
+    without the structure then scores 1 instead of 0. A share tells a speck in a large core
+    from a tiny lesion that is most of a tiny core, which a size cannot. Written with scikit-image's labelling
     rather than MONAI's ``RemoveSmallObjects``, whose threshold moved from "under N" to "at most
     N" voxels with scikit-image 0.26; the choice made by cross-validation counts on exactly this
     rule (``kept``).
@@ -55,25 +58,28 @@ class ComponentStep:
     min_component_size: int = 0
     keep_largest: bool = False
     min_region_size: int = 0
+    min_region_share: float = 0.0
 
-    FIELDS: ClassVar[tuple] = ("min_component_size", "keep_largest", "min_region_size")
+    FIELDS: ClassVar[tuple] = ("min_component_size", "keep_largest", "min_region_size", "min_region_share")
 
     def __bool__(self):
-        return bool(self.min_component_size or self.keep_largest or self.min_region_size)
+        return bool(self.min_component_size or self.keep_largest or self.min_region_size or self.min_region_share)
 
     def stages(self):
         """The step as steps of one kind each, in the order they are applied."""
         return ([ComponentStep(self.min_component_size)] if self.min_component_size else []) + (
             [ComponentStep(keep_largest=True)] if self.keep_largest else []) + (
-            [ComponentStep(min_region_size=self.min_region_size)] if self.min_region_size else [])
+            [ComponentStep(min_region_size=self.min_region_size)] if self.min_region_size else []) + (
+            [ComponentStep(min_region_share=self.min_region_share)] if self.min_region_share else [])
 
     @property
     def connectivity(self):
         """How components touch for a step of one kind."""
         return LARGEST_COMPONENT_CONNECTIVITY if self.keep_largest else SMALL_COMPONENT_CONNECTIVITY
 
-    def kept(self, sizes):
-        """Which components (``components``' sizes) a step of one kind keeps; never the outside (0)."""
+    def kept(self, sizes, around=None):
+        """Which components (``components``' sizes) a step of one kind keeps; never the outside (0). ``around``:
+        the voxels of the region around this one (None: there is none, and a share removes nothing)."""
         sizes = np.asarray(sizes)
         keep = sizes >= self.min_component_size
         if self.keep_largest and len(sizes) > 1:
@@ -81,20 +87,24 @@ class ComponentStep:
             keep[1 + np.argmax(sizes[1:])] = True
         if self.min_region_size and sizes[1:].sum() < self.min_region_size:
             keep = np.zeros(len(sizes), bool)
+        if self.min_region_share and around is not None and sizes[1:].sum() < self.min_region_share * around:
+            keep = np.zeros(len(sizes), bool)
         keep[0] = False
         return keep
 
-    def apply(self, mask):
-        """The boolean ``mask`` (X, Y, Z; torch or NumPy) cleaned, as a torch tensor."""
+    def apply(self, mask, around=None):
+        """The boolean ``mask`` (X, Y, Z; torch or NumPy) cleaned, as a torch tensor; ``around``: the mask of the
+        region around it, if any."""
         mask = np.asarray(mask)
+        around = None if around is None else int(np.asarray(around).sum())
         for stage in self.stages():
             labels, sizes = components(mask, stage.connectivity)
-            mask = stage.kept(sizes)[labels]
+            mask = stage.kept(sizes, around)[labels]
         return torch.as_tensor(mask)
 
     def as_json(self):
-        """The fields that are set (``{"min_component_size": N, "keep_largest": true, "min_region_size": M}``), or
-        None for no step."""
+        """The fields that are set (``{"min_component_size": N, "keep_largest": true, "min_region_size": M,
+        "min_region_share": F}``), or None for no step."""
         return {name: getattr(self, name) for name in self.FIELDS if getattr(self, name)} or None
 
     @classmethod
@@ -104,19 +114,23 @@ class ComponentStep:
             return cls()
         fields = value if isinstance(value, dict) else {}
         counts = [fields.get(name, 0) for name in ("min_component_size", "min_region_size")]
-        largest = fields.get("keep_largest", False)
+        largest, share = fields.get("keep_largest", False), fields.get("min_region_share", 0.0)
         if (not isinstance(value, dict) or set(value) - set(cls.FIELDS) or not isinstance(largest, bool)
-                or any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in counts)):
+                or any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in counts)
+                or not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 <= share <= 1):
             raise UserError(f"{where}: expected null or an object of {{\"min_component_size\": N}}, "
-                            f"{{\"keep_largest\": true}} and {{\"min_region_size\": N}}, got {json.dumps(value)}")
-        return cls(counts[0], largest, counts[1])
+                            f"{{\"keep_largest\": true}}, {{\"min_region_size\": N}} and "
+                            f"{{\"min_region_share\": F}} (F from 0 to 1), got {json.dumps(value)}")
+        return cls(counts[0], largest, counts[1], float(share))
 
     def describe(self):
         """The step in words, for logs and tables."""
         parts = ([f"remove components under {self.min_component_size} voxels"] if self.min_component_size else []) + (
             ["keep the largest component"] if self.keep_largest else []) + (
             [f"remove the region where under {self.min_region_size} voxels of it are left"]
-            if self.min_region_size else [])
+            if self.min_region_size else []) + (
+            [f"remove the region where it is under {self.min_region_share:.2%} of the region around it"]
+            if self.min_region_share else [])
         return ", then ".join(parts) or "none"
 
 
@@ -142,7 +156,7 @@ def clean_regions(label_map, scheme, steps):
     for index, step in enumerate(steps):
         if step:
             masks = scheme.masks(label_map)
-            masks[index] = step.apply(masks[index])
+            masks[index] = step.apply(masks[index], masks[index - 1] if index else None)
             label_map = scheme.paint(masks)
     return label_map
 

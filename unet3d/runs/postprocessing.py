@@ -58,11 +58,13 @@ def read_cropped(prediction_file, reference_file):
     return predicted[box].copy(), reference[box].copy()  # copies: a view would keep the whole volume
 
 
-def candidate_steps(reference_masks):
+def candidate_steps(reference_masks, around_masks=None):
     """The steps tried on one region, least aggressive first: removing components under a fraction
     (``CANDIDATE_FRACTIONS``) of the region's smallest reference component, then keeping only the largest;
     where some reference lacks the region, also removing the whole region from a case where less than a
-    fraction of the smallest case's region is predicted.
+    fraction of the smallest case's region is predicted, and (with ``around_masks``, the references' masks
+    of the region around this one) where it is predicted in less than a fraction of the smallest share of
+    that region it covers.
 
     The references show how small a true structure of this region can be. A threshold of at
     most half of the smallest keeps every predicted component that covers at least half of a
@@ -71,7 +73,8 @@ def candidate_steps(reference_masks):
     tumour of a few dozen voxels. Where the references hold no component of the region, only
     keeping the largest is tried. Removing a whole region can only help a case without it (in
     a case with it, Dice falls to 0), so it is tried only where such cases are among the
-    references: a tumour that enhances nowhere, with a speck of enhancement predicted.
+    references: a tumour that enhances nowhere, with a speck of enhancement predicted. A share
+    tells that speck in a large core from a true tiny lesion filling most of a tiny core.
     """
     found = [components(mask, SMALL_COMPONENT_CONNECTIVITY)[1][1:] for mask in reference_masks]
     sizes = [size for case in found for size in case]
@@ -81,6 +84,10 @@ def candidate_steps(reference_masks):
     if any(not len(case) for case in found):
         steps += [ComponentStep(min_region_size=size) for size in fractions_of(min(case.sum() for case in found
                                                                                    if len(case)))]
+        if around_masks is not None:
+            share = min(case.sum() / around.sum() for case, around in zip(found, around_masks) if len(case))
+            steps += [ComponentStep(min_region_share=round(float(share * fraction), 4))
+                      for fraction in CANDIDATE_FRACTIONS]
     return steps
 
 
@@ -104,6 +111,7 @@ def candidate_dice(predicted, reference, scheme, index, steps):
     affected = range(index, len(masks)) if scheme.nested else [index]
     counts = [masks.sum(axis=(1, 2, 3)), (masks & truth).sum(axis=(1, 2, 3))]
     reference_voxels = truth.sum(axis=(1, 2, 3))
+    around = counts[0][index - 1] if scheme.nested and index else None
     labellings, rows = {}, []
     for step in steps:
         if not step:
@@ -115,7 +123,7 @@ def candidate_dice(predicted, reference, scheme, index, steps):
                       for j in affected}
             labellings[step.connectivity] = sizes, inside
         sizes, inside = labellings[step.connectivity]
-        removed = ~step.kept(sizes)
+        removed = ~step.kept(sizes, around)
         removed[0] = False
         predicted_voxels, true_positive = (count.copy() for count in counts)
         for j, (in_prediction, in_both) in inside.items():
@@ -134,7 +142,10 @@ def choose_steps(cases, scheme):
     """
     current, steps, records, raw = [predicted for predicted, _ in cases], [], [], None
     for index, name in enumerate(scheme.names):
-        tried = [ComponentStep()] + candidate_steps([scheme.masks(reference)[index] for _, reference in cases])
+        references = [scheme.masks(reference) for _, reference in cases]
+        tried = [ComponentStep()] + candidate_steps([masks[index] for masks in references],
+                                                    [masks[index - 1] for masks in references]
+                                                    if scheme.nested and index else None)
         dice = np.mean([candidate_dice(predicted, reference, scheme, index, tried)
                         for predicted, (_, reference) in zip(current, cases)], axis=0)
         raw = dice[0] if raw is None else raw
