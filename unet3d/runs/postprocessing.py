@@ -86,8 +86,8 @@ def candidate_steps(reference_masks, around_masks=None):
                                                                                    if len(case)))]
         if around_masks is not None:
             share = min(case.sum() / around.sum() for case, around in zip(found, around_masks) if len(case))
-            steps += [ComponentStep(min_region_share=round(float(share * fraction), 4))
-                      for fraction in CANDIDATE_FRACTIONS]
+            shares = sorted({round(float(share * fraction), 4) for fraction in CANDIDATE_FRACTIONS} - {0.0})
+            steps += [ComponentStep(min_region_share=value) for value in shares]
     return steps
 
 
