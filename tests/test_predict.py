@@ -184,11 +184,13 @@ def test_a_capped_window_stays_a_multiple_of_what_the_network_needs():
             return x.repeat(1, 3, 1, 1, 1)
 
     image = torch.rand(1, 1, 20, 40, 12)
-    Inferer(BRATS, window=(32, 32, 32), divisor=(8, 8, 8)).probabilities([Recording()], image)
-    assert set(seen) == {(16, 32, 8)}  # x: 16 of 20, y: as asked (40 is longer), z: 12 < 16, so 8
-    assert capped_window((80, 80, 80), (72, 92, 78), (8, 8, 8)) == (72, 80, 72)
+    Inferer(BRATS, window=(32, 32, 32), divisor=(8, 8, 8), sw_batch_size=1).probabilities([Recording()], image)
+    # x: 24 covers 20, y: as asked (40 is longer), z: 16 covers 12; one window along x and z, two along y
+    assert seen == [(24, 32, 16)] * 2
+    assert capped_window((96, 96, 96), (72, 92, 78), (8, 8, 8)) == (72, 96, 80)  # one window for the volume
+    assert capped_window((80, 80, 80), (72, 92, 78), (8, 8, 8)) == (72, 80, 80)
     assert capped_window((32, 32, 32), (20, 4, 12)) == (20, 4, 12)
-    assert capped_window((32, 32, 32), (20, 4, 12), (16, 8, 8)) == (16, 8, 8)  # at least one multiple: padded
+    assert capped_window((32, 32, 32), (20, 4, 12), (16, 8, 8)) == (32, 8, 16)  # padded by under a multiple
 
 
 def test_the_networks_divisor_comes_from_its_strides_else_from_the_window():

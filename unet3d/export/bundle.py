@@ -256,14 +256,15 @@ def case_finding(suffixes):
 
 def bundle_inferer(window, divisor, prediction):
     """The bundle's sliding-window inference of ``(image, network)``: MONAI's ``SlidingWindowInferer`` with the
-    window capped at each image as ``unet3d.models.inferer.capped_window`` does (a window over the image's edge
-    is padded with zeros, which instance normalisation averages over); the image's own size without a window."""
+    window capped at each image as ``unet3d.models.inferer.capped_window`` does (a window far over the image's
+    edge is mostly zero padding, which instance normalisation averages over); the image's own size without a
+    window."""
     options = {"sw_batch_size": prediction.sw_batch_size, "overlap": prediction.overlap, "mode": "gaussian"}
     if window is None:
         return {"_target_": "monai.inferers.SlidingWindowInferer", "roi_size": list(WHOLE_VOLUME), **options}
     arguments = ", ".join(f"{key}={value!r}" for key, value in options.items())
     return (f"$lambda image, network: monai.inferers.SlidingWindowInferer([size if size <= length else "
-            f"max(step, length // step * step) for size, length, step in zip({list(window)}, image.shape[2:], "
+            f"min(size, max(step, -(-length // step) * step)) for size, length, step in zip({list(window)}, image.shape[2:], "
             f"{list(divisor)})], {arguments})(image, network)")
 
 

@@ -35,14 +35,16 @@ def model_divisor(model, window):
 
 
 def capped_window(window, shape, divisor=None):
-    """``window`` no larger than a volume of ``shape``: an axis longer than the volume becomes the largest
-    multiple of ``divisor`` (1 if None) that fits it, at least ``divisor``.
+    """``window`` no larger than it needs to be for a volume of ``shape``: an axis longer than the volume becomes
+    the smallest multiple of ``divisor`` (1 if None) that covers it, so the volume is one window along that axis,
+    padded with zeros by fewer voxels than ``divisor``.
 
-    A window over the volume's edge is padded with zeros, and a network with instance normalisation
-    then normalises over mostly padding: a window of 112³ over an 80³ brain lost most of its Dice.
+    A window far over the volume's edge is mostly padding, and a network with instance normalisation then
+    normalises over it: a window of 112³ over an 80³ brain lost most of its Dice. The largest multiple that fits
+    instead would need two overlapping windows along the axis, up to four times the voxels for one volume.
     """
     divisor = divisor or (1,) * len(window)
-    return tuple(size if size <= length else max(step, length // step * step)
+    return tuple(size if size <= length else min(size, max(step, -(-length // step) * step))
                  for size, length, step in zip(window, shape, divisor))
 
 
