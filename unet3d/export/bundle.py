@@ -264,8 +264,8 @@ def bundle_inferer(window, divisor, prediction):
         return {"_target_": "monai.inferers.SlidingWindowInferer", "roi_size": list(WHOLE_VOLUME), **options}
     arguments = ", ".join(f"{key}={value!r}" for key, value in options.items())
     return (f"$lambda image, network: monai.inferers.SlidingWindowInferer([size if size <= length else "
-            f"min(size, max(step, -(-length // step) * step)) for size, length, step in zip({list(window)}, image.shape[2:], "
-            f"{list(divisor)})], {arguments})(image, network)")
+            f"min(size, max(step, -(-length // step) * step)) for size, length, step in zip({list(window)}, "
+            f"image.shape[2:], {list(divisor)})], {arguments})(image, network)")
 
 
 def inference_config(experiment, prediction, window):
