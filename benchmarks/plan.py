@@ -21,6 +21,7 @@ Not a test. Run from the repository root, for example:
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -60,14 +61,17 @@ def parse_args(argv=None):
 
 def recipe_minutes(train_dir):
     """The minutes of the recipe's whole 2-fold run on the cases in ``train_dir``, by the planner's cost model:
-    its training step measured now, on this machine, as the planner measures a step."""
+    its training step measured now, on this machine, as the planner measures a step; its windows and mirroring
+    counted as the planner counts them."""
     import torch
 
     from unet3d.config.experiment import experiment_from_dict
     from unet3d.plan import budget, speed, topology
     from unet3d.plan.fingerprint import dataset_fingerprint
     from unet3d.plan.layouts import read_layout
+    from unet3d.models.inferer import capped_window
     from unet3d.plan.planner import median_shape
+    from unet3d.plan.prediction import window_cost
 
     recipe = json.loads(RECIPE.read_text())
     dataset, training = recipe["dataset"], recipe["training"]
@@ -79,8 +83,12 @@ def recipe_minutes(train_dir):
                             "measured")
     shape = median_shape(fingerprint["cases"], dataset["spacing"], dataset["crop_foreground"])
     n_folds = recipe["cross_validation"]["n_folds"]
-    costs = budget.run_costs(cost, fingerprint["n_cases"], n_folds, 0, topology.windows(shape, patch),
-                             budget.read_seconds(fingerprint))
+    window = recipe.get("prediction", {}).get("window")
+    if window:  # as validation and prediction shorten it to the median volume
+        window = capped_window(window, [math.ceil(s) for s in shape], topology.divisor_of(recipe["model"]["strides"]))
+    mirrorings = budget.MIRRORINGS if recipe.get("prediction", {}).get("tta") else 1
+    costs = budget.run_costs(cost, fingerprint["n_cases"], n_folds, 0, window_cost(shape, patch, window),
+                             budget.read_seconds(fingerprint), mirrorings)
     steps = training["samples_per_epoch"] // batch
     return budget.run_seconds(cost, costs, n_folds, training["n_epochs"], steps,
                               training.get("validation_interval", 1)) / 60

@@ -14,7 +14,7 @@ import torch
 from helpers import convert_image, read_log, run
 from unet3d.config.experiment import load_experiment
 from unet3d.data.synthetic import synthetic_case, write_synthetic_brats, write_synthetic_nnunet
-from unet3d.plan import planner, topology
+from unet3d.plan import prediction, speed, topology
 from unet3d.plan.run import plan_target
 from unet3d.scripts.plan import main as plan_main
 
@@ -261,10 +261,22 @@ def test_on_a_cpu_validation_and_prediction_see_the_median_volume_whole():
     assert topology.whole_volume_window((200, 30, 9), (40, 40, 8), [[1, 1, 1], [2, 2, 1], [2, 2, 1]]) == [80, 40, 9]
     found = ((48, 48, 48), None, strides)
     cpu, gpu = plan_target("cpu", None, 60), plan_target("cuda", 8, 60)
-    assert planner.prediction_window(cpu, (73, 91, 78), found) == [80, 96, 80]
-    assert planner.prediction_window(gpu, (73, 91, 78), found) is None  # nnU-Net's: the patch
-    assert planner.prediction_window(cpu, (40, 48, 30), found) is None  # the patch holds the volume
-    assert planner.prediction_window(cpu, (73, 91, 78), ((48, 48, 1), None, strides)) is None  # 2d
+    assert prediction.prediction_window(cpu, (73, 91, 78), found) == [80, 96, 80]
+    assert prediction.prediction_window(gpu, (73, 91, 78), found) is None  # nnU-Net's: the patch
+    assert prediction.prediction_window(cpu, (40, 48, 30), found) is None  # the patch holds the volume
+    assert prediction.prediction_window(cpu, (73, 91, 78), ((48, 48, 1), None, strides)) is None  # 2d
+
+
+def test_the_budget_counts_a_whole_volume_window_by_its_voxels():
+    # One 72 x 96 x 80 window over the case is five 48³ patches of voxels, not the 18 overlapping patch windows.
+    assert prediction.window_cost((72, 92, 78), (48, 48, 48)) == 18
+    assert prediction.window_cost((72, 92, 78), (48, 48, 48), [72, 96, 80]) == 5.0
+    assert prediction.window_cost((150, 92, 78), (48, 48, 48), [96, 96, 80]) == 3 * 96 * 96 * 80 / 48 ** 3
+    cost = speed.StepCost(step_seconds=1.0, window_seconds=0.1, source="test")
+    fingerprint = {"n_cases": 10, "n_test_cases": 0, "median_shape": [72, 92, 78], "channels": ["t1"]}
+    patch, window = (48, 48, 48), [72, 96, 80]
+    assert prediction.run_costs(cost, fingerprint, 2, (72, 92, 78), patch, window).predictions < \
+        prediction.run_costs(cost, fingerprint, 2, (72, 92, 78), patch).predictions
 
 
 def test_a_cpu_plan_of_volumes_larger_than_its_patch_predicts_them_whole(tmp_path):
@@ -274,6 +286,20 @@ def test_a_cpu_plan_of_volumes_larger_than_its_patch_predicts_them_whole(tmp_pat
     assert all(w >= p for w, p in zip(window, patch)) and window != patch, (patch, window)
     assert "prediction window" in (tmp_path / "brats_plan.md").read_text()
     assert load_experiment(tmp_path / "brats.json").window == tuple(window)
+    # Mirrored predictions of these small volumes take a sliver of the 5 minutes.
+    assert config["prediction"]["tta"] is True and "test-time mirroring" in (tmp_path / "brats_plan.md").read_text()
+
+
+def test_a_cpu_plan_mirrors_its_predictions_where_the_budget_holds_them():
+    strides = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    structure = (2, (72, 92, 78), ((48, 48, 48), None, strides))
+    cost = speed.StepCost(step_seconds=1.0, window_seconds=0.1, source="test")
+    fingerprint = {"n_cases": 10, "n_test_cases": 0, "median_shape": [72, 92, 78], "channels": ["t1"]}
+    # 2 folds x 5 cases x 8 mirrorings x 5 patches of voxels x 0.1 s, and reading each case
+    tta, seconds = prediction.mirrored(plan_target("cpu", None, 60), cost, fingerprint, structure, [72, 96, 80])
+    assert tta and 40 < seconds < 41
+    assert prediction.mirrored(plan_target("cpu", None, 6), cost, fingerprint, structure, [72, 96, 80])[0] is False
+    assert prediction.mirrored(plan_target("cuda", 8, 60), cost, fingerprint, structure, None) == (False, None)
 
 
 @pytest.mark.parametrize("budget_seconds", [40, 300, 3600, 36000])

@@ -28,6 +28,8 @@ TENSORS_PER_ELEMENT = 14
 # each case: three times that.
 READ_SECONDS_PER_VOXEL = 6e-9
 PREPROCESSING_PASSES = 3
+# Passes of a prediction with test-time mirroring: every combination of flips of the three spatial axes.
+MIRRORINGS = 8
 
 
 def estimated_bytes(patch, strides, filters, batch, in_channels, amp):
@@ -60,15 +62,16 @@ def read_seconds(fingerprint):
     return float(np.prod(fingerprint["median_shape"])) * (len(fingerprint["channels"]) + 1) * READ_SECONDS_PER_VOXEL
 
 
-def run_costs(cost, n_cases, n_folds, n_test, case_windows, seconds_per_case):
+def run_costs(cost, n_cases, n_folds, n_test, case_windows, seconds_per_case, mirrorings=1):
     """``RunCosts`` of a run with ``n_folds`` folds over ``n_cases`` labelled cases (``n_test`` more to predict),
-    a step's ``StepCost``, ``case_windows`` sliding windows per case and ``seconds_per_case`` to read one case."""
+    a step's ``StepCost``, ``case_windows`` sliding windows per case, ``seconds_per_case`` to read one case and
+    predictions averaged over ``mirrorings`` passes (``MIRRORINGS`` with test-time mirroring)."""
     n_validation = math.ceil(n_cases / n_folds)
     per_case = case_windows * cost.window_seconds
     # Cached once; then each prediction reads its case, resamples back and writes the label map.
     reading = PREPROCESSING_PASSES * seconds_per_case
     return RunCosts(preprocessing=(n_cases + n_test) * reading, validation_pass=n_validation * per_case,
-                    predictions=(n_validation + n_test) * (per_case + reading))
+                    predictions=(n_validation + n_test) * (per_case * mirrorings + reading))
 
 
 def run_seconds(cost, costs, n_folds, n_epochs, per_epoch, interval):

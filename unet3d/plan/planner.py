@@ -7,7 +7,8 @@ structure on a busy machine, and a GPU can be planned for from a login node. The
 becomes a length (epochs, steps, validation interval) through ``budget``'s arithmetic on the
 step's cost: measured on the device where it is here (``speed.measure_step``), given
 (``--step_seconds``), or the table's. The parts that follow nnU-Net's rules (spacing,
-topology, patch) live in ``topology``; the config's sections in ``sections``.
+topology, patch) live in ``topology``; the config's sections in ``sections``; the window and mirroring of
+validation and prediction, and their cost, in ``prediction``.
 """
 
 import dataclasses
@@ -19,6 +20,7 @@ from unet3d.config.experiment import experiment_from_dict
 from unet3d.config.labels import BRATS_2023_LABELS, BRATS_LABELS, BRATS_REGIONS, LabelScheme
 from unet3d.errors import UserError
 from unet3d.plan import budget, speed, topology
+from unet3d.plan.prediction import WINDOW_REASON, mirrored, mirroring_reason, prediction_window, run_costs
 from unet3d.plan.sections import MAX_FILTERS, Sections, normalization_section
 
 # Training steps a fold needs at least: the CPU recipe's 576. At half that the recipe loses 0.01-0.02 Dice; a plan
@@ -37,10 +39,7 @@ MEASURED = (1, MIN_STEPS, 1)
 NNUNET_MAX_STEPS = 1000 * 250
 # What a GPU plan made without a GPU assumes, as nnU-Net's default planner does.
 DEFAULT_GPU_MEMORY_GB = 8.0
-WINDOW_REASON = ("validation and prediction on a CPU see the median volume whole (rounded up to what the network "
-                 "divides, at most twice the patch per axis, shortened to each volume): on brain-like cases it found "
-                 "more of tumours larger than the patch, in as many CPU-seconds (docs/recipe.md); nnU-Net's window is "
-                 "the patch, kept on a GPU")
+
 
 
 @dataclasses.dataclass
@@ -98,7 +97,7 @@ def plan_experiment(layout, fingerprint, target, step_seconds=None):
     batch = larger_batch(sections, target, found, shape, fingerprint["n_cases"])
     patch, kernels, strides = found
     model = sections.model(kernels, strides, target)
-    n_folds = choose_folds(target, fingerprint, shape, model, patch, batch)
+    n_folds = choose_folds(target, fingerprint, shape, model, patch, batch, prediction_window(target, shape, found))
     reasons += patch_reasons(target, found, spacing, shape, sections.crop, wanted)
     reasons.append(("network", f"DynUNet, {len(strides)} levels, filters {model['filters']}", (
         f"levels halve each axis until it is under {2 * topology.MIN_FEATURE_MAP} voxels (and only axes within twice "
@@ -126,7 +125,8 @@ def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=
     spacing, shape, found, batch, n_folds = structure
     cost = step_cost(sections, target, spacing, found, batch, step_seconds)
     window = prediction_window(target, shape, found)
-    costs = run_costs(cost, fingerprint, n_folds, shape, found[0])
+    tta, mirrored_seconds = mirrored(target, cost, fingerprint, (n_folds, shape, found), window)
+    costs = run_costs(cost, fingerprint, n_folds, shape, found[0], window, tta)
     steps, n_epochs, per_epoch, interval = budget.fold_schedule(target.budget_seconds, cost, costs, n_folds,
                                                                 NNUNET_MAX_STEPS)
     if steps < 1:
@@ -138,7 +138,9 @@ def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=
     reasons.append(smallest_structure(fingerprint, sections.scheme, spacing))
     if window:
         reasons.append(("prediction window", " x ".join(map(str, window)), WINDOW_REASON))
-    config = sections.config(target, spacing, found, batch, (n_epochs, per_epoch, interval), n_folds, window)
+    if mirrored_seconds is not None:
+        reasons.append(mirroring_reason(tta, mirrored_seconds, target.budget_seconds))
+    config = sections.config(target, spacing, found, batch, (n_epochs, per_epoch, interval), n_folds, window, tta)
     return Plan(config, reasons, estimate, cost_inputs(target, cost, fingerprint, costs))
 
 
@@ -176,25 +178,6 @@ def step_cost(sections, target, spacing, found, batch, step_seconds=None):
               f"table's ratio. Replay with --step_seconds {seconds!r}")
     cost = speed.given_cost(seconds, target.speed, model, patch, batch, target.threads, source)
     return dataclasses.replace(cost, peak_bytes=peak)
-
-
-def prediction_window(target, shape, found):
-    """The sliding window of validation and prediction for a patch ``found`` (patch, kernels, strides): on a CPU,
-    the median volume whole (``topology.whole_volume_window``); None (the patch, nnU-Net's) on a GPU, where a
-    larger window is not measured yet, and for 2d networks."""
-    patch, _, strides = found
-    if target.cuda or min(patch) == topology.SLICES_2D:
-        return None
-    window = topology.whole_volume_window(shape, patch, strides)
-    return window if window != list(patch) else None
-
-
-def run_costs(cost, fingerprint, n_folds, shape, patch):
-    """``budget.RunCosts`` of a run of ``n_folds`` folds with a step's ``cost``, predicting with windows of the
-    patch: on a CPU the whole-volume window of ``prediction_window`` takes as long (1.8 s for the CPU recipe's
-    network on a 72 x 92 x 78 case either way, one thread: fewer voxels, each slower)."""
-    return budget.run_costs(cost, fingerprint["n_cases"], n_folds, fingerprint["n_test_cases"],
-                            topology.windows(shape, patch), budget.read_seconds(fingerprint))
 
 
 def too_short(target, cost, costs, n_folds):
@@ -249,7 +232,7 @@ def table_steps(sections, target, fingerprint, shape, found, batch):
     in the fewest folds (2), by the speed table: folds are chosen after the patch."""
     patch = found[0]
     cost = target.table_cost(sections.model(found[1], found[2], target), patch, batch)
-    costs = run_costs(cost, fingerprint, 2, shape, patch)
+    costs = run_costs(cost, fingerprint, 2, shape, patch, prediction_window(target, shape, found))
     return budget.fold_schedule(target.budget_seconds, cost, costs, 2)[0]
 
 
@@ -310,14 +293,15 @@ def smallest_structure(fingerprint, scheme, spacing):
                 "raises Dice (postprocessing.json)"))
 
 
-def choose_folds(target, fingerprint, shape, model, patch, batch):
-    """The most folds (``FOLD_CHOICES``) that leave ``MIN_STEPS`` each by the speed table, else 2."""
+def choose_folds(target, fingerprint, shape, model, patch, batch, window=None):
+    """The most folds (``FOLD_CHOICES``) that leave ``MIN_STEPS`` each by the speed table, else 2, validating and
+    predicting with ``window`` (None: the patch)."""
     n_cases = fingerprint["n_cases"]
     if n_cases < 2:
         raise UserError(f"the dataset has {n_cases} labelled case; cross-validation needs at least 2")
     cost = target.table_cost(model, patch, batch)
     for n_folds in [n for n in FOLD_CHOICES if n <= n_cases]:
-        costs = run_costs(cost, fingerprint, n_folds, shape, patch)
+        costs = run_costs(cost, fingerprint, n_folds, shape, patch, window)
         if budget.fold_schedule(target.budget_seconds, cost, costs, n_folds, NNUNET_MAX_STEPS)[0] >= MIN_STEPS:
             return n_folds
     return 2

@@ -24,10 +24,10 @@ class Sections:
         """The ``model`` section of a topology."""
         return model_section(self.in_channels, self.scheme.n_channels, kernels, strides, target.base_filters)
 
-    def config(self, target, spacing, patch_topology, batch, schedule, n_folds=2, window=None):
+    def config(self, target, spacing, patch_topology, batch, schedule, n_folds=2, window=None, tta=False):
         """The whole config (without cases) of a patch ``(patch, kernels, strides)`` at ``spacing`` with ``batch``,
-        a fold ``schedule`` of ``(n_epochs, steps per epoch, validation interval)``, ``n_folds`` and the sliding
-        ``window`` of validation and prediction (None: the patch)."""
+        a fold ``schedule`` of ``(n_epochs, steps per epoch, validation interval)``, ``n_folds``, the sliding
+        ``window`` of validation and prediction (None: the patch) and whether predictions are mirrored (``tta``)."""
         patch, kernels, strides = patch_topology
         n_epochs, per_epoch, interval = schedule
         scheme = self.scheme
@@ -45,8 +45,8 @@ class Sections:
             "training": {"n_epochs": n_epochs, "batch_size": batch, "validation_batch_size": 1,
                          "samples_per_epoch": per_epoch * batch, "validation_interval": interval,
                          "metric_to_monitor": "val_dice_mean", "amp": target.amp, "save_best": True, "seed": 0},
-            "prediction": {**({"window": list(window)} if window else {}), "overlap": 0.5, "sw_batch_size": 4,
-                           "mask_to_nonzero": self.crop},
+            "prediction": {**({"window": list(window)} if window else {}), **({"tta": True} if tta else {}),
+                           "overlap": 0.5, "sw_batch_size": 4, "mask_to_nonzero": self.crop},
         }
 
 
