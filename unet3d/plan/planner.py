@@ -23,8 +23,8 @@ from unet3d.plan import budget, speed, topology
 from unet3d.plan.prediction import WINDOW_REASON, mirrored, mirroring_reason, prediction_window, run_costs
 from unet3d.plan.sections import MAX_FILTERS, Sections, normalization_section
 
-# Training steps a fold needs at least: the CPU recipe's 576. At half that the recipe loses 0.01-0.02 Dice; a plan
-# of 432 steps at a larger patch scored 0.03 below it on enhancing tumour (docs/plan.md).
+# Training steps a fold needs at least: the CPU recipe's 576 until 2026-12 (768 since). At half that the recipe
+# loses 0.01-0.02 Dice; a plan of 432 steps at a larger patch scored 0.03 below it on enhancing tumour (docs/plan.md).
 MIN_STEPS = 576
 STEP_LADDER = (MIN_STEPS, 250, 120, 60, 30)
 FOLD_CHOICES = (5, 4, 3, 2)
