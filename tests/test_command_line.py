@@ -1,6 +1,7 @@
 """3DUnetCNN's flags, --set, --version, fine-tuning from pretrained weights, and the Python API."""
 
 import json
+import sys
 
 import nibabel
 import pytest
@@ -17,6 +18,22 @@ def test_every_command_has_version(prog):
     assert result.stdout.startswith(f"{prog} 0.1.0 (torch ") and "MONAI" in result.stdout
     assert result.stdout.strip().endswith("; tested with torch 2.13.0, MONAI 1.6.1)")
 
+
+
+@pytest.mark.parametrize("module", ["train", "predict", "evaluate"])
+def test_a_mistake_in_the_config_is_reported_before_monai_is_imported(tmp_path, module):
+    """Importing MONAI takes seconds: a missing file or a config key that is not known is reported without it."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model": {"name": "DynUNet"}, "optimizer": {"name": "Adam"},
+                                  "loss": {"name": "DiceLoss"}, "dataset": {"name": "SegmentationDataset"},
+                                  "training": {"n_epoch": 2}}))
+    flags = {"train": [], "predict": ["--model_filename", "model.pth", "--group", "test", "--output_dir", "out"],
+             "evaluate": ["--prediction_dir", str(tmp_path)]}[module]
+    script = ("import sys\nfrom unet3d.scripts import {0}\ntry:\n    {0}.main(sys.argv[1:])\n"
+              "except SystemExit as stop:\n    print(stop.code, 'monai' in sys.modules)").format(module)
+    for name, expected in ((config, "'training.n_epoch' is not known"), (tmp_path / "none.json", "not found")):
+        result = run(sys.executable, "-c", script, "--config_filename", name, *flags)
+        assert expected in result.stderr and result.stdout.split() == ["2", "False"], (result.stdout, result.stderr)
 
 def test_set_changes_a_value_and_a_changed_training_setting_is_refused_like_an_edit(single_config):
     edit_config(single_config, lambda c: c["training"].update(n_epochs=1))

@@ -65,6 +65,7 @@ def test_cross_validation_trains_predicts_and_resumes(tiny_config, brats_data):
     assert (work / "fold1" / "training_log.csv").read_text().startswith(before)
 
 
+@pytest.mark.slow  # 38 s; test_training_loop's killed run resumes a longer run and a killed one, log and weights
 def test_resumed_run_matches_uninterrupted_run(tiny_config, tmp_path):
     edit_config(tiny_config, lambda c: (c.pop("cross_validation"), c.update(validation_filenames=c["training_filenames"][:2])))
     run("unet3d-train", "--config_filename", tiny_config, "--device", "cpu", "--output_dir", tmp_path / "straight")

@@ -35,8 +35,6 @@ def _evaluate(args):
     from unet3d.config.experiment import load_experiment
     from unet3d.config.resolve import load_plugins
     from unet3d.errors import UserError
-    from unet3d.evaluate.evaluation import evaluate_predictions, summary_table
-    from unet3d.report import evaluation_report
 
     if args.hierarchy and args.label_mode not in (None, "regions"):
         raise UserError(f"--hierarchy and --label_mode {args.label_mode} contradict each other; keep one")
@@ -46,6 +44,10 @@ def _evaluate(args):
     load_plugins(args.plugin)
     experiment = (load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
                   if args.config_filename else None)
+    # Imported once the config has been read: they import MONAI (seconds).
+    from unet3d.evaluate.evaluation import evaluate_predictions, summary_table
+    from unet3d.report import evaluation_report
+
     label_mode = "regions" if args.hierarchy else args.label_mode
     per_case, summary, references, scheme = evaluate_predictions(
         args.prediction_dir, experiment, args.group, args.label_dir, args.labels, label_mode, args.label_names,

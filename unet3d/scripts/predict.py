@@ -77,8 +77,6 @@ def _predict(args, argv):
     from unet3d.config.resolve import load_plugins
     from unet3d.errors import UserError
     from unet3d.device import check_process_devices, choose_device
-    from unet3d.predict.inference import check_outputs, predict
-    from unet3d import distributed
 
     cli.require_at_least(("--nthreads", args.nthreads, 0))
     ngpus, device_name = cli.processes_and_device(args.ngpus, args.device)
@@ -88,6 +86,9 @@ def _predict(args, argv):
     if not args.model_filename:
         raise UserError("--config_filename needs --model_filename (or give --selection instead of both)")
     experiment = load_experiment(args.config_filename, args.allow_unknown_keys, args.overrides)
+    from unet3d.predict.inference import check_outputs, predict  # imports MONAI (seconds): after the config's checks
+    from unet3d import distributed
+
     prediction = experiment.prediction.override(**_prediction_changes(args))
     cases = dict(group=args.group, images=args.images, input_dir=args.input_dir, ids=args.ids)
     postprocessing = _postprocessing(args)

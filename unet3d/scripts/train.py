@@ -99,8 +99,6 @@ def _train(args, argv):
     from unet3d.config.settings import TRACKERS
     from unet3d.device import check_process_devices, choose_device
     from unet3d.errors import UserError
-    from unet3d.runs import workflow
-    from unet3d import distributed
 
     _check_flags(args)
     load_plugins(args.plugin)
@@ -117,6 +115,11 @@ def _train(args, argv):
     if args.pretrained_model_filename:
         overrides.append(f"training.pretrained={json.dumps(os.path.abspath(args.pretrained_model_filename))}")
     experiment = load_experiment(args.config_filename, args.allow_unknown_keys, overrides)
+    # Imported once the config has been read: they import MONAI (seconds), and a mistake in the config or a
+    # flag is reported without waiting for it.
+    from unet3d.runs import workflow
+    from unet3d import distributed
+
     work_dir = workflow.work_dir_for(args.config_filename, args.output_dir)
     if args.summarize:
         workflow.summarize_cross_validation(experiment, work_dir)
