@@ -41,7 +41,6 @@ NNUNET_MAX_STEPS = 1000 * 250
 DEFAULT_GPU_MEMORY_GB = 8.0
 
 
-
 @dataclasses.dataclass
 class Plan:
     """The planned config, per choice ``(topic, choice, reason)``, and the inputs of its length (``cost``:
