@@ -1,8 +1,6 @@
 """Batched augmentation (``dataset.batch_augmentation``): the presets' draws, valid labels, identity, seeds, resume."""
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +20,10 @@ from unet3d.data.patches import RandForegroundPatchd
 from unet3d.data.resample import affine_grid, sample_nearest
 from unet3d.data.transforms import augmentations, sampling, seed_transforms
 from unet3d.errors import UserError
+from unet3d.plan import sections
 from unet3d.train import loop
 from unet3d.train.loop import fit
 
-RECIPE = Path(__file__).resolve().parents[1] / "examples" / "brats2020" / "cpu_recipe_config.json"
 DRAWS = 1500
 ALL_ON = {name: {"prob": 1.0} for name in ("rotation", "scaling", "elastic", "noise", "blur", "brightness", "shift",
                                            "contrast", "low_resolution", "inverted_gamma", "gamma")}
@@ -37,8 +35,9 @@ def recipe(value):
 
 
 def monai_draws(n):
-    """``n`` draws of the CPU recipe's MONAI augmentations' own ``randomize``: whether each fired and its parameters."""
-    dataset = json.loads(RECIPE.read_text())["dataset"]
+    """``n`` draws of the MONAI augmentations' own ``randomize``: whether each fired and its parameters. The
+    augmentations are those of planned configs with long schedules (and of the CPU recipe until 2026-12)."""
+    dataset = sections.augmentations([1.0, 1.0, 1.0], sections.SHORT_SCHEDULE_STEPS + 1)
     affine, flip = augmentations(parse_augmentations(dataset["spatial_augmentations"], "s"), ["image", "label"])
     scale, shift, noise = augmentations(parse_augmentations(dataset["intensity_augmentations"], "i"), "image")
     image = torch.ones(1, 16, 16, 16)
@@ -82,7 +81,7 @@ def same_distribution(ours, theirs):
     assert stats.ks_2samp(np.ravel(ours), np.ravel(theirs)).pvalue > 1e-3
 
 
-def test_default_preset_draws_as_the_cpu_recipes_monai_augmentation():
+def test_default_preset_draws_as_the_monai_augmentation_of_long_planned_schedules():
     theirs = monai_draws(DRAWS)
     drawn = draw_parameters(recipe("default"), DRAWS, 4, torch.Generator().manual_seed(0))
     rotated = (drawn["angles"] != 0).any(1)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import convert_image, read_log, run
+from helpers import REPO, convert_image, read_log, run
 from unet3d.config.experiment import load_experiment
 from unet3d.data.synthetic import synthetic_case, write_synthetic_brats, write_synthetic_nnunet
-from unet3d.plan import prediction, speed, topology
+from unet3d.plan import prediction, sections, speed, topology
 from unet3d.plan.run import plan_target
 from unet3d.scripts.plan import main as plan_main
 
@@ -251,6 +251,12 @@ def test_a_gpu_is_planned_for_on_a_machine_without_one(nnunet_data, tmp_path):
     assert cost["device"] == "cuda" and not cost["device_present"] and cost["memory_gb"] == 8
     assert "H200" in cost["source"] and "docs/performance.md" in cost["source"]
     assert "not on the machine that planned" in (tmp_path / "gpu_plan.md").read_text()
+    # Thousands of GPU steps a fold: the richer augmentation, half of the patches on the label.
+    dataset = config["dataset"]
+    assert config["training"]["n_epochs"] * config["training"]["samples_per_epoch"] > 2000 * config["training"][
+        "batch_size"]
+    assert [a["name"] for a in dataset["spatial_augmentations"]] == ["RandAffined", "RandFlipd"]
+    assert dataset["intensity_augmentations"] and dataset["foreground_oversampling"] == 0.5
 
 
 def test_on_a_cpu_validation_and_prediction_see_the_median_volume_whole():
@@ -288,6 +294,20 @@ def test_a_cpu_plan_of_volumes_larger_than_its_patch_predicts_them_whole(tmp_pat
     assert load_experiment(tmp_path / "brats.json").window == tuple(window)
     # Mirrored predictions of these small volumes take a sliver of the 5 minutes.
     assert config["prediction"]["tta"] is True and "test-time mirroring" in (tmp_path / "brats_plan.md").read_text()
+    # A few hundred steps a fold, as the CPU recipe's: flips only, two thirds of the patches on the label.
+    dataset = config["dataset"]
+    assert dataset["spatial_augmentations"] == [{"name": "RandFlipd", "prob": 0.5, "spatial_axis": [0, 1, 2]}]
+    assert dataset["intensity_augmentations"] == [] and dataset["foreground_oversampling"] == 0.67
+    assert "flips only" in (tmp_path / "brats_plan.md").read_text()
+
+
+def test_short_schedules_train_on_flips_and_tumour_as_the_cpu_recipe_and_long_ones_augment_more():
+    recipe = json.loads((REPO / "examples" / "brats2020" / "cpu_recipe_config.json").read_text())["dataset"]
+    short = sections.augmentations([2.0, 2.0, 2.0], sections.SHORT_SCHEDULE_STEPS)
+    assert short == {key: recipe[key] for key in short}
+    long = sections.augmentations([0.8, 0.8, 4.0], sections.SHORT_SCHEDULE_STEPS + 1)
+    assert long["spatial_augmentations"][0]["rotate_range"] == [0.0, 0.0, 0.26]  # only in the fine plane
+    assert long["foreground_oversampling"] == 0.5 and len(long["intensity_augmentations"]) == 3
 
 
 def test_a_cpu_plan_mirrors_its_predictions_where_the_budget_holds_them():

@@ -69,9 +69,10 @@ def preset(changes, larger_patch):
 
 
 PRESETS = {
-    # examples/brats2020/cpu_recipe_config.json's MONAI augmentation: RandAffined (prob 0.2, rotate_range 0.26,
-    # scale_range 0.1), RandFlipd (prob 0.5, all axes at once), RandScaleIntensityd (factors 0.1, prob 0.5),
-    # RandShiftIntensityd (offsets 0.1, prob 0.5), RandGaussianNoised (std 0.05, prob 0.1).
+    # The MONAI augmentation of planned configs with long schedules (unet3d.plan.sections.augmentations; the CPU
+    # recipe's until 2026-12): RandAffined (prob 0.2, rotate_range 0.26, scale_range 0.1), RandFlipd (prob 0.5, all
+    # axes at once), RandScaleIntensityd (factors 0.1, prob 0.5), RandShiftIntensityd (offsets 0.1, prob 0.5),
+    # RandGaussianNoised (std 0.05, prob 0.1).
     "default": preset({
         "rotation": {"prob": 0.2, "range": [-0.26, 0.26]},
         "scaling": {"range": [0.9, 1.1], "per_axis": True, "with_rotation": True},

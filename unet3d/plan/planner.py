@@ -21,7 +21,7 @@ from unet3d.config.labels import BRATS_2023_LABELS, BRATS_LABELS, BRATS_REGIONS,
 from unet3d.errors import UserError
 from unet3d.plan import budget, speed, topology
 from unet3d.plan.prediction import WINDOW_REASON, mirrored, mirroring_reason, prediction_window, run_costs
-from unet3d.plan.sections import MAX_FILTERS, Sections, normalization_section
+from unet3d.plan.sections import MAX_FILTERS, Sections, augmentation_reason, normalization_section
 
 # Training steps a fold needs at least: the CPU recipe's 576 until 2026-12 (768 since). At half that the recipe
 # loses 0.01-0.02 Dice; a plan of 432 steps at a larger patch scored 0.03 below it on enhancing tumour (docs/plan.md).
@@ -135,6 +135,7 @@ def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=
     estimate = budget.run_seconds(cost, costs, n_folds, n_epochs, per_epoch, interval) / 60
     reasons.append(length_reason(target, n_folds, (steps, n_epochs, per_epoch, interval), costs, estimate))
     reasons.append(smallest_structure(fingerprint, sections.scheme, spacing))
+    reasons.append(augmentation_reason(n_epochs * per_epoch))
     if window:
         reasons.append(("prediction window", " x ".join(map(str, window)), WINDOW_REASON))
     if mirrored_seconds is not None:
