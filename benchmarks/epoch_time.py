@@ -1,6 +1,6 @@
 """The CPU recipe's epoch time in this checkout against another revision, measured side by side in one run.
 
-Both checkouts train fold 1 of ``examples/brats2020/cpu_recipe_config.json`` (the demo's
+Both checkouts train fold 1 of their own ``examples/brats2020/cpu_recipe_config.json`` (the demo's
 first fold: 8 synthetic 2 mm BraTS-like cases to train on, 8 to validate every epoch) for
 ``--epochs`` epochs, alternating ``--rounds`` times, so that load on the machine hits both
 alike. It prints each run's epochs and the median ``epoch_time`` (validation included,
@@ -42,9 +42,10 @@ def export(revision, folder):
     return folder
 
 
-def recipe_config(data_dir, epochs, output):
-    """The recipe with the synthetic training cases and ``epochs`` epochs, written to ``output``."""
-    config = json.loads(RECIPE.read_text())
+def recipe_config(source, data_dir, epochs, output):
+    """The recipe of the checkout ``source`` with the synthetic training cases and ``epochs`` epochs, written to
+    ``output``."""
+    config = json.loads((source / RECIPE.relative_to(REPO)).read_text())
     config = {key: value for key, value in config.items() if not key.endswith("_filenames")}
     config["training_filenames"] = brats_cases(data_dir)
     config["training"]["n_epochs"] = epochs
@@ -81,7 +82,7 @@ def main():
     for round_ in range(args.rounds):
         for index, (name, source) in enumerate(checkouts.items()):
             work = scratch / f"round{round_ + 1}-checkout{index + 1}"
-            rows = train_fold(source, recipe_config(data_dir, args.epochs, scratch / "recipe.json"), work)
+            rows = train_fold(source, recipe_config(source, data_dir, args.epochs, scratch / "recipe.json"), work)
             for column, values in times[name].items():
                 values.extend(float(row[column]) for row in rows[1:])
             learned[name].add(json.dumps([{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]))
