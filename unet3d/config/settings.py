@@ -349,9 +349,8 @@ class DatasetSettings(Settings):
                                                                      "training only",
                                              entries=parse_augmentations)
     batch_augmentation: dict = setting(["string", "object", "null"], None, "augmentation of whole batches on the "
-                                       "training device, after the MONAI lists: a preset, \"default\" (the MONAI "
-                                       "augmentation of planned configs with long schedules, the CPU recipe's until "
-                                       "2026-12) or \"nnunet\" (nnU-Net v2's), or `{\"preset\": "
+                                       "training device, after the MONAI lists: a preset, \"default\" (long plans' "
+                                       "MONAI augmentation) or \"nnunet\" (nnU-Net v2's), or `{\"preset\": "
                                        "..., <augmentation>: {<field>: value}}` (see below); training only",
                                        entries=parse_batch_augmentation)
     training: dict = setting(["object", "null"], None, "dataset settings that replace the ones above for the "
