@@ -232,6 +232,17 @@ def test_the_same_folder_plans_the_same_structure_on_a_busy_machine_and_replays_
         cost["window_seconds"])
 
 
+def test_augmentation_and_mirroring_follow_the_speed_table_not_the_measured_step(nnunet_data, tmp_path):
+    """A step measured 20 times faster (a quiet machine against a busy one) changes the length, not the plan's
+    augmentation or mirroring, even where the measured steps fall either side of ``SHORT_SCHEDULE_STEPS``."""
+    fast = plan(nnunet_data, tmp_path / "fast.json", "--step_seconds", 0.01, budget=2)
+    slow = plan(nnunet_data, tmp_path / "slow.json", "--step_seconds", 0.2, budget=2)
+    batch = fast["training"]["batch_size"]
+    assert length(fast) / batch > sections.SHORT_SCHEDULE_STEPS >= length(slow) / batch
+    assert structure(fast) == structure(slow)
+    assert "steps a fold by the speed table's" in (tmp_path / "fast_plan.md").read_text()
+
+
 @pytest.mark.slow
 def test_a_plan_beside_a_busy_core_has_the_same_length_within_ten_percent(nnunet_data, tmp_path):
     """The length follows one thread's measured CPU seconds; run alone (the suite's other workers share the

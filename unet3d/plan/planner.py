@@ -124,7 +124,11 @@ def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=
     spacing, shape, found, batch, n_folds = structure
     cost = step_cost(sections, target, spacing, found, batch, step_seconds)
     window = prediction_window(target, shape, found)
-    tta, mirrored_seconds = mirrored(target, cost, fingerprint, (n_folds, shape, found), window)
+    # Mirroring and augmentation are chosen by the speed table, as the structure is: the same on a busy machine.
+    table = target.table_cost(sections.model(found[1], found[2], target), found[0], batch)
+    tta, mirrored_seconds = mirrored(target, table, fingerprint, (n_folds, shape, found), window)
+    table_steps = budget.fold_schedule(target.budget_seconds, table, run_costs(
+        table, fingerprint, n_folds, shape, found[0], window, tta), n_folds, NNUNET_MAX_STEPS)[0]
     costs = run_costs(cost, fingerprint, n_folds, shape, found[0], window, tta)
     steps, n_epochs, per_epoch, interval = budget.fold_schedule(target.budget_seconds, cost, costs, n_folds,
                                                                 NNUNET_MAX_STEPS)
@@ -135,12 +139,13 @@ def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=
     estimate = budget.run_seconds(cost, costs, n_folds, n_epochs, per_epoch, interval) / 60
     reasons.append(length_reason(target, n_folds, (steps, n_epochs, per_epoch, interval), costs, estimate))
     reasons.append(smallest_structure(fingerprint, sections.scheme, spacing))
-    reasons.append(augmentation_reason(n_epochs * per_epoch))
+    reasons.append(augmentation_reason(table_steps, target.speed.name))
     if window:
         reasons.append(("prediction window", " x ".join(map(str, window)), WINDOW_REASON))
     if mirrored_seconds is not None:
         reasons.append(mirroring_reason(tta, mirrored_seconds, target.budget_seconds))
-    config = sections.config(target, spacing, found, batch, (n_epochs, per_epoch, interval), n_folds, window, tta)
+    config = sections.config(target, spacing, found, batch, (n_epochs, per_epoch, interval), n_folds, window, tta,
+                             table_steps)
     return Plan(config, reasons, estimate, cost_inputs(target, cost, fingerprint, costs))
 
 

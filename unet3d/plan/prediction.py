@@ -49,8 +49,9 @@ def run_costs(cost, fingerprint, n_folds, shape, patch, window=None, tta=False):
 def mirrored(target, cost, fingerprint, structure, window):
     """``(tta, seconds)``: whether the plan's predictions average the 8 mirrorings (``prediction.tta``, nnU-Net's
     default) for a ``structure`` ``(n_folds, median shape, (patch, kernels, strides))``, and the seconds the
-    folds' predictions would take mirrored. On a CPU they are where that is at most ``MIRRORED_SHARE`` of the
-    budget; not on a GPU (not measured there yet) nor for 2d networks (seconds None)."""
+    folds' predictions would take mirrored at the ``cost`` of a step (the speed table's, so that a busy machine
+    plans the same). On a CPU they are where that is at most ``MIRRORED_SHARE`` of the budget; not on a GPU (not
+    measured there yet) nor for 2d networks (seconds None)."""
     n_folds, shape, (patch, _, _) = structure
     if target.cuda or min(patch) == topology.SLICES_2D:
         return False, None
@@ -60,7 +61,8 @@ def mirrored(target, cost, fingerprint, structure, window):
 
 def mirroring_reason(tta, seconds, budget_seconds):
     """The plan's row on test-time mirroring, whose folds' predictions would take ``seconds`` mirrored."""
-    share = f"mirrored, the folds' predictions take {seconds / 60:.1f} of the {budget_seconds / 60:.1f} minutes"
+    share = (f"mirrored, the folds' predictions take {seconds / 60:.1f} of the {budget_seconds / 60:.1f} minutes "
+             "by the speed table")
     if tta:
         return ("test-time mirroring", "predictions average the 8 mirrorings (not validation)",
                 f"nnU-Net's default; on brain-like cases it raised the same models' whole tumour and core by "

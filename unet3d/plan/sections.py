@@ -27,12 +27,15 @@ class Sections:
         """The ``model`` section of a topology."""
         return model_section(self.in_channels, self.scheme.n_channels, kernels, strides, target.base_filters)
 
-    def config(self, target, spacing, patch_topology, batch, schedule, n_folds=2, window=None, tta=False):
+    def config(self, target, spacing, patch_topology, batch, schedule, n_folds=2, window=None, tta=False,
+               augmented_steps=None):
         """The whole config (without cases) of a patch ``(patch, kernels, strides)`` at ``spacing`` with ``batch``,
         a fold ``schedule`` of ``(n_epochs, steps per epoch, validation interval)``, ``n_folds``, the sliding
-        ``window`` of validation and prediction (None: the patch) and whether predictions are mirrored (``tta``)."""
+        ``window`` of validation and prediction (None: the patch), whether predictions are mirrored (``tta``) and
+        the steps a fold that choose its augmentation (None: the schedule's)."""
         patch, kernels, strides = patch_topology
         n_epochs, per_epoch, interval = schedule
+        augmented_steps = n_epochs * per_epoch if augmented_steps is None else augmented_steps
         scheme = self.scheme
         return {
             "model": self.model(kernels, strides, target),
@@ -44,7 +47,7 @@ class Sections:
                         "label_names": scheme.names, **scheme.config_keys(),
                         "spacing": spacing, "crop_foreground": self.crop,
                         **self.normalization, "patch_size": patch, "patches_per_case": 1,
-                        **augmentations(spacing, n_epochs * per_epoch)},
+                        **augmentations(spacing, augmented_steps)},
             "training": {"n_epochs": n_epochs, "batch_size": batch, "validation_batch_size": 1,
                          "samples_per_epoch": per_epoch * batch, "validation_interval": interval,
                          "metric_to_monitor": "val_dice_mean", "amp": target.amp, "save_best": True, "seed": 0},
@@ -133,13 +136,15 @@ def augmentations(spacing, steps):
             {"name": "RandGaussianNoised", "std": 0.05, "prob": 0.1}]}
 
 
-def augmentation_reason(steps):
-    """The plan table's row for the augmentation of a fold of ``steps`` optimizer steps."""
+def augmentation_reason(steps, table):
+    """The plan table's row for the augmentation of a fold of ``steps`` optimizer steps by the speed ``table`` (its
+    name): the table's steps, not the measured ones, so that a busy machine plans the same augmentation."""
+    counted = f"{steps} steps a fold by the speed table's {table}"
     if steps <= SHORT_SCHEDULE_STEPS:
         return ("augmentation", "flips only; two thirds of the patches centred on the label", (
-            f"{steps} steps a fold, at most {SHORT_SCHEDULE_STEPS}: at the CPU recipe's length, flips alone and more "
-            "tumour patches scored higher than rotation, scaling and intensity changes on realistic brain cases "
+            f"{counted}, at most {SHORT_SCHEDULE_STEPS}: at the CPU recipe's length, flips alone and more tumour "
+            "patches scored higher than rotation, scaling and intensity changes on realistic brain cases "
             "(docs/recipe.md)"))
     return ("augmentation", "rotation, scaling, flips, intensity scaling, shift and noise; half of the patches "
-            "centred on the label", f"{steps} steps a fold, over {SHORT_SCHEDULE_STEPS}: a schedule long enough for "
+            "centred on the label", f"{counted}, over {SHORT_SCHEDULE_STEPS}: a schedule long enough for "
             "augmentation to pay, as in nnU-Net")
