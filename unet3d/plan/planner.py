@@ -1,14 +1,15 @@
 """From a dataset's layout and fingerprint to a config that fits the data, the target device and the time budget.
 
 Each choice is recorded with its reason (``Plan.reasons``) for ``plan.md``. The structure
-(spacing, patch, network, batch, folds) follows from the fingerprint, the target's memory and
-the speed table (``speed.SPEEDS``) alone, so planning the same folder again gives the same
-structure on a busy machine, and a GPU can be planned for from a login node. The budget then
-becomes a length (epochs, steps, validation interval) through ``budget``'s arithmetic on the
-step's cost: measured on the device where it is here (``speed.measure_step``), given
-(``--step_seconds``), or the table's. The parts that follow nnU-Net's rules (spacing,
-topology, patch) live in ``topology``; the config's sections in ``sections``; the window and mirroring of
-validation and prediction, and their cost, in ``prediction``.
+(spacing, patch, network, batch, folds, augmentation, test-time mirroring) follows from the
+fingerprint, the target's memory and the speed table (``speed.SPEEDS``) alone, so planning
+the same folder again gives the same structure on a busy machine, and a GPU can be planned
+for from a login node. The budget then becomes a length (epochs, steps, validation interval)
+through ``budget``'s arithmetic on the step's cost: measured on the device where it is here
+(``speed.measure_step``), given (``--step_seconds``), or the table's. The parts that follow
+nnU-Net's rules (spacing, topology, patch) live in ``topology``; the config's sections in
+``sections``; the window and mirroring of validation and prediction, and their cost, in
+``prediction``.
 """
 
 import dataclasses
@@ -126,7 +127,8 @@ def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=
     window = prediction_window(target, shape, found)
     # Mirroring and augmentation are chosen by the speed table, as the structure is: the same on a busy machine.
     table = target.table_cost(sections.model(found[1], found[2], target), found[0], batch)
-    tta, mirrored_seconds = mirrored(target, table, fingerprint, (n_folds, shape, found), window)
+    tta, mirrored_seconds, measured_mirrored = mirrored(target, table, cost, fingerprint, (n_folds, shape, found),
+                                                        window)
     table_steps = budget.fold_schedule(target.budget_seconds, table, run_costs(
         table, fingerprint, n_folds, shape, found[0], window, tta), n_folds, NNUNET_MAX_STEPS)[0]
     costs = run_costs(cost, fingerprint, n_folds, shape, found[0], window, tta)
@@ -139,11 +141,11 @@ def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=
     estimate = budget.run_seconds(cost, costs, n_folds, n_epochs, per_epoch, interval) / 60
     reasons.append(length_reason(target, n_folds, (steps, n_epochs, per_epoch, interval), costs, estimate))
     reasons.append(smallest_structure(fingerprint, sections.scheme, spacing))
-    reasons.append(augmentation_reason(table_steps, target.speed.name))
+    reasons.append(augmentation_reason(table_steps, target.speed.name, None if target.cuda else target.threads))
     if window:
         reasons.append(("prediction window", " x ".join(map(str, window)), WINDOW_REASON))
     if mirrored_seconds is not None:
-        reasons.append(mirroring_reason(tta, mirrored_seconds, target.budget_seconds))
+        reasons.append(mirroring_reason(tta, mirrored_seconds, measured_mirrored, target.budget_seconds))
     config = sections.config(target, spacing, found, batch, (n_epochs, per_epoch, interval), n_folds, window, tta,
                              table_steps)
     return Plan(config, reasons, estimate, cost_inputs(target, cost, fingerprint, costs))

@@ -15,6 +15,8 @@ WINDOW_REASON = ("validation and prediction on a CPU see the median volume whole
                  "CPU-seconds of patch-sized windows (docs/recipe.md); nnU-Net's window is the patch, kept on a GPU")
 # On a CPU, predictions are mirrored (nnU-Net's default) where the 8 passes take at most this share of the budget.
 MIRRORED_SHARE = 0.1
+# ... unless, at the step measured, they would take over this many times that share.
+MEASURED_LIMIT = 2
 
 
 def prediction_window(target, shape, found):
@@ -46,26 +48,32 @@ def run_costs(cost, fingerprint, n_folds, shape, patch, window=None, tta=False):
                             budget.MIRRORINGS if tta else 1)
 
 
-def mirrored(target, cost, fingerprint, structure, window):
-    """``(tta, seconds)``: whether the plan's predictions average the 8 mirrorings (``prediction.tta``, nnU-Net's
-    default) for a ``structure`` ``(n_folds, median shape, (patch, kernels, strides))``, and the seconds the
-    folds' predictions would take mirrored at the ``cost`` of a step (the speed table's, so that a busy machine
-    plans the same). On a CPU they are where that is at most ``MIRRORED_SHARE`` of the budget; not on a GPU (not
-    measured there yet) nor for 2d networks (seconds None)."""
+def mirrored(target, table, cost, fingerprint, structure, window):
+    """``(tta, table seconds, measured seconds)``: whether the plan's predictions average the 8 mirrorings
+    (``prediction.tta``, nnU-Net's default) for a ``structure`` ``(n_folds, median shape, (patch, kernels,
+    strides))``, and the seconds the folds' predictions would take mirrored at the speed ``table``'s step and at
+    the step's measured (or given) ``cost``. On a CPU they are mirrored where the table's seconds are at most
+    ``MIRRORED_SHARE`` of the budget, so that a busy machine plans the same, unless the measured ones take over
+    ``MEASURED_LIMIT`` times that share (a machine much slower than the table's); not on a GPU (not measured there
+    yet) nor for 2d networks (seconds None)."""
     n_folds, shape, (patch, _, _) = structure
     if target.cuda or min(patch) == topology.SLICES_2D:
-        return False, None
-    seconds = n_folds * run_costs(cost, fingerprint, n_folds, shape, patch, window, tta=True).predictions
-    return seconds <= MIRRORED_SHARE * target.budget_seconds, seconds
+        return False, None, None
+    seconds, measured = (n_folds * run_costs(c, fingerprint, n_folds, shape, patch, window, tta=True).predictions
+                         for c in (table, cost))
+    share = MIRRORED_SHARE * target.budget_seconds
+    return seconds <= share and measured <= MEASURED_LIMIT * share, seconds, measured
 
 
-def mirroring_reason(tta, seconds, budget_seconds):
-    """The plan's row on test-time mirroring, whose folds' predictions would take ``seconds`` mirrored."""
+def mirroring_reason(tta, seconds, measured, budget_seconds):
+    """The plan's row on test-time mirroring, whose folds' predictions would take ``seconds`` mirrored by the speed
+    table and ``measured`` at the step's measured (or given) cost."""
     share = (f"mirrored, the folds' predictions take {seconds / 60:.1f} of the {budget_seconds / 60:.1f} minutes "
-             "by the speed table")
+             f"by the speed table ({measured / 60:.1f} at the step's cost above)")
     if tta:
         return ("test-time mirroring", "predictions average the 8 mirrorings (not validation)",
                 f"nnU-Net's default; on brain-like cases it raised the same models' whole tumour and core by "
                 f"0.01-0.02 (docs/recipe.md); {share}, at most {MIRRORED_SHARE:.0%}")
-    return ("test-time mirroring", "none", f"{share}, over {MIRRORED_SHARE:.0%} of the budget "
-            "(\"prediction\": {\"tta\": true} mirrors all the same)")
+    over = (f"over {MIRRORED_SHARE:.0%} of the budget" if seconds > MIRRORED_SHARE * budget_seconds else
+            f"over {MEASURED_LIMIT * MIRRORED_SHARE:.0%} at the step's cost")
+    return ("test-time mirroring", "none", f"{share}, {over} (\"prediction\": {{\"tta\": true}} mirrors all the same)")

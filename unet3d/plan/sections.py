@@ -136,10 +136,12 @@ def augmentations(spacing, steps):
             {"name": "RandGaussianNoised", "std": 0.05, "prob": 0.1}]}
 
 
-def augmentation_reason(steps, table):
+def augmentation_reason(steps, table, threads=None):
     """The plan table's row for the augmentation of a fold of ``steps`` optimizer steps by the speed ``table`` (its
-    name): the table's steps, not the measured ones, so that a busy machine plans the same augmentation."""
-    counted = f"{steps} steps a fold by the speed table's {table}"
+    name) for ``threads`` of a CPU: the table's steps, not the measured ones, so that a busy machine plans the
+    same."""
+    for_threads = f"; {threads} thread{'s' * (threads > 1)}" if threads else ""
+    counted = f"{steps} steps a fold by the speed table ({table}{for_threads})"
     if steps <= SHORT_SCHEDULE_STEPS:
         return ("augmentation", "flips only; two thirds of the patches centred on the label", (
             f"{counted}, at most {SHORT_SCHEDULE_STEPS}: at the CPU recipe's length, flips alone and more tumour "
