@@ -345,7 +345,7 @@ def test_a_cpu_plan_mirrors_its_predictions_where_the_budget_holds_them():
 
 @pytest.mark.parametrize("budget_seconds", [40, 300, 3600, 36000])
 @pytest.mark.parametrize("validation_pass", [0.0, 2.0, 30.0])
-def test_every_fold_validates_at_least_five_epochs(budget_seconds, validation_pass):
+def test_every_fold_validates_at_least_five_epochs_and_the_run_fits_the_budget(budget_seconds, validation_pass):
     from unet3d.plan import budget
     from unet3d.plan.speed import StepCost
 
@@ -354,6 +354,9 @@ def test_every_fold_validates_at_least_five_epochs(budget_seconds, validation_pa
     validated = [epoch for epoch in range(1, n_epochs + 1) if epoch % interval == 0 or epoch == n_epochs]
     if steps:
         assert len(validated) >= budget.MIN_VALIDATIONS and steps == n_epochs * per_epoch
+        # Every epoch's overhead and validation counted: the run's estimate stays within the budget.
+        cost = StepCost(0.2, 0.01, "test")
+        assert budget.run_seconds(cost, costs, 2, n_epochs, per_epoch, interval) <= budget_seconds
     else:  # no room for five validated epochs of a step each: unet3d-plan refuses the budget (test_bad_input)
         fold = (budget_seconds - 5.0) / 2 - 3.0 - budget.FOLD_OVERHEAD
         assert fold < budget.MIN_VALIDATIONS * (validation_pass + budget.EPOCH_OVERHEAD + 0.2)

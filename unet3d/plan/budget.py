@@ -88,20 +88,33 @@ def fold_schedule(budget_seconds, cost, costs, n_folds, max_steps=250_000):
 
     About ``TARGET_EPOCHS`` epochs (to choose the best among), fewer when their overhead would
     take over a tenth of the fold, never under ``MIN_VALIDATIONS``; epochs of at most 250 steps
-    (nnU-Net's); validation taking at most ``VALIDATION_SHARE`` of the fold, but at least
-    ``MIN_VALIDATIONS`` validated epochs. ``steps`` is 0 when the fold's time does not hold
-    them and a step per epoch.
+    (nnU-Net's), and where they reach 250 as many more as the fold holds, up to 1000; validation
+    taking at most ``VALIDATION_SHARE`` of the fold, but at least ``MIN_VALIDATIONS`` validated
+    epochs. Every epoch's overhead and every validated epoch is counted, so that the run's
+    estimate (``run_seconds``) stays within the budget. ``steps`` is 0 when the fold's time does
+    not hold them and a step per epoch.
     """
     fold = (budget_seconds - costs.preprocessing) / n_folds - costs.predictions - FOLD_OVERHEAD
     n_epochs = max(MIN_VALIDATIONS, min(TARGET_EPOCHS, int(0.1 * max(fold, 0) / EPOCH_OVERHEAD)))
-    validations = n_epochs
-    if costs.validation_pass:
-        validations = max(MIN_VALIDATIONS, min(n_epochs, int(VALIDATION_SHARE * max(fold, 0) / costs.validation_pass)))
-    training = fold - n_epochs * EPOCH_OVERHEAD - validations * costs.validation_pass
-    steps = min(max_steps, max(0, int(training / cost.step_seconds)))
+    steps, interval = fold_steps(fold, cost, costs, n_epochs, max_steps)
     if steps < n_epochs:
         return 0, n_epochs, 1, 1
     per_epoch = min(250, steps // n_epochs)
-    n_epochs = max(n_epochs, min(1000 * (per_epoch == 250), steps // per_epoch))
+    while per_epoch == 250 and n_epochs < 1000:
+        more_steps, more_interval = fold_steps(fold, cost, costs, n_epochs + 1, max_steps)
+        if more_steps < per_epoch * (n_epochs + 1):
+            break
+        n_epochs, interval = n_epochs + 1, more_interval
+    return per_epoch * n_epochs, n_epochs, per_epoch, interval
+
+
+def fold_steps(fold, cost, costs, n_epochs, max_steps):
+    """``(steps, validation interval)``: the training steps that ``fold`` seconds hold beside the overheads of
+    ``n_epochs`` epochs and their validations, validated every ``interval`` epochs (and at the last)."""
+    validations = n_epochs
+    if costs.validation_pass:
+        validations = max(MIN_VALIDATIONS, min(n_epochs, int(VALIDATION_SHARE * max(fold, 0) / costs.validation_pass)))
     # The interval that validates at least ``validations`` epochs (the last epoch always validates).
-    return per_epoch * n_epochs, n_epochs, per_epoch, max(1, n_epochs // validations)
+    interval = max(1, n_epochs // validations)
+    training = fold - n_epochs * EPOCH_OVERHEAD - math.ceil(n_epochs / interval) * costs.validation_pass
+    return min(max_steps, max(0, int(training / cost.step_seconds))), interval
