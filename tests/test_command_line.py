@@ -52,12 +52,20 @@ def test_set_changes_a_value_and_a_changed_training_setting_is_refused_like_an_e
     run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--set", "training.seed=3")
     work = single_config.parent / single_config.stem
     assert json.loads((work / "config.json").read_text())["training"]["seed"] == 3  # the config as trained
+    log_path = work / "training_log.csv"
+    before = log_path.read_text()
     result = run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--set", "training.seed=4",
                  check=False)
     assert_one_line_error(result, "checkpoint.pth: config key(s) training changed since this checkpoint was written")
+    assert "--restart" in result.stderr and log_path.read_text() == before  # nothing the run had is lost
     longer = run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--set", "training.seed=3",
                  "--set", "training.n_epochs=2")
-    assert "resuming" in longer.stderr and [r["epoch"] for r in read_log(work / "training_log.csv")] == ["1", "2"]
+    assert "resuming" in longer.stderr and [r["epoch"] for r in read_log(log_path)] == ["1", "2"]
+    # --restart trains the changed config from the start.
+    restarted = run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--set", "optimizer.lr=0.02",
+                    "--restart")
+    assert "resuming" not in restarted.stderr
+    assert [(row["epoch"], row["lr"]) for row in read_log(log_path)] == [("1", "0.02")]
 
 
 def test_original_flags_log_batch_size_machine_config_and_examples(single_config, tmp_path):

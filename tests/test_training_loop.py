@@ -128,24 +128,6 @@ def test_sigterm_saves_the_last_epoch_and_releases_workers(single_config, tmp_pa
     assert not list((tmp_path / "tiny").glob(".tmp-*"))
 
 
-def test_changed_config_is_refused_unless_restarted(single_config):
-    edit_config(single_config, lambda c: c["training"].update(n_epochs=1))
-    run("unet3d-train", "--config_filename", single_config, "--device", "cpu")
-    log_path = single_config.parent / "tiny" / "training_log.csv"
-    before = log_path.read_text()
-    edit_config(single_config, lambda c: c["optimizer"].update(lr=0.02))
-    refused = run("unet3d-train", "--config_filename", single_config, "--device", "cpu", check=False)
-    assert refused.returncode == 2
-    message = refused.stderr.strip().splitlines()[-1]
-    assert message.startswith("unet3d-train: error: ") and "checkpoint.pth" in message
-    assert "config key(s) optimizer changed" in message and "--restart" in message
-    assert log_path.read_text() == before
-    restarted = run("unet3d-train", "--config_filename", single_config, "--device", "cpu", "--restart")
-    assert "resuming" not in restarted.stderr
-    assert [row["epoch"] for row in read_log(log_path)] == ["1"]
-    assert read_log(log_path)[0]["lr"] == "0.02"
-
-
 def test_best_model_follows_a_maximized_metric(single_config):
     edit_config(single_config, lambda c: (c.pop("scheduler"), c["training"].update(
         n_epochs=3, metric_to_monitor="val_dice_mean", save_every_n_epochs=1)))
