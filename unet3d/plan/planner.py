@@ -129,8 +129,7 @@ def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=
     table = target.table_cost(sections.model(found[1], found[2], target), found[0], batch)
     tta, mirrored_seconds, measured_mirrored = mirrored(target, table, cost, fingerprint, (n_folds, shape, found),
                                                         window)
-    table_steps = budget.fold_schedule(target.budget_seconds, table, run_costs(
-        table, fingerprint, n_folds, shape, found[0], window, tta), n_folds, NNUNET_MAX_STEPS)[0]
+    augmented_steps = table_steps(sections, target, fingerprint, shape, found, batch, n_folds, tta)
     costs = run_costs(cost, fingerprint, n_folds, shape, found[0], window, tta)
     steps, n_epochs, per_epoch, interval = budget.fold_schedule(target.budget_seconds, cost, costs, n_folds,
                                                                 NNUNET_MAX_STEPS)
@@ -141,13 +140,13 @@ def plan_length(sections, target, fingerprint, structure, reasons, step_seconds=
     estimate = budget.run_seconds(cost, costs, n_folds, n_epochs, per_epoch, interval) / 60
     reasons.append(length_reason(target, n_folds, (steps, n_epochs, per_epoch, interval), costs, estimate))
     reasons.append(smallest_structure(fingerprint, sections.scheme, spacing))
-    reasons.append(augmentation_reason(table_steps, target.speed.name, None if target.cuda else target.threads))
+    reasons.append(augmentation_reason(augmented_steps, target.speed.name, None if target.cuda else target.threads))
     if window:
         reasons.append(("prediction window", " x ".join(map(str, window)), WINDOW_REASON))
     if mirrored_seconds is not None:
         reasons.append(mirroring_reason(tta, mirrored_seconds, measured_mirrored, target.budget_seconds))
     config = sections.config(target, spacing, found, batch, (n_epochs, per_epoch, interval), n_folds, window, tta,
-                             table_steps)
+                             augmented_steps)
     return Plan(config, reasons, estimate, cost_inputs(target, cost, fingerprint, costs))
 
 
@@ -234,13 +233,14 @@ def fit_patch(sections, target, fingerprint, spacing, shape):
     return found, 0
 
 
-def table_steps(sections, target, fingerprint, shape, found, batch):
+def table_steps(sections, target, fingerprint, shape, found, batch, n_folds=2, tta=False):
     """The training steps per fold that the budget leaves a patch ``found`` (patch, kernels, strides) with ``batch``
-    in the fewest folds (2), by the speed table: folds are chosen after the patch."""
+    by the speed table, in ``n_folds`` folds (the fewest, 2, while the patch is chosen: folds are chosen after it),
+    the predictions mirrored with ``tta``."""
     patch = found[0]
     cost = target.table_cost(sections.model(found[1], found[2], target), patch, batch)
-    costs = run_costs(cost, fingerprint, 2, shape, patch, prediction_window(target, shape, found))
-    return budget.fold_schedule(target.budget_seconds, cost, costs, 2)[0]
+    costs = run_costs(cost, fingerprint, n_folds, shape, patch, prediction_window(target, shape, found), tta)
+    return budget.fold_schedule(target.budget_seconds, cost, costs, n_folds, NNUNET_MAX_STEPS)[0]
 
 
 def larger_batch(sections, target, found, shape, n_cases):
