@@ -24,31 +24,30 @@ from scipy import ndimage
 
 from unet3d.config.experiment import load_experiment
 from unet3d.data.formats import read_array
+from unet3d.runs.postprocessing import dice_of_counts
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
-def dice(predicted, reference):
-    """Dice of two boolean masks, 1 when both are empty (BraTS)."""
-    total = predicted.sum() + reference.sum()
-    return 1.0 if total == 0 else 2.0 * (predicted & reference).sum() / total
+def reference_maps(scheme, label):
+    """Per region of a reference ``label`` map: its mask and each voxel's distance outside and inside it, in voxels
+    with a diagonal step counted as one (26-neighbourhood). They serve every prediction of the case."""
+    return [(mask, ndimage.distance_transform_cdt(~mask, metric="chessboard"),
+             ndimage.distance_transform_cdt(mask, metric="chessboard")) for mask in scheme.masks(label)]
 
 
-def case_rows(scheme, probabilities, label, image, case, folder):
-    """Per region of one case: Dice per threshold, and the boundary's errors at 0.5."""
-    references = scheme.masks(label)
-    rows = [{"folder": folder, "case": case, "region": name, "threshold": threshold,
-             "dice": dice(np.asarray(predicted), reference)}
-            for threshold in THRESHOLDS
-            for name, predicted, reference in zip(scheme.names, scheme.masks(
-                np.asarray(scheme.decode(probabilities, threshold))), references)]
-    predicted_masks = scheme.masks(np.asarray(scheme.decode(probabilities, 0.5)))
+def case_rows(scheme, probabilities, references, image, case, folder):
+    """Per region of one case (``references``: its ``reference_maps``): Dice per threshold, and the boundary's
+    errors at 0.5."""
+    rows, decoded = [], {}
+    for threshold in THRESHOLDS:
+        decoded[threshold] = scheme.masks(np.asarray(scheme.decode(probabilities, threshold)))
+        for name, predicted, (reference, _, _) in zip(scheme.names, decoded[threshold], references):
+            dice = dice_of_counts((predicted & reference).sum(), predicted.sum(), reference.sum())
+            rows.append({"folder": folder, "case": case, "region": name, "threshold": threshold, "dice": float(dice)})
     brain = image > 0
     errors = []
-    for name, predicted, reference in zip(scheme.names, predicted_masks, references):
-        # Voxels apart, counting a diagonal step as one (26-neighbourhood).
-        outside = ndimage.distance_transform_cdt(~reference, metric="chessboard")
-        inside = ndimage.distance_transform_cdt(reference, metric="chessboard")
+    for name, predicted, (reference, outside, inside) in zip(scheme.names, decoded[0.5], references):
         false_positive, false_negative = predicted & ~reference, reference & ~predicted
         surface = (reference & (inside <= 1)).sum()
         near = brain & (outside >= 3) & (outside <= 5)
@@ -74,11 +73,11 @@ def main():
     scheme = experiment.labels
     dice_rows, error_rows = [], []
     for case in experiment.groups[args.group]:
-        label = read_array(case.label).astype(np.int64)
+        references = reference_maps(scheme, read_array(case.label).astype(np.int64))
         image = read_array(case.images[args.channel]).astype(np.float32)
         for folder in args.probabilities:
             probabilities = np.moveaxis(read_array(folder / f"{case.id}.nii.gz").astype(np.float32), -1, 0)
-            rows, errors = case_rows(scheme, probabilities, label, image, case.id, str(folder))
+            rows, errors = case_rows(scheme, probabilities, references, image, case.id, str(folder))
             dice_rows += rows
             error_rows += errors
     dices = pandas.DataFrame(dice_rows).groupby(["threshold", "region"]).dice.mean().unstack()

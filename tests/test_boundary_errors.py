@@ -16,7 +16,9 @@ def test_a_prediction_one_voxel_too_large_has_all_its_errors_at_the_boundary_and
     probabilities[0, 4:16, 4:16, 4:16] += 0.05  # below every threshold
     probabilities[1, 9:11, 9:11, 9:11] = 0.65  # the core, found at thresholds under 0.65
     image = np.where(label > 0, 2.0, 1.0).astype(np.float32)
-    rows, errors = benchmark.case_rows(LabelScheme.brats(), probabilities, label, image, "case", "seed0")
+    scheme = LabelScheme.brats()
+    rows, errors = benchmark.case_rows(scheme, probabilities, benchmark.reference_maps(scheme, label), image, "case",
+                                       "seed0")
     wt = {row["threshold"]: row["dice"] for row in rows if row["region"] == "WT"}
     tc = {row["threshold"]: row["dice"] for row in rows if row["region"] == "TC"}
     assert wt[0.5] == wt[0.8] == 2 * 8 ** 3 / (8 ** 3 + 10 ** 3)
